@@ -1,0 +1,753 @@
+//! SWIM membership as a sans-IO state machine around `foca`.
+//!
+//! [`Membership`] takes inputs — a datagram from a named peer, a timer that fired,
+//! a periodic tick, a request to leave — each with an explicit `now`, and queues
+//! outputs that the caller drains with [`Membership::poll_output`]: datagrams to send,
+//! timers to arm at an absolute deadline, and membership events. It reads no clock,
+//! does no IO and draws randomness only from the seeded RNG it was built with, so the
+//! same inputs give the same outputs; the deterministic simulator in `tests/` and the
+//! tokio shell in [`crate::runtime`] drive the same code.
+//!
+//! # Properties
+//!
+//! Safety:
+//! - **S1 identity binding.** A datagram is only handed to foca if the SWIM source
+//!   name in its header equals the certificate name of the connection it arrived on;
+//!   anything else is dropped and counted ([`Rejected::IdentityMismatch`]).
+//! - **S2 no resurrection.** A member's identity only moves to a larger incarnation;
+//!   an event never reports an older incarnation of a name after a newer one.
+//! - **S3 events are ordered per member.** For one identity the event stream is a
+//!   path of the state machine `Up → (Suspect ↔ Alive)* → Down|Left`.
+//! - **S4 bad input changes nothing.** Malformed packets are rejected with a reason
+//!   before foca sees them or by foca's own checks; neither panics.
+//!
+//! Liveness (checked by the simulator over many seeds):
+//! - **L1 convergence.** Connected live nodes that know one seed all come to see each
+//!   other alive.
+//! - **L2 detection.** A node that stops answering is declared down by every live
+//!   node, within `probe_period + suspicion + dissemination`.
+//! - **L3 heal.** After a partition heals — or after every node restarted — nodes that
+//!   find themselves alone re-announce to their seeds (with backoff), and foca's
+//!   periodic announce to down members rejoins the rest, so one view forms again.
+//! - **L4 no false down.** At moderate loss (10 %), healthy nodes are not declared down.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use foca::{BroadcastHandler, Foca, Invalidates, Message, Notification, State, Timer};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{peek_header, SwimCodec};
+use crate::identity::NodeId;
+
+/// The smallest SWIM packet we accept in configuration: a header plus a few updates.
+pub const MIN_PACKET_SIZE: usize = 512;
+/// The largest SWIM packet: it must fit in the first QUIC datagram of a connection
+/// (quinn allows 1162 bytes before path MTU discovery), less our one-byte tag.
+pub const MAX_PACKET_SIZE: usize = 1150;
+/// Default SWIM packet budget.
+pub const DEFAULT_PACKET_SIZE: usize = 1100;
+
+/// Timing profile: how fast SWIM probes and how long it waits before declaring down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Data-centre networks: probe every 500 ms, suspicion 1.5 s × log10(N).
+    #[default]
+    Lan,
+    /// Across regions: foca's WAN timings (probe every 5 s).
+    Wan,
+    /// One machine (tests, demos): probe every 200 ms.
+    Local,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lan" => Ok(Self::Lan),
+            "wan" => Ok(Self::Wan),
+            "local" => Ok(Self::Local),
+            other => Err(format!("unknown profile {other:?}: expected lan, wan or local")),
+        }
+    }
+}
+
+impl Profile {
+    /// foca's configuration for this profile and a cluster of `cluster_size` nodes.
+    pub fn foca_config(self, cluster_size: usize, packet_size: usize) -> foca::Config {
+        let n = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        let scale = f64::from(n.get()).log10().max(1.0);
+        let (mut c, period, rtt, suspicion_mult, gossip, down_announce) = match self {
+            Self::Lan => (
+                foca::Config::new_lan(n),
+                Duration::from_millis(500),
+                Duration::from_millis(200),
+                3.0,
+                Duration::from_millis(200),
+                Duration::from_secs(3),
+            ),
+            Self::Wan => (
+                foca::Config::new_wan(n),
+                Duration::from_secs(5),
+                Duration::from_secs(3),
+                6.0,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            ),
+            Self::Local => (
+                foca::Config::new_lan(n),
+                Duration::from_millis(200),
+                Duration::from_millis(100),
+                3.0,
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            ),
+        };
+        c.probe_period = period;
+        c.probe_rtt = rtt;
+        c.suspect_to_down_after = period.mul_f64(suspicion_mult * scale);
+        c.max_packet_size = NonZeroUsize::new(packet_size.max(MIN_PACKET_SIZE))
+            .unwrap_or(NonZeroUsize::MIN);
+        c.notify_down_members = true;
+        c.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: gossip,
+            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        });
+        c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: down_announce,
+            num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+        });
+        // Forget down identities after an hour rather than foca's default day: a
+        // restarted node comes back as a newer incarnation anyway.
+        c.remove_down_after = Some(Duration::from_secs(3600));
+        c
+    }
+}
+
+/// Configuration of the membership state machine.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// Timing profile.
+    pub profile: Profile,
+    /// Addresses to join through. Our own address is ignored if listed.
+    pub seeds: Vec<SocketAddr>,
+    /// SWIM packet budget in bytes, [`MIN_PACKET_SIZE`]..=[`MAX_PACKET_SIZE`].
+    pub packet_size: usize,
+    /// First delay between announces to seeds while alone.
+    pub rejoin_backoff_min: Duration,
+    /// Largest delay between announces to seeds while alone.
+    pub rejoin_backoff_max: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Lan,
+            seeds: Vec::new(),
+            packet_size: DEFAULT_PACKET_SIZE,
+            rejoin_backoff_min: Duration::from_millis(200),
+            rejoin_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a node knows of a member's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Someone suspects it; it is still treated as alive until declared down.
+    Suspect,
+    /// Declared down by the cluster.
+    Down,
+    /// Left the cluster on purpose.
+    Left,
+}
+
+impl MemberState {
+    /// Lower-case name, as used in metrics labels and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+            Self::Left => "left",
+        }
+    }
+
+    /// Alive or suspect: still counted as a member.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Alive | Self::Suspect)
+    }
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its current identity.
+    pub id: NodeId,
+    /// Its state.
+    pub state: MemberState,
+    /// When it entered that state (by the caller's clock).
+    pub since: Instant,
+}
+
+/// What happened to a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A member (or a new incarnation of one) became alive.
+    Up,
+    /// A member became suspect.
+    Suspect,
+    /// A suspect member refuted the suspicion.
+    Alive,
+    /// A member was declared down.
+    Down,
+    /// A member left on purpose.
+    Left,
+}
+
+impl EventKind {
+    /// Every kind, for registering metrics at zero.
+    pub const ALL: [Self; 5] = [Self::Up, Self::Suspect, Self::Alive, Self::Down, Self::Left];
+
+    /// Lower-case name, as used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Suspect => "suspect",
+            Self::Alive => "alive",
+            Self::Down => "down",
+            Self::Left => "left",
+        }
+    }
+}
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// To whom.
+    pub member: NodeId,
+    /// When this node learned it.
+    pub at: Instant,
+}
+
+/// A foca timer, ordered the way foca wants timers that fire together handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwimTimer(pub(crate) Timer<NodeId>);
+
+impl PartialOrd for SwimTimer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SwimTimer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// Something the caller must do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send this SWIM packet to `to` as one datagram. A seed placeholder
+    /// ([`NodeId::is_seed_placeholder`]) is reached by address alone.
+    Send {
+        /// Destination.
+        to: NodeId,
+        /// The packet.
+        data: Bytes,
+    },
+    /// Call [`Membership::handle_timer`] with `timer` at `at`. Timers due at the same
+    /// instant must be handled in `Ord` order.
+    Timer {
+        /// Deadline.
+        at: Instant,
+        /// The timer.
+        timer: SwimTimer,
+    },
+    /// A membership change, for subscribers.
+    Event(MembershipEvent),
+}
+
+/// Why an incoming datagram was dropped. Nothing about the state changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Rejected {
+    /// The header's source name is not the name in the sender's certificate.
+    #[error("SWIM source does not match the connection's certificate name")]
+    IdentityMismatch,
+    /// The packet could not be decoded.
+    #[error("malformed SWIM packet")]
+    Malformed,
+    /// The packet is larger than the configured SWIM packet size.
+    #[error("SWIM packet too large")]
+    TooLarge,
+    /// foca refused it (from ourselves, stale, or inconsistent).
+    #[error("refused by SWIM")]
+    Refused,
+}
+
+impl Rejected {
+    /// Every reason, for registering metrics at zero.
+    pub const ALL: [Self; 4] = [
+        Self::IdentityMismatch,
+        Self::Malformed,
+        Self::TooLarge,
+        Self::Refused,
+    ];
+
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IdentityMismatch => "identity_mismatch",
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// Counters kept by the state machine; the shell publishes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed in.
+    pub datagrams_in: u64,
+    /// Datagrams queued for sending.
+    pub datagrams_out: u64,
+    /// Datagrams dropped, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Events emitted, by kind.
+    pub events: BTreeMap<&'static str, u64>,
+    /// Announces sent to seeds while alone.
+    pub seed_announces: u64,
+    /// Times this node was declared down and rejoined as a newer incarnation.
+    pub rejoins: u64,
+    /// Probes that got no answer, direct or indirect.
+    pub probes_failed: u64,
+}
+
+/// Custom broadcasts carried on SWIM packets. Version-tagged so later subsystems can
+/// add variants; an unknown tag is refused, not misread.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+enum Broadcast {
+    /// The node is leaving on purpose: its coming `Down` is a `Left`.
+    Leaving(NodeId),
+}
+
+const BROADCAST_VERSION: u8 = 1;
+
+fn encode_broadcast(b: &Broadcast) -> Vec<u8> {
+    let mut out = vec![BROADCAST_VERSION];
+    // Encoding a small enum of owned data into a Vec cannot fail.
+    out.extend(rmp_serde::to_vec(b).unwrap_or_default());
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BroadcastKey(NodeId);
+
+impl Invalidates for BroadcastKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.0.name == other.0.name && self.0.incarnation >= other.0.incarnation
+    }
+}
+
+/// Identities that announced they are leaving, shared with the foca-owned handler.
+type LeftMarks = Arc<Mutex<HashMap<String, u64>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed custom broadcast")]
+struct BadBroadcast;
+
+struct Broadcasts {
+    left: LeftMarks,
+}
+
+impl BroadcastHandler<NodeId> for Broadcasts {
+    type Key = BroadcastKey;
+    type Error = BadBroadcast;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&NodeId>,
+    ) -> Result<Option<BroadcastKey>, BadBroadcast> {
+        let (&version, body) = data.split_first().ok_or(BadBroadcast)?;
+        if version != BROADCAST_VERSION {
+            return Err(BadBroadcast);
+        }
+        let Broadcast::Leaving(id) = rmp_serde::from_slice(body).map_err(|_| BadBroadcast)?;
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        match left.get(&id.name) {
+            Some(&inc) if inc >= id.incarnation => Ok(None),
+            _ => {
+                left.insert(id.name.clone(), id.incarnation);
+                Ok(Some(BroadcastKey(id)))
+            }
+        }
+    }
+}
+
+/// Collects what foca asks for during one call.
+#[derive(Default)]
+struct Collect {
+    sends: Vec<(NodeId, Bytes)>,
+    timers: Vec<(Duration, Timer<NodeId>)>,
+    notes: Vec<foca::OwnedNotification<NodeId>>,
+}
+
+impl foca::Runtime<NodeId> for Collect {
+    fn notify(&mut self, n: Notification<'_, NodeId>) {
+        self.notes.push(n.to_owned());
+    }
+    fn send_to(&mut self, to: NodeId, data: &[u8]) {
+        self.sends.push((to, Bytes::copy_from_slice(data)));
+    }
+    fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
+/// The membership state machine. See the module docs.
+pub struct Membership {
+    foca: Foca<NodeId, SwimCodec, StdRng, Broadcasts>,
+    config: MembershipConfig,
+    left: LeftMarks,
+    members: BTreeMap<String, MemberInfo>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+    /// Cluster size the current foca config was computed for.
+    config_size: usize,
+    joined: bool,
+    next_seed_announce: Instant,
+    seed_backoff: Duration,
+    seed_cursor: usize,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.foca.identity())
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+impl Membership {
+    /// Builds the state machine for `identity`. Announcing to seeds starts at the
+    /// first [`Membership::handle_tick`].
+    pub fn new(identity: NodeId, mut config: MembershipConfig, rng_seed: u64, now: Instant) -> Self {
+        config.packet_size = config.packet_size.clamp(MIN_PACKET_SIZE, MAX_PACKET_SIZE);
+        config.seeds.retain(|s| *s != identity.addr);
+        config.seeds.dedup();
+        let left: LeftMarks = Arc::default();
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            config.profile.foca_config(1, config.packet_size),
+            StdRng::seed_from_u64(rng_seed),
+            SwimCodec,
+            Broadcasts { left: left.clone() },
+        );
+        Self {
+            foca,
+            seed_backoff: config.rejoin_backoff_min,
+            config,
+            left,
+            members: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            config_size: 1,
+            joined: false,
+            next_seed_announce: now,
+            seed_cursor: 0,
+        }
+    }
+
+    /// This node's current identity (it changes if the node is declared down and
+    /// rejoins as a newer incarnation).
+    pub fn identity(&self) -> &NodeId {
+        self.foca.identity()
+    }
+
+    /// Configuration in force.
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// True once some member knows us and we are not alone.
+    pub fn is_joined(&self) -> bool {
+        self.joined && self.foca.num_members() > 0
+    }
+
+    /// Members other than this node, including down and left ones still remembered.
+    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.values()
+    }
+
+    /// One member by name.
+    pub fn member(&self, name: &str) -> Option<&MemberInfo> {
+        self.members.get(name)
+    }
+
+    /// Number of live (alive or suspect) members, not counting this node.
+    pub fn live_count(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Next output to act on, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Membership::handle_tick`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.config.seeds.is_empty()).then_some(self.next_seed_announce)
+    }
+
+    /// A datagram arrived on a connection whose certificate names `from`.
+    pub fn handle_data(&mut self, now: Instant, from: &str, data: &[u8]) -> Result<(), Rejected> {
+        self.stats.datagrams_in += 1;
+        let result = self.accept_data(now, from, data);
+        if let Err(reason) = result {
+            *self.stats.rejected.entry(reason.as_str()).or_default() += 1;
+        }
+        result
+    }
+
+    fn accept_data(&mut self, now: Instant, from: &str, data: &[u8]) -> Result<(), Rejected> {
+        if data.len() > self.config.packet_size {
+            return Err(Rejected::TooLarge);
+        }
+        let mut header = peek_header(data).map_err(|_| Rejected::Malformed)?;
+        if header.src.name != from || header.src.is_seed_placeholder() {
+            return Err(Rejected::IdentityMismatch);
+        }
+        let mut rt = Collect::default();
+        let result = if header.message == Message::Announce && header.dst.is_seed_placeholder() {
+            // The sender dialed us as a seed without knowing our name. An announce
+            // carries nothing but its header, so re-address it to us.
+            header.dst = self.identity().clone();
+            let mut buf = Vec::with_capacity(data.len() + 32);
+            foca::Codec::encode_header(&mut SwimCodec, &header, &mut buf)
+                .map_err(|_| Rejected::Malformed)?;
+            self.foca.handle_data(&buf, &mut rt)
+        } else {
+            self.foca.handle_data(data, &mut rt)
+        };
+        self.absorb(now, rt);
+        match result {
+            Ok(()) => Ok(()),
+            Err(foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::CustomBroadcast(_)) => {
+                Err(Rejected::Malformed)
+            }
+            Err(foca::Error::DataTooBig) => Err(Rejected::TooLarge),
+            Err(_) => Err(Rejected::Refused),
+        }
+    }
+
+    /// A timer armed by an [`Output::Timer`] is due.
+    pub fn handle_timer(&mut self, now: Instant, timer: SwimTimer) {
+        let mut rt = Collect::default();
+        if let Err(e) = self.foca.handle_timer(timer.0, &mut rt) {
+            tracing::debug!(error = %e, "timer refused");
+        }
+        self.absorb(now, rt);
+    }
+
+    /// Periodic housekeeping: announce to seeds while alone (with backoff), and keep
+    /// foca's configuration in step with the cluster size. Call it at
+    /// [`Membership::poll_timeout`] or more often.
+    pub fn handle_tick(&mut self, now: Instant) {
+        if self.config.seeds.is_empty() || now < self.next_seed_announce {
+            return;
+        }
+        if self.foca.num_members() > 0 {
+            // Not alone: look again later; the backoff starts small next time.
+            self.seed_backoff = self.config.rejoin_backoff_min;
+            self.next_seed_announce = now + self.config.rejoin_backoff_max;
+            return;
+        }
+        let seed = self.config.seeds[self.seed_cursor % self.config.seeds.len()];
+        self.seed_cursor = self.seed_cursor.wrapping_add(1);
+        let mut rt = Collect::default();
+        if self.foca.announce(NodeId::seed(seed), &mut rt).is_ok() {
+            self.stats.seed_announces += 1;
+        }
+        self.absorb(now, rt);
+        // Try every seed once before backing off.
+        if self.seed_cursor % self.config.seeds.len() == 0 {
+            self.next_seed_announce = now + self.seed_backoff;
+            self.seed_backoff = (self.seed_backoff * 2).min(self.config.rejoin_backoff_max);
+        }
+    }
+
+    /// Announces to a specific address now (an operator's `join`).
+    pub fn announce_to(&mut self, now: Instant, addr: SocketAddr) {
+        let mut rt = Collect::default();
+        let _ = self.foca.announce(NodeId::seed(addr), &mut rt);
+        self.absorb(now, rt);
+    }
+
+    /// Leaves the cluster gracefully: tells peers we are leaving, then declares
+    /// ourselves down. After this the node answers nothing.
+    pub fn leave(&mut self, now: Instant) {
+        let me = self.identity().clone();
+        let data = encode_broadcast(&Broadcast::Leaving(me));
+        let mut rt = Collect::default();
+        if let Err(e) = self.foca.add_broadcast(&data) {
+            tracing::debug!(error = %e, "could not queue leave notice");
+        }
+        if let Err(e) = self.foca.leave_cluster(&mut rt) {
+            tracing::debug!(error = %e, "leave refused");
+        }
+        self.absorb(now, rt);
+        self.config.seeds.clear();
+    }
+
+    /// Turns what foca asked for into outputs and events.
+    fn absorb(&mut self, now: Instant, rt: Collect) {
+        for (to, data) in rt.sends {
+            self.stats.datagrams_out += 1;
+            self.outputs.push_back(Output::Send { to, data });
+        }
+        for (after, timer) in rt.timers {
+            self.outputs.push_back(Output::Timer {
+                at: now + after,
+                timer: SwimTimer(timer),
+            });
+        }
+        for note in rt.notes {
+            self.apply_notification(now, note);
+        }
+        self.reconcile_suspects(now);
+        self.follow_cluster_size();
+    }
+
+    fn emit(&mut self, now: Instant, kind: EventKind, member: NodeId) {
+        *self.stats.events.entry(kind.as_str()).or_default() += 1;
+        self.outputs.push_back(Output::Event(MembershipEvent {
+            kind,
+            member,
+            at: now,
+        }));
+    }
+
+    fn set_member(&mut self, now: Instant, id: NodeId, state: MemberState) {
+        self.members.insert(
+            id.name.clone(),
+            MemberInfo {
+                id,
+                state,
+                since: now,
+            },
+        );
+    }
+
+    fn apply_notification(&mut self, now: Instant, note: foca::OwnedNotification<NodeId>) {
+        use foca::OwnedNotification as N;
+        match note {
+            N::MemberUp(id) => {
+                if self.is_stale(&id) {
+                    return;
+                }
+                self.set_member(now, id.clone(), MemberState::Alive);
+                self.emit(now, EventKind::Up, id);
+            }
+            N::MemberDown(id) => {
+                if self.is_stale(&id) {
+                    return;
+                }
+                let left = self
+                    .left
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id.name)
+                    .is_some_and(|&inc| inc == id.incarnation);
+                let (state, kind) = if left {
+                    (MemberState::Left, EventKind::Left)
+                } else {
+                    (MemberState::Down, EventKind::Down)
+                };
+                self.set_member(now, id.clone(), state);
+                self.emit(now, kind, id);
+            }
+            N::Rename(old, new) => {
+                if let Some(info) = self.members.get_mut(&old.name) {
+                    if info.id.incarnation <= new.incarnation {
+                        info.id = new;
+                    }
+                }
+            }
+            N::Active => self.joined = true,
+            N::Idle => self.joined = false,
+            N::Defunct => self.joined = false,
+            N::Rejoin(_) => self.stats.rejoins += 1,
+            N::ProbeFailed(..) => self.stats.probes_failed += 1,
+            N::DataReceived(_) | N::DataSent(_) => {}
+        }
+    }
+
+    /// An identity older than the one we already report for that name.
+    fn is_stale(&self, id: &NodeId) -> bool {
+        self.members
+            .get(&id.name)
+            .is_some_and(|m| m.id.incarnation > id.incarnation)
+    }
+
+    /// foca has no suspect notification: compare its states with ours.
+    fn reconcile_suspects(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        for m in self.foca.iter_members() {
+            let Some(info) = self.members.get(&m.id().name) else {
+                continue;
+            };
+            if info.id != *m.id() {
+                continue;
+            }
+            match (info.state, m.state()) {
+                (MemberState::Alive, State::Suspect) => changes.push((m.id().clone(), true)),
+                (MemberState::Suspect, State::Alive) => changes.push((m.id().clone(), false)),
+                _ => {}
+            }
+        }
+        for (id, suspect) in changes {
+            if suspect {
+                self.set_member(now, id.clone(), MemberState::Suspect);
+                self.emit(now, EventKind::Suspect, id);
+            } else {
+                self.set_member(now, id.clone(), MemberState::Alive);
+                self.emit(now, EventKind::Alive, id);
+            }
+        }
+    }
+
+    /// Re-derive foca's config when the cluster size moves by a factor of two, so
+    /// the suspicion timeout and retransmissions follow log(N).
+    fn follow_cluster_size(&mut self) {
+        let n = self.foca.num_members() + 1;
+        if n > self.config_size * 2 || n * 2 < self.config_size {
+            let cfg = self.config.profile.foca_config(n, self.config.packet_size);
+            if self.foca.set_config(cfg).is_ok() {
+                self.config_size = n;
+            }
+        }
+    }
+}
