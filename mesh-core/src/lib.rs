@@ -3,9 +3,15 @@
 //! - [`identity`]: who a node is (`{name, addr, incarnation}`).
 //! - [`codec`]: the SWIM wire codec.
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
+//! - [`config`]: agent configuration and validation.
+//! - [`runtime`]: the tokio shell (transport, timers, events).
+//! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod identity;
 pub mod membership;
+pub mod config;
+pub mod runtime;
+pub mod admin;

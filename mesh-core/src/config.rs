@@ -1,0 +1,175 @@
+//! Agent configuration and its validation.
+//!
+//! [`AgentConfig`] is what [`crate::runtime::Agent::start`] needs. `meshctl agent`
+//! builds it from flags, `MESH_*` environment variables and a TOML file (precedence
+//! flag > env > file > default); library users build it directly. Either way
+//! [`AgentConfig::validate`] runs before anything binds, and every error names the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{validate_name, NameError};
+use crate::membership::{Profile, DEFAULT_PACKET_SIZE, MAX_PACKET_SIZE, MIN_PACKET_SIZE};
+
+/// Default SWIM/QUIC port.
+pub const DEFAULT_PORT: u16 = 7946;
+/// Default admin API port (on loopback).
+pub const DEFAULT_ADMIN_PORT: u16 = 7947;
+
+/// Everything an agent needs to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// Node name; must equal the name in `cert`.
+    pub name: String,
+    /// UDP address the QUIC endpoint binds.
+    pub bind: SocketAddr,
+    /// Address peers dial to reach us; defaults to `bind`, required when `bind` is a
+    /// wildcard address.
+    pub advertise: Option<SocketAddr>,
+    /// Peers to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Where durable state lives (the boot counter that makes incarnations grow).
+    pub data_dir: Option<PathBuf>,
+    /// Admin HTTP API address.
+    pub admin: SocketAddr,
+    /// Bearer token for the admin API; required when `admin` is not loopback.
+    pub admin_token: Option<String>,
+    /// Cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), signed by the CA.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+    /// SWIM timing profile.
+    pub profile: Profile,
+    /// SWIM packet size in bytes.
+    pub packet_size: usize,
+}
+
+impl AgentConfig {
+    /// A config with defaults for everything but the name and the TLS files.
+    pub fn new(name: impl Into<String>, ca: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            advertise: None,
+            seeds: Vec::new(),
+            data_dir: None,
+            admin: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
+            admin_token: None,
+            ca,
+            cert,
+            key,
+            profile: Profile::Lan,
+            packet_size: DEFAULT_PACKET_SIZE,
+        }
+    }
+
+    /// The address peers should dial.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.bind)
+    }
+
+    /// Checks the configuration; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.name).map_err(ConfigError::Name)?;
+        if self.advertise.is_none() && self.bind.ip().is_unspecified() {
+            return Err(ConfigError::NeedAdvertise(self.bind));
+        }
+        if let Some(adv) = self.advertise {
+            if adv.ip().is_unspecified() || adv.port() == 0 {
+                return Err(ConfigError::BadAdvertise(adv));
+            }
+        }
+        if self.advertise.is_none() && self.bind.port() == 0 {
+            return Err(ConfigError::NeedAdvertise(self.bind));
+        }
+        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&self.packet_size) {
+            return Err(ConfigError::PacketSize(self.packet_size));
+        }
+        let token_set = self.admin_token.as_deref().is_some_and(|t| !t.is_empty());
+        if !self.admin.ip().is_loopback() && !token_set {
+            return Err(ConfigError::AdminNeedsToken(self.admin));
+        }
+        if let Some(seed) = self.seeds.iter().find(|s| s.ip().is_unspecified() || s.port() == 0) {
+            return Err(ConfigError::BadSeed(*seed));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot work. Nothing has been started.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `name` is not a valid node name.
+    #[error("name: {0}")]
+    Name(NameError),
+    /// `bind` is a wildcard or ephemeral address and no `advertise` was given.
+    #[error("advertise: bind address {0} is a wildcard or port 0, so peers cannot dial it; set advertise to a reachable address")]
+    NeedAdvertise(SocketAddr),
+    /// `advertise` is not dialable.
+    #[error("advertise: {0} is not an address peers can dial")]
+    BadAdvertise(SocketAddr),
+    /// `packet_size` is out of range.
+    #[error("packet_size: {0} is outside {MIN_PACKET_SIZE}..={MAX_PACKET_SIZE} bytes (SWIM needs at least {MIN_PACKET_SIZE}; a first QUIC datagram carries at most {MAX_PACKET_SIZE})")]
+    PacketSize(usize),
+    /// `admin` is reachable from other hosts but no token protects it.
+    #[error("admin_token: the admin API on {0} is not loopback, so a bearer token is required")]
+    AdminNeedsToken(SocketAddr),
+    /// A seed is not dialable.
+    #[error("seeds: {0} is not an address peers can dial")]
+    BadSeed(SocketAddr),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> AgentConfig {
+        AgentConfig::new("n1", "ca.crt".into(), "n1.crt".into(), "n1.key".into())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(base().validate(), Ok(()));
+    }
+
+    #[test]
+    fn wildcard_bind_needs_advertise() {
+        let mut c = base();
+        c.bind = "0.0.0.0:7946".parse().expect("addr");
+        assert!(matches!(c.validate(), Err(ConfigError::NeedAdvertise(_))));
+        c.advertise = Some("10.0.0.1:7946".parse().expect("addr"));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn public_admin_needs_a_token() {
+        let mut c = base();
+        c.admin = "0.0.0.0:7947".parse().expect("addr");
+        assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
+        c.admin_token = Some(String::new());
+        assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
+        c.admin_token = Some("s3cret".into());
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn packet_size_is_bounded_and_the_error_names_the_key() {
+        let mut c = base();
+        c.packet_size = 100;
+        let err = c.validate().expect_err("too small");
+        assert!(err.to_string().starts_with("packet_size:"));
+        c.packet_size = 1400;
+        assert!(matches!(c.validate(), Err(ConfigError::PacketSize(1400))));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let mut c = base();
+        c.name = "bad name".into();
+        assert!(c.validate().expect_err("bad").to_string().starts_with("name:"));
+    }
+}
