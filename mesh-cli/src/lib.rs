@@ -1,1 +1,77 @@
-//! placeholder
+//! `meshctl`: run a mesh agent and operate a cluster.
+//!
+//! One binary for everything an operator does: `meshctl agent` runs a node,
+//! `meshctl members` asks a node's admin API, `meshctl cert` makes the cluster CA
+//! and node certificates, and `meshctl demo` starts a throw-away local cluster.
+//!
+//! One file per command ([`agent`](self) in `agent.rs`, ...), plus `client.rs` (the
+//! admin API client), `config_file.rs` (settings layers) and `error.rs` (how errors
+//! are reported: one `error:` line, one `hint:` line, exit code 1; usage errors are
+//! clap's, exit code 2).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod agent;
+mod cert;
+mod client;
+mod config_file;
+mod demo;
+mod error;
+mod members;
+
+/// The `meshctl` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshctl",
+    version,
+    about = "Run a mesh agent and operate a cluster.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a mesh agent (one per host) until SIGTERM or Ctrl-C.
+    ///
+    /// Every option can also come from a MESH_* environment variable or a TOML
+    /// config file (--config); precedence is flag > env > file > default.
+    Agent(Box<agent::AgentArgs>),
+    /// List the members an agent knows (a table, or --json).
+    Members(members::MembersArgs),
+    /// Make the cluster CA and node certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Start a throw-away cluster of N agents on this machine.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs `meshctl` with the process's arguments and returns its exit code: 0 on
+/// success, 1 on failure (after printing `error:` and `hint:` lines to stderr), 2 on
+/// a usage error.
+pub fn main_entry() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version also arrive here, with exit code 0.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = match cli.command {
+        Command::Agent(args) => agent::run(*args),
+        Command::Members(args) => members::run(args),
+        Command::Cert(command) => cert::run(command),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => error::report(&e),
+    }
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `meshctl` binary; everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    mesh_cli::main_entry()
+}

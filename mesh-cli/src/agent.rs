@@ -1,0 +1,307 @@
+//! `meshctl agent`: run one mesh node until SIGTERM or Ctrl-C, then leave gracefully.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use mesh_core::config::AgentConfig;
+use mesh_core::membership::Profile;
+use mesh_core::runtime::{Agent, StartError};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config_file::{io_reason, Layer};
+use crate::error::{failure, Hint};
+
+/// How long a leaving agent waits for its goodbye to go out.
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
+
+/// `meshctl agent` options. None has a clap default: an unset option falls through
+/// to the config file and then to the built-in default.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// Node name; must match the name in the node certificate.
+    #[arg(long, env = "MESH_NAME")]
+    name: Option<String>,
+    /// UDP address the QUIC endpoint binds [default: 127.0.0.1:7946].
+    #[arg(long, env = "MESH_BIND", value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// Address peers dial to reach this node [default: the bind address].
+    #[arg(long, env = "MESH_ADVERTISE", value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
+    /// A peer to join through; repeat the flag, or comma-separate in MESH_SEEDS.
+    #[arg(
+        long = "seed",
+        env = "MESH_SEEDS",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    seeds: Vec<SocketAddr>,
+    /// Directory for durable state; also where ca.crt, NAME.crt and NAME.key are
+    /// looked for when --ca/--cert/--key are not given.
+    #[arg(long, env = "MESH_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the admin HTTP API [default: 127.0.0.1:7947].
+    #[arg(long, env = "MESH_ADMIN", value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Bearer token for the admin API; required when --admin is not loopback.
+    #[arg(
+        long,
+        env = "MESH_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Cluster CA certificate (PEM) [default: DATA_DIR/ca.crt].
+    #[arg(long, env = "MESH_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// This node's certificate (PEM) [default: DATA_DIR/NAME.crt].
+    #[arg(long, env = "MESH_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// This node's private key (PEM) [default: DATA_DIR/NAME.key].
+    #[arg(long, env = "MESH_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// SWIM timing profile: lan, wan or local [default: lan].
+    #[arg(long, env = "MESH_PROFILE", value_name = "PROFILE")]
+    profile: Option<Profile>,
+    /// SWIM packet size in bytes [default: 1100].
+    #[arg(long, env = "MESH_PACKET_SIZE", value_name = "BYTES")]
+    packet_size: Option<usize>,
+    /// TOML config file; keys are the long option names with underscores.
+    #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, env = "MESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Print the effective configuration (token redacted) and exit without starting.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AgentArgs {
+    /// The flag-and-environment layer.
+    fn layer(&self) -> Layer {
+        Layer {
+            name: self.name.clone(),
+            bind: self.bind,
+            advertise: self.advertise,
+            seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),
+            data_dir: self.data_dir.clone(),
+            admin: self.admin,
+            admin_token: self.admin_token.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            profile: self.profile,
+            packet_size: self.packet_size,
+        }
+    }
+
+    /// Flags and env over the config file over defaults, validated.
+    pub(crate) fn config(&self) -> Result<AgentConfig> {
+        let file = match &self.config {
+            Some(path) => Layer::from_file(path)?,
+            None => Layer::default(),
+        };
+        self.layer().over(file).resolve()
+    }
+}
+
+/// Runs `meshctl agent`.
+pub(crate) fn run(args: AgentArgs) -> Result<()> {
+    let config = args.config()?;
+    if args.check_config {
+        return print_config(&config);
+    }
+    check_readable(&config.ca, "CA certificate", "ca")?;
+    check_readable(&config.cert, "certificate", "cert")?;
+    check_readable(&config.key, "private key", "key")?;
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .hint("the process may be out of threads or file descriptors")?;
+    runtime.block_on(run_agent(config))
+}
+
+async fn run_agent(config: AgentConfig) -> Result<()> {
+    // Listen for signals before starting, so a SIGTERM during start-up still
+    // ends in a graceful leave rather than the default abrupt exit.
+    let mut terminate = signal(SignalKind::terminate()).hint("cannot install a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).hint("cannot install a SIGINT handler")?;
+
+    let name = config.name.clone();
+    let handle = Agent::start(config).await.map_err(|e| start_failure(&e))?;
+    println!(
+        "agent {name} listening on {}, admin http://{}",
+        handle.identity().addr,
+        handle.admin_addr()
+    );
+    let why = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "interrupt",
+        () = handle.stopped() => {
+            return Err(failure(
+                format!("agent {name} stopped unexpectedly"),
+                "see the log lines above for the cause",
+            ));
+        }
+    };
+    tracing::info!(signal = why, "leaving the cluster");
+    handle.leave(LEAVE_GRACE).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Fails with the file's name if it cannot be opened, before anything starts.
+fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(failure(
+            format!(
+                "cannot read the {what} file {}: {}",
+                path.display(),
+                io_reason(&e)
+            ),
+            format!(
+                "point --{flag} at the right file, or create it with `meshctl cert ca` / \
+                 `meshctl cert issue`"
+            ),
+        )),
+    }
+}
+
+/// A start error with a hint chosen by the key its message starts with.
+fn start_failure(err: &StartError) -> anyhow::Error {
+    let what = err.to_string();
+    let key = what.split(':').next().unwrap_or_default();
+    let hint = match key {
+        "bind" => "is another agent using that address? choose another --bind port",
+        "admin" => "is another agent using that address? choose another --admin port",
+        "tls" => "check --ca, --cert and --key (make them with `meshctl cert ca` and `meshctl cert issue`)",
+        "cert" => "issue a certificate for this node name with `meshctl cert issue --name NAME`",
+        "data_dir" => "check that --data-dir exists and is writable by this user",
+        "name" | "advertise" | "packet_size" | "admin_token" | "seeds" => {
+            "fix that setting: a flag, a MESH_* variable or a key in the config file"
+        }
+        _ => "see the log lines above for details",
+    };
+    failure(what, hint)
+}
+
+fn print_config(config: &AgentConfig) -> Result<()> {
+    let mut shown = config.clone();
+    if shown.admin_token.is_some() {
+        shown.admin_token = Some("<redacted>".to_owned());
+    }
+    let text = toml::to_string(&shown).hint("this is a bug in meshctl; please report it")?;
+    print!("{text}");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::Cli;
+
+    fn parse(args: &[&str]) -> AgentArgs {
+        let cli = Cli::try_parse_from(std::iter::once("meshctl").chain(args.iter().copied()))
+            .expect("valid command line");
+        match cli.command {
+            crate::Command::Agent(args) => *args,
+            _ => panic!("not the agent command"),
+        }
+    }
+
+    #[test]
+    fn a_flag_beats_the_config_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("mesh.toml");
+        std::fs::write(
+            &file,
+            "name = \"from-file\"\nbind = \"127.0.0.1:3001\"\nprofile = \"wan\"\n\
+             data_dir = \"/d\"\nseeds = [\"127.0.0.1:3005\"]\n",
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let args = parse(&[
+            "agent",
+            "--config",
+            path,
+            "--name",
+            "from-flag",
+            "--seed",
+            "127.0.0.1:1005",
+            "--seed",
+            "127.0.0.1:1006",
+        ]);
+        let config = args.config().expect("valid");
+        assert_eq!(config.name, "from-flag");
+        assert_eq!(
+            config.seeds,
+            vec![
+                "127.0.0.1:1005".parse().expect("a"),
+                "127.0.0.1:1006".parse().expect("a")
+            ],
+            "flags replace the file's seeds rather than adding to them"
+        );
+        assert_eq!(config.bind, "127.0.0.1:3001".parse().expect("addr"), "file");
+        assert_eq!(config.profile, Profile::Wan, "file");
+        assert_eq!(
+            config.admin,
+            "127.0.0.1:7947".parse().expect("addr"),
+            "default"
+        );
+        assert_eq!(config.cert, Path::new("/d/from-flag.crt"));
+    }
+
+    #[test]
+    fn a_bad_profile_flag_is_a_usage_error() {
+        let err = Cli::try_parse_from(["meshctl", "agent", "--profile", "fast"])
+            .expect_err("bad profile");
+        assert!(
+            err.to_string().contains("expected lan, wan or local"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn start_errors_get_a_hint_by_key() {
+        let err = start_failure(&StartError::Config(
+            mesh_core::config::ConfigError::PacketSize(1),
+        ));
+        let f = err
+            .downcast_ref::<crate::error::Failure>()
+            .expect("a Failure");
+        assert!(f.to_string().starts_with("packet_size:"));
+    }
+}

@@ -1,0 +1,146 @@
+//! A small blocking client for an agent's admin API.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use mesh_core::runtime::MemberView;
+
+use crate::config_file::io_reason;
+use crate::error::failure;
+
+/// Longest we wait for an agent to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest we wait for a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Talks to one agent's admin API.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminClient {
+    /// `host:port` as the operator wrote it, for messages.
+    shown: String,
+    /// `http://host:port`.
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    /// A client for the admin API at `admin` (`host:port`, or an `http://` URL).
+    pub(crate) fn new(admin: &str, token: Option<String>) -> Self {
+        let admin = admin.trim().trim_end_matches('/');
+        let (shown, base) = match admin.strip_prefix("http://") {
+            Some(rest) => (rest.to_owned(), admin.to_owned()),
+            None => (admin.to_owned(), format!("http://{admin}")),
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // The admin API is local or on a private network: never via a proxy.
+            .proxy(None)
+            .timeout_global(Some(TIMEOUT))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .build()
+            .into();
+        Self {
+            shown,
+            base,
+            token: token.filter(|t| !t.is_empty()),
+            agent,
+        }
+    }
+
+    /// The raw JSON of `GET /v1/members`.
+    pub(crate) fn members_json(&self) -> Result<String> {
+        let body = self.get("/v1/members")?;
+        // Check the shape, so `--json` never passes on something else.
+        self.parse_members(&body)?;
+        Ok(body)
+    }
+
+    /// `GET /v1/members`, parsed.
+    pub(crate) fn members(&self) -> Result<Vec<MemberView>> {
+        let body = self.get("/v1/members")?;
+        self.parse_members(&body)
+    }
+
+    fn parse_members(&self, body: &str) -> Result<Vec<MemberView>> {
+        serde_json::from_str(body).map_err(|e| {
+            failure(
+                format!(
+                    "unexpected answer from the admin API at {}: {e}",
+                    self.shown
+                ),
+                "is --admin the admin port of a mesh agent (not its QUIC port)?",
+            )
+        })
+    }
+
+    /// The body of a successful `GET path`; every failure says what to do.
+    pub(crate) fn get(&self, path: &str) -> Result<String> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().map_err(|e| self.transport_failure(&e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.transport_failure(&e))?;
+        match status {
+            200..=299 => Ok(body),
+            401 => Err(failure(
+                format!(
+                    "the admin API at {} refused the request: 401 unauthorized ({})",
+                    self.shown,
+                    error_text(&body)
+                ),
+                if self.token.is_some() {
+                    "the token is wrong: pass the agent's --admin-token value with --token \
+                     (or MESH_ADMIN_TOKEN)"
+                } else {
+                    "this agent needs a token: pass --token (or set MESH_ADMIN_TOKEN)"
+                },
+            )),
+            404 => Err(failure(
+                format!("the admin API at {} has no {path} (404)", self.shown),
+                "is --admin the admin port of a mesh agent of the same version?",
+            )),
+            _ => Err(failure(
+                format!(
+                    "the admin API at {} answered {status}: {}",
+                    self.shown,
+                    error_text(&body)
+                ),
+                "check the agent's log",
+            )),
+        }
+    }
+
+    fn transport_failure(&self, err: &ureq::Error) -> anyhow::Error {
+        let reason = match err {
+            ureq::Error::Io(e) => io_reason(e),
+            ureq::Error::Timeout(_) => "timed out".to_owned(),
+            ureq::Error::HostNotFound => "host not found".to_owned(),
+            ureq::Error::ConnectionFailed => "connection failed".to_owned(),
+            ureq::Error::BadUri(_) => {
+                return failure(
+                    format!("{:?} is not an admin address: {err}", self.shown),
+                    "pass --admin HOST:PORT, e.g. --admin 127.0.0.1:7947",
+                );
+            }
+            other => other.to_string(),
+        };
+        failure(
+            format!("cannot reach the admin API at {} ({reason})", self.shown),
+            "is the agent running? pass --admin HOST:PORT of its admin API (or set MESH_ADMIN)",
+        )
+    }
+}
+
+/// The `error` field of a JSON error body, else the body itself, on one line.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().chars().take(200).collect())
+}

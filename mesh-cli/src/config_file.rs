@@ -1,0 +1,311 @@
+//! Agent settings in layers: flags and `MESH_*` variables (clap), a TOML file, and
+//! defaults, merged with precedence flag > env > file > default.
+//!
+//! Each layer is a [`Layer`] of options; [`Layer::over`] merges two, and
+//! [`Layer::resolve`] fills in defaults and produces a validated [`AgentConfig`].
+//! clap itself gives flags precedence over environment variables, so the CLI layer
+//! arrives already merged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use mesh_core::config::AgentConfig;
+use mesh_core::identity::validate_name;
+use mesh_core::membership::Profile;
+use serde::Deserialize;
+
+use crate::error::{failure, one_line};
+
+/// Keys a config file may hold, for error messages.
+pub(crate) const KEYS: &str = "name, bind, advertise, seeds, data_dir, admin, admin_token, ca, \
+                               cert, key, profile, packet_size";
+
+/// One layer of agent settings; `None` means "not set here".
+///
+/// It is also the shape of the TOML file: keys are the field names, and an unknown
+/// key is an error rather than a silently ignored typo.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Layer {
+    pub(crate) name: Option<String>,
+    pub(crate) bind: Option<SocketAddr>,
+    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) seeds: Option<Vec<SocketAddr>>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) admin: Option<SocketAddr>,
+    pub(crate) admin_token: Option<String>,
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) profile: Option<Profile>,
+    pub(crate) packet_size: Option<usize>,
+}
+
+impl Layer {
+    /// Reads a TOML config file. Errors name the file, the line and the key.
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            failure(
+                format!(
+                    "cannot read config file {}: {}",
+                    path.display(),
+                    io_reason(&e)
+                ),
+                "check the --config path (or MESH_CONFIG)",
+            )
+        })?;
+        Self::from_toml(&text).map_err(|(line, message)| {
+            failure(
+                format!("config file {}:{line}: {message}", path.display()),
+                format!("fix that line; valid keys are {KEYS}"),
+            )
+        })
+    }
+
+    /// Parses TOML text; on error, the 1-based line and a one-line message.
+    pub(crate) fn from_toml(text: &str) -> Result<Self, (usize, String)> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e.span().map_or(1, |span| {
+                1 + text[..span.start.min(text.len())].matches('\n').count()
+            });
+            (line, one_line(e.message()))
+        })
+    }
+
+    /// Every setting of `self`, and those of `lower` where `self` has none.
+    pub(crate) fn over(self, lower: Self) -> Self {
+        Self {
+            name: self.name.or(lower.name),
+            bind: self.bind.or(lower.bind),
+            advertise: self.advertise.or(lower.advertise),
+            seeds: self.seeds.or(lower.seeds),
+            data_dir: self.data_dir.or(lower.data_dir),
+            admin: self.admin.or(lower.admin),
+            admin_token: self.admin_token.or(lower.admin_token),
+            ca: self.ca.or(lower.ca),
+            cert: self.cert.or(lower.cert),
+            key: self.key.or(lower.key),
+            profile: self.profile.or(lower.profile),
+            packet_size: self.packet_size.or(lower.packet_size),
+        }
+    }
+
+    /// Fills in defaults and validates. `ca`, `cert` and `key` default to
+    /// `<data_dir>/ca.crt`, `<data_dir>/<name>.crt` and `<data_dir>/<name>.key`.
+    pub(crate) fn resolve(self) -> Result<AgentConfig> {
+        let Some(name) = self.name else {
+            return Err(failure(
+                "no node name given",
+                "pass --name NAME (or set MESH_NAME, or name = \"...\" in the config file)",
+            ));
+        };
+        validate_name(&name).map_err(|e| {
+            failure(
+                format!("name: {e}"),
+                "node names are short DNS-like labels, e.g. n1 or web-3",
+            )
+        })?;
+        let tls_file =
+            |given: Option<PathBuf>, default: String, flag: &str| match (given, &self.data_dir) {
+                (Some(path), _) => Ok(path),
+                (None, Some(dir)) => Ok(dir.join(default)),
+                (None, None) => Err(failure(
+                    format!("no {flag} file given and no data directory to find it in"),
+                    format!(
+                        "pass --{flag} FILE, or --data-dir DIR holding ca.crt, {name}.crt and \
+                     {name}.key (make them with `meshctl cert ca` and `meshctl cert issue`)"
+                    ),
+                )),
+            };
+        let ca = tls_file(self.ca, "ca.crt".to_owned(), "ca")?;
+        let cert = tls_file(self.cert, format!("{name}.crt"), "cert")?;
+        let key = tls_file(self.key, format!("{name}.key"), "key")?;
+
+        let mut config = AgentConfig::new(name, ca, cert, key);
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        config.advertise = self.advertise;
+        config.seeds = self.seeds.unwrap_or_default();
+        config.data_dir = self.data_dir;
+        if let Some(admin) = self.admin {
+            config.admin = admin;
+        }
+        config.admin_token = self.admin_token;
+        if let Some(profile) = self.profile {
+            config.profile = profile;
+        }
+        if let Some(packet_size) = self.packet_size {
+            config.packet_size = packet_size;
+        }
+        config.validate().map_err(|e| {
+            failure(
+                e.to_string(),
+                "fix that setting: a flag, a MESH_* variable or a key in the config file",
+            )
+        })?;
+        Ok(config)
+    }
+}
+
+/// An IO error as a short lower-case reason ("no such file or directory").
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    // Drop the "(os error N)" suffix: the kind says it in words already.
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("{:?}", e.kind()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Failure;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn named(name: &str) -> Layer {
+        Layer {
+            name: Some(name.into()),
+            data_dir: Some("/var/lib/mesh".into()),
+            ..Layer::default()
+        }
+    }
+
+    fn message(err: &anyhow::Error) -> String {
+        err.downcast_ref::<Failure>()
+            .map_or_else(|| err.to_string(), ToString::to_string)
+    }
+
+    #[test]
+    fn the_upper_layer_wins_and_gaps_fall_through() {
+        let flags = Layer {
+            bind: Some(addr("127.0.0.1:1001")),
+            ..Layer::default()
+        };
+        let env = Layer {
+            bind: Some(addr("127.0.0.1:2001")),
+            admin: Some(addr("127.0.0.1:2002")),
+            ..Layer::default()
+        };
+        let file = Layer {
+            bind: Some(addr("127.0.0.1:3001")),
+            admin: Some(addr("127.0.0.1:3002")),
+            packet_size: Some(900),
+            ..named("n1")
+        };
+        let config = flags.over(env).over(file).resolve().expect("valid");
+        assert_eq!(
+            config.bind,
+            addr("127.0.0.1:1001"),
+            "flag beats env and file"
+        );
+        assert_eq!(config.admin, addr("127.0.0.1:2002"), "env beats file");
+        assert_eq!(config.packet_size, 900, "file beats default");
+        assert_eq!(config.profile, Profile::Lan, "default");
+        assert_eq!(config.name, "n1");
+    }
+
+    #[test]
+    fn tls_files_default_to_the_data_dir() {
+        let config = named("web-3").resolve().expect("valid");
+        assert_eq!(config.ca, Path::new("/var/lib/mesh/ca.crt"));
+        assert_eq!(config.cert, Path::new("/var/lib/mesh/web-3.crt"));
+        assert_eq!(config.key, Path::new("/var/lib/mesh/web-3.key"));
+
+        let explicit = Layer {
+            cert: Some("/etc/mesh/me.pem".into()),
+            ..named("web-3")
+        };
+        assert_eq!(
+            explicit.resolve().expect("valid").cert,
+            Path::new("/etc/mesh/me.pem")
+        );
+    }
+
+    #[test]
+    fn without_a_data_dir_the_tls_files_are_required() {
+        let layer = Layer {
+            name: Some("n1".into()),
+            ..Layer::default()
+        };
+        let err = layer.resolve().expect_err("no ca");
+        assert!(message(&err).contains("no ca file given"), "{err:#}");
+    }
+
+    #[test]
+    fn a_missing_name_is_a_clear_error() {
+        let err = Layer::default().resolve().expect_err("no name");
+        assert_eq!(message(&err), "no node name given");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let layer = Layer {
+            packet_size: Some(10),
+            ..named("n1")
+        };
+        let err = layer.resolve().expect_err("too small");
+        assert!(message(&err).starts_with("packet_size:"), "{err:#}");
+    }
+
+    #[test]
+    fn a_config_file_uses_the_field_names() {
+        let text = r#"
+            name = "n2"
+            bind = "127.0.0.1:7000"
+            seeds = ["127.0.0.1:7001", "127.0.0.1:7002"]
+            data_dir = "/tmp/n2"
+            profile = "local"
+            packet_size = 1000
+        "#;
+        let layer = Layer::from_toml(text).expect("parses");
+        assert_eq!(
+            layer.seeds,
+            Some(vec![addr("127.0.0.1:7001"), addr("127.0.0.1:7002")])
+        );
+        let config = layer.resolve().expect("valid");
+        assert_eq!(config.profile, Profile::Local);
+        assert_eq!(config.bind, addr("127.0.0.1:7000"));
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_with_its_line() {
+        let text = "name = \"n1\"\nnmae = \"n2\"\n";
+        let (line, message) = Layer::from_toml(text).expect_err("unknown key");
+        assert_eq!(line, 2);
+        assert!(message.contains("nmae"), "{message}");
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let (line, message) = Layer::from_toml("profile = \"fast\"\n").expect_err("bad profile");
+        assert_eq!(line, 1);
+        assert!(message.contains("fast"), "{message}");
+    }
+
+    #[test]
+    fn a_config_file_error_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mesh.toml");
+        std::fs::write(&path, "name = \"n1\"\nseed = [\"127.0.0.1:1\"]\n").expect("write");
+        let err = Layer::from_file(&path).expect_err("unknown key");
+        let text = message(&err);
+        assert!(text.contains(&format!("{}:2", path.display())), "{text}");
+        assert!(text.contains("seed"), "{text}");
+
+        let missing = dir.path().join("nope.toml");
+        let err = Layer::from_file(&missing).expect_err("missing");
+        assert!(message(&err).contains("no such file"), "{err:#}");
+    }
+}

@@ -1,0 +1,158 @@
+//! `meshctl members`: the members one agent knows, as a table or as JSON.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use clap::Args;
+use mesh_core::config::DEFAULT_ADMIN_PORT;
+use mesh_core::runtime::MemberView;
+
+use crate::client::AdminClient;
+
+/// `meshctl members` options.
+#[derive(Debug, Args)]
+pub(crate) struct MembersArgs {
+    /// Admin API of the agent to ask (HOST:PORT).
+    #[arg(long, env = "MESH_ADMIN", value_name = "ADDR", default_value_t = default_admin())]
+    admin: String,
+    /// Bearer token of that admin API.
+    #[arg(
+        long,
+        env = "MESH_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_admin() -> String {
+    format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
+}
+
+/// Runs `meshctl members`.
+pub(crate) fn run(args: MembersArgs) -> Result<()> {
+    let client = AdminClient::new(&args.admin, args.token);
+    if args.json {
+        println!("{}", client.members_json()?);
+    } else {
+        print!("{}", render_table(&client.members()?));
+    }
+    Ok(())
+}
+
+/// The members as an aligned table: this node first (marked `*`), then by name.
+pub(crate) fn render_table(members: &[MemberView]) -> String {
+    let mut sorted: Vec<&MemberView> = members.iter().collect();
+    sorted.sort_by(|a, b| b.is_self.cmp(&a.is_self).then_with(|| a.name.cmp(&b.name)));
+    let header = ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE"].map(str::to_owned);
+    let rows: Vec<[String; 5]> = sorted
+        .iter()
+        .map(|m| {
+            [
+                if m.is_self {
+                    format!("{}*", m.name)
+                } else {
+                    m.name.clone()
+                },
+                m.addr.to_string(),
+                m.incarnation.to_string(),
+                m.state.as_str().to_owned(),
+                human_age(m.age_seconds),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A duration for humans: `3s`, `2m10s`, `1h4m`, `2d3h`.
+pub(crate) fn human_age(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "0s".to_owned();
+    }
+    // `as` saturates; fractions of a second are not shown.
+    let s = seconds.floor() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::membership::MemberState;
+
+    use super::*;
+
+    fn member(name: &str, state: MemberState, is_self: bool) -> MemberView {
+        MemberView {
+            name: name.into(),
+            addr: "127.0.0.1:7946".parse().expect("addr"),
+            incarnation: 12,
+            state,
+            age_seconds: 130.4,
+            is_self,
+        }
+    }
+
+    #[test]
+    fn ages_read_like_durations() {
+        assert_eq!(human_age(0.2), "0s");
+        assert_eq!(human_age(3.9), "3s");
+        assert_eq!(human_age(130.0), "2m10s");
+        assert_eq!(human_age(3840.0), "1h4m");
+        assert_eq!(human_age(2.0 * 86400.0 + 3.0 * 3600.0 + 5.0), "2d3h");
+        assert_eq!(human_age(-1.0), "0s");
+        assert_eq!(human_age(f64::NAN), "0s");
+        assert_eq!(human_age(f64::INFINITY), "0s");
+    }
+
+    #[test]
+    fn the_table_puts_self_first_and_marks_it() {
+        let table = render_table(&[
+            member("zed", MemberState::Alive, false),
+            member("n2", MemberState::Down, false),
+            member("n1", MemberState::Alive, true),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["n1*", "127.0.0.1:7946", "12", "alive", "2m10s"]
+        );
+        assert!(lines[2].starts_with("n2 "));
+        assert!(lines[3].starts_with("zed "));
+        // Columns line up.
+        let col = lines[0].find("ADDRESS").expect("column");
+        assert!(lines
+            .iter()
+            .all(|l| l[col..].starts_with("127.") || l[col..].starts_with("ADDRESS")));
+    }
+}
