@@ -4,7 +4,7 @@
 //! `meshctl members` asks a node's admin API, `meshctl cert` makes the cluster CA
 //! and node certificates, and `meshctl demo` starts a throw-away local cluster.
 //!
-//! One file per command ([`agent`](self) in `agent.rs`, ...), plus `client.rs` (the
+//! One file per command (`agent.rs`, `members.rs`, `cert.rs`, `demo.rs`), plus `client.rs` (the
 //! admin API client), `config_file.rs` (settings layers) and `error.rs` (how errors
 //! are reported: one `error:` line, one `hint:` line, exit code 1; usage errors are
 //! clap's, exit code 2).
