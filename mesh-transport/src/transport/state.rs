@@ -1,0 +1,284 @@
+//! The transport's bookkeeping, kept free of IO so that its rules can be tested on
+//! their own: which connection to keep when two exist to the same peer, and how long
+//! to wait before dialing an address again.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::frame::Class;
+use crate::stats::HandshakeFailure;
+use crate::PeerRef;
+
+/// A connection older than this is replaced by a newer one to the same peer whoever
+/// dialed it: the peer restarted or lost the old one without us noticing yet.
+pub(crate) const REPLACE_AFTER: Duration = Duration::from_secs(5);
+
+/// First delay after a transient dial failure; it doubles with every further failure.
+pub(crate) const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Longest delay after transient dial failures.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Delay after an authentication failure (or dialing ourselves): it will not fix
+/// itself soon.
+pub(crate) const BACKOFF_AUTH: Duration = Duration::from_secs(60);
+
+/// Backoff entries older than this are forgotten when the table grows large.
+const BACKOFF_FORGET: Duration = Duration::from_secs(600);
+const BACKOFF_PRUNE_AT: usize = 1024;
+
+/// What the connection-choice rule needs to know about a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnMeta<'a> {
+    /// Name of the node that dialed it.
+    pub(crate) dialer: &'a str,
+    /// When this side registered it.
+    pub(crate) since: Instant,
+    /// Whether it is already closed.
+    pub(crate) closed: bool,
+}
+
+/// The rule that keeps one connection per peer pair. Given the connection in use
+/// (`old`) and a newly established one (`new`) to the same peer, the new one replaces
+/// the old one when:
+///
+/// 1. the old one is closed, or
+/// 2. the old one is at least [`REPLACE_AFTER`] old (the peer restarted or lost it;
+///    it would not dial again otherwise), or
+/// 3. the new one was dialed by the lexicographically smaller node name, or
+/// 4. both were dialed by the same node (that node replaced its own connection).
+///
+/// Otherwise the old one stays. In a simultaneous dial both sides see the same two
+/// connections, both young and open, so rule 3 makes both keep the one dialed by the
+/// smaller name, in whatever order the handshakes finished. The loser is closed after a
+/// short grace and is read until then.
+pub(crate) fn new_replaces_old(old: ConnMeta<'_>, new: ConnMeta<'_>, now: Instant) -> bool {
+    old.closed
+        || now.saturating_duration_since(old.since) >= REPLACE_AFTER
+        || new.dialer <= old.dialer
+}
+
+/// Per-address dial backoff: exponential for transient failures, long for
+/// authentication failures, forgotten on success.
+#[derive(Debug, Default)]
+pub(crate) struct Backoffs {
+    by_addr: HashMap<SocketAddr, BackoffEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BackoffEntry {
+    failures: u32,
+    until: Instant,
+}
+
+impl Backoffs {
+    /// Records a failed dial to `addr` and returns how long to wait before the next.
+    pub(crate) fn failed(
+        &mut self,
+        addr: SocketAddr,
+        kind: HandshakeFailure,
+        now: Instant,
+    ) -> Duration {
+        if self.by_addr.len() >= BACKOFF_PRUNE_AT {
+            self.by_addr
+                .retain(|_, e| now.saturating_duration_since(e.until) < BACKOFF_FORGET);
+        }
+        let entry = self.by_addr.entry(addr).or_insert(BackoffEntry {
+            failures: 0,
+            until: now,
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        let delay = match kind {
+            HandshakeFailure::Auth => BACKOFF_AUTH,
+            HandshakeFailure::Timeout | HandshakeFailure::Reset | HandshakeFailure::Other => {
+                let doublings = entry.failures.saturating_sub(1).min(16);
+                BACKOFF_INITIAL
+                    .saturating_mul(1 << doublings)
+                    .min(BACKOFF_MAX)
+            }
+        };
+        entry.until = now + delay;
+        delay
+    }
+
+    /// Forgets the failures of `addr` after a successful connection.
+    pub(crate) fn succeeded(&mut self, addr: SocketAddr) {
+        self.by_addr.remove(&addr);
+    }
+
+    /// How long dialing `addr` must still wait, if at all.
+    pub(crate) fn remaining(&self, addr: SocketAddr, now: Instant) -> Option<Duration> {
+        let until = self.by_addr.get(&addr)?.until;
+        (until > now).then(|| until - now)
+    }
+}
+
+/// The connection in use for one peer.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) dialer: String,
+    pub(crate) since: Instant,
+}
+
+impl Peer {
+    pub(crate) fn meta(&self) -> ConnMeta<'_> {
+        ConnMeta {
+            dialer: &self.dialer,
+            since: self.since,
+            closed: self.conn.close_reason().is_some(),
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+}
+
+/// Who a send queue is for: a peer name when known, otherwise an address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Name(String),
+    Addr(SocketAddr),
+}
+
+/// One (peer, class) send queue and the task that drains it.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// Distinguishes this writer from a later one for the same key.
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    /// Where to dial when there is no connection (the latest address given).
+    pub(crate) addr: SocketAddr,
+}
+
+/// Whether a dial was started for a send that found no connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialState {
+    /// A dial was started now.
+    Started,
+    /// A dial to that address is already running.
+    InProgress,
+    /// The address is backing off for this long.
+    Backoff(Duration),
+}
+
+/// Everything behind the transport's lock.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The connection in use, by peer certificate name.
+    pub(crate) peers: HashMap<String, Peer>,
+    /// Remote addresses of connections in use, for name-less [`PeerRef`]s.
+    pub(crate) by_addr: HashMap<SocketAddr, String>,
+    /// Dials in progress, with the datagrams waiting for them (oldest first).
+    pub(crate) dials: HashMap<SocketAddr, VecDeque<Bytes>>,
+    pub(crate) backoff: Backoffs,
+    pub(crate) writers: HashMap<(Target, Class), Writer>,
+    pub(crate) next_writer_id: u64,
+}
+
+impl State {
+    /// The open connection for `to`: by name when given, else by address.
+    pub(crate) fn lookup(&self, to: &PeerRef) -> Option<&Peer> {
+        let name = match &to.name {
+            Some(name) => name,
+            None => self.by_addr.get(&to.addr)?,
+        };
+        self.peers.get(name).filter(|p| p.is_open())
+    }
+
+    /// The queue key for frames to `to`.
+    pub(crate) fn target(&self, to: &PeerRef) -> Target {
+        match (&to.name, self.by_addr.get(&to.addr)) {
+            (Some(name), _) | (None, Some(name)) => Target::Name(name.clone()),
+            (None, None) => Target::Addr(to.addr),
+        }
+    }
+
+    /// Removes `name`'s connection entry and address index; returns the entry.
+    pub(crate) fn remove_peer(&mut self, name: &str) -> Option<Peer> {
+        let peer = self.peers.remove(name)?;
+        self.by_addr.retain(|_, n| n != name);
+        Some(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(dialer: &str, since: Instant) -> ConnMeta<'_> {
+        ConnMeta {
+            dialer,
+            since,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn both_sides_keep_the_connection_dialed_by_the_smaller_name_in_either_order() {
+        let t = Instant::now();
+        let by_a = meta("a", t);
+        let by_b = meta("b", t + Duration::from_millis(3));
+        let now = t + Duration::from_millis(5);
+        // Side that registered a's connection first: b's does not replace it.
+        assert!(!new_replaces_old(by_a, by_b, now));
+        // Side that registered b's connection first: a's replaces it.
+        assert!(new_replaces_old(by_b, by_a, now));
+    }
+
+    #[test]
+    fn the_same_dialer_replaces_its_own_connection() {
+        let t = Instant::now();
+        assert!(new_replaces_old(meta("b", t), meta("b", t), t));
+    }
+
+    #[test]
+    fn a_closed_or_old_connection_is_replaced_whoever_dialed() {
+        let t = Instant::now();
+        let closed = ConnMeta {
+            closed: true,
+            ..meta("a", t)
+        };
+        assert!(new_replaces_old(closed, meta("b", t), t));
+        assert!(new_replaces_old(
+            meta("a", t),
+            meta("b", t),
+            t + REPLACE_AFTER
+        ));
+        assert!(!new_replaces_old(
+            meta("a", t),
+            meta("b", t),
+            t + REPLACE_AFTER - Duration::from_millis(1)
+        ));
+    }
+
+    #[test]
+    fn transient_failures_back_off_exponentially_up_to_a_cap_and_reset_on_success() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let t = Instant::now();
+        let mut b = Backoffs::default();
+        let delays: Vec<_> = (0..10)
+            .map(|_| b.failed(addr, HandshakeFailure::Timeout, t))
+            .collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[2], Duration::from_millis(400));
+        assert_eq!(delays[9], BACKOFF_MAX);
+        assert_eq!(b.remaining(addr, t), Some(BACKOFF_MAX));
+        assert_eq!(b.remaining(addr, t + BACKOFF_MAX), None);
+        b.succeeded(addr);
+        assert_eq!(b.failed(addr, HandshakeFailure::Reset, t), BACKOFF_INITIAL);
+    }
+
+    #[test]
+    fn auth_failures_back_off_hard() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let t = Instant::now();
+        let mut b = Backoffs::default();
+        assert_eq!(b.failed(addr, HandshakeFailure::Auth, t), BACKOFF_AUTH);
+        assert!(b.remaining(addr, t + Duration::from_secs(59)).is_some());
+    }
+}
