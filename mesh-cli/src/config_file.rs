@@ -279,6 +279,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../config.example.toml");
+        let layer = Layer::from_toml(text).expect("config.example.toml parses");
+        let config = layer.resolve().expect("config.example.toml is valid");
+        assert_eq!(config.name, "n1");
+        assert_eq!(config.seeds.len(), 2);
+    }
+
+    #[test]
     fn a_misspelt_key_is_named_with_its_line() {
         let text = "name = \"n1\"\nnmae = \"n2\"\n";
         let (line, message) = Layer::from_toml(text).expect_err("unknown key");
