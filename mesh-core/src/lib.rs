@@ -15,3 +15,4 @@ pub mod membership;
 pub mod config;
 pub mod runtime;
 pub mod admin;
+pub mod metrics;

@@ -1,0 +1,240 @@
+//! `membership-bench`: mesh membership against serf (memberlist), side by side on
+//! 127.0.0.1 — convergence of a fresh cluster, failure detection after `SIGKILL`, idle
+//! bytes per second per peer, RSS per peer — printed as one table per cluster size with
+//! the ratio mesh/serf, then the goals and whether they were met.
+//!
+//! ```text
+//! cargo run --release -p mesh-bench --bin membership-bench -- \
+//!     [--peers 10,50] [--runs 5] [--system mesh|serf|both] [--meshctl PATH] [--serf PATH]
+//! ```
+//!
+//! The systems run one after the other, never at once. All child processes are killed
+//! and all scratch files removed on exit, on error and on Ctrl-C. See `BENCHMARKS.md`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use mesh_bench::cluster::{ClusterOptions, SystemKind};
+use mesh_bench::report::{render_goals, render_size, SizeResults};
+use mesh_bench::scenario::{measure, Settings};
+use mesh_bench::stats::SplitMix64;
+use mesh_bench::{cleanup, nft};
+
+/// Which systems to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    /// mesh only.
+    Mesh,
+    /// serf only.
+    Serf,
+    /// mesh, then serf.
+    Both,
+}
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "membership-bench",
+    about = "Membership benchmark: mesh vs serf on loopback (convergence, detection, idle bytes, RSS)"
+)]
+struct Args {
+    /// Cluster sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    peers: Vec<usize>,
+    /// Convergence runs (fresh clusters) and detection runs per system and size.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Which systems to run.
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    system: Which,
+    /// The meshctl binary [default: meshctl next to this binary, i.e. target/release].
+    #[arg(long)]
+    meshctl: Option<PathBuf>,
+    /// The serf binary (Debian package `serf`).
+    #[arg(long, default_value = "serf")]
+    serf: PathBuf,
+    /// Timing profile given to both systems.
+    #[arg(long, default_value = "lan")]
+    profile: String,
+    /// Deadline of every wait (convergence, detection, reconvergence), seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    /// Poll period per agent, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    poll_ms: u64,
+    /// Idle window for the bytes figure, seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Pause after convergence before RSS and idle bytes are measured, seconds.
+    #[arg(long, default_value_t = 2)]
+    settle_secs: u64,
+    /// serf `-retry-interval` (serf's `-join` is fatal when the seed is not up yet).
+    #[arg(long, default_value = "200ms")]
+    serf_retry_interval: String,
+    /// Seed for choosing detection victims and ports [default: from the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep agent logs and data in the temp dir after the run.
+    #[arg(long)]
+    keep_files: bool,
+}
+
+fn main() -> Result<()> {
+    cleanup::install_signal_handler()?;
+    let args = Args::parse();
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if let Some(n) = args.peers.iter().find(|&&n| n < 2) {
+        bail!("--peers: a cluster needs at least 2 agents, got {n}");
+    }
+    if args.poll_ms < 10 {
+        bail!("--poll-ms must be at least 10");
+    }
+    let meshctl = match args.meshctl.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("meshctl"),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let systems: Vec<SystemKind> = match args.system {
+        Which::Mesh => vec![SystemKind::Mesh],
+        Which::Serf => vec![SystemKind::Serf],
+        Which::Both => vec![SystemKind::Mesh, SystemKind::Serf],
+    };
+
+    let opts = ClusterOptions {
+        meshctl: meshctl.clone(),
+        serf: args.serf.clone(),
+        profile: args.profile.clone(),
+        serf_retry_interval: args.serf_retry_interval.clone(),
+        poll_timeout: Duration::from_secs(2),
+        keep_files: args.keep_files,
+    };
+    let settings = Settings {
+        runs: args.runs,
+        timeout: Duration::from_secs(args.timeout_secs),
+        poll_period: Duration::from_millis(args.poll_ms),
+        settle: Duration::from_secs(args.settle_secs),
+        idle_window: Duration::from_secs(args.idle_secs),
+        nft_unavailable: nft::unavailable_reason(),
+    };
+
+    let mesh_version = systems
+        .contains(&SystemKind::Mesh)
+        .then(|| tool_version(&meshctl, "--version"));
+    let serf_version = systems
+        .contains(&SystemKind::Serf)
+        .then(|| tool_version(&args.serf, "version"));
+    let header = header(&args, seed, mesh_version, serf_version, &settings);
+    print!("{header}");
+
+    let mut rng = SplitMix64::new(seed);
+    let mut sizes = Vec::new();
+    for &n in &args.peers {
+        let mut size = SizeResults {
+            n,
+            ..SizeResults::default()
+        };
+        for &kind in &systems {
+            let unavailable = match kind {
+                SystemKind::Mesh if !meshctl.is_file() => Some(format!(
+                    "{} not found (cargo build --release -p mesh-cli, or --meshctl PATH)",
+                    meshctl.display()
+                )),
+                _ => None,
+            };
+            let result = match unavailable {
+                Some(why) => mesh_bench::scenario::SystemResult {
+                    fatal: Some(why),
+                    ..Default::default()
+                },
+                None => measure(kind, n, &opts, &settings, &mut rng),
+            };
+            match kind {
+                SystemKind::Mesh => size.mesh = Some(result),
+                SystemKind::Serf => size.serf = Some(result),
+            }
+        }
+        println!();
+        print!("{}", render_size(&size, args.runs));
+        sizes.push(size);
+    }
+    println!();
+    print!("{}", render_goals(&sizes, &args.profile));
+    Ok(())
+}
+
+/// First line of `program arg`'s output, or why it failed.
+fn tool_version(program: &std::path::Path, arg: &str) -> String {
+    match Command::new(program).arg(arg).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        Ok(out) => format!(
+            "({} {arg} failed: {})",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("({} not runnable: {e})", program.display()),
+    }
+}
+
+/// What was run, on what: printed before the tables.
+fn header(
+    args: &Args,
+    seed: u64,
+    mesh_version: Option<String>,
+    serf_version: Option<String>,
+    settings: &Settings,
+) -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or("?".to_owned(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1_048_576.0)
+        });
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let mut text = format!(
+        "membership-bench: peers {:?}, {} runs, profile {}, poll {} ms, idle window {} s, \
+         timeout {} s, seed {seed}\n\
+         machine: {cpus} CPUs, {mem} RAM, load average {} at start\n",
+        args.peers,
+        args.runs,
+        args.profile,
+        args.poll_ms,
+        args.idle_secs,
+        args.timeout_secs,
+        load.join(" ")
+    );
+    if let Some(v) = mesh_version {
+        text.push_str(&format!("mesh: {v}\n"));
+    }
+    if let Some(v) = serf_version {
+        text.push_str(&format!(
+            "serf: {v} (-retry-join through n1, -retry-interval {})\n",
+            args.serf_retry_interval
+        ));
+    }
+    if let Some(why) = &settings.nft_unavailable {
+        text.push_str(&format!("nft byte counters: n/a ({why})\n"));
+    }
+    text
+}

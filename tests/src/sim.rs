@@ -1,0 +1,654 @@
+//! A deterministic simulator for mesh protocols.
+//!
+//! Many nodes run in one thread on a simulated network with a simulated clock. All
+//! randomness — per-node protocol RNGs, loss, duplication, delay — comes from one
+//! seed, so a failing run replays exactly from its seed. The network has per-link
+//! delay with jitter (which reorders), loss, duplication and partitions; nodes can
+//! be killed, restarted (as a new incarnation), paused (a stopped or CPU-starved
+//! process) and given a clock that runs fast or slow.
+//!
+//! It reads like raft-rs's `Network` and quinn's `Pair`:
+//!
+//! ```
+//! use mesh_tests::sim::Sim;
+//! use std::time::Duration;
+//!
+//! let mut sim = Sim::new(7);
+//! let a = sim.add_node(&[]);
+//! let b = sim.add_node(&[a]);
+//! assert!(sim.run_until(Duration::from_secs(10), |s| s.all_see_all_alive()));
+//! sim.cut(a, b);
+//! sim.run_for(Duration::from_secs(10));
+//! sim.heal();
+//! ```
+//!
+//! Later protocols plug in by adding fields to [`SimNode`] and arms to [`Event`]:
+//! the event queue, the clock and the network stay the same.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mesh_core::identity::NodeId;
+use mesh_core::membership::{
+    EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Output, Profile,
+    SwimTimer,
+};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// Network behaviour for a link (or for all links).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkConfig {
+    /// Shortest one-way delay.
+    pub delay_min: Duration,
+    /// Longest one-way delay; anything above `delay_min` is jitter and reorders.
+    pub delay_max: Duration,
+    /// Probability that a packet is lost.
+    pub loss: f64,
+    /// Probability that a delivered packet is delivered twice.
+    pub duplicate: f64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            delay_min: Duration::from_micros(200),
+            delay_max: Duration::from_millis(2),
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// Something scheduled in simulated time.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A datagram reaches node `to`, sent over a connection authenticated as `from`.
+    Deliver {
+        /// Receiver.
+        to: usize,
+        /// Receiver's life it was sent to (a restart drops in-flight packets).
+        life: u64,
+        /// Certificate name of the sender.
+        from: String,
+        /// The datagram.
+        data: Bytes,
+    },
+    /// A SWIM timer of node `node` is due.
+    Timer {
+        /// Owner.
+        node: usize,
+        /// Owner's life that armed it.
+        life: u64,
+        /// The timer.
+        timer: SwimTimer,
+    },
+    /// Housekeeping tick of node `node` (seed announces).
+    Tick {
+        /// Owner.
+        node: usize,
+        /// Owner's life.
+        life: u64,
+    },
+}
+
+impl Event {
+    fn node(&self) -> usize {
+        match self {
+            Self::Deliver { to, .. } => *to,
+            Self::Timer { node, .. } | Self::Tick { node, .. } => *node,
+        }
+    }
+}
+
+/// One simulated node.
+#[derive(Debug)]
+pub struct SimNode {
+    /// Node name (`n0`, `n1`, ...).
+    pub name: String,
+    /// Its address on the simulated network.
+    pub addr: SocketAddr,
+    /// Seeds it joins through.
+    pub seeds: Vec<usize>,
+    /// The membership state machine; `None` while the node is dead.
+    pub membership: Option<Membership>,
+    /// Incremented on every restart; events of an older life are discarded.
+    pub life: u64,
+    /// Incarnation of the current life.
+    pub incarnation: u64,
+    /// Local clock rate: 1.0 is exact, 1.01 runs 1 % fast.
+    pub clock_rate: f64,
+    /// While set, the node handles nothing until this (global) time.
+    pub paused_until: Option<Instant>,
+    /// Highest incarnation this node had when it was last killed: a `Down` about
+    /// an incarnation above it is about a node that never died.
+    pub killed_at_incarnation: u64,
+}
+
+/// A membership event as observed by one node.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Global simulated time.
+    pub at: Duration,
+    /// The node that observed it.
+    pub observer: usize,
+    /// The event.
+    pub event: MembershipEvent,
+}
+
+/// The simulator. See the module docs.
+pub struct Sim {
+    seed: u64,
+    rng: StdRng,
+    base: Instant,
+    now: Instant,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: HashMap<u64, Event>,
+    /// The nodes, by index.
+    pub nodes: Vec<SimNode>,
+    net: LinkConfig,
+    links: HashMap<(usize, usize), LinkConfig>,
+    cuts: HashSet<(usize, usize)>,
+    /// Every membership event observed, in order.
+    pub observed: Vec<Observed>,
+    profile: Profile,
+    /// Packets dropped by loss or partitions.
+    pub dropped: u64,
+    /// Packets delivered.
+    pub delivered: u64,
+}
+
+impl Sim {
+    /// A simulator with the LAN profile and default links.
+    pub fn new(seed: u64) -> Self {
+        Self::with_profile(seed, Profile::Lan)
+    }
+
+    /// A simulator whose nodes use `profile`.
+    pub fn with_profile(seed: u64, profile: Profile) -> Self {
+        let base = Instant::now();
+        Self {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            base,
+            now: base,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            pending: HashMap::new(),
+            nodes: Vec::new(),
+            net: LinkConfig::default(),
+            links: HashMap::new(),
+            cuts: HashSet::new(),
+            observed: Vec::new(),
+            profile,
+            dropped: 0,
+            delivered: 0,
+        }
+    }
+
+    /// The seed this run replays from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.base
+    }
+
+    /// Adds a node that joins through `seeds` and starts it. Returns its index.
+    pub fn add_node(&mut self, seeds: &[usize]) -> usize {
+        let idx = self.nodes.len();
+        let octets = u8::try_from(idx % 250).unwrap_or(0);
+        let third = u8::try_from(idx / 250).unwrap_or(0);
+        self.nodes.push(SimNode {
+            name: format!("n{idx}"),
+            addr: SocketAddr::from(([10, 0, third, octets + 1], 7946)),
+            seeds: seeds.to_vec(),
+            membership: None,
+            life: 0,
+            incarnation: 0,
+            clock_rate: 1.0,
+            paused_until: None,
+            killed_at_incarnation: 0,
+        });
+        self.boot(idx);
+        idx
+    }
+
+    /// Adds `n` nodes, all seeded with node 0 (node 0 itself has no seed).
+    pub fn add_cluster(&mut self, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|i| {
+                let seeds: &[usize] = if i == 0 { &[] } else { &[0] };
+                self.add_node(seeds)
+            })
+            .collect()
+    }
+
+    fn local_now(&self, node: usize) -> Instant {
+        let rate = self.nodes[node].clock_rate;
+        self.base + (self.now - self.base).mul_f64(rate)
+    }
+
+    fn to_global(&self, node: usize, local: Instant) -> Instant {
+        let rate = self.nodes[node].clock_rate;
+        self.base + local.saturating_duration_since(self.base).div_f64(rate)
+    }
+
+    fn boot(&mut self, idx: usize) {
+        let node = &mut self.nodes[idx];
+        node.life += 1;
+        // A restart is a new boot: above every incarnation the old life reached,
+        // including renewals after being declared down.
+        node.incarnation = node.incarnation.max(node.killed_at_incarnation) + 1;
+        let seeds = node.seeds.iter().map(|&s| SocketAddr::from(([10, 0, u8::try_from(s / 250).unwrap_or(0), u8::try_from(s % 250).unwrap_or(0) + 1], 7946))).collect();
+        let id = NodeId::new(node.name.clone(), node.addr, node.incarnation);
+        let rng_seed = self.rng.random::<u64>();
+        let now = self.local_now(idx);
+        let m = Membership::new(
+            id,
+            MembershipConfig {
+                profile: self.profile,
+                seeds,
+                ..MembershipConfig::default()
+            },
+            rng_seed,
+            now,
+        );
+        self.nodes[idx].membership = Some(m);
+        let life = self.nodes[idx].life;
+        self.schedule(self.now, Event::Tick { node: idx, life });
+    }
+
+    /// Kills node `n` at once (like `kill -9`): it sends and answers nothing more.
+    pub fn kill(&mut self, n: usize) {
+        if let Some(m) = self.nodes[n].membership.take() {
+            self.nodes[n].killed_at_incarnation = m.identity().incarnation;
+        }
+        self.nodes[n].life += 1;
+    }
+
+    /// Restarts a killed node as a new, higher incarnation of the same name.
+    pub fn restart(&mut self, n: usize) {
+        self.nodes[n].paused_until = None;
+        self.boot(n);
+    }
+
+    /// Makes node `n` leave gracefully, then stops it.
+    pub fn leave(&mut self, n: usize) {
+        let now = self.local_now(n);
+        if let Some(m) = self.nodes[n].membership.as_mut() {
+            m.leave(now);
+        }
+        self.drain(n);
+        self.kill(n);
+    }
+
+    /// Pauses node `n` for `d` (SIGSTOP, or a CPU-starved process): what reaches it
+    /// waits until it resumes.
+    pub fn pause(&mut self, n: usize, d: Duration) {
+        self.nodes[n].paused_until = Some(self.now + d);
+    }
+
+    /// Sets node `n`'s clock rate (1.0 exact).
+    pub fn set_clock_rate(&mut self, n: usize, rate: f64) {
+        self.nodes[n].clock_rate = rate;
+    }
+
+    /// Sets the behaviour of every link without an override.
+    pub fn set_network(&mut self, cfg: LinkConfig) {
+        self.net = cfg;
+    }
+
+    /// Sets loss on every link without an override.
+    pub fn set_loss(&mut self, p: f64) {
+        self.net.loss = p;
+    }
+
+    /// Overrides the behaviour of the link from `a` to `b` (one direction).
+    pub fn set_link(&mut self, a: usize, b: usize, cfg: LinkConfig) {
+        self.links.insert((a, b), cfg);
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.cuts.insert((a, b));
+        self.cuts.insert((b, a));
+    }
+
+    /// Cuts `n` off from everyone.
+    pub fn isolate(&mut self, n: usize) {
+        for o in 0..self.nodes.len() {
+            if o != n {
+                self.cut(n, o);
+            }
+        }
+    }
+
+    /// Cuts every link between the two sides.
+    pub fn partition(&mut self, left: &[usize], right: &[usize]) {
+        for &a in left {
+            for &b in right {
+                self.cut(a, b);
+            }
+        }
+    }
+
+    /// Removes every cut and link override.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        self.links.clear();
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.pending.insert(self.seq, ev);
+    }
+
+    /// Routes everything node `n` asked for.
+    fn drain(&mut self, n: usize) {
+        let mut outs = Vec::new();
+        if let Some(m) = self.nodes[n].membership.as_mut() {
+            while let Some(o) = m.poll_output() {
+                outs.push(o);
+            }
+        }
+        let life = self.nodes[n].life;
+        for out in outs {
+            match out {
+                Output::Send { to, data } => self.send(n, &to, data),
+                Output::Timer { at, timer } => {
+                    let at = self.to_global(n, at).max(self.now);
+                    self.schedule(at, Event::Timer { node: n, life, timer });
+                }
+                Output::Event(event) => self.observed.push(Observed {
+                    at: self.elapsed(),
+                    observer: n,
+                    event,
+                }),
+            }
+        }
+        if let Some(at) = self.nodes[n].membership.as_ref().and_then(Membership::poll_timeout) {
+            let at = self.to_global(n, at).max(self.now + Duration::from_millis(1));
+            self.schedule(at, Event::Tick { node: n, life });
+        }
+    }
+
+    fn send(&mut self, from: usize, to: &NodeId, data: Bytes) {
+        let target = if to.is_seed_placeholder() {
+            self.nodes.iter().position(|n| n.addr == to.addr)
+        } else {
+            self.nodes.iter().position(|n| n.name == to.name)
+        };
+        let Some(target) = target else {
+            self.dropped += 1;
+            return;
+        };
+        if self.cuts.contains(&(from, target)) {
+            self.dropped += 1;
+            return;
+        }
+        let link = self.links.get(&(from, target)).copied().unwrap_or(self.net);
+        if self.rng.random::<f64>() < link.loss {
+            self.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.random::<f64>() < link.duplicate { 2 } else { 1 };
+        for _ in 0..copies {
+            let span = link.delay_max.saturating_sub(link.delay_min);
+            let jitter = span.mul_f64(self.rng.random::<f64>());
+            let at = self.now + link.delay_min + jitter;
+            let ev = Event::Deliver {
+                to: target,
+                life: self.nodes[target].life,
+                from: self.nodes[from].name.clone(),
+                data: data.clone(),
+            };
+            self.schedule(at, ev);
+        }
+    }
+
+    /// Processes the next instant's events. Returns false when nothing is scheduled.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse((at, _))) = self.queue.peek().copied() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        // Everything due at this instant, handled in a fixed order: by node, then
+        // deliveries before timers, timers in foca's order, then by schedule order.
+        let mut batch = Vec::new();
+        while let Some(Reverse((t, seq))) = self.queue.peek().copied() {
+            if t != at {
+                break;
+            }
+            self.queue.pop();
+            if let Some(ev) = self.pending.remove(&seq) {
+                batch.push((seq, ev));
+            }
+        }
+        batch.sort_by(|(sa, a), (sb, b)| {
+            let rank = |e: &Event| match e {
+                Event::Deliver { .. } => 0,
+                Event::Timer { .. } => 1,
+                Event::Tick { .. } => 2,
+            };
+            let timer = |e: &Event| match e {
+                Event::Timer { timer, .. } => Some(timer.clone()),
+                _ => None,
+            };
+            (a.node(), rank(a), timer(a), sa).cmp(&(b.node(), rank(b), timer(b), sb))
+        });
+        for (_, ev) in batch {
+            self.handle(ev);
+        }
+        true
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let n = ev.node();
+        let life = match &ev {
+            Event::Deliver { life, .. } | Event::Timer { life, .. } | Event::Tick { life, .. } => *life,
+        };
+        if self.nodes[n].life != life || self.nodes[n].membership.is_none() {
+            if matches!(ev, Event::Deliver { .. }) {
+                self.dropped += 1;
+            }
+            return;
+        }
+        if let Some(until) = self.nodes[n].paused_until {
+            if self.now < until {
+                self.schedule(until, ev);
+                return;
+            }
+            self.nodes[n].paused_until = None;
+        }
+        let now = self.local_now(n);
+        let Some(m) = self.nodes[n].membership.as_mut() else {
+            return;
+        };
+        match ev {
+            Event::Deliver { from, data, .. } => {
+                self.delivered += 1;
+                // Rejections are counted in the node's stats; tests read them there.
+                let _ = m.handle_data(now, &from, &data);
+            }
+            Event::Timer { timer, .. } => m.handle_timer(now, timer),
+            Event::Tick { .. } => m.handle_tick(now),
+        }
+        self.drain(n);
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(Reverse((at, _))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs until `cond` holds (checked every 50 ms of simulated time) or `limit`
+    /// passes. Returns whether `cond` held.
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if self.now >= deadline {
+                return false;
+            }
+            self.run_for(Duration::from_millis(50));
+        }
+    }
+
+    /// Indices of running nodes.
+    pub fn live_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].membership.is_some())
+            .collect()
+    }
+
+    /// Node `n`'s view: name → (incarnation, state), itself included as alive.
+    pub fn view(&self, n: usize) -> BTreeMap<String, (u64, MemberState)> {
+        let mut v = BTreeMap::new();
+        if let Some(m) = &self.nodes[n].membership {
+            for info in m.members() {
+                v.insert(info.id.name.clone(), (info.id.incarnation, info.state));
+            }
+            v.insert(m.identity().name.clone(), (m.identity().incarnation, MemberState::Alive));
+        }
+        v
+    }
+
+    /// Names node `n` sees alive or suspect, itself included.
+    pub fn live_view(&self, n: usize) -> Vec<String> {
+        self.view(n)
+            .into_iter()
+            .filter(|(_, (_, s))| s.is_live())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Every running node sees every running node live, at its current incarnation,
+    /// and nothing else live.
+    pub fn all_see_all_alive(&self) -> bool {
+        let live = self.live_nodes();
+        let expected: BTreeMap<String, u64> = live
+            .iter()
+            .filter_map(|&i| {
+                self.nodes[i]
+                    .membership
+                    .as_ref()
+                    .map(|m| (m.identity().name.clone(), m.identity().incarnation))
+            })
+            .collect();
+        live.iter().all(|&i| {
+            let seen: BTreeMap<String, u64> = self
+                .view(i)
+                .into_iter()
+                .filter(|(_, (_, s))| s.is_live())
+                .map(|(k, (inc, _))| (k, inc))
+                .collect();
+            seen == expected
+        })
+    }
+
+    /// Every node in `observers` sees `target` in one of `states`.
+    pub fn all_see(&self, observers: &[usize], target: usize, states: &[MemberState]) -> bool {
+        let name = &self.nodes[target].name;
+        observers.iter().all(|&o| {
+            self.view(o)
+                .get(name)
+                .is_some_and(|(_, s)| states.contains(s))
+        })
+    }
+
+    /// Down events observed since `since` about an incarnation that was never
+    /// killed — false downs. (A node declared down renews itself to a higher
+    /// incarnation, so a false down stays visible in the record.) Partitions make
+    /// downs legitimate: scope `since` past them.
+    pub fn false_downs_since(&self, since: Duration) -> Vec<&Observed> {
+        self.observed
+            .iter()
+            .filter(|o| o.at >= since && o.event.kind == EventKind::Down)
+            .filter(|o| {
+                self.nodes
+                    .iter()
+                    .find(|n| n.name == o.event.member.name)
+                    .is_some_and(|n| o.event.member.incarnation > n.killed_at_incarnation)
+            })
+            .collect()
+    }
+
+    /// A one-line summary of every node's view, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut s = format!("seed {} at {:?}:", self.seed, self.elapsed());
+        for i in 0..self.nodes.len() {
+            let v: Vec<String> = self
+                .view(i)
+                .into_iter()
+                .map(|(k, (inc, st))| format!("{k}#{inc}:{}", st.as_str()))
+                .collect();
+            s.push_str(&format!("\n  {}: [{}]", self.nodes[i].name, v.join(" ")));
+        }
+        s
+    }
+}
+
+/// How many seeds a simulation test runs: `MESH_SIM_SEEDS` (for long runs, e.g.
+/// 10000), else `default`.
+pub fn seed_count(default: u64) -> u64 {
+    std::env::var("MESH_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `check` for every seed (or only `MESH_SIM_SEED` when set, to replay one),
+/// spread over the machine's cores. On failure, panics with the failing seeds and a
+/// one-line command that replays the first.
+pub fn for_each_seed(test: &str, default: u64, check: impl Fn(u64) -> Result<(), String> + Sync) {
+    let seeds: Vec<u64> = match std::env::var("MESH_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+        Some(one) => vec![one],
+        None => (0..seed_count(default)).collect(),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(seeds.len().max(1));
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let seeds = &seeds;
+            let check = &check;
+            let failures = &failures;
+            s.spawn(move || {
+                for &seed in seeds.iter().skip(t).step_by(threads) {
+                    if let Err(msg) = check(seed) {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((seed, msg));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    failures.sort_by_key(|(s, _)| *s);
+    if let Some((first, msg)) = failures.first() {
+        panic!(
+            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-tests --test sim_membership {test} -- --nocapture",
+            failures.len(),
+            seeds.len(),
+            failures.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! Membership in the deterministic simulator, over many seeds.
+//!
+//! Each test states the property it checks (see `mesh_core::membership` for the
+//! list). A failure prints the seed and a command that replays it; `MESH_SIM_SEEDS`
+//! raises the number of seeds for long runs (e.g. 10000).
+
+use std::time::Duration;
+
+use mesh_core::membership::{EventKind, MemberState};
+use mesh_tests::sim::{for_each_seed, Sim};
+
+/// Seeds per test in an ordinary run; CI runs at least this many.
+const SEEDS: u64 = 200;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn converge(n: usize, seed: u64, limit: Duration) -> Result<Sim, String> {
+    let mut sim = Sim::new(seed);
+    sim.add_cluster(n);
+    if sim.run_until(limit, Sim::all_see_all_alive) {
+        Ok(sim)
+    } else {
+        Err(format!("{n} nodes did not converge in {limit:?}: {}", sim.describe()))
+    }
+}
+
+/// L1: ten nodes joined through one seed all see ten alive.
+#[test]
+fn ten_nodes_converge() {
+    for_each_seed("ten_nodes_converge", SEEDS, |seed| converge(10, seed, secs(15)).map(|_| ()));
+}
+
+/// L1 at scale: fifty nodes converge, and nobody was ever declared down on the way.
+#[test]
+fn fifty_nodes_converge_without_false_downs() {
+    for_each_seed("fifty_nodes_converge_without_false_downs", SEEDS / 4, |seed| {
+        let sim = converge(50, seed, secs(30))?;
+        let downs = sim.false_downs_since(Duration::ZERO);
+        if downs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("false downs while joining: {:?}", downs.first()))
+        }
+    });
+}
+
+/// L2: a killed node is declared down by every live node, and only it.
+#[test]
+fn killed_node_is_detected_by_everyone() {
+    for_each_seed("killed_node_is_detected_by_everyone", SEEDS, |seed| {
+        let mut sim = converge(10, seed, secs(15))?;
+        let victim = 1 + usize::try_from(seed % 9).unwrap_or(0);
+        sim.kill(victim);
+        let killed_at = sim.elapsed();
+        let others: Vec<usize> = sim.live_nodes();
+        if !sim.run_until(secs(10), |s| s.all_see(&others, victim, &[MemberState::Down])) {
+            return Err(format!("n{victim} not declared down everywhere: {}", sim.describe()));
+        }
+        let detect = sim.elapsed() - killed_at;
+        // LAN profile: probe period 0.5 s + suspicion 1.5 s + gossip; 5 s is generous.
+        if detect > secs(5) {
+            return Err(format!("detection took {detect:?}"));
+        }
+        let false_downs: Vec<_> = sim
+            .false_downs_since(Duration::ZERO)
+            .into_iter()
+            .filter(|o| o.event.member.name != sim.nodes[victim].name)
+            .collect();
+        if let Some(f) = false_downs.first() {
+            return Err(format!("healthy node declared down: {f:?}"));
+        }
+        Ok(())
+    });
+}
+
+/// S2 + L3: a restarted node comes back with a higher incarnation, everyone sees the
+/// new one alive, and no event ever reports the old incarnation after the new one.
+#[test]
+fn restarted_node_returns_with_higher_incarnation() {
+    for_each_seed("restarted_node_returns_with_higher_incarnation", SEEDS, |seed| {
+        let mut sim = converge(8, seed, secs(15))?;
+        let victim = 3;
+        let old = sim.nodes[victim].incarnation;
+        sim.kill(victim);
+        // Restart before or after detection, depending on the seed.
+        sim.run_for(Duration::from_millis(300 * (seed % 12)));
+        sim.restart(victim);
+        let new = sim.nodes[victim].incarnation;
+        if new <= old {
+            return Err(format!("incarnation did not grow: {old} -> {new}"));
+        }
+        if !sim.run_until(secs(20), Sim::all_see_all_alive) {
+            return Err(format!("restarted node not back everywhere: {}", sim.describe()));
+        }
+        // S2: once an observer reported the new incarnation, it never reports the old.
+        let name = sim.nodes[victim].name.clone();
+        for observer in sim.live_nodes() {
+            let mut seen_new = false;
+            for o in sim.observed.iter().filter(|o| o.observer == observer && o.event.member.name == name) {
+                if o.event.member.incarnation >= new {
+                    seen_new = true;
+                } else if seen_new {
+                    return Err(format!("n{observer} reported old incarnation after new: {o:?}"));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// L2 + L3: halves cut apart see each other down; after heal, one view again.
+#[test]
+fn partitioned_halves_see_each_other_down_then_heal() {
+    for_each_seed("partitioned_halves_see_each_other_down_then_heal", SEEDS, |seed| {
+        let mut sim = converge(10, seed, secs(15))?;
+        let left: Vec<usize> = (0..5).collect();
+        let right: Vec<usize> = (5..10).collect();
+        sim.partition(&left, &right);
+        let sides_apart = |s: &Sim| {
+            left.iter().all(|&r| s.all_see(&right, r, &[MemberState::Down]))
+                && right.iter().all(|&l| s.all_see(&left, l, &[MemberState::Down]))
+        };
+        if !sim.run_until(secs(15), sides_apart) {
+            return Err(format!("halves did not see each other down: {}", sim.describe()));
+        }
+        // Each side still sees itself whole.
+        for side in [&left, &right] {
+            for &a in side.iter() {
+                if !sim.all_see(side, a, &[MemberState::Alive, MemberState::Suspect]) {
+                    return Err(format!("n{a} lost by its own side: {}", sim.describe()));
+                }
+            }
+        }
+        sim.heal();
+        if !sim.run_until(secs(30), Sim::all_see_all_alive) {
+            return Err(format!("no single view after heal: {}", sim.describe()));
+        }
+        Ok(())
+    });
+}
+
+/// L3: every node killed at once, then restarted: the cluster heals by itself.
+#[test]
+fn whole_cluster_restart_heals() {
+    for_each_seed("whole_cluster_restart_heals", SEEDS / 2, |seed| {
+        let mut sim = converge(6, seed, secs(15))?;
+        for n in 0..6 {
+            sim.kill(n);
+        }
+        sim.run_for(secs(2));
+        // Restart in a seed-dependent order; the seed node is not necessarily first.
+        let first = usize::try_from(seed % 6).unwrap_or(0);
+        for k in 0..6 {
+            sim.restart((first + k) % 6);
+            sim.run_for(Duration::from_millis(100));
+        }
+        if sim.run_until(secs(30), Sim::all_see_all_alive) {
+            Ok(())
+        } else {
+            Err(format!("cluster did not re-form: {}", sim.describe()))
+        }
+    });
+}
+
+/// L4: at 10 % loss on every link, no healthy node is declared down.
+#[test]
+fn no_false_down_at_ten_percent_loss() {
+    for_each_seed("no_false_down_at_ten_percent_loss", SEEDS, |seed| {
+        let mut sim = converge(10, seed, secs(15))?;
+        let since = sim.elapsed();
+        sim.set_loss(0.10);
+        sim.run_for(secs(60));
+        let downs = sim.false_downs_since(since);
+        if let Some(d) = downs.first() {
+            return Err(format!("{} false downs at 10% loss, first: {d:?}", downs.len()));
+        }
+        if !sim.all_see_all_alive() {
+            return Err(format!("views differ under loss: {}", sim.describe()));
+        }
+        Ok(())
+    });
+}
+
+/// S4 + S1: garbage and spoofed datagrams are rejected with a reason and change nothing.
+#[test]
+fn spoofed_and_malformed_datagrams_change_nothing() {
+    let mut sim = Sim::new(1);
+    sim.add_cluster(3);
+    assert!(sim.run_until(secs(10), Sim::all_see_all_alive), "{}", sim.describe());
+    let before = sim.view(0);
+    // A real packet from n1, but arriving on a connection authenticated as n2.
+    let mut m1_packet = None;
+    let probe = mesh_core::identity::NodeId::new("n1", sim.nodes[1].addr, sim.nodes[1].incarnation);
+    let header = foca::Header {
+        src: probe.clone(),
+        src_incarnation: 0,
+        dst: probe,
+        message: foca::Message::Announce,
+    };
+    let mut buf = Vec::new();
+    foca::Codec::encode_header(&mut mesh_core::codec::SwimCodec, &header, &mut buf).expect("encode");
+    m1_packet.get_or_insert(buf);
+    let now = std::time::Instant::now();
+    let m = sim.nodes[0].membership.as_mut().expect("running");
+    let spoof = m.handle_data(now, "n2", m1_packet.as_deref().unwrap_or_default());
+    assert_eq!(spoof, Err(mesh_core::membership::Rejected::IdentityMismatch));
+    assert_eq!(m.handle_data(now, "n1", &[0xc1, 0xff, 0x00]), Err(mesh_core::membership::Rejected::Malformed));
+    assert_eq!(m.handle_data(now, "n1", &vec![0x90; 5000]), Err(mesh_core::membership::Rejected::TooLarge));
+    assert_eq!(m.stats().rejected.get("identity_mismatch"), Some(&1));
+    assert_eq!(sim.view(0), before);
+    assert!(sim.observed.iter().all(|o| o.event.kind == EventKind::Up));
+}
