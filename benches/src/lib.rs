@@ -1,0 +1,24 @@
+//! Benchmarks for mesh that run real agents side by side with a baseline on loopback
+//! and print figures and ratios (never assert them).
+//!
+//! The `membership-bench` binary compares mesh's SWIM membership with HashiCorp serf
+//! (memberlist): convergence of a fresh cluster, failure detection after `SIGKILL`,
+//! idle bytes per second per peer and RSS per peer. This library holds its parts:
+//!
+//! - [`cleanup`]: every child process, scratch directory and nft table is undone on
+//!   drop and on Ctrl-C;
+//! - [`cluster`]: prepares and drives a local cluster of one system and reads each
+//!   agent's own membership view ([`serf_rpc`] talks to serf);
+//! - [`scenario`]: the measurements; [`report`]: the tables and goals;
+//! - [`nft`]: byte counters on the agents' ports; [`ports`], [`stats`]: helpers.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cleanup;
+pub mod cluster;
+pub mod nft;
+pub mod ports;
+pub mod report;
+pub mod scenario;
+pub mod serf_rpc;
+pub mod stats;
