@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesh_transport::certs::{generate_ca, issue_node_cert, CertPair};
 use mesh_transport::frame::Class;
-use mesh_transport::stats::{DatagramDrop, HandshakeFailure};
+use mesh_transport::stats::{DatagramDrop, FrameDrop, HandshakeFailure};
 use mesh_transport::tls::TlsIdentity;
 use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig, TransportError};
 use tokio::sync::mpsc::Receiver;
@@ -115,7 +115,8 @@ async fn datagrams_flow_both_ways_and_carry_the_certificate_name() {
     assert_eq!(a.stats().datagrams_out, 1);
 }
 
-#[tokio::test]
+// Multi-threaded, so that frames spread over several streams would race each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_of_one_class_arrive_in_send_order() {
     let ca = generate_ca("test").expect("ca");
     let (a, _a_rx) = bind(&ca, "a").await;
@@ -356,10 +357,17 @@ async fn a_full_send_queue_refuses_frames_with_an_error() {
     a.send_frame(&nowhere, Class::Control, Bytes::from_static(b"x"))
         .expect("control queue is separate");
     assert_eq!(
-        a.stats()
-            .frames_dropped(mesh_transport::stats::FrameDrop::QueueFull),
+        a.stats().frames_dropped(FrameDrop::QueueFull),
         refused as u64
     );
+
+    // Declaring the peer down discards what is queued for it, counted.
+    let queued = (10 - refused + 1) as u64;
+    a.disconnect("ghost");
+    eventually("queued frames counted as disconnected", || {
+        a.stats().frames_dropped(FrameDrop::Disconnected) == queued
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -179,6 +179,9 @@ impl Inner {
             return;
         }
         self.endpoint.close(code::SHUTDOWN, b"shutdown");
+        // Dropping the queues' senders wakes idle writers (which hold this state and
+        // would otherwise wait forever); busy ones drain and count what they hold.
+        self.lock().writers.clear();
         self.changed.notify_waiters();
     }
 
@@ -422,9 +425,18 @@ impl Inner {
     pub(super) fn disconnect(&self, name: &str) {
         let peer = {
             let mut st = self.lock();
-            // Dropping the writers' entries makes them drain and count their queues.
-            st.writers
-                .retain(|(target, _), _| !matches!(target, Target::Name(n) if n == name));
+            // Dropping the writers' entries makes them drain and count their queues,
+            // whether they were keyed by this name or by one of its addresses.
+            let addrs: Vec<SocketAddr> = st
+                .by_addr
+                .iter()
+                .filter(|(_, n)| *n == name)
+                .map(|(a, _)| *a)
+                .collect();
+            st.writers.retain(|(target, _), _| match target {
+                Target::Name(n) => n != name,
+                Target::Addr(a) => !addrs.contains(a),
+            });
             let peer = st.remove_peer(name);
             if peer.is_some() {
                 self.counters.set_connections(st.peers.len());

@@ -219,6 +219,28 @@ pub struct ConnectionInfo {
 
 /// A handle to the transport: cheap to clone, `Send + Sync`. The endpoint closes when
 /// [`Transport::shutdown`] is called or the last handle is dropped.
+///
+/// # Connections
+///
+/// One QUIC endpoint (one UDP port) accepts and dials. Connections are keyed by the
+/// peer's certificate name, dialed lazily by the first send that needs one, and kept
+/// until they idle out, fail, or [`disconnect`](Self::disconnect) closes them.
+///
+/// There is one connection per peer pair. When a second connection to the same peer
+/// is established (typically both sides dialed at once), the new one replaces the one
+/// in use if the old one is closed, or at least 5 s old (the peer restarted or lost
+/// it), or was dialed by a node whose name sorts after the new one's dialer, or both
+/// were dialed by the same node. Otherwise the old one stays. Both sides apply the
+/// same rule to the same two connections, so after a simultaneous dial both keep the
+/// one dialed by the lexicographically smaller name. The other is still read and is
+/// closed after a one-second grace.
+///
+/// # Delivery
+///
+/// Datagrams are unreliable. Frames of one (peer, class) go in order on one stream
+/// while the connection lasts; a frame written just before a connection breaks may be
+/// lost (at most once, never duplicated). Everything dropped is counted in
+/// [`stats`](Self::stats) and the metrics.
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,

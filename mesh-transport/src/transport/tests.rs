@@ -149,3 +149,37 @@ async fn bad_frames_are_dropped_and_counted_and_repeated_abuse_closes_the_connec
         .expect("a's connection closed by b");
     eventually("b forgets a", || b.connected_peers().is_empty()).await;
 }
+
+#[tokio::test]
+async fn shutdown_stops_every_task_and_counts_what_was_queued() {
+    let ca = generate_ca("cluster").expect("ca");
+    let (a, _a_rx) = bind(&ca, "a").await;
+    let (b, mut b_rx) = bind(&ca, "b").await;
+    connected(&a, &b, &mut b_rx).await;
+    // One idle writer (its frame went out) and one stuck dialing nobody.
+    a.send_frame(&peer(&b), Class::State, Bytes::from_static(b"s"))
+        .expect("queued");
+    eventually("the state frame is written", || a.stats().frames_out == 1).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let ghost = PeerRef {
+        name: Some("ghost".to_owned()),
+        addr: silent.local_addr().expect("addr"),
+    };
+    for _ in 0..3 {
+        a.send_frame(&ghost, Class::User, Bytes::from_static(b"u"))
+            .expect("queued");
+    }
+
+    a.shutdown().await;
+    // Only the handle and its drop guard still hold the shared state: no task is left
+    // waiting on it.
+    eventually("background tasks end", || {
+        std::sync::Arc::strong_count(&a.inner) == 2
+    })
+    .await;
+    assert_eq!(a.stats().frames_dropped(FrameDrop::Shutdown), 3);
+    assert_eq!(
+        a.send_frame(&ghost, Class::User, Bytes::new()),
+        Err(super::SendError::Shutdown)
+    );
+}
