@@ -36,9 +36,10 @@ pub(crate) struct AgentArgs {
         long = "seed",
         env = "MESH_SEEDS",
         value_name = "ADDR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_seed
     )]
-    seeds: Vec<SocketAddr>,
+    seeds: Vec<Option<SocketAddr>>,
     /// Directory for durable state; also where ca.crt, NAME.crt and NAME.key are
     /// looked for when --ca/--cert/--key are not given.
     #[arg(long, env = "MESH_DATA_DIR", value_name = "DIR")]
@@ -80,6 +81,18 @@ pub(crate) struct AgentArgs {
     check_config: bool,
 }
 
+/// One seed address; an empty item (`MESH_SEEDS=` or `a,,b`) is no seed, so a
+/// deployment can leave the variable empty on the first node.
+fn parse_seed(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{s:?} is not an IP:PORT address, e.g. 10.0.0.2:7946"))
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -96,7 +109,8 @@ impl AgentArgs {
             name: self.name.clone(),
             bind: self.bind,
             advertise: self.advertise,
-            seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),
+            seeds: Some(self.seeds.iter().flatten().copied().collect::<Vec<_>>())
+                .filter(|seeds| !seeds.is_empty()),
             data_dir: self.data_dir.clone(),
             admin: self.admin,
             admin_token: self.admin_token.clone(),
@@ -284,6 +298,20 @@ mod tests {
             "default"
         );
         assert_eq!(config.cert, Path::new("/d/from-flag.crt"));
+    }
+
+    #[test]
+    fn empty_seed_items_are_ignored_and_bad_ones_are_usage_errors() {
+        assert_eq!(parse_seed(""), Ok(None));
+        assert_eq!(
+            parse_seed(" 10.0.0.2:7946 "),
+            Ok(Some("10.0.0.2:7946".parse().expect("a")))
+        );
+        let args = parse(&["agent", "--seed", "127.0.0.1:1,,127.0.0.1:2", "--seed", ""]);
+        assert_eq!(args.layer().seeds.map(|s| s.len()), Some(2));
+        let err = Cli::try_parse_from(["meshctl", "agent", "--seed", "nohost"]).expect_err("bad");
+        assert!(err.to_string().contains("not an IP:PORT"), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `meshctl members`: the members one agent knows, as a table or as JSON.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use anyhow::Result;
 use clap::Args;
@@ -8,6 +9,7 @@ use mesh_core::config::DEFAULT_ADMIN_PORT;
 use mesh_core::runtime::MemberView;
 
 use crate::client::AdminClient;
+use crate::error::Hint;
 
 /// `meshctl members` options.
 #[derive(Debug, Args)]
@@ -35,12 +37,27 @@ fn default_admin() -> String {
 /// Runs `meshctl members`.
 pub(crate) fn run(args: MembersArgs) -> Result<()> {
     let client = AdminClient::new(&args.admin, args.token);
-    if args.json {
-        println!("{}", client.members_json()?);
+    let text = if args.json {
+        format!("{}\n", client.members_json()?)
     } else {
-        print!("{}", render_table(&client.members()?));
+        render_table(&client.members()?)
+    };
+    print_stdout(&text)
+}
+
+/// Writes `text` to stdout. A reader that went away (`meshctl members | head -1`)
+/// is not an error.
+fn print_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).hint("stdout is closed or full")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The members as an aligned table: this node first (marked `*`), then by name.
