@@ -183,3 +183,11 @@ async fn shutdown_stops_every_task_and_counts_what_was_queued() {
         Err(super::SendError::Shutdown)
     );
 }
+
+#[test]
+fn handles_and_items_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Transport>();
+    send_sync::<Inbound>();
+    send_sync::<TlsIdentity>();
+}
