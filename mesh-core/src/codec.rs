@@ -69,7 +69,11 @@ fn take<T: serde::de::DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecErr
 impl foca::Codec<NodeId> for SwimCodec {
     type Error = CodecError;
 
-    fn encode_header(&mut self, header: &Header<NodeId>, buf: impl BufMut) -> Result<(), CodecError> {
+    fn encode_header(
+        &mut self,
+        header: &Header<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), CodecError> {
         put(header, buf)
     }
 
@@ -77,7 +81,11 @@ impl foca::Codec<NodeId> for SwimCodec {
         take(buf)
     }
 
-    fn encode_member(&mut self, member: &Member<NodeId>, buf: impl BufMut) -> Result<(), CodecError> {
+    fn encode_member(
+        &mut self,
+        member: &Member<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), CodecError> {
         put(member, buf)
     }
 

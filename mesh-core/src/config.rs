@@ -93,7 +93,11 @@ impl AgentConfig {
         if !self.admin.ip().is_loopback() && !token_set {
             return Err(ConfigError::AdminNeedsToken(self.admin));
         }
-        if let Some(seed) = self.seeds.iter().find(|s| s.ip().is_unspecified() || s.port() == 0) {
+        if let Some(seed) = self
+            .seeds
+            .iter()
+            .find(|s| s.ip().is_unspecified() || s.port() == 0)
+        {
             return Err(ConfigError::BadSeed(*seed));
         }
         Ok(())
@@ -170,6 +174,10 @@ mod tests {
     fn bad_names_are_refused() {
         let mut c = base();
         c.name = "bad name".into();
-        assert!(c.validate().expect_err("bad").to_string().starts_with("name:"));
+        assert!(c
+            .validate()
+            .expect_err("bad")
+            .to_string()
+            .starts_with("name:"));
     }
 }

@@ -170,8 +170,17 @@ mod tests {
         assert!(validate_name("n1").is_ok());
         assert!(validate_name("db-1.eu").is_ok());
         assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert!(matches!(validate_name("-x"), Err(NameError::BadCharacter(_))));
-        assert!(matches!(validate_name("a b"), Err(NameError::BadCharacter(_))));
-        assert!(matches!(validate_name(&"a".repeat(64)), Err(NameError::TooLong(_))));
+        assert!(matches!(
+            validate_name("-x"),
+            Err(NameError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            validate_name("a b"),
+            Err(NameError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            validate_name(&"a".repeat(64)),
+            Err(NameError::TooLong(_))
+        ));
     }
 }

@@ -9,10 +9,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod codec;
+pub mod config;
 pub mod identity;
 pub mod membership;
-pub mod config;
-pub mod runtime;
-pub mod admin;
 pub mod metrics;
+pub mod runtime;

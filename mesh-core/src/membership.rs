@@ -30,6 +30,15 @@
 //!   find themselves alone re-announce to their seeds (with backoff), and foca's
 //!   periodic announce to down members rejoins the rest, so one view forms again.
 //! - **L4 no false down.** At moderate loss (10 %), healthy nodes are not declared down.
+//!
+//! # Local health
+//!
+//! A node whose own direct probes keep missing their deadline — because the network
+//! around it is lossy or because it is starved of CPU — is the node most likely to
+//! suspect healthy peers. Following Lifeguard, it then trusts its own judgement less:
+//! [`Membership::local_health`] rises with the recent miss ratio and stretches the
+//! suspicion timeout, giving a falsely suspected peer more time to refute. On a clean
+//! network the level stays 0 and detection keeps its short timeout.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -74,7 +83,9 @@ impl std::str::FromStr for Profile {
             "lan" => Ok(Self::Lan),
             "wan" => Ok(Self::Wan),
             "local" => Ok(Self::Local),
-            other => Err(format!("unknown profile {other:?}: expected lan, wan or local")),
+            other => Err(format!(
+                "unknown profile {other:?}: expected lan, wan or local"
+            )),
         }
     }
 }
@@ -111,15 +122,18 @@ impl Profile {
                 Duration::from_secs(1),
             ),
         };
-        // Retransmit each update at least 6 times (memberlist's 4·log10(N+1) with a
-        // floor): foca's own count is 1 for tiny clusters, and the cluster grows
-        // faster than the config follows it.
-        c.max_transmissions = c.max_transmissions.max(NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN));
-        // Push-pull: announce to one random member every 10 s (LAN/local); the Feed
+        // Retransmit each update at least MIN_TRANSMISSIONS times: foca's own count
+        // (4·log10(N+1)) is 1 for tiny clusters, and an update piggybacks on whatever
+        // goes out next, so with few copies the one member that must hear it — a
+        // suspect that has to refute — can be missed for seconds.
+        c.max_transmissions = c
+            .max_transmissions
+            .max(NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN));
+        // Push-pull: announce to one random member every 5 s (LAN/local); the Feed
         // reply repairs any update that dissemination missed.
         if self != Self::Wan {
             c.periodic_announce = Some(foca::PeriodicParams {
-                frequency: Duration::from_secs(10),
+                frequency: Duration::from_secs(5),
                 num_members: NonZeroUsize::MIN,
             });
         }
@@ -129,8 +143,8 @@ impl Profile {
         c.probe_period = period;
         c.probe_rtt = rtt;
         c.suspect_to_down_after = period.mul_f64(suspicion_mult * scale);
-        c.max_packet_size = NonZeroUsize::new(packet_size.max(MIN_PACKET_SIZE))
-            .unwrap_or(NonZeroUsize::MIN);
+        c.max_packet_size =
+            NonZeroUsize::new(packet_size.max(MIN_PACKET_SIZE)).unwrap_or(NonZeroUsize::MIN);
         c.notify_down_members = true;
         c.periodic_gossip = Some(foca::PeriodicParams {
             frequency: gossip,
@@ -364,6 +378,15 @@ enum Broadcast {
 
 const BROADCAST_VERSION: u8 = 1;
 
+/// Floor on how many times each membership update is retransmitted.
+pub const MIN_TRANSMISSIONS: u8 = 10;
+
+/// Highest local-health level: suspicion lasts up to 2.5 times its base.
+pub const MAX_HEALTH_LEVEL: u8 = 3;
+
+/// A missed probe counts against local health if the peer is heard from within this.
+const MISS_WINDOW: Duration = Duration::from_secs(10);
+
 /// Bound on pings tracked for round-trip measurement (and on unread samples).
 const MAX_PINGS_TRACKED: usize = 1024;
 
@@ -449,6 +472,8 @@ pub struct Membership {
     stats: Stats,
     /// Cluster size the current foca config was computed for.
     config_size: usize,
+    /// Local-health level the current foca config was computed for.
+    config_health: u8,
     joined: bool,
     next_seed_announce: Instant,
     seed_backoff: Duration,
@@ -457,6 +482,12 @@ pub struct Membership {
     pings: HashMap<(String, u8), Instant>,
     /// Measured probe round trips not yet drained.
     rtts: Vec<Duration>,
+    /// Peers whose direct probe missed its deadline, by when.
+    missed: HashMap<String, Instant>,
+    /// Moving average of direct probes that missed their deadline (0..=1).
+    miss_ratio: f64,
+    /// Local-health level derived from `miss_ratio`, 0..=[`MAX_HEALTH_LEVEL`].
+    health_level: u8,
 }
 
 impl std::fmt::Debug for Membership {
@@ -471,7 +502,12 @@ impl std::fmt::Debug for Membership {
 impl Membership {
     /// Builds the state machine for `identity`. Announcing to seeds starts at the
     /// first [`Membership::handle_tick`].
-    pub fn new(identity: NodeId, mut config: MembershipConfig, rng_seed: u64, now: Instant) -> Self {
+    pub fn new(
+        identity: NodeId,
+        mut config: MembershipConfig,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Self {
         config.packet_size = config.packet_size.clamp(MIN_PACKET_SIZE, MAX_PACKET_SIZE);
         config.seeds.retain(|s| *s != identity.addr);
         config.seeds.dedup();
@@ -492,11 +528,15 @@ impl Membership {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             config_size: 1,
+            config_health: 0,
             joined: false,
             next_seed_announce: now,
             seed_cursor: 0,
             pings: HashMap::new(),
             rtts: Vec::new(),
+            missed: HashMap::new(),
+            miss_ratio: 0.0,
+            health_level: 0,
         }
     }
 
@@ -584,9 +624,11 @@ impl Membership {
         self.absorb(now, rt);
         match result {
             Ok(()) => Ok(()),
-            Err(foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::CustomBroadcast(_)) => {
-                Err(Rejected::Malformed)
-            }
+            Err(
+                foca::Error::Decode(_)
+                | foca::Error::MalformedPacket
+                | foca::Error::CustomBroadcast(_),
+            ) => Err(Rejected::Malformed),
             Err(foca::Error::DataTooBig) => Err(Rejected::TooLarge),
             Err(_) => Err(Rejected::Refused),
         }
@@ -594,6 +636,19 @@ impl Membership {
 
     /// A timer armed by an [`Output::Timer`] is due.
     pub fn handle_timer(&mut self, now: Instant, timer: SwimTimer) {
+        if let Timer::SendIndirectProbe { probed_id, .. } = &timer.0 {
+            // The direct probe got no ack within probe_rtt. Whether that says
+            // something about *our* health is only known if the peer turns out to
+            // be alive: remember the miss until we hear from it.
+            let before = self.pings.len();
+            self.pings.retain(|(name, _), _| *name != probed_id.name);
+            if self.pings.len() < before {
+                if self.missed.len() >= MAX_PINGS_TRACKED {
+                    self.missed.clear();
+                }
+                self.missed.insert(probed_id.name.clone(), now);
+            }
+        }
         let mut rt = Collect::default();
         if let Err(e) = self.foca.handle_timer(timer.0, &mut rt) {
             tracing::debug!(error = %e, "timer refused");
@@ -622,7 +677,7 @@ impl Membership {
         }
         self.absorb(now, rt);
         // Try every seed once before backing off.
-        if self.seed_cursor % self.config.seeds.len() == 0 {
+        if self.seed_cursor.is_multiple_of(self.config.seeds.len()) {
             self.next_seed_announce = now + self.seed_backoff;
             self.seed_backoff = (self.seed_backoff * 2).min(self.config.rejoin_backoff_max);
         }
@@ -739,8 +794,17 @@ impl Membership {
                 }
             }
             N::DataReceived(h) => {
+                if let Some(at) = self.missed.remove(&h.src.name) {
+                    // A peer we missed is alive after all: the miss was ours (or the
+                    // network's). Misses of peers never heard from again — dead ones —
+                    // say nothing about our health and expire unseen.
+                    if now.saturating_duration_since(at) <= MISS_WINDOW {
+                        self.record_probe(true);
+                    }
+                }
                 if let Message::Ack(n) = h.message {
                     if let Some(sent) = self.pings.remove(&(h.src.name, n)) {
+                        self.record_probe(false);
                         if self.rtts.len() < MAX_PINGS_TRACKED {
                             self.rtts.push(now.saturating_duration_since(sent));
                         }
@@ -784,14 +848,38 @@ impl Membership {
         }
     }
 
-    /// Re-derive foca's config whenever the cluster size changes, so the suspicion
-    /// timeout and retransmissions follow log(N).
+    /// Local health: how degraded this node's own view of the network is, from
+    /// 0 (direct probes answered) to [`MAX_HEALTH_LEVEL`] (15 % or more missed).
+    /// Each level lengthens the suspicion timeout by half (Lifeguard's local-health
+    /// multiplier, applied to suspicion since foca fixes the probe timings).
+    pub fn local_health(&self) -> u8 {
+        self.health_level
+    }
+
+    fn record_probe(&mut self, missed: bool) {
+        const ALPHA: f64 = 0.1;
+        self.miss_ratio = self.miss_ratio * (1.0 - ALPHA) + if missed { ALPHA } else { 0.0 };
+        // Levels at 5 % steps of missed direct probes.
+        let level = (self.miss_ratio * 20.0)
+            .floor()
+            .clamp(0.0, f64::from(MAX_HEALTH_LEVEL));
+        // `level` is a small non-negative integer after the clamp.
+        self.health_level = level as u8;
+    }
+
+    /// Re-derive foca's config whenever the cluster size or the local health
+    /// changes, so the suspicion timeout and retransmissions follow log(N) and the
+    /// suspicion timeout stretches while our own probes are being lost.
     fn follow_cluster_size(&mut self) {
         let n = self.foca.num_members() + 1;
-        if n != self.config_size {
-            let cfg = self.config.profile.foca_config(n, self.config.packet_size);
+        if (n, self.health_level) != (self.config_size, self.config_health) {
+            let mut cfg = self.config.profile.foca_config(n, self.config.packet_size);
+            cfg.suspect_to_down_after = cfg
+                .suspect_to_down_after
+                .mul_f64(1.0 + f64::from(self.health_level) / 2.0);
             if self.foca.set_config(cfg).is_ok() {
                 self.config_size = n;
+                self.config_health = self.health_level;
             }
         }
     }

@@ -43,26 +43,61 @@ pub fn install() -> Option<PrometheusHandle> {
 
 /// Describes every mesh series and sets it to zero.
 fn register() {
-    describe_gauge!("mesh_membership_members", "Members this node knows, by state (itself included as alive).");
-    describe_counter!("mesh_membership_events_total", "Membership events, by kind.");
-    describe_counter!("mesh_membership_datagrams_dropped_total", "SWIM datagrams dropped before or by SWIM, by reason.");
-    describe_histogram!("mesh_membership_probe_rtt_seconds", "Round trip of direct SWIM probes.");
-    describe_gauge!("mesh_membership_joined", "1 when joined to a cluster (or alone with no seeds), else 0.");
-    describe_counter!("mesh_membership_rejoins_total", "Times this node was declared down and rejoined as a newer incarnation.");
-    describe_counter!("mesh_membership_probes_failed_total", "Probes that got no answer, direct or indirect.");
-    describe_counter!("mesh_runtime_input_dropped_total", "Inputs the membership loop could not take, by reason.");
-    for state in [MemberState::Alive, MemberState::Suspect, MemberState::Down, MemberState::Left] {
+    describe_gauge!(
+        "mesh_membership_members",
+        "Members this node knows, by state (itself included as alive)."
+    );
+    describe_counter!(
+        "mesh_membership_events_total",
+        "Membership events, by kind."
+    );
+    describe_counter!(
+        "mesh_membership_datagrams_dropped_total",
+        "SWIM datagrams dropped before or by SWIM, by reason."
+    );
+    describe_histogram!(
+        "mesh_membership_probe_rtt_seconds",
+        "Round trip of direct SWIM probes."
+    );
+    describe_gauge!(
+        "mesh_membership_joined",
+        "1 when joined to a cluster (or alone with no seeds), else 0."
+    );
+    describe_gauge!(
+        "mesh_membership_local_health",
+        "Local-health level 0..=3; each level stretches the suspicion timeout by half."
+    );
+    describe_counter!(
+        "mesh_membership_rejoins_total",
+        "Times this node was declared down and rejoined as a newer incarnation."
+    );
+    describe_counter!(
+        "mesh_membership_probes_failed_total",
+        "Probes that got no answer, direct or indirect."
+    );
+    describe_counter!(
+        "mesh_runtime_input_dropped_total",
+        "Inputs the membership loop could not take, by reason."
+    );
+    for state in [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Down,
+        MemberState::Left,
+    ] {
         gauge!("mesh_membership_members", "state" => state.as_str()).set(0.0);
     }
     for kind in EventKind::ALL {
         counter!("mesh_membership_events_total", "kind" => kind.as_str()).increment(0);
     }
     for reason in Rejected::ALL {
-        counter!("mesh_membership_datagrams_dropped_total", "reason" => reason.as_str()).increment(0);
+        counter!("mesh_membership_datagrams_dropped_total", "reason" => reason.as_str())
+            .increment(0);
     }
     counter!("mesh_membership_rejoins_total").increment(0);
     counter!("mesh_membership_probes_failed_total").increment(0);
     counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full").increment(0);
     gauge!("mesh_membership_joined").set(0.0);
+    gauge!("mesh_membership_local_health").set(0.0);
     mesh_transport::register_metrics();
 }

@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, gauge, histogram};
 use mesh_transport::tls::TlsIdentity;
 use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig};
+use metrics::{counter, gauge, histogram};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -266,7 +266,11 @@ struct Shell {
 }
 
 impl Shell {
-    async fn run(&mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        &mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
         let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
         self.membership.handle_tick(Instant::now());
         self.flush();
@@ -399,13 +403,19 @@ impl Shell {
         for m in &members {
             counts[m.state as usize] += 1;
         }
-        for (state, n) in [MemberState::Alive, MemberState::Suspect, MemberState::Down, MemberState::Left]
-            .into_iter()
-            .zip(counts)
+        for (state, n) in [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Down,
+            MemberState::Left,
+        ]
+        .into_iter()
+        .zip(counts)
         {
             gauge!("mesh_membership_members", "state" => state.as_str()).set(n as f64);
         }
         gauge!("mesh_membership_joined").set(if ready { 1.0 } else { 0.0 });
+        gauge!("mesh_membership_local_health").set(f64::from(self.membership.local_health()));
         let stats = self.membership.stats();
         counter!("mesh_membership_rejoins_total").absolute(stats.rejoins);
         counter!("mesh_membership_probes_failed_total").absolute(stats.probes_failed);
@@ -419,9 +429,10 @@ impl Shell {
         snap.ready = ready;
         drop(snap);
         let turned = Instant::now().saturating_duration_since(self.shared.started);
-        self.shared
-            .last_turn_ms
-            .store(u64::try_from(turned.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.shared.last_turn_ms.store(
+            u64::try_from(turned.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -455,14 +466,20 @@ impl AgentHandle {
     /// Every member this node knows, itself first, then by name.
     pub fn members(&self) -> Vec<MemberView> {
         let now = Instant::now();
-        let snap = self.shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(snap.members.len() + 1);
         out.push(MemberView {
             name: snap.me.name.clone(),
             addr: snap.me.addr,
             incarnation: snap.me.incarnation,
             state: MemberState::Alive,
-            age_seconds: now.saturating_duration_since(self.shared.started).as_secs_f64(),
+            age_seconds: now
+                .saturating_duration_since(self.shared.started)
+                .as_secs_f64(),
             is_self: true,
         });
         out.extend(snap.members.iter().map(|m| MemberView {
@@ -509,7 +526,9 @@ impl AgentHandle {
     pub fn render_metrics(&self) -> String {
         match &self.shared.metrics {
             Some(h) => h.render(),
-            None => "# metrics unavailable: another recorder was installed in this process\n".into(),
+            None => {
+                "# metrics unavailable: another recorder was installed in this process\n".into()
+            }
         }
     }
 
@@ -519,7 +538,8 @@ impl AgentHandle {
         self.shared.stopping.store(true, Ordering::Relaxed);
         let (done, wait) = oneshot::channel();
         if self.commands.try_send(Command::Leave(done)).is_err() {
-            counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full").increment(1);
+            counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full")
+                .increment(1);
         }
         let _ = tokio::time::timeout(grace, async {
             let _ = wait.await;

@@ -246,7 +246,21 @@ impl Sim {
         // A restart is a new boot: above every incarnation the old life reached,
         // including renewals after being declared down.
         node.incarnation = node.incarnation.max(node.killed_at_incarnation) + 1;
-        let seeds = node.seeds.iter().map(|&s| SocketAddr::from(([10, 0, u8::try_from(s / 250).unwrap_or(0), u8::try_from(s % 250).unwrap_or(0) + 1], 7946))).collect();
+        let seeds = node
+            .seeds
+            .iter()
+            .map(|&s| {
+                SocketAddr::from((
+                    [
+                        10,
+                        0,
+                        u8::try_from(s / 250).unwrap_or(0),
+                        u8::try_from(s % 250).unwrap_or(0) + 1,
+                    ],
+                    7946,
+                ))
+            })
+            .collect();
         let id = NodeId::new(node.name.clone(), node.addr, node.incarnation);
         let rng_seed = self.rng.random::<u64>();
         let now = self.local_now(idx);
@@ -365,7 +379,14 @@ impl Sim {
                 Output::Send { to, data } => self.send(n, &to, data),
                 Output::Timer { at, timer } => {
                     let at = self.to_global(n, at).max(self.now);
-                    self.schedule(at, Event::Timer { node: n, life, timer });
+                    self.schedule(
+                        at,
+                        Event::Timer {
+                            node: n,
+                            life,
+                            timer,
+                        },
+                    );
                 }
                 Output::Event(event) => self.observed.push(Observed {
                     at: self.elapsed(),
@@ -374,8 +395,14 @@ impl Sim {
                 }),
             }
         }
-        if let Some(at) = self.nodes[n].membership.as_ref().and_then(Membership::poll_timeout) {
-            let at = self.to_global(n, at).max(self.now + Duration::from_millis(1));
+        if let Some(at) = self.nodes[n]
+            .membership
+            .as_ref()
+            .and_then(Membership::poll_timeout)
+        {
+            let at = self
+                .to_global(n, at)
+                .max(self.now + Duration::from_millis(1));
             self.schedule(at, Event::Tick { node: n, life });
         }
     }
@@ -399,7 +426,11 @@ impl Sim {
             self.dropped += 1;
             return;
         }
-        let copies = if self.rng.random::<f64>() < link.duplicate { 2 } else { 1 };
+        let copies = if self.rng.random::<f64>() < link.duplicate {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let span = link.delay_max.saturating_sub(link.delay_min);
             let jitter = span.mul_f64(self.rng.random::<f64>());
@@ -453,7 +484,9 @@ impl Sim {
     fn handle(&mut self, ev: Event) {
         let n = ev.node();
         let life = match &ev {
-            Event::Deliver { life, .. } | Event::Timer { life, .. } | Event::Tick { life, .. } => *life,
+            Event::Deliver { life, .. } | Event::Timer { life, .. } | Event::Tick { life, .. } => {
+                *life
+            }
         };
         if self.nodes[n].life != life || self.nodes[n].membership.is_none() {
             if matches!(ev, Event::Deliver { .. }) {
@@ -525,7 +558,10 @@ impl Sim {
             for info in m.members() {
                 v.insert(info.id.name.clone(), (info.id.incarnation, info.state));
             }
-            v.insert(m.identity().name.clone(), (m.identity().incarnation, MemberState::Alive));
+            v.insert(
+                m.identity().name.clone(),
+                (m.identity().incarnation, MemberState::Alive),
+            );
         }
         v
     }
@@ -618,11 +654,16 @@ pub fn seed_count(default: u64) -> u64 {
 /// spread over the machine's cores. On failure, panics with the failing seeds and a
 /// one-line command that replays the first.
 pub fn for_each_seed(test: &str, default: u64, check: impl Fn(u64) -> Result<(), String> + Sync) {
-    let seeds: Vec<u64> = match std::env::var("MESH_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+    let seeds: Vec<u64> = match std::env::var("MESH_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         Some(one) => vec![one],
         None => (0..seed_count(default)).collect(),
     };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(seeds.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(seeds.len().max(1));
     let failures = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for t in 0..threads {
