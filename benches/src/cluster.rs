@@ -201,7 +201,8 @@ pub struct ClusterOptions {
     /// Timing profile passed to both (`lan`).
     pub profile: String,
     /// serf `-retry-interval` (serf's `-join` is fatal if the seed is not up yet, so
-    /// agents use `-retry-join`; mesh retries by itself).
+    /// agents use `-retry-join`; mesh retries by itself). serf 0.8 raises anything
+    /// below 1s to 1s.
     pub serf_retry_interval: String,
     /// Bound on every poll (HTTP request or RPC round trip).
     pub poll_timeout: Duration,

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use mesh_bench::cluster::{ClusterOptions, SystemKind};
 use mesh_bench::report::{render_goals, render_size, SizeResults};
-use mesh_bench::scenario::{measure, Settings};
+use mesh_bench::scenario::{measure, Settings, StartMode};
 use mesh_bench::stats::SplitMix64;
 use mesh_bench::{cleanup, nft};
 
@@ -32,6 +32,15 @@ enum Which {
     Serf,
     /// mesh, then serf.
     Both,
+}
+
+/// How fresh clusters are started (see `StartMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Start {
+    /// All agents spawned at once, t0 before the first spawn.
+    AllAtOnce,
+    /// Seed started and answering first, t0 before the other spawns.
+    SeedFirst,
 }
 
 /// Command-line arguments.
@@ -71,8 +80,9 @@ struct Args {
     /// Pause after convergence before RSS and idle bytes are measured, seconds.
     #[arg(long, default_value_t = 2)]
     settle_secs: u64,
-    /// serf `-retry-interval` (serf's `-join` is fatal when the seed is not up yet).
-    #[arg(long, default_value = "200ms")]
+    /// serf `-retry-interval` (serf's `-join` is fatal when the seed is not up yet, so
+    /// agents use `-retry-join`; serf raises anything below 1s to 1s).
+    #[arg(long, default_value = "1s")]
     serf_retry_interval: String,
     /// Seed for choosing detection victims and ports [default: from the clock].
     #[arg(long)]
@@ -80,6 +90,12 @@ struct Args {
     /// Keep agent logs and data in the temp dir after the run.
     #[arg(long)]
     keep_files: bool,
+    /// How fresh clusters are started for the convergence figure.
+    #[arg(long, value_enum, default_value_t = Start::AllAtOnce)]
+    start: Start,
+    /// Print each agent's convergence and detection time on stderr.
+    #[arg(long)]
+    verbose: bool,
 }
 
 fn main() -> Result<()> {
@@ -126,6 +142,11 @@ fn main() -> Result<()> {
         settle: Duration::from_secs(args.settle_secs),
         idle_window: Duration::from_secs(args.idle_secs),
         nft_unavailable: nft::unavailable_reason(),
+        verbose: args.verbose,
+        start: match args.start {
+            Start::AllAtOnce => StartMode::AllAtOnce,
+            Start::SeedFirst => StartMode::SeedFirst,
+        },
     };
 
     let mesh_version = systems
@@ -213,11 +234,15 @@ fn header(
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let mut text = format!(
-        "membership-bench: peers {:?}, {} runs, profile {}, poll {} ms, idle window {} s, \
-         timeout {} s, seed {seed}\n\
+        "membership-bench: peers {:?}, {} runs, start {}, profile {}, poll {} ms, \
+         idle window {} s, timeout {} s, seed {seed}\n\
          machine: {cpus} CPUs, {mem} RAM, load average {} at start\n",
         args.peers,
         args.runs,
+        match args.start {
+            Start::AllAtOnce => "all-at-once",
+            Start::SeedFirst => "seed-first",
+        },
         args.profile,
         args.poll_ms,
         args.idle_secs,

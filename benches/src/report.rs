@@ -190,6 +190,11 @@ fn rows() -> Vec<(&'static str, RowFn, bool)> {
             false,
         ),
         (
+            "idle packets/s/peer (nft)",
+            |r, n| idle_nft_cell(r, n, |c| c.udp.packets + c.tcp.packets),
+            true,
+        ),
+        (
             "idle B/s/peer, mesh metric mean",
             |r, _| idle_metric_cell(r, mean),
             false,
@@ -245,6 +250,7 @@ pub fn render_size(size: &SizeResults, runs: usize) -> String {
         let Some(r) = result else { continue };
         let mut notes: Vec<String> = Vec::new();
         notes.extend(r.fatal.iter().map(|e| format!("not measured: {e}")));
+        notes.extend(r.steady_error.iter().cloned());
         notes.extend(r.convergence_errors.iter().cloned());
         notes.extend(r.detection_errors.iter().cloned());
         notes.extend(

@@ -2,7 +2,8 @@
 //!
 //! 1. **convergence** — start N agents at once (all joining through `n1`); t0 is taken
 //!    just before the first spawn; the sample is the time until every agent reports
-//!    all N alive. Each run uses a fresh cluster.
+//!    all N alive. Each run uses a fresh cluster. With [`StartMode::SeedFirst`], `n1`
+//!    is started and answering before t0, and the other N-1 are spawned after it.
 //! 2. **idle cost** — in the last converged cluster, after a settle pause: RSS of every
 //!    agent, then bytes sent over an idle window (nftables counters on the agents'
 //!    ports; for mesh also its own `mesh_transport_bytes_total{direction="out"}`).
@@ -26,6 +27,17 @@ use crate::cluster::{describe_missing, Cluster, ClusterOptions, Status, SystemKi
 use crate::nft::{Counts, NftCounters};
 use crate::stats::SplitMix64;
 
+/// How a fresh cluster is started for the convergence figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// Every agent spawned at once; t0 just before the first spawn. Joiners race the
+    /// seed's start-up, so their join-retry timers are part of the figure.
+    AllAtOnce,
+    /// The seed is started and answering first; t0 just before the other agents are
+    /// spawned. Measures joining and dissemination without that race.
+    SeedFirst,
+}
+
 /// Knobs shared by every scenario.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -41,6 +53,10 @@ pub struct Settings {
     pub idle_window: Duration,
     /// Why nft counters cannot be used, if so.
     pub nft_unavailable: Option<String>,
+    /// Print per-agent times on stderr.
+    pub verbose: bool,
+    /// How clusters are started.
+    pub start: StartMode,
 }
 
 /// Bytes sent over the idle window.
@@ -80,8 +96,11 @@ pub struct SystemResult {
     pub idle: Option<Idle>,
     /// RSS of each agent after convergence, bytes.
     pub rss: Vec<u64>,
-    /// Set when the system could not be measured at all (e.g. its first run failed).
+    /// Set when the system could not be measured at all (an agent would not start or
+    /// exited by itself).
     pub fatal: Option<String>,
+    /// Set when no converged cluster was left for the idle, RSS and detection figures.
+    pub steady_error: Option<String>,
 }
 
 /// Records members seen not alive that should be alive.
@@ -127,6 +146,25 @@ fn progress(kind: SystemKind, n: usize, message: &str) {
     eprintln!("[{kind} N={n}] {message}");
 }
 
+/// Why a wait ended without its condition.
+#[derive(Debug, Clone)]
+enum WaitError {
+    /// An agent could not be started, or exited by itself: the system is broken, and
+    /// further runs would fail the same way.
+    Broken(String),
+    /// The deadline passed (or killing/restarting failed); the message says who was
+    /// not done and what it saw.
+    Timeout(String),
+}
+
+impl std::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broken(m) | Self::Timeout(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Runs every scenario for `kind` at size `n`. Never panics on a misbehaving system:
 /// failures are recorded in the result.
 pub fn measure(
@@ -140,26 +178,13 @@ pub fn measure(
     let mut converging = Watch::default();
     let mut steady: Option<Cluster> = None;
 
-    // 1. Convergence, a fresh cluster per run; the last converged one is kept.
+    // 1. Convergence, a fresh cluster per run; the last run's cluster is kept.
     for run in 1..=settings.runs {
         converging.run = run;
         // Drop the previous cluster before starting the next: never two at once.
         steady = None;
-        let mut cluster = match Cluster::prepare(kind, n, opts, rng.next_u64()) {
-            Ok(c) => c,
-            Err(e) => {
-                result.fatal = Some(format!("preparing the cluster: {e:#}"));
-                return result;
-            }
-        };
-        let names = cluster.names();
-        let t0 = Instant::now();
-        let outcome = cluster
-            .start_all()
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|()| wait_all_alive(&mut cluster, t0, &names, settings, &mut converging));
-        match outcome {
-            Ok(times) => {
+        match converge_fresh(kind, n, opts, settings, rng, &mut converging) {
+            Ok((cluster, times)) => {
                 progress(
                     kind,
                     n,
@@ -174,21 +199,36 @@ pub fn measure(
                 result.all_answering.push(times.all_answering.as_secs_f64());
                 steady = Some(cluster);
             }
-            Err(e) => {
-                let message = format!("convergence run {run}: {e}{}", logs_hint(&cluster, opts));
+            Err(WaitError::Broken(e)) => {
+                let message = format!("convergence run {run}: {e}");
                 progress(kind, n, &message);
-                if run == 1 {
-                    result.fatal = Some(message);
-                    return result;
-                }
+                result.fatal = Some(message);
+                return result;
+            }
+            Err(WaitError::Timeout(e)) => {
+                let message = format!("convergence run {run}: {e}");
+                progress(kind, n, &message);
                 result.convergence_errors.push(message);
             }
         }
     }
     result.downs_while_converging = converging.down_lines();
-    let Some(mut cluster) = steady else {
-        result.fatal = Some("the last convergence run failed: no cluster to measure".into());
-        return result;
+    let mut cluster = match steady {
+        Some(cluster) => cluster,
+        None => {
+            // The last run did not converge: one more fresh cluster, not counted.
+            progress(kind, n, "starting one more cluster for idle and detection");
+            converging.run = settings.runs + 1;
+            match converge_fresh(kind, n, opts, settings, rng, &mut converging) {
+                Ok((cluster, _)) => cluster,
+                Err(e) => {
+                    let message = format!("no converged cluster for idle and detection: {e}");
+                    progress(kind, n, &message);
+                    result.steady_error = Some(message);
+                    return result;
+                }
+            }
+        }
     };
 
     // 2. Idle cost.
@@ -246,6 +286,73 @@ pub fn measure(
     result
 }
 
+/// Prepares and starts a fresh cluster and waits for it to converge.
+fn converge_fresh(
+    kind: SystemKind,
+    n: usize,
+    opts: &ClusterOptions,
+    settings: &Settings,
+    rng: &mut SplitMix64,
+    watch: &mut Watch,
+) -> Result<(Cluster, Converged), WaitError> {
+    let mut cluster = Cluster::prepare(kind, n, opts, rng.next_u64())
+        .map_err(|e| WaitError::Broken(format!("preparing the cluster: {e:#}")))?;
+    let names = cluster.names();
+    let outcome = match settings.start {
+        StartMode::AllAtOnce => {
+            let t0 = Instant::now();
+            match cluster.start_all() {
+                Ok(()) => wait_all_alive(&mut cluster, t0, &names, settings, watch),
+                Err(e) => Err(WaitError::Broken(format!("{e:#}"))),
+            }
+        }
+        StartMode::SeedFirst => start_seed_first(&mut cluster, &names, settings, watch),
+    };
+    match outcome {
+        Ok(times) => Ok((cluster, times)),
+        Err(WaitError::Broken(e)) => Err(WaitError::Broken(format!(
+            "{e}{}",
+            logs_hint(&cluster, opts)
+        ))),
+        Err(WaitError::Timeout(e)) => Err(WaitError::Timeout(format!(
+            "{e}{}",
+            logs_hint(&cluster, opts)
+        ))),
+    }
+}
+
+/// Starts the seed, waits until it answers a poll, then takes t0 and starts the rest.
+fn start_seed_first(
+    cluster: &mut Cluster,
+    names: &[String],
+    settings: &Settings,
+    watch: &mut Watch,
+) -> Result<Converged, WaitError> {
+    let broken = |e: anyhow::Error| WaitError::Broken(format!("{e:#}"));
+    let seed = &mut cluster.nodes[0];
+    seed.start().map_err(broken)?;
+    let deadline = Instant::now() + settings.timeout;
+    loop {
+        seed.ensure_running().map_err(broken)?;
+        match seed.view() {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(WaitError::Timeout(format!(
+                    "seed {} not answering after {:.0} s: {e:#}",
+                    seed.name,
+                    settings.timeout.as_secs_f64()
+                )))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let t0 = Instant::now();
+    for node in &mut cluster.nodes[1..] {
+        node.start().map_err(broken)?;
+    }
+    wait_all_alive(cluster, t0, names, settings, watch)
+}
+
 /// Where the agent logs of a failed run can be read.
 fn logs_hint(cluster: &Cluster, opts: &ClusterOptions) -> String {
     if opts.keep_files {
@@ -271,26 +378,27 @@ fn wait_all_alive(
     names: &[String],
     settings: &Settings,
     watch: &mut Watch,
-) -> Result<Converged, String> {
+) -> Result<Converged, WaitError> {
     let deadline = t0 + settings.timeout;
     let count = cluster.nodes.len();
     let mut pending: Vec<usize> = (0..count).collect();
     let mut first_answer: Vec<Option<Duration>> = vec![None; count];
     let mut last_seen: Vec<String> = vec!["never polled".to_owned(); count];
-    let mut done = Duration::ZERO;
+    let mut done_at: Vec<Option<Duration>> = vec![None; count];
     loop {
         let sweep = Instant::now();
         let mut still = Vec::with_capacity(pending.len());
         for &i in &pending {
             let node = &mut cluster.nodes[i];
-            node.ensure_running().map_err(|e| format!("{e:#}"))?;
+            node.ensure_running()
+                .map_err(|e| WaitError::Broken(format!("{e:#}")))?;
             match node.view() {
                 Ok(view) => {
                     let at = t0.elapsed();
                     first_answer[i].get_or_insert(at);
                     watch.observe(&node.name, &view);
                     if view.not_alive(names).is_empty() {
-                        done = done.max(at);
+                        done_at[i] = Some(at);
                     } else {
                         last_seen[i] = describe_missing(&view, names);
                         still.push(i);
@@ -307,14 +415,18 @@ fn wait_all_alive(
             break;
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(WaitError::Timeout(format!(
                 "not converged after {:.0} s: {}",
                 settings.timeout.as_secs_f64(),
                 describe_pending(cluster, &pending, &last_seen)
-            ));
+            )));
         }
         std::thread::sleep(settings.poll_period.saturating_sub(sweep.elapsed()));
     }
+    if settings.verbose {
+        eprintln!("    all alive, per agent: {}", per_agent(cluster, &done_at));
+    }
+    let done = done_at.iter().flatten().max().copied().unwrap_or_default();
     let all_answering = first_answer.iter().flatten().max().copied();
     Ok(Converged {
         all_answering: all_answering.unwrap_or(done),
@@ -343,6 +455,20 @@ fn describe_pending(cluster: &Cluster, pending: &[usize], last_seen: &[String]) 
     text.trim_end_matches("; ").to_owned()
 }
 
+/// `n4 0.412, n2 0.463, ...`: per-agent times, fastest first.
+fn per_agent(cluster: &Cluster, times: &[Option<Duration>]) -> String {
+    let mut list: Vec<(Duration, &str)> = times
+        .iter()
+        .zip(&cluster.nodes)
+        .filter_map(|(t, node)| t.map(|t| (t, node.name.as_str())))
+        .collect();
+    list.sort();
+    list.iter()
+        .map(|(t, name)| format!("{name} {:.3}", t.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Times of one detection run.
 #[derive(Debug, Clone, Copy)]
 struct DetectOutcome {
@@ -369,7 +495,7 @@ fn detect(
     let deadline = t0 + settings.timeout;
     let mut pending: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
     let mut last_seen: Vec<String> = vec!["never polled".to_owned(); cluster.nodes.len()];
-    let mut detected = Duration::ZERO;
+    let mut detected_at: Vec<Option<Duration>> = vec![None; cluster.nodes.len()];
     loop {
         let sweep = Instant::now();
         let mut still = Vec::with_capacity(pending.len());
@@ -381,7 +507,7 @@ fn detect(
                     let at = t0.elapsed();
                     watch.observe(&node.name, &view);
                     match view.status(&victim_name) {
-                        Some(status) if status.is_down() => detected = detected.max(at),
+                        Some(status) if status.is_down() => detected_at[i] = Some(at),
                         status => {
                             last_seen[i] = format!(
                                 "sees {victim_name} {}",
@@ -411,6 +537,18 @@ fn detect(
         std::thread::sleep(settings.poll_period.saturating_sub(sweep.elapsed()));
     }
 
+    if settings.verbose {
+        eprintln!(
+            "    {victim_name} seen down, per agent: {}",
+            per_agent(cluster, &detected_at)
+        );
+    }
+    let detected = detected_at
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or_default();
     let restart = Instant::now();
     cluster.nodes[victim]
         .start()
