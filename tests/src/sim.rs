@@ -126,6 +126,8 @@ pub struct SimNode {
     /// Highest incarnation this node had when it was last killed: a `Down` about
     /// an incarnation above it is about a node that never died.
     pub killed_at_incarnation: u64,
+    /// When the node's next housekeeping tick is scheduled.
+    pub next_tick: Option<Instant>,
 }
 
 /// A membership event as observed by one node.
@@ -215,6 +217,7 @@ impl Sim {
             clock_rate: 1.0,
             paused_until: None,
             killed_at_incarnation: 0,
+            next_tick: None,
         });
         self.boot(idx);
         idx
@@ -403,7 +406,12 @@ impl Sim {
             let at = self
                 .to_global(n, at)
                 .max(self.now + Duration::from_millis(1));
-            self.schedule(at, Event::Tick { node: n, life });
+            // One pending tick per node: only an earlier deadline adds another.
+            let pending = self.nodes[n].next_tick.filter(|&t| t > self.now);
+            if pending.is_none_or(|t| at < t) {
+                self.nodes[n].next_tick = Some(at);
+                self.schedule(at, Event::Tick { node: n, life });
+            }
         }
     }
 

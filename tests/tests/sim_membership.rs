@@ -73,9 +73,8 @@ fn killed_node_is_detected_by_everyone() {
             ));
         }
         let detect = sim.elapsed() - killed_at;
-        // LAN profile: probe period 0.5 s + suspicion 2 s + dissemination. The bound
-        // is for liveness; the benchmark measures speed.
-        if detect > secs(8) {
+        // LAN profile: probe period 0.5 s + suspicion 2 s + dissemination.
+        if detect > secs(5) {
             let name = &sim.nodes[victim].name;
             let trail: Vec<String> = sim
                 .observed
@@ -218,7 +217,6 @@ fn whole_cluster_restart_heals() {
 
 /// L4: at 10 % loss on every link, no healthy node is declared down.
 #[test]
-#[ignore = "open: fails on seed 14 — a suspicion never reaches the suspect in time (foca piggyback dissemination gap), so it cannot refute; see the rare_and_heal variant"]
 fn no_false_down_at_ten_percent_loss() {
     for_each_seed("no_false_down_at_ten_percent_loss", SEEDS, |seed| {
         let mut sim = converge(10, seed, secs(15))?;
@@ -244,35 +242,6 @@ fn no_false_down_at_ten_percent_loss() {
         }
         Ok(())
     });
-}
-
-/// L4, as currently met: at 10 % loss on every link, false downs are rare (at most
-/// one per 60 s run of 10 nodes) and heal: the node is back alive everywhere.
-#[test]
-fn false_downs_at_ten_percent_loss_are_rare_and_heal() {
-    for_each_seed(
-        "false_downs_at_ten_percent_loss_are_rare_and_heal",
-        SEEDS,
-        |seed| {
-            let mut sim = converge(10, seed, secs(15))?;
-            let since = sim.elapsed();
-            sim.set_loss(0.10);
-            sim.run_for(secs(60));
-            let downs = sim.false_downs_since(since);
-            if downs.len() > 1 {
-                return Err(format!(
-                    "{} false downs at 10% loss: {:?}",
-                    downs.len(),
-                    downs
-                ));
-            }
-            sim.set_loss(0.0);
-            if !sim.run_until(secs(10), Sim::all_see_all_alive) {
-                return Err(format!("views did not heal after loss: {}", sim.describe()));
-            }
-            Ok(())
-        },
-    );
 }
 
 /// S4 + S1: garbage and spoofed datagrams are rejected with a reason and change nothing.
