@@ -1066,7 +1066,7 @@ mod tests {
         let other = Member::new(id("c"), 0, State::Alive);
         let suspicion = Member::new(id("b"), 3, State::Suspect);
         let trailer = [0u8, 2, 0xAA, 0xBB];
-        let original = packet(Message::Ping(7), &[other.clone()], &trailer);
+        let original = packet(Message::Ping(7), std::slice::from_ref(&other), &trailer);
         let added = with_update(&original, &suspicion, 1100).expect("fits");
         let (ms, rest) = members_of(&added);
         assert_eq!(ms, vec![other, suspicion.clone()]);
