@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mesh_core::membership::{EventKind, MemberState};
-use mesh_tests::sim::{for_each_seed, Sim};
+use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
 
 /// Seeds per test in an ordinary run; CI runs at least this many.
 const SEEDS: u64 = 200;
@@ -242,6 +242,77 @@ fn no_false_down_at_ten_percent_loss() {
         }
         Ok(())
     });
+}
+
+/// Local health: a peer whose own links lose 35 % of packets suspects others far
+/// more often than it is right; it must not get healthy peers declared down.
+#[test]
+fn lossy_peer_does_not_take_healthy_peers_down() {
+    for_each_seed(
+        "lossy_peer_does_not_take_healthy_peers_down",
+        SEEDS / 2,
+        |seed| {
+            let mut sim = converge(10, seed, secs(15))?;
+            let lossy = 1 + usize::try_from(seed % 9).unwrap_or(0);
+            let bad = LinkConfig {
+                loss: 0.35,
+                ..LinkConfig::default()
+            };
+            for other in 0..10 {
+                if other != lossy {
+                    sim.set_link(lossy, other, bad);
+                    sim.set_link(other, lossy, bad);
+                }
+            }
+            let since = sim.elapsed();
+            sim.run_for(secs(60));
+            let lossy_name = sim.nodes[lossy].name.clone();
+            let wrong: Vec<_> = sim
+                .false_downs_since(since)
+                .into_iter()
+                .filter(|o| o.event.member.name != lossy_name)
+                .collect();
+            match wrong.first() {
+                None => Ok(()),
+                Some(first) => Err(format!(
+                    "{} healthy peers declared down, first: {first:?}",
+                    wrong.len()
+                )),
+            }
+        },
+    );
+}
+
+/// Local health: a CPU-starved peer (stopped for 1.5 s every 5 s) wakes up to
+/// expired probes; it must not get healthy peers declared down.
+#[test]
+fn starved_peer_does_not_take_healthy_peers_down() {
+    for_each_seed(
+        "starved_peer_does_not_take_healthy_peers_down",
+        SEEDS / 2,
+        |seed| {
+            let mut sim = converge(10, seed, secs(15))?;
+            let starved = 1 + usize::try_from(seed % 9).unwrap_or(0);
+            let since = sim.elapsed();
+            for _ in 0..12 {
+                sim.pause(starved, Duration::from_millis(1500));
+                sim.run_for(secs(5));
+            }
+            let starved_name = sim.nodes[starved].name.clone();
+            let wrong: Vec<_> = sim
+                .false_downs_since(since)
+                .into_iter()
+                .filter(|o| o.event.member.name != starved_name)
+                .collect();
+            match wrong.first() {
+                None => Ok(()),
+                Some(first) => Err(format!(
+                    "{} healthy peers declared down, first: {first:?}",
+                    wrong.len()
+                )),
+            }
+        },
+    );
 }
 
 /// S4 + S1: garbage and spoofed datagrams are rejected with a reason and change nothing.
