@@ -191,6 +191,10 @@ fn main() -> Result<()> {
     }
     println!();
     print!("{}", render_goals(&sizes, &args.profile));
+    println!(
+        "load average at end: {} (2 cores: above ~2 means other work competed with the agents)",
+        load_average()
+    );
     Ok(())
 }
 
@@ -212,6 +216,15 @@ fn tool_version(program: &std::path::Path, arg: &str) -> String {
     }
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What was run, on what: printed before the tables.
 fn header(
     args: &Args,
@@ -231,8 +244,6 @@ fn header(
         .map_or("?".to_owned(), |kib| {
             format!("{:.1} GiB", kib as f64 / 1_048_576.0)
         });
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let mut text = format!(
         "membership-bench: peers {:?}, {} runs, start {}, profile {}, poll {} ms, \
          idle window {} s, timeout {} s, seed {seed}\n\
@@ -247,7 +258,7 @@ fn header(
         args.poll_ms,
         args.idle_secs,
         args.timeout_secs,
-        load.join(" ")
+        load_average()
     );
     if let Some(v) = mesh_version {
         text.push_str(&format!("mesh: {v}\n"));

@@ -5,22 +5,31 @@
 use std::fmt::Write as _;
 
 use crate::scenario::SystemResult;
-use crate::stats::Summary;
+use crate::stats::{Figure, Percentiles};
 
 /// One table cell.
 #[derive(Debug, Clone)]
 enum Cell {
     /// A figure and how many decimals to print.
     Num(f64, usize),
+    /// A lower bound (a run hit the deadline), printed as `>60.0`.
+    AtLeast(f64, usize),
     /// Free text (counts like `5/5`, or why a figure is missing).
     Text(String),
 }
 
 impl Cell {
     /// The figure, if any.
-    fn value(&self) -> Option<f64> {
+    fn figure(&self) -> Option<Figure> {
         match self {
-            Self::Num(v, _) => Some(*v),
+            Self::Num(v, _) => Some(Figure {
+                value: *v,
+                at_least: false,
+            }),
+            Self::AtLeast(v, _) => Some(Figure {
+                value: *v,
+                at_least: true,
+            }),
             Self::Text(_) => None,
         }
     }
@@ -29,6 +38,7 @@ impl Cell {
     fn render(&self) -> String {
         match self {
             Self::Num(v, decimals) => format!("{v:.decimals$}"),
+            Self::AtLeast(v, decimals) => format!(">{v:.decimals$}"),
             Self::Text(t) => t.clone(),
         }
     }
@@ -53,9 +63,54 @@ pub struct SizeResults {
 /// A row: label, how to get the cell from a result, whether a ratio makes sense.
 type RowFn = fn(&SystemResult, usize) -> Cell;
 
-/// A summary figure or `n/a`.
-fn summary_cell(samples: &[f64], pick: fn(&Summary) -> f64) -> Cell {
-    Summary::of(samples).map_or_else(na, |s| Cell::Num(pick(&s), 3))
+/// A percentile of runs, some possibly censored at `deadline`, or `n/a`.
+fn percentile_cell(
+    samples: &[f64],
+    censored: usize,
+    deadline: f64,
+    pick: fn(&Percentiles) -> Figure,
+) -> Cell {
+    match Percentiles::of(samples, censored, deadline).map(|p| pick(&p)) {
+        None => na(),
+        Some(f) if f.at_least => Cell::AtLeast(f.value, 1),
+        Some(f) => Cell::Num(f.value, 3),
+    }
+}
+
+/// Convergence percentile cell.
+fn convergence_cell(r: &SystemResult, pick: fn(&Percentiles) -> Figure) -> Cell {
+    percentile_cell(&r.convergence, r.convergence_timeouts, r.timeout_secs, pick)
+}
+
+/// Detection percentile cell.
+fn detection_cell(r: &SystemResult, pick: fn(&Percentiles) -> Figure) -> Cell {
+    percentile_cell(&r.detection, r.detection_timeouts, r.timeout_secs, pick)
+}
+
+/// The ratio `a / b` as far as bounds allow: exact, `<x` (only `b` is a lower bound),
+/// `>x` (only `a` is), or `None` when nothing can be said.
+pub fn ratio(a: Figure, b: Figure) -> Option<(f64, std::cmp::Ordering)> {
+    use std::cmp::Ordering;
+    if b.value <= 0.0 {
+        return None;
+    }
+    let r = a.value / b.value;
+    match (a.at_least, b.at_least) {
+        (false, false) => Some((r, Ordering::Equal)),
+        (false, true) => Some((r, Ordering::Less)),
+        (true, false) => Some((r, Ordering::Greater)),
+        (true, true) => None,
+    }
+}
+
+/// A ratio as printed: `0.44`, `<0.32`, `>1.50` or `?`.
+fn render_ratio(a: Figure, b: Figure) -> String {
+    match ratio(a, b) {
+        Some((r, std::cmp::Ordering::Equal)) => format!("{r:.2}"),
+        Some((r, std::cmp::Ordering::Less)) => format!("<{r:.2}"),
+        Some((r, std::cmp::Ordering::Greater)) => format!(">{r:.2}"),
+        None => "?".to_owned(),
+    }
 }
 
 /// Idle bytes per second per peer from nft, using `bytes` of the counts.
@@ -110,17 +165,17 @@ fn rows() -> Vec<(&'static str, RowFn, bool)> {
     vec![
         (
             "convergence p50 (s)",
-            |r, _| summary_cell(&r.convergence, |s| s.p50),
+            |r, _| convergence_cell(r, |p| p.p50),
             true,
         ),
         (
             "convergence p99 (s)",
-            |r, _| summary_cell(&r.convergence, |s| s.p99),
+            |r, _| convergence_cell(r, |p| p.p99),
             true,
         ),
         (
             "convergence max (s)",
-            |r, _| summary_cell(&r.convergence, |s| s.max),
+            |r, _| convergence_cell(r, |p| p.max),
             true,
         ),
         (
@@ -133,22 +188,22 @@ fn rows() -> Vec<(&'static str, RowFn, bool)> {
         ),
         (
             "  all agents answering p50 (s)",
-            |r, _| summary_cell(&r.all_answering, |s| s.p50),
+            |r, _| percentile_cell(&r.all_answering, 0, r.timeout_secs, |p| p.p50),
             true,
         ),
         (
             "detection p50 (s)",
-            |r, _| summary_cell(&r.detection, |s| s.p50),
+            |r, _| detection_cell(r, |p| p.p50),
             true,
         ),
         (
             "detection p99 (s)",
-            |r, _| summary_cell(&r.detection, |s| s.p99),
+            |r, _| detection_cell(r, |p| p.p99),
             true,
         ),
         (
             "detection max (s)",
-            |r, _| summary_cell(&r.detection, |s| s.max),
+            |r, _| detection_cell(r, |p| p.max),
             true,
         ),
         (
@@ -235,8 +290,8 @@ pub fn render_size(size: &SizeResults, runs: usize) -> String {
     for (label, cell_of, ratio_wanted) in rows() {
         let m = mesh.map_or_else(|| missing_cell(size.mesh.as_ref()), |r| cell_of(r, size.n));
         let s = serf.map_or_else(|| missing_cell(size.serf.as_ref()), |r| cell_of(r, size.n));
-        let ratio = match (ratio_wanted, m.value(), s.value()) {
-            (true, Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        let ratio = match (ratio_wanted, m.figure(), s.figure()) {
+            (true, Some(a), Some(b)) => render_ratio(a, b),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -305,20 +360,31 @@ pub fn render_goals(sizes: &[SizeResults], profile: &str) -> String {
             let _ = writeln!(out, "   N={}: not measured (needs both systems)", size.n);
             continue;
         };
-        match (Summary::of(&m.convergence), Summary::of(&s.convergence)) {
-            (Some(a), Some(b)) => {
-                let (r50, r99) = (a.p50 / b.p50, a.p99 / b.p99);
-                let _ = writeln!(
-                    out,
-                    "   N={}: p50 ratio {r50:.2}, p99 ratio {r99:.2} -> {}",
-                    size.n,
-                    verdict(r50 <= 0.5 && r99 <= 0.5)
-                );
-            }
-            _ => {
-                let _ = writeln!(out, "   N={}: no converged runs", size.n);
-            }
-        }
+        let runs = |r: &SystemResult| {
+            Percentiles::of(&r.convergence, r.convergence_timeouts, r.timeout_secs)
+        };
+        let (Some(a), Some(b)) = (runs(&m), runs(&s)) else {
+            let _ = writeln!(out, "   N={}: no runs", size.n);
+            continue;
+        };
+        let judge = |a: Figure, b: Figure| match ratio(a, b) {
+            Some((r, std::cmp::Ordering::Equal)) => Some(r <= 0.5),
+            Some((r, std::cmp::Ordering::Less)) if r <= 0.5 => Some(true),
+            Some((r, std::cmp::Ordering::Greater)) if r > 0.5 => Some(false),
+            _ => None,
+        };
+        let overall = match (judge(a.p50, b.p50), judge(a.p99, b.p99)) {
+            (Some(true), Some(true)) => "MET",
+            (Some(false), _) | (_, Some(false)) => "NOT MET",
+            _ => "UNDETERMINED (deadline hit on both sides)",
+        };
+        let _ = writeln!(
+            out,
+            "   N={}: p50 ratio {}, p99 ratio {} -> {overall}",
+            size.n,
+            render_ratio(a.p50, b.p50),
+            render_ratio(a.p99, b.p99)
+        );
     }
 
     // 2. Detection p99 <= 3 s at N = 10 with the default LAN profile.
@@ -326,13 +392,17 @@ pub fn render_goals(sizes: &[SizeResults], profile: &str) -> String {
         .iter()
         .find(|s| s.n == 10)
         .and_then(|s| measured(&s.mesh));
-    let line = match at_ten.as_ref().and_then(|m| Summary::of(&m.detection)) {
+    let line = match at_ten
+        .as_ref()
+        .and_then(|m| Percentiles::of(&m.detection, m.detection_timeouts, m.timeout_secs))
+    {
         _ if profile != "lan" => format!("not measured (profile is {profile}, goal is for lan)"),
         Some(d) => format!(
-            "p99 {:.3} s over {} runs -> {}",
-            d.p99,
-            d.count,
-            verdict(d.p99 <= 3.0)
+            "p99 {}{:.3} s over {} runs -> {}",
+            if d.p99.at_least { ">" } else { "" },
+            d.p99.value,
+            d.completed + d.censored,
+            verdict(!d.p99.at_least && d.p99.value <= 3.0)
         ),
         None => "not measured (run with --peers including 10 and --system mesh|both)".into(),
     };
@@ -399,6 +469,29 @@ mod tests {
         assert!(goals.contains("p99 2.000 s over 2 runs -> MET"), "{goals}");
         assert!(
             goals.contains("zero false downs (mesh, detection runs): 0"),
+            "{goals}"
+        );
+    }
+
+    #[test]
+    fn runs_that_hit_the_deadline_count_as_more_than_it() {
+        let mut serf = result(&[1.0, 1.0, 1.2], &[6.0]);
+        serf.convergence_timeouts = 2;
+        serf.timeout_secs = 60.0;
+        let size = SizeResults {
+            n: 50,
+            mesh: Some(result(&[10.0, 12.0, 15.0, 16.0, 20.0], &[5.0])),
+            serf: Some(serf),
+        };
+        let table = render_size(&size, 5);
+        let p99 = table
+            .lines()
+            .find(|l| l.starts_with("convergence p99"))
+            .unwrap_or_default();
+        assert!(p99.contains(">60.0") && p99.ends_with("<0.33"), "{p99}");
+        let goals = render_goals(&[size], "lan");
+        assert!(
+            goals.contains("p50 ratio 12.50, p99 ratio <0.33 -> NOT MET"),
             "{goals}"
         );
     }

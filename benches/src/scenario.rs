@@ -80,10 +80,17 @@ pub struct SystemResult {
     pub all_answering: Vec<f64>,
     /// Runs that did not converge, with what was missing.
     pub convergence_errors: Vec<String>,
+    /// How many of those hit the deadline (counted as "more than the deadline").
+    pub convergence_timeouts: usize,
     /// Detection times, seconds.
     pub detection: Vec<f64>,
     /// Detection runs that failed (not detected, or no reconvergence after restart).
     pub detection_errors: Vec<String>,
+    /// Kills not detected by every agent before the deadline (counted as "more than
+    /// the deadline").
+    pub detection_timeouts: usize,
+    /// The deadline of every wait, seconds.
+    pub timeout_secs: f64,
     /// Live members seen down during detection runs (incl. reconvergence):
     /// `run k: OBSERVER saw SUBJECT down`.
     pub false_downs: Vec<String>,
@@ -174,7 +181,10 @@ pub fn measure(
     settings: &Settings,
     rng: &mut SplitMix64,
 ) -> SystemResult {
-    let mut result = SystemResult::default();
+    let mut result = SystemResult {
+        timeout_secs: settings.timeout.as_secs_f64(),
+        ..SystemResult::default()
+    };
     let mut converging = Watch::default();
     let mut steady: Option<Cluster> = None;
 
@@ -209,6 +219,7 @@ pub fn measure(
                 let message = format!("convergence run {run}: {e}");
                 progress(kind, n, &message);
                 result.convergence_errors.push(message);
+                result.convergence_timeouts += 1;
             }
         }
     }
@@ -249,29 +260,40 @@ pub fn measure(
         let victim = rng.in_range(1, n);
         watch.run = run;
         watch.expected_down = Some(names[victim].clone());
-        match detect(&mut cluster, victim, &names, settings, &mut watch) {
-            Ok(DetectOutcome {
-                detected,
-                reconverged,
-            }) => {
-                progress(
-                    kind,
-                    n,
-                    &format!(
-                        "detection run {run}/{}: killed {}, all saw it down after {:.3} s; \
-                         restarted, reconverged in {:.3} s",
-                        settings.runs,
-                        names[victim],
-                        detected.as_secs_f64(),
-                        reconverged.as_secs_f64()
-                    ),
-                );
+        let victim_name = &names[victim];
+        let detected = match detect_down(&mut cluster, victim, settings, &mut watch) {
+            Ok(detected) => {
                 result.detection.push(detected.as_secs_f64());
+                format!("all saw it down after {:.3} s", detected.as_secs_f64())
             }
             Err(e) => {
                 let message = format!(
-                    "detection run {run} (victim {}): {e}{}",
-                    names[victim],
+                    "detection run {run} (victim {victim_name}): {e}{}",
+                    logs_hint(&cluster, opts)
+                );
+                progress(kind, n, &message);
+                result.detection_errors.push(message);
+                match e {
+                    WaitError::Timeout(_) => result.detection_timeouts += 1,
+                    WaitError::Broken(_) => break,
+                }
+                "not detected in time".to_owned()
+            }
+        };
+        match restart_and_reconverge(&mut cluster, victim, settings, &mut watch) {
+            Ok(reconverged) => progress(
+                kind,
+                n,
+                &format!(
+                    "detection run {run}/{}: killed {victim_name}, {detected}; \
+                     restarted, reconverged in {:.3} s",
+                    settings.runs,
+                    reconverged.as_secs_f64()
+                ),
+            ),
+            Err(e) => {
+                let message = format!(
+                    "detection run {run} (victim {victim_name}): {e}{}",
                     logs_hint(&cluster, opts)
                 );
                 progress(kind, n, &message);
@@ -469,29 +491,19 @@ fn per_agent(cluster: &Cluster, times: &[Option<Duration>]) -> String {
         .join(", ")
 }
 
-/// Times of one detection run.
-#[derive(Debug, Clone, Copy)]
-struct DetectOutcome {
-    /// From the kill until every other agent reported the victim down.
-    detected: Duration,
-    /// From the restart until every agent reported all alive again.
-    reconverged: Duration,
-}
-
-/// Kills `victim`, waits until every other agent sees it down, restarts it and waits
-/// for the cluster to reconverge.
-fn detect(
+/// Kills `victim` and waits until every other agent sees it down; the time is from
+/// the kill.
+fn detect_down(
     cluster: &mut Cluster,
     victim: usize,
-    names: &[String],
     settings: &Settings,
     watch: &mut Watch,
-) -> Result<DetectOutcome, String> {
-    let victim_name = names[victim].clone();
+) -> Result<Duration, WaitError> {
+    let victim_name = cluster.nodes[victim].name.clone();
     let t0 = Instant::now();
     cluster.nodes[victim]
         .kill()
-        .map_err(|e| format!("killing: {e:#}"))?;
+        .map_err(|e| WaitError::Broken(format!("killing: {e:#}")))?;
     let deadline = t0 + settings.timeout;
     let mut pending: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
     let mut last_seen: Vec<String> = vec!["never polled".to_owned(); cluster.nodes.len()];
@@ -501,7 +513,8 @@ fn detect(
         let mut still = Vec::with_capacity(pending.len());
         for &i in &pending {
             let node = &mut cluster.nodes[i];
-            node.ensure_running().map_err(|e| format!("{e:#}"))?;
+            node.ensure_running()
+                .map_err(|e| WaitError::Broken(format!("{e:#}")))?;
             match node.view() {
                 Ok(view) => {
                     let at = t0.elapsed();
@@ -528,11 +541,11 @@ fn detect(
             break;
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(WaitError::Timeout(format!(
                 "not detected after {:.0} s: {}",
                 settings.timeout.as_secs_f64(),
                 describe_pending(cluster, &pending, &last_seen)
-            ));
+            )));
         }
         std::thread::sleep(settings.poll_period.saturating_sub(sweep.elapsed()));
     }
@@ -543,24 +556,32 @@ fn detect(
             per_agent(cluster, &detected_at)
         );
     }
-    let detected = detected_at
+    Ok(detected_at
         .iter()
         .flatten()
         .max()
         .copied()
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// Restarts the killed `victim` and waits until every agent sees all members alive;
+/// the time is from the restart.
+fn restart_and_reconverge(
+    cluster: &mut Cluster,
+    victim: usize,
+    settings: &Settings,
+    watch: &mut Watch,
+) -> Result<Duration, String> {
+    let names = cluster.names();
     let restart = Instant::now();
     cluster.nodes[victim]
         .start()
         .map_err(|e| format!("restarting: {e:#}"))?;
     // The victim stays excluded from false downs until every agent sees it alive
     // again: until then, seeing it down is correct.
-    let times = wait_all_alive(cluster, restart, names, settings, watch)
+    let times = wait_all_alive(cluster, restart, &names, settings, watch)
         .map_err(|e| format!("after restart: {e}"))?;
-    Ok(DetectOutcome {
-        detected,
-        reconverged: times.done,
-    })
+    Ok(times.done)
 }
 
 /// Measures bytes sent over the idle window (nothing is polled meanwhile).

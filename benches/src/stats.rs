@@ -1,41 +1,62 @@
-//! Summaries of samples and a tiny seeded RNG for choosing victims.
+//! Percentiles of runs (some of which may hit their deadline) and a tiny seeded RNG
+//! for choosing victims.
 
-/// p50 / p99 / max of a set of samples (nearest-rank percentiles: with 5 samples, p99
-/// is the largest; these are small-sample figures and the table says how many runs).
+/// A figure that may be only a lower bound: the value of a run that hit its deadline
+/// is "more than the deadline", not the deadline.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
-    /// Number of samples.
-    pub count: usize,
-    /// Median (nearest rank).
-    pub p50: f64,
-    /// 99th percentile (nearest rank).
-    pub p99: f64,
-    /// Largest sample.
-    pub max: f64,
-    /// Arithmetic mean.
-    pub mean: f64,
+pub struct Figure {
+    /// The value, or the deadline when `at_least`.
+    pub value: f64,
+    /// True if the real value is above `value` (unknown by how much).
+    pub at_least: bool,
 }
 
-impl Summary {
-    /// Summarises `samples`; `None` if there are none.
-    pub fn of(samples: &[f64]) -> Option<Self> {
-        if samples.is_empty() {
+/// p50 / p99 / max over runs, some of which may have hit the deadline (censored).
+/// Censored runs rank above every completed run, so they are never silently dropped:
+/// if a percentile falls on one, it is reported as "> deadline".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    /// Runs that completed.
+    pub completed: usize,
+    /// Runs that hit the deadline.
+    pub censored: usize,
+    /// Median (nearest rank).
+    pub p50: Figure,
+    /// 99th percentile (nearest rank).
+    pub p99: Figure,
+    /// Largest.
+    pub max: Figure,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples` plus `censored` runs known only to exceed `deadline`;
+    /// `None` if there are no runs at all.
+    pub fn of(samples: &[f64], censored: usize, deadline: f64) -> Option<Self> {
+        let total = samples.len() + censored;
+        if total == 0 {
             return None;
         }
         let mut sorted = samples.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let count = sorted.len();
         let rank = |p: f64| {
-            // Nearest rank: the smallest sample with at least p of the samples at or below it.
-            let r = (p * count as f64).ceil() as usize;
-            sorted[r.clamp(1, count) - 1]
+            let r = ((p * total as f64).ceil() as usize).clamp(1, total);
+            match sorted.get(r - 1) {
+                Some(&value) => Figure {
+                    value,
+                    at_least: false,
+                },
+                None => Figure {
+                    value: deadline,
+                    at_least: true,
+                },
+            }
         };
         Some(Self {
-            count,
+            completed: samples.len(),
+            censored,
             p50: rank(0.50),
             p99: rank(0.99),
-            max: sorted[count - 1],
-            mean: sorted.iter().sum::<f64>() / count as f64,
+            max: rank(1.0),
         })
     }
 }
@@ -72,22 +93,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let s = Summary::of(&[5.0, 1.0, 3.0, 2.0, 4.0]);
-        assert_eq!(
-            s,
-            Some(Summary {
-                count: 5,
-                p50: 3.0,
-                p99: 5.0,
-                max: 5.0,
-                mean: 3.0
-            })
-        );
-        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
-        let s = Summary::of(&hundred);
-        assert_eq!(s.map(|s| (s.p50, s.p99)), Some((50.0, 99.0)));
-        assert_eq!(Summary::of(&[]), None);
+    fn censored_runs_rank_above_completed_ones() {
+        let p = Percentiles::of(&[1.0, 2.0, 3.0], 2, 60.0);
+        let exact = |value| Figure {
+            value,
+            at_least: false,
+        };
+        let bound = Figure {
+            value: 60.0,
+            at_least: true,
+        };
+        assert_eq!(p.map(|p| p.p50), Some(exact(3.0)));
+        assert_eq!(p.map(|p| (p.p99, p.max)), Some((bound, bound)));
+        let p = Percentiles::of(&[1.0, 2.0], 0, 60.0);
+        assert_eq!(p.map(|p| (p.p99, p.max)), Some((exact(2.0), exact(2.0))));
+        assert_eq!(Percentiles::of(&[], 0, 60.0), None);
     }
 
     #[test]
