@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// The longest node name we accept (a DNS label fits in 63 bytes).
-pub const MAX_NAME_LEN: usize = 63;
+pub const MAX_NAME_LEN: usize = mesh_transport::certs::MAX_NODE_NAME_LEN;
 
 /// A cluster member's identity.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,36 +94,18 @@ impl foca::Identity for NodeId {
     }
 }
 
-/// Why a node name was refused.
+/// Why a node name was refused: it must be 1 to 63 bytes of `[A-Za-z0-9.-]`,
+/// starting and ending with a letter or digit, so it is also a valid DNS name in a
+/// certificate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum NameError {
-    /// The name is empty.
-    #[error("node name is empty")]
-    Empty,
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("node name {0:?} is longer than {MAX_NAME_LEN} bytes")]
-    TooLong(String),
-    /// The name has a character outside `[A-Za-z0-9.-]`, or starts or ends with `-`/`.`.
-    #[error("node name {0:?} may only hold letters, digits, '-' and '.', and must start and end with a letter or digit")]
-    BadCharacter(String),
-}
+#[error("node name {0:?} is not valid: use 1 to {MAX_NAME_LEN} letters, digits, '-' or '.', starting and ending with a letter or digit")]
+pub struct NameError(pub String);
 
-/// Checks that `name` can be a node name: 1 to 63 bytes of `[A-Za-z0-9.-]`, starting
-/// and ending with a letter or digit, so it is also a valid DNS name in a certificate.
+/// Checks that `name` can be a node name. The rule is the certificate's
+/// ([`mesh_transport::certs::validate_node_name`]), so a name that passes here can
+/// always be issued a certificate.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong(name.to_owned()));
-    }
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !name.chars().all(ok_char) || !edge_ok(name.chars().next()) || !edge_ok(name.chars().last())
-    {
-        return Err(NameError::BadCharacter(name.to_owned()));
-    }
-    Ok(())
+    mesh_transport::certs::validate_node_name(name).map_err(|_| NameError(name.to_owned()))
 }
 
 #[cfg(test)]
@@ -169,18 +151,13 @@ mod tests {
     fn names_are_checked() {
         assert!(validate_name("n1").is_ok());
         assert!(validate_name("db-1.eu").is_ok());
-        assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert!(matches!(
-            validate_name("-x"),
-            Err(NameError::BadCharacter(_))
-        ));
-        assert!(matches!(
-            validate_name("a b"),
-            Err(NameError::BadCharacter(_))
-        ));
-        assert!(matches!(
-            validate_name(&"a".repeat(64)),
-            Err(NameError::TooLong(_))
-        ));
+        assert!(validate_name(&"a".repeat(63)).is_ok());
+        for bad in ["", "-x", "x-", "a b", "a_b", &"a".repeat(64)] {
+            assert_eq!(
+                validate_name(bad),
+                Err(NameError(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
     }
 }
