@@ -40,19 +40,15 @@ fn ten_nodes_converge() {
 /// L1 at scale: fifty nodes converge, and nobody was ever declared down on the way.
 #[test]
 fn fifty_nodes_converge_without_false_downs() {
-    for_each_seed(
-        "fifty_nodes_converge_without_false_downs",
-        SEEDS / 4,
-        |seed| {
-            let sim = converge(50, seed, secs(40))?;
-            let downs = sim.false_downs_since(Duration::ZERO);
-            if downs.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("false downs while joining: {:?}", downs.first()))
-            }
-        },
-    );
+    for_each_seed("fifty_nodes_converge_without_false_downs", SEEDS, |seed| {
+        let sim = converge(50, seed, secs(40))?;
+        let downs = sim.false_downs_since(Duration::ZERO);
+        if downs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("false downs while joining: {:?}", downs.first()))
+        }
+    });
 }
 
 /// L2: a killed node is declared down by every live node, and only it.
@@ -195,7 +191,7 @@ fn partitioned_halves_see_each_other_down_then_heal() {
 /// L3: every node killed at once, then restarted: the cluster heals by itself.
 #[test]
 fn whole_cluster_restart_heals() {
-    for_each_seed("whole_cluster_restart_heals", SEEDS / 2, |seed| {
+    for_each_seed("whole_cluster_restart_heals", SEEDS, |seed| {
         let mut sim = converge(6, seed, secs(15))?;
         for n in 0..6 {
             sim.kill(n);
@@ -250,7 +246,7 @@ fn no_false_down_at_ten_percent_loss() {
 fn lossy_peer_does_not_take_healthy_peers_down() {
     for_each_seed(
         "lossy_peer_does_not_take_healthy_peers_down",
-        SEEDS / 2,
+        SEEDS,
         |seed| {
             let mut sim = converge(10, seed, secs(15))?;
             let lossy = 1 + usize::try_from(seed % 9).unwrap_or(0);
@@ -289,7 +285,7 @@ fn lossy_peer_does_not_take_healthy_peers_down() {
 fn starved_peer_does_not_take_healthy_peers_down() {
     for_each_seed(
         "starved_peer_does_not_take_healthy_peers_down",
-        SEEDS / 2,
+        SEEDS,
         |seed| {
             let mut sim = converge(10, seed, secs(15))?;
             let starved = 1 + usize::try_from(seed % 9).unwrap_or(0);
