@@ -15,4 +15,5 @@ pub mod config;
 pub mod identity;
 pub mod membership;
 pub mod metrics;
+pub mod quorum;
 pub mod runtime;

@@ -1,0 +1,239 @@
+//! Wire messages between proposers and acceptors, the stored register value ([`Slot`])
+//! and client changes ([`Change`]).
+
+use super::ballot::{Ballot, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// A message from a proposer to an acceptor. `S` is the stored value (a [`Slot`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Request<K, S> {
+    /// Phase 1: promise to ignore ballots below `ballot` and report what you accepted.
+    Prepare {
+        /// The register.
+        key: K,
+        /// The voter-set epoch the proposer believes in.
+        epoch: u64,
+        /// The ballot asking for a promise.
+        ballot: Ballot,
+    },
+    /// Phase 2: accept `value` at `ballot`; and, if still possible, promise `next`
+    /// (the one-round-trip optimisation: this Accept is also the Prepare for `next`).
+    Accept {
+        /// The register.
+        key: K,
+        /// The voter-set epoch the proposer believes in.
+        epoch: u64,
+        /// The ballot of this proposal.
+        ballot: Ballot,
+        /// The value to accept.
+        value: S,
+        /// The proposer's next ballot, to be promised along with the accept.
+        next: Ballot,
+    },
+}
+
+impl<K, S> Request<K, S> {
+    /// The register this message is about.
+    pub fn key(&self) -> &K {
+        match self {
+            Self::Prepare { key, .. } | Self::Accept { key, .. } => key,
+        }
+    }
+}
+
+/// A reply from an acceptor to a proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reply<K, S> {
+    /// The acceptor promised `ballot`; `accepted` is its latest accepted value, if any.
+    Promise {
+        /// The register.
+        key: K,
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The latest accepted `(ballot, value)`, if any.
+        accepted: Option<(Ballot, S)>,
+    },
+    /// The acceptor accepted the value at `ballot`; `next_promised` tells whether it also
+    /// promised the proposer's next ballot (the 1-RTT cache may only be used when a
+    /// quorum did).
+    Accepted {
+        /// The register.
+        key: K,
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// Whether the piggybacked promise of the next ballot was taken.
+        next_promised: bool,
+    },
+    /// The acceptor refused `ballot` because it has promised (or accepted) `promised`,
+    /// which is higher or equal. The proposer must climb above `promised`.
+    Conflict {
+        /// The register.
+        key: K,
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The acceptor's promise that beat it.
+        promised: Ballot,
+    },
+    /// The acceptor is in another voter-set epoch than the request; nothing changed.
+    WrongEpoch {
+        /// The register.
+        key: K,
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The acceptor's epoch.
+        epoch: u64,
+    },
+}
+
+impl<K, S> Reply<K, S> {
+    /// The register this reply is about.
+    pub fn key(&self) -> &K {
+        match self {
+            Self::Promise { key, .. }
+            | Self::Accepted { key, .. }
+            | Self::Conflict { key, .. }
+            | Self::WrongEpoch { key, .. } => key,
+        }
+    }
+
+    /// The ballot of the request this reply answers.
+    pub fn ballot(&self) -> Ballot {
+        match self {
+            Self::Promise { ballot, .. }
+            | Self::Accepted { ballot, .. }
+            | Self::Conflict { ballot, .. }
+            | Self::WrongEpoch { ballot, .. } => *ballot,
+        }
+    }
+}
+
+/// Identifies one client change for at-most-once application: `(client, seq)`.
+///
+/// A client issues its changes to one key one at a time with increasing `seq`; it may
+/// re-send the *same* id (on any proposer) after a timeout, and the change is applied at
+/// most once (see [`Slot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The client (e.g. the local node id, or a node id and a session).
+    pub client: u64,
+    /// The client's sequence number, increasing per key.
+    pub seq: u64,
+}
+
+/// The outcome of a change as the register saw it: the new value, or the change's
+/// rejection (a failed condition) together with the value it saw.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome<V, R> {
+    /// The change was applied (or was a read); the register now holds this value.
+    Applied(Option<V>),
+    /// The change's condition failed; the register was (and is) `current`.
+    Rejected {
+        /// Why the change refused.
+        reason: R,
+        /// The value the change saw.
+        current: Option<V>,
+    },
+    /// A *newer* change of the same client was already applied, so this older one is
+    /// never applied any more; its own outcome is no longer kept.
+    Superseded,
+}
+
+/// The value a register stores on the acceptors: the client value and the at-most-once
+/// table.
+///
+/// **Idempotency lives in the value** (not in a side table): `applied` keeps, per client,
+/// the last applied request `seq` and its outcome. Because it is part of the value, it is
+/// replicated by exactly the same Paxos round as the change itself, so a retried request
+/// (same [`RequestId`]) finds its earlier application whichever proposer runs it and
+/// whichever quorum answers, and is not applied twice. The table holds one entry per
+/// client that ever wrote the key; collecting entries of clients that are gone for good is
+/// left to the layer above (e.g. claims close sessions).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slot<V, R> {
+    /// The client value; `None` until the first write.
+    pub value: Option<V>,
+    /// Per client: the last applied request's seq and its outcome.
+    pub applied: BTreeMap<u64, (u64, Outcome<V, R>)>,
+}
+
+impl<V, R> Default for Slot<V, R> {
+    fn default() -> Self {
+        Self {
+            value: None,
+            applied: BTreeMap::new(),
+        }
+    }
+}
+
+/// A client change `f(Option<V>) -> Result<Option<V>, Reject>`: the only way a register
+/// changes. A read is [`Change::is_read`] and returns the current value unchanged.
+///
+/// Implement it on a (serializable) enum of the operations your layer needs, so that a
+/// change can later travel to a remote proposer.
+pub trait Change<V> {
+    /// Why a conditional change refused (e.g. "expected 3, found 4").
+    type Reject: Clone + Debug + Eq + Hash;
+
+    /// Compute the new value from the current one, or refuse.
+    fn apply(&self, current: Option<&V>) -> Result<Option<V>, Self::Reject>;
+
+    /// Whether this change is a read (the identity). Reads are not recorded in the
+    /// at-most-once table; they still complete the accept round.
+    fn is_read(&self) -> bool {
+        false
+    }
+}
+
+/// A ready-made change for simple registers: read, write, compare-and-set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RegisterChange<V> {
+    /// The identity: returns the current value.
+    Read,
+    /// Sets the value unconditionally.
+    Write(V),
+    /// Sets `new` if the current value is `expected`.
+    Cas {
+        /// The value the register must hold (`None`: never written).
+        expected: Option<V>,
+        /// The value to set.
+        new: V,
+    },
+}
+
+/// Why a [`RegisterChange::Cas`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CasMismatch;
+
+impl<V: Clone + PartialEq> Change<V> for RegisterChange<V> {
+    type Reject = CasMismatch;
+
+    fn apply(&self, current: Option<&V>) -> Result<Option<V>, CasMismatch> {
+        match self {
+            Self::Read => Ok(current.cloned()),
+            Self::Write(v) => Ok(Some(v.clone())),
+            Self::Cas { expected, new } => {
+                if expected.as_ref() == current {
+                    Ok(Some(new.clone()))
+                } else {
+                    Err(CasMismatch)
+                }
+            }
+        }
+    }
+
+    fn is_read(&self) -> bool {
+        matches!(self, Self::Read)
+    }
+}
+
+/// Messages travel between ids: a request to an acceptor, or a reply to a proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Envelope<M> {
+    /// The destination.
+    pub to: NodeId,
+    /// The message.
+    pub msg: M,
+}

@@ -1,0 +1,578 @@
+//! The proposer: runs client changes on registers through the two CASPaxos phases.
+//!
+//! Sans-IO: [`Proposer::propose`] (a client request), [`Proposer::handle_reply`] (a
+//! message from an acceptor) and [`Proposer::handle_timeout`] (the timer) are the inputs;
+//! [`Proposer::poll_output`] (messages and completions) and [`Proposer::poll_timeout`]
+//! (when to call `handle_timeout` next) are the outputs. Time comes in as `now`, and the
+//! backoff jitter from the RNG the caller hands in.
+//!
+//! Per key the proposer runs one change at a time (later ones queue) and keeps the
+//! one-round-trip cache: after a quorum accepted its value *and* promised its next
+//! ballot, the next change on that key goes straight to phase 2 with that ballot. Any
+//! conflict, timeout or failed round drops the cache.
+
+use super::ballot::{Ballot, NodeId};
+use super::messages::{Change, Envelope, Outcome, Reply, Request, RequestId, Slot};
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Timing of a proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProposerConfig {
+    /// How long one round trip (phase 1 or phase 2) may take before it counts as failed.
+    pub attempt_timeout: Duration,
+    /// How long a change may take in all before it completes with
+    /// [`ProposeError::Timeout`] (its effect is then unknown).
+    pub op_timeout: Duration,
+    /// The smallest backoff after a failed round.
+    pub backoff_base: Duration,
+    /// The largest backoff (before jitter).
+    pub backoff_max: Duration,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_millis(500),
+            op_timeout: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Identifies a change submitted to one proposer (local, not persisted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+/// Why a change did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ProposeError {
+    /// No quorum answered within the op timeout. The change may or may not have been
+    /// applied (it may even be applied later, by whoever finishes its partial accept);
+    /// retry with the same [`RequestId`] to find out — it will not be applied twice.
+    #[error("no quorum within the op timeout; the change's effect is unknown")]
+    Timeout,
+}
+
+/// A finished change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Completion<K, V, R> {
+    /// The change.
+    pub op: OpId,
+    /// Its register.
+    pub key: K,
+    /// What the register decided, or why we do not know.
+    pub result: Result<Outcome<V, R>, ProposeError>,
+}
+
+/// What the shell must do for the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProposerOutput<K, V, R> {
+    /// Send a request to an acceptor.
+    Send(Envelope<Request<K, Slot<V, R>>>),
+    /// Hand a result to the client.
+    Complete(Completion<K, V, R>),
+}
+
+/// Counters a proposer keeps; the shell publishes them as metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProposerStats {
+    /// Phase 1 rounds started.
+    pub prepares: u64,
+    /// Phase 2 rounds started (including the cached ones).
+    pub accepts: u64,
+    /// Changes that skipped phase 1 thanks to the cache.
+    pub cache_hits: u64,
+    /// Rounds that failed (conflict or round-trip timeout) and backed off.
+    pub failed_rounds: u64,
+    /// Changes completed with a decision.
+    pub committed: u64,
+    /// Changes completed with [`ProposeError::Timeout`].
+    pub timeouts: u64,
+    /// Replies ignored (stale ballot, unknown key, not a voter, other epoch).
+    pub ignored_replies: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Op<C> {
+    id: OpId,
+    request: Option<RequestId>,
+    change: C,
+    deadline: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Phase<V, R> {
+    Preparing {
+        ballot: Ballot,
+        until: Instant,
+        promises: BTreeMap<NodeId, Option<(Ballot, Slot<V, R>)>>,
+    },
+    Accepting {
+        ballot: Ballot,
+        next: Ballot,
+        until: Instant,
+        value: Slot<V, R>,
+        outcome: Outcome<V, R>,
+        accepted: BTreeSet<NodeId>,
+        next_promised: BTreeSet<NodeId>,
+    },
+    Backoff {
+        until: Instant,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Active<V, C: Change<V>> {
+    op: Op<C>,
+    failures: u32,
+    phase: Phase<V, C::Reject>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct KeyState<V, C: Change<V>> {
+    /// The 1-RTT cache: a ballot a quorum promised, and the value they hold.
+    cache: Option<(Ballot, Slot<V, C::Reject>)>,
+    /// The highest ballot any acceptor told us about for this key.
+    seen: Ballot,
+    active: Option<Active<V, C>>,
+    queue: VecDeque<Op<C>>,
+}
+
+impl<V, C: Change<V>> KeyState<V, C> {
+    fn new() -> Self {
+        Self {
+            cache: None,
+            seen: Ballot::ZERO,
+            active: None,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+/// A CASPaxos proposer over the fixed voter set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Proposer<K: Ord, V, C: Change<V>> {
+    id: NodeId,
+    epoch: u64,
+    voters: Vec<NodeId>,
+    quorum: usize,
+    config: ProposerConfig,
+    /// The last ballot minted (any key): rounds only grow within an incarnation.
+    minted: Ballot,
+    next_op: u64,
+    keys: BTreeMap<K, KeyState<V, C>>,
+    outputs: VecDeque<ProposerOutput<K, V, C::Reject>>,
+    stats: ProposerStats,
+}
+
+impl<K, V, C> Proposer<K, V, C>
+where
+    K: Ord + Clone,
+    V: Clone,
+    C: Change<V> + Clone,
+{
+    /// A proposer `id` in its `incarnation` (which the shell must have bumped and fsynced
+    /// at this boot, before calling this), for the fixed voter set `voters` of `epoch`.
+    /// Quorums are majorities of `voters` (duplicates are ignored).
+    pub fn new(
+        id: NodeId,
+        incarnation: u64,
+        epoch: u64,
+        voters: impl IntoIterator<Item = NodeId>,
+        config: ProposerConfig,
+    ) -> Self {
+        let voters: Vec<NodeId> = voters
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let quorum = voters.len() / 2 + 1;
+        Self {
+            id,
+            epoch,
+            voters,
+            quorum,
+            config,
+            minted: Ballot {
+                round: 0,
+                node: id,
+                incarnation,
+            },
+            next_op: 0,
+            keys: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            stats: ProposerStats::default(),
+        }
+    }
+
+    /// This proposer's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The voters, sorted.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &ProposerStats {
+        &self.stats
+    }
+
+    /// Whether the next change on `key` can skip phase 1.
+    pub fn has_cached_promise(&self, key: &K) -> bool {
+        self.keys.get(key).is_some_and(|k| k.cache.is_some())
+    }
+
+    /// Submit a change on `key`. `request` makes it at-most-once across retries (reads
+    /// pass `None`). Completes later with a [`ProposerOutput::Complete`] carrying the
+    /// returned [`OpId`].
+    pub fn propose(&mut self, now: Instant, key: K, request: Option<RequestId>, change: C) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        let op = Op {
+            id,
+            request,
+            change,
+            deadline: now + self.config.op_timeout,
+        };
+        let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
+        state.queue.push_back(op);
+        if state.active.is_none() {
+            self.start_next(now, &key);
+        }
+        id
+    }
+
+    /// Handle a reply from acceptor `from`. Stale or unexpected replies are counted and
+    /// ignored; peer input never panics.
+    pub fn handle_reply<Rn: Rng + ?Sized>(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: Reply<K, Slot<V, C::Reject>>,
+        rng: &mut Rn,
+    ) {
+        if !self.voters.contains(&from) {
+            self.stats.ignored_replies += 1;
+            return;
+        }
+        let key = reply.key().clone();
+        let quorum = self.quorum;
+        let Some(state) = self.keys.get_mut(&key) else {
+            self.stats.ignored_replies += 1;
+            return;
+        };
+        let Some(active) = state.active.as_mut() else {
+            self.stats.ignored_replies += 1;
+            return;
+        };
+        match (reply, &mut active.phase) {
+            (
+                Reply::Promise {
+                    ballot, accepted, ..
+                },
+                Phase::Preparing {
+                    ballot: mine,
+                    promises,
+                    ..
+                },
+            ) if ballot == *mine => {
+                promises.insert(from, accepted);
+                if promises.len() >= quorum {
+                    // The latest accepted value among a quorum is the register's value.
+                    let current = promises
+                        .values()
+                        .flatten()
+                        .max_by_key(|(b, _)| *b)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_default();
+                    let ballot = *mine;
+                    self.start_accept(now, &key, ballot, current);
+                }
+            }
+            (
+                Reply::Accepted {
+                    ballot,
+                    next_promised: promised,
+                    ..
+                },
+                Phase::Accepting {
+                    ballot: mine,
+                    next,
+                    value,
+                    outcome,
+                    accepted,
+                    next_promised,
+                    ..
+                },
+            ) if ballot == *mine => {
+                accepted.insert(from);
+                if promised {
+                    next_promised.insert(from);
+                }
+                if accepted.len() >= quorum {
+                    state.cache = (next_promised.len() >= quorum).then(|| (*next, value.clone()));
+                    let outcome = outcome.clone();
+                    let op = active.op.id;
+                    state.active = None;
+                    self.stats.committed += 1;
+                    self.outputs.push_back(ProposerOutput::Complete(Completion {
+                        op,
+                        key: key.clone(),
+                        result: Ok(outcome),
+                    }));
+                    self.start_next(now, &key);
+                }
+            }
+            (
+                Reply::Conflict {
+                    ballot, promised, ..
+                },
+                phase,
+            ) => {
+                state.seen = state.seen.max(promised);
+                state.cache = None;
+                let current = match phase {
+                    Phase::Preparing { ballot, .. } | Phase::Accepting { ballot, .. } => {
+                        Some(*ballot)
+                    }
+                    Phase::Backoff { .. } => None,
+                };
+                if current == Some(ballot) {
+                    self.fail_round(now, &key, rng);
+                } else {
+                    self.stats.ignored_replies += 1;
+                }
+            }
+            _ => self.stats.ignored_replies += 1,
+        }
+    }
+
+    /// Handle the timer (call it at or after [`Proposer::poll_timeout`]).
+    pub fn handle_timeout<Rn: Rng + ?Sized>(&mut self, now: Instant, rng: &mut Rn) {
+        let keys: Vec<K> = self
+            .keys
+            .iter()
+            .filter(|(_, s)| s.active.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(active) = self.keys.get(&key).and_then(|s| s.active.as_ref()) else {
+                continue;
+            };
+            if now >= active.op.deadline {
+                let op = active.op.id;
+                if let Some(s) = self.keys.get_mut(&key) {
+                    s.active = None;
+                    s.cache = None;
+                }
+                self.stats.timeouts += 1;
+                self.outputs.push_back(ProposerOutput::Complete(Completion {
+                    op,
+                    key: key.clone(),
+                    result: Err(ProposeError::Timeout),
+                }));
+                self.start_next(now, &key);
+                continue;
+            }
+            match active.phase {
+                Phase::Backoff { until } if now >= until => self.start_prepare(now, &key),
+                Phase::Preparing { until, .. } | Phase::Accepting { until, .. } if now >= until => {
+                    if let Some(s) = self.keys.get_mut(&key) {
+                        s.cache = None;
+                    }
+                    self.fail_round(now, &key, rng);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// When [`Proposer::handle_timeout`] must be called next, if anything is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.keys
+            .values()
+            .filter_map(|s| s.active.as_ref())
+            .map(|a| {
+                let until = match &a.phase {
+                    Phase::Preparing { until, .. }
+                    | Phase::Accepting { until, .. }
+                    | Phase::Backoff { until } => *until,
+                };
+                until.min(a.op.deadline)
+            })
+            .min()
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_output(&mut self) -> Option<ProposerOutput<K, V, C::Reject>> {
+        self.outputs.pop_front()
+    }
+
+    /// A ballot strictly above everything this proposer minted and `seen`.
+    fn mint(&mut self, seen: Ballot) -> Ballot {
+        self.minted = self.minted.above(seen);
+        self.minted
+    }
+
+    fn start_next(&mut self, now: Instant, key: &K) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        if state.active.is_some() {
+            return;
+        }
+        let Some(op) = state.queue.pop_front() else {
+            // Nothing left to do on this key: keep only the cache.
+            if state.cache.is_none() {
+                self.keys.remove(key);
+            }
+            return;
+        };
+        if now >= op.deadline {
+            self.stats.timeouts += 1;
+            self.outputs.push_back(ProposerOutput::Complete(Completion {
+                op: op.id,
+                key: key.clone(),
+                result: Err(ProposeError::Timeout),
+            }));
+            self.start_next(now, key);
+            return;
+        }
+        let cache = state.cache.take();
+        state.active = Some(Active {
+            op,
+            failures: 0,
+            phase: Phase::Backoff { until: now },
+        });
+        match cache {
+            Some((ballot, value)) => {
+                self.stats.cache_hits += 1;
+                self.start_accept(now, key, ballot, value);
+            }
+            None => self.start_prepare(now, key),
+        }
+    }
+
+    fn start_prepare(&mut self, now: Instant, key: &K) {
+        let seen = self.keys.get(key).map_or(Ballot::ZERO, |s| s.seen);
+        let ballot = self.mint(seen);
+        let until = now + self.config.attempt_timeout;
+        let Some(active) = self.keys.get_mut(key).and_then(|s| s.active.as_mut()) else {
+            return;
+        };
+        active.phase = Phase::Preparing {
+            ballot,
+            until,
+            promises: BTreeMap::new(),
+        };
+        self.stats.prepares += 1;
+        for &to in &self.voters {
+            self.outputs.push_back(ProposerOutput::Send(Envelope {
+                to,
+                msg: Request::Prepare {
+                    key: key.clone(),
+                    epoch: self.epoch,
+                    ballot,
+                },
+            }));
+        }
+    }
+
+    /// Phase 2 at `ballot` (promised by a quorum whose latest value is `current`):
+    /// apply the change — a read or a refused change writes `current` back unchanged,
+    /// which is what makes them linearizable — and ask for the accept.
+    fn start_accept(&mut self, now: Instant, key: &K, ballot: Ballot, current: Slot<V, C::Reject>) {
+        let next = self.mint(ballot);
+        let until = now + self.config.attempt_timeout;
+        let Some(active) = self.keys.get_mut(key).and_then(|s| s.active.as_mut()) else {
+            return;
+        };
+        let (value, outcome) = apply(&active.op, current);
+        active.phase = Phase::Accepting {
+            ballot,
+            next,
+            until,
+            value: value.clone(),
+            outcome,
+            accepted: BTreeSet::new(),
+            next_promised: BTreeSet::new(),
+        };
+        self.stats.accepts += 1;
+        for &to in &self.voters {
+            self.outputs.push_back(ProposerOutput::Send(Envelope {
+                to,
+                msg: Request::Accept {
+                    key: key.clone(),
+                    epoch: self.epoch,
+                    ballot,
+                    value: value.clone(),
+                    next,
+                },
+            }));
+        }
+    }
+
+    /// A round failed (conflict or round-trip timeout): back off with jitter, then
+    /// retry from phase 1 with a higher ballot.
+    fn fail_round<Rn: Rng + ?Sized>(&mut self, now: Instant, key: &K, rng: &mut Rn) {
+        let (base, max) = (self.config.backoff_base, self.config.backoff_max);
+        let Some(active) = self.keys.get_mut(key).and_then(|s| s.active.as_mut()) else {
+            return;
+        };
+        active.failures = active.failures.saturating_add(1);
+        let cap = base
+            .saturating_mul(1u32 << active.failures.min(16))
+            .min(max)
+            .max(base);
+        // "Equal jitter": half fixed, half uniform, so duelling proposers drift apart.
+        let half = cap / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let jitter = Duration::from_nanos(rng.next_u64() % nanos);
+        active.phase = Phase::Backoff {
+            until: now + half + jitter,
+        };
+        self.stats.failed_rounds += 1;
+    }
+}
+
+/// Apply `op` to the register value `current`, honouring the at-most-once table.
+fn apply<V: Clone, C: Change<V>>(
+    op: &Op<C>,
+    mut current: Slot<V, C::Reject>,
+) -> (Slot<V, C::Reject>, Outcome<V, C::Reject>) {
+    let recorded = op.request.filter(|_| !op.change.is_read());
+    if let Some(rid) = recorded {
+        if let Some((seq, outcome)) = current.applied.get(&rid.client) {
+            if rid.seq == *seq {
+                // A retry of a change already applied: do not apply it again.
+                let outcome = outcome.clone();
+                return (current, outcome);
+            }
+            if rid.seq < *seq {
+                return (current, Outcome::Superseded);
+            }
+        }
+    }
+    let outcome = match op.change.apply(current.value.as_ref()) {
+        Ok(new) => {
+            current.value = new.clone();
+            Outcome::Applied(new)
+        }
+        Err(reason) => Outcome::Rejected {
+            reason,
+            current: current.value.clone(),
+        },
+    };
+    if let Some(rid) = recorded {
+        current
+            .applied
+            .insert(rid.client, (rid.seq, outcome.clone()));
+    }
+    (current, outcome)
+}
