@@ -240,6 +240,23 @@ fn no_false_down_at_ten_percent_loss() {
     });
 }
 
+/// Fails if a node other than `degraded` was declared down since `since`.
+fn no_healthy_peer_down(sim: &Sim, since: Duration, degraded: usize) -> Result<(), String> {
+    let degraded = &sim.nodes[degraded].name;
+    let wrong: Vec<_> = sim
+        .false_downs_since(since)
+        .into_iter()
+        .filter(|o| &o.event.member.name != degraded)
+        .collect();
+    match wrong.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} healthy peers declared down, first: {first:?}",
+            wrong.len()
+        )),
+    }
+}
+
 /// Local health: a peer whose own links lose 35 % of packets suspects others far
 /// more often than it is right; it must not get healthy peers declared down.
 #[test]
@@ -262,19 +279,7 @@ fn lossy_peer_does_not_take_healthy_peers_down() {
             }
             let since = sim.elapsed();
             sim.run_for(secs(60));
-            let lossy_name = sim.nodes[lossy].name.clone();
-            let wrong: Vec<_> = sim
-                .false_downs_since(since)
-                .into_iter()
-                .filter(|o| o.event.member.name != lossy_name)
-                .collect();
-            match wrong.first() {
-                None => Ok(()),
-                Some(first) => Err(format!(
-                    "{} healthy peers declared down, first: {first:?}",
-                    wrong.len()
-                )),
-            }
+            no_healthy_peer_down(&sim, since, lossy)
         },
     );
 }
@@ -294,19 +299,7 @@ fn starved_peer_does_not_take_healthy_peers_down() {
                 sim.pause(starved, Duration::from_millis(1500));
                 sim.run_for(secs(5));
             }
-            let starved_name = sim.nodes[starved].name.clone();
-            let wrong: Vec<_> = sim
-                .false_downs_since(since)
-                .into_iter()
-                .filter(|o| o.event.member.name != starved_name)
-                .collect();
-            match wrong.first() {
-                None => Ok(()),
-                Some(first) => Err(format!(
-                    "{} healthy peers declared down, first: {first:?}",
-                    wrong.len()
-                )),
-            }
+            no_healthy_peer_down(&sim, since, starved)
         },
     );
 }
