@@ -1,0 +1,254 @@
+"""The step vocabulary of scenario timelines, and its executor.
+
+Node selectors (any argument naming nodes):
+  "all", "n3", "n1,n2", "first", "last",
+  "half1" / "half2"        first floor(N/2) nodes / the rest
+  "third1" .. "third3"     N split in three for the majority ring (5 -> n1,n2 | n3 | n4,n5)
+  "others:n3"              everyone but n3
+  "{node}"                 the current node inside foreach
+
+Steps (trailing dict = keyword arguments; durations are scaled by --duration-scale,
+bounds are not):
+  ("hold", seconds)                       let the cluster run
+  ("converge", {"within": s})             wait until every live agent shows the same
+                                          members, all alive, starting within the bound
+                                          (converge_s) and holding for stable_s
+  ("partition", sel_a, sel_b)             ("isolate", node)    ("ring", a, b, c)
+  ("loss", percent[, sel])                ("bandwidth", sel, rate | None)
+  ("delay", sel, delay[, jitter])         ("heal",)
+  ("flap", sel_a, sel_b, {"period": 2, "duration": 60})   partition on/off, ends healed
+  ("kill", sel)  ("restart", sel)  ("stop", sel)  ("pause", sel)  ("resume", sel)
+  ("skew", node, rate)                    restart node under faketime at rate x
+  ("hidden_pause", sel) ("hidden_resume", sel)   negative controls only (faults.py)
+  ("await_down", node, {"within": s})     every other live agent reports node down
+  ("expect_new_incarnation", node)        checked after the run: node's incarnation
+                                          after this point > before its last disruption
+  ("foreach", sel, [steps])               run steps once per node, "{node}" bound
+"""
+
+from __future__ import annotations
+
+import time
+
+from .cluster import Cluster
+from .faults import FAULT_KINDS, Faults
+from .observer import Observer
+from .recorder import Recorder
+from .util import HarnessError
+from .views import DOWN, LEFT, convergence_problems, first_converged
+
+
+
+def resolve(names: list[str], sel) -> list[str]:
+    """Resolve a node selector (see the module doc) against the cluster's node names."""
+    n = len(names)
+    if isinstance(sel, (list, tuple)):
+        return [x for s in sel for x in resolve(names, s)]
+    sel = str(sel)
+    if sel == "all":
+        return list(names)
+    if sel == "first":
+        return names[:1]
+    if sel == "last":
+        return names[-1:]
+    if sel in ("half1", "half2"):
+        k = n // 2
+        return names[:k] if sel == "half1" else names[k:]
+    if sel in ("third1", "third2", "third3"):
+        k, r = divmod(n, 3)
+        sizes = [k + (r > 0), k, k + (r > 1)]
+        i = int(sel[5:]) - 1
+        start = sum(sizes[:i])
+        return names[start:start + sizes[i]]
+    if sel.startswith("others:"):
+        out = set(resolve(names, sel[7:]))
+        return [x for x in names if x not in out]
+    parts = [p.strip() for p in sel.split(",") if p.strip()]
+    for p in parts:
+        if p not in names:
+            raise HarnessError(f"unknown node {p!r} in selector {sel!r} "
+                               f"(have {', '.join(names)})")
+    return parts
+
+
+class Steps:
+    def __init__(self, cluster: Cluster, faults: Faults, observer: Observer,
+                 rec: Recorder, bounds: dict, scale: float = 1.0):
+        self.c = cluster
+        self.f = faults
+        self.obs = observer
+        self.rec = rec
+        self.bounds = bounds
+        self.scale = scale
+
+    # -- driving -------------------------------------------------------------------------------
+    def run(self, steps: list, env: dict | None = None) -> None:
+        for step in steps:
+            self.do(step, env or {})
+
+    def do(self, step, env: dict) -> None:
+        if isinstance(step, str):
+            step = (step,)
+        name, *args = step
+        kwargs = args.pop() if args and isinstance(args[-1], dict) else {}
+        fn = getattr(self, f"step_{name}", None)
+        if fn is None:
+            raise HarnessError(f"unknown step {name!r}")
+        args = [self._subst(a, env) for a in args]
+        fn(*args, **kwargs)
+
+    def _subst(self, a, env: dict):
+        if isinstance(a, str):
+            for k, v in env.items():
+                a = a.replace("{" + k + "}", v)
+        return a
+
+    def nodes(self, sel) -> list[str]:
+        return resolve(self.c.names(), sel)
+
+    def _sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+    # -- time --------------------------------------------------------------------------------
+    def step_hold(self, seconds: float) -> None:
+        self.rec.event("hold", seconds=round(seconds * self.scale, 2))
+        self._sleep(seconds * self.scale)
+
+    def step_converge(self, within: float | None = None, bound_key: str = "converge_s",
+                      final: bool = False) -> dict:
+        """Wait until converged or the bound passes; the checker re-derives the verdict.
+
+        Measured from the latest fault event, or (final=True, the runner's closing
+        check) from now: the cluster must still be converged at the end of the run.
+        """
+        bound = float(within if within is not None else self.bounds[bound_key])
+        since_ev = self._last_event(FAULT_KINDS)
+        since = since_ev["t"] if since_ev else 0.0
+        after = since_ev["kind"] if since_ev else "start"
+        if final:
+            since, after = self.rec.now(), "end"
+        live = self.c.live()
+        deadline = since + bound
+        stable = float(self.bounds["stable_s"])
+        while True:
+            t, latest = first_converged(self.obs.sorted_observations(), live, since,
+                                        bound, stable)
+            if t is not None:
+                return self.rec.event("converge", after=after, since=since, live=live,
+                                      bound_s=bound, stable_s=stable, converged_at=t,
+                                      took_s=round(t - since, 3))
+            if self.rec.now() > deadline + stable:
+                return self.rec.event("converge", after=after, since=since, live=live,
+                                      bound_s=bound, stable_s=stable, converged_at=None,
+                                      took_s=None,
+                                      problems=convergence_problems(latest, live))
+            self.obs.wait_new(0.5)
+
+    def _last_event(self, kinds) -> dict | None:
+        for ev in reversed(self.rec.events):
+            if ev["kind"] in kinds:
+                return ev
+        return None
+
+    # -- network faults -------------------------------------------------------------------------
+    def step_partition(self, a, b) -> None:
+        self.f.partition(self.nodes(a), self.nodes(b))
+
+    def step_isolate(self, node) -> None:
+        for n in self.nodes(node):
+            self.f.isolate(n)
+
+    def step_ring(self, a, b, c) -> None:
+        self.f.ring(self.nodes(a), self.nodes(b), self.nodes(c))
+
+    def step_loss(self, percent, sel=None) -> None:
+        self.f.loss(int(percent), self.nodes(sel) if sel else None)
+
+    def step_bandwidth(self, sel, rate) -> None:
+        self.f.bandwidth(self.nodes(sel), rate)
+
+    def step_delay(self, sel, delay, jitter=None, reorder=None) -> None:
+        self.f.delay(self.nodes(sel), delay, jitter, reorder)
+
+    def step_heal(self) -> None:
+        self.f.heal()
+
+    def step_flap(self, a, b, period: float = 2.0, duration: float = 60.0) -> None:
+        """Partition a|b for `period` s, heal for `period` s, until `duration` s passed."""
+        sa, sb = self.nodes(a), self.nodes(b)
+        end = time.monotonic() + duration * self.scale
+        cycles = 0
+        while time.monotonic() < end:
+            self.f.partition(sa, sb, kind="flap")
+            self._sleep(min(period, end - time.monotonic()))
+            self.f.heal()
+            cycles += 1
+            self._sleep(min(period, end - time.monotonic()))
+        self.rec.event("flap_done", cycles=cycles, period_s=period)
+
+    # -- process faults ------------------------------------------------------------------------
+    def step_kill(self, sel) -> None:
+        self.f.kill(self.nodes(sel))
+
+    def step_restart(self, sel) -> None:
+        self.f.restart(self.nodes(sel))
+
+    def step_stop(self, sel) -> None:
+        self.f.stop(self.nodes(sel))
+
+    def step_pause(self, sel) -> None:
+        self.f.pause(self.nodes(sel))
+
+    def step_hidden_pause(self, sel) -> None:
+        self.f.pause(self.nodes(sel), hidden=True)
+
+    def step_resume(self, sel) -> None:
+        self.f.resume(self.nodes(sel))
+
+    def step_hidden_resume(self, sel) -> None:
+        """Resume a hidden pause; recorded under a kind the checkers do not know."""
+        nodes = self.nodes(sel)
+        for n in nodes:
+            self.c.resume(n)
+        self.rec.event("hidden_resume", nodes=nodes)
+
+    def step_skew(self, node, rate) -> None:
+        for n in self.nodes(node):
+            self.f.skew(n, None if rate is None else float(rate))
+
+    # -- expectations --------------------------------------------------------------------------
+    def step_await_down(self, node, within: float | None = None) -> None:
+        """Wait until every other live agent reports `node` down (or left)."""
+        bound = float(within if within is not None else self.bounds["detect_s"])
+        target = self.nodes(node)[0]
+        since_ev = self._last_event(("kill", "stop", "pause", "isolate", "partition",
+                                     "hidden_pause"))
+        since = since_ev["t"] if since_ev else self.rec.now()
+        watchers = [n for n in self.c.live() if n != target]
+        while True:
+            latest = {}
+            for ob in self.obs.sorted_observations():
+                if ob["t"] >= since and ob.get("ok"):
+                    latest[ob["node"]] = ob["view"]
+            seen = [w for w in watchers if w in latest and
+                    latest[w]["m"].get(target, [None])[0] in (DOWN, LEFT)]
+            if len(seen) == len(watchers):
+                self.rec.event("await_down", node=target, since=since, watchers=watchers,
+                               bound_s=bound, took_s=round(self.rec.now() - since, 3),
+                               ok=True)
+                return
+            if self.rec.now() > since + bound:
+                self.rec.event("await_down", node=target, since=since, watchers=watchers,
+                               bound_s=bound, took_s=None, ok=False,
+                               not_yet=[w for w in watchers if w not in seen])
+                return
+            self.obs.wait_new(0.5)
+
+    def step_expect_new_incarnation(self, node) -> None:
+        for n in self.nodes(node):
+            self.rec.event("expect_new_incarnation", node=n)
+
+    # -- structure -----------------------------------------------------------------------------
+    def step_foreach(self, sel, steps: list) -> None:
+        for n in self.nodes(sel):
+            self.run(steps, {"node": n})

@@ -1,0 +1,24 @@
+"""5. Rolling kill -9 and restart of every node, one at a time.
+
+Each node is killed, seen down by every other live agent, restarted with the same name
+and data dir, and must come back as a new incarnation before the next one goes.
+"""
+
+NUMBER = 5
+NAME = "rolling-restart"
+TITLE = "Rolling kill -9 and restart of every node (seen down, back as a new incarnation)"
+NODES = 5
+MIN_NODES = 2
+STEPS = [
+    ("hold", 3),
+    ("foreach", "all", [
+        ("kill", "{node}"),
+        ("await_down", "{node}"),
+        ("restart", "{node}"),
+        ("converge",),
+        ("expect_new_incarnation", "{node}"),
+        ("hold", 2),
+    ]),
+    ("hold", 5),
+    ("converge",),
+]
