@@ -5,7 +5,9 @@
 //! for its windows, exactly the context inside the window and every live dot inside it.
 //! A dot the piece's context covers is therefore either carried live or known removed
 //! by the sender, and a receiver that applies any subset of the pieces, in any order,
-//! drops only dots the sender knows were removed.
+//! drops only dots the sender knows were removed. (An element removed and re-added
+//! since has a new dot, possibly in another piece; until that piece arrives the
+//! receiver shows the element absent, which is what the owner itself went through.)
 //!
 //! This is the bug delta_crdt_ex had (derekkraan/delta_crdt_ex#65, data loss when a
 //! sync is split): its partial diffs carried the sender's whole causal context ("I have

@@ -15,7 +15,7 @@
 //! - the whole partition, if the peer does not know the origin or holds an older
 //!   incarnation (or live state where we hold the retirement marker);
 //! - everything we know above the peer's contiguous prefix (context and live dots,
-//!   cut by [`restrict`](crate::origin) so it claims only what it carries);
+//!   cut to the window above that prefix, so it claims only what it carries);
 //! - if our contiguous prefix reaches the peer's and our live set below the peer's
 //!   prefix hashes differently, the dots in that prefix that we know were removed, as a
 //!   context-only piece (it claims exactly the removals, nothing else).

@@ -21,7 +21,7 @@ pub struct Dot<O> {
 }
 
 /// What happened to one dot during a merge (or a local purge).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChangeKind {
     /// The dot is new here: its element gained one occurrence.
     Added,

@@ -30,7 +30,8 @@
 //!
 //! # Invariants
 //!
-//! Safety (each is a property test in `tests/`):
+//! Safety (each is a property test in `tests/`; `tests/t01_seqset.rs` checks the
+//! context representation against a plain set):
 //!
 //! 1. **Merge is a join**: commutative, associative, idempotent, on any states
 //!    (`tests/t10_lattice.rs`). Per dot the state moves up the chain
@@ -43,9 +44,13 @@
 //!    holds unless its context covers it as removed (`tests/t20_delivery.rs`).
 //! 4. **Partial deltas are causally safe**: a chunk or anti-entropy reply claims only
 //!    the dots it carries, so applying any subset of the pieces of a state, in any
-//!    order, never removes an element that a replica holding the full state still has
-//!    (`tests/t30_chunks.rs`; see [`Orswot::chunks`] and the delta_crdt_ex bug it
-//!    avoids).
+//!    order, never removes a dot — hence never an element held by that dot — that a
+//!    replica holding the full state still has (`tests/t30_chunks.rs`; see
+//!    [`Orswot::chunks`] and the delta_crdt_ex bug it avoids). The one element-level
+//!    nuance: an element that was removed and later re-added lives on under a *new*
+//!    dot, so a replica that applied the piece with the removal but not yet the one
+//!    with the re-add shows it absent meanwhile — the owner's real history (leave,
+//!    then join again), as with the same two deltas delivered out of order.
 //! 5. **Incarnations**: a newer incarnation of an origin purges the older one's entries
 //!    at once, and dots of older incarnations arriving later are ignored; a purged
 //!    incarnation never returns (`tests/t40_incarnations.rs`).

@@ -175,7 +175,7 @@ impl<E: Clone + Ord> OriginState<E> {
         for (&seq, element) in &self.dots {
             report
                 .changes
-                .push(self.change(origin, seq, element.clone(), kind.clone()));
+                .push(self.change(origin, seq, element.clone(), kind));
         }
     }
 
