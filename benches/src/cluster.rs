@@ -353,6 +353,30 @@ impl Node {
         log_tail(&self.log, max_bytes)
     }
 
+    /// The last `max_lines` warning or error lines of the agent's log (agents log at
+    /// `warn`, so start-up banners are all that is there otherwise), one line.
+    pub fn log_problems(&self, max_lines: usize) -> String {
+        let tail = log_tail(&self.log, 16 * 1024);
+        let problems: Vec<&str> = tail
+            .lines()
+            .filter(|line| {
+                let lower = line.to_ascii_lowercase();
+                ["warn", "err", "panic", "fatal"]
+                    .iter()
+                    .any(|word| lower.contains(word))
+            })
+            .collect();
+        if problems.is_empty() {
+            return "no warnings or errors".to_owned();
+        }
+        let start = problems.len().saturating_sub(max_lines);
+        problems[start..]
+            .iter()
+            .map(|line| line.trim())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
     /// Resident set size of the agent process, bytes (`VmRSS` in `/proc/PID/status`).
     pub fn rss_bytes(&self) -> Result<u64> {
         let pid = self

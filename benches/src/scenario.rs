@@ -461,12 +461,7 @@ fn describe_pending(cluster: &Cluster, pending: &[usize], last_seen: &[String]) 
     let mut text = String::new();
     if let Some(&first) = pending.first() {
         let node = &cluster.nodes[first];
-        let _ = write!(
-            text,
-            "[end of {}'s log: {}] ",
-            node.name,
-            node.log_tail(400).trim()
-        );
+        let _ = write!(text, "[{}'s log: {}] ", node.name, node.log_problems(3));
     }
     for &i in pending.iter().take(10) {
         let _ = write!(text, "{} ({}); ", cluster.nodes[i].name, last_seen[i]);
