@@ -15,6 +15,7 @@ use super::ballot::{Ballot, NodeId};
 use super::messages::{Change, Envelope, Outcome, Reply, Request, RequestId, Slot};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 /// Timing of a proposer.
@@ -153,7 +154,10 @@ impl<V, C: Change<V>> KeyState<V, C> {
 }
 
 /// A CASPaxos proposer over the fixed voter set.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing ignore the [`ProposerStats`] counters (two proposers that would
+/// behave the same are equal; a model checker relies on that).
+#[derive(Clone, Debug)]
 pub struct Proposer<K: Ord, V, C: Change<V>> {
     id: NodeId,
     epoch: u64,
@@ -166,6 +170,29 @@ pub struct Proposer<K: Ord, V, C: Change<V>> {
     keys: BTreeMap<K, KeyState<V, C>>,
     outputs: VecDeque<ProposerOutput<K, V, C::Reject>>,
     stats: ProposerStats,
+}
+
+impl<K: Ord + PartialEq, V: PartialEq, C: Change<V> + PartialEq> PartialEq for Proposer<K, V, C> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.id, self.epoch, self.quorum, self.minted, self.next_op)
+            == (o.id, o.epoch, o.quorum, o.minted, o.next_op)
+            && self.voters == o.voters
+            && self.config == o.config
+            && self.keys == o.keys
+            && self.outputs == o.outputs
+    }
+}
+
+impl<K: Ord + Eq, V: Eq, C: Change<V> + Eq> Eq for Proposer<K, V, C> {}
+
+impl<K: Ord + Hash, V: Hash, C: Change<V> + Hash> Hash for Proposer<K, V, C> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.id, self.epoch, self.quorum, self.minted, self.next_op).hash(state);
+        self.voters.hash(state);
+        self.config.hash(state);
+        self.keys.hash(state);
+        self.outputs.hash(state);
+    }
 }
 
 impl<K, V, C> Proposer<K, V, C>
