@@ -11,7 +11,9 @@
 //! The 1-RTT cache is in play: each proposer runs a write then a read on the same key.
 //!
 //! Checked: linearizability (stateright's `LinearizabilityTester` over a register), one
-//! value per ballot across restarts, durable promises only grow, accepted <= promised.
+//! value per ballot, no ballot used by two lives (incarnations) of a proposer, durable
+//! promises only grow, accepted <= promised. Depths are stateright's (the initial state
+//! is depth 1).
 //! Negative controls: quorums of one acceptor, and a shell that replies before fsync,
 //! must both be caught.
 
@@ -77,6 +79,8 @@ struct State {
     timeouts: usize,
     /// Ghost: every (ballot, value) ever sent in an Accept.
     sent: BTreeMap<Ballot, S>,
+    /// Ghost: which proposer life (index, incarnation) first used each ballot.
+    minted: BTreeMap<Ballot, (usize, u64)>,
     /// Ghost: broken Paxos invariants, by name.
     violations: Vec<&'static str>,
     /// Ghost: a change used the 1-RTT cache.
@@ -172,6 +176,13 @@ impl RegisterModel {
         while let Some(out) = s.proposers[i].p.poll_output() {
             match out {
                 ProposerOutput::Send(env) => {
+                    let life = (i, s.proposers[i].incarnation);
+                    let used = match &env.msg {
+                        Request::Prepare { ballot, .. } | Request::Accept { ballot, .. } => *ballot,
+                    };
+                    if *s.minted.entry(used).or_insert(life) != life {
+                        s.violations.push("a ballot reused across restarts");
+                    }
                     if let Request::Accept { ballot, value, .. } = &env.msg {
                         match s.sent.get(ballot) {
                             Some(v) if v != value => s.violations.push("two values for one ballot"),
@@ -287,6 +298,7 @@ impl Model for RegisterModel {
             crashes: 0,
             timeouts: 0,
             sent: BTreeMap::new(),
+            minted: BTreeMap::new(),
             violations: Vec::new(),
             cache_used: false,
         }]

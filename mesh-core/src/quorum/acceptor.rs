@@ -345,7 +345,7 @@ mod tests {
         a.handle_request(P, accept(4, 7, 6));
         let out = replies(&mut a);
         assert!(matches!(out[1], (false, Reply::Conflict { promised, .. }) if promised == b(5)));
-        assert_eq!(a.state(&"k").and_then(|s| s.accepted.clone()), None);
+        assert_eq!(a.state(&"k").and_then(|s| s.accepted), None);
     }
 
     #[test]

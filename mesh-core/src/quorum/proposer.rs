@@ -84,7 +84,8 @@ pub struct ProposerStats {
     pub prepares: u64,
     /// Phase 2 rounds started (including the cached ones).
     pub accepts: u64,
-    /// Changes that skipped phase 1 thanks to the cache.
+    /// Changes that started in phase 2 thanks to the cache (a later conflict may still
+    /// send them back to phase 1).
     pub cache_hits: u64,
     /// Rounds that failed (conflict or round-trip timeout) and backed off.
     pub failed_rounds: u64,
@@ -104,12 +105,15 @@ struct Op<C> {
     deadline: Instant,
 }
 
+/// What an acceptor reported in its promise: its latest accepted ballot and value.
+type Promised<V, R> = Option<(Ballot, Slot<V, R>)>;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Phase<V, R> {
     Preparing {
         ballot: Ballot,
         until: Instant,
-        promises: BTreeMap<NodeId, Option<(Ballot, Slot<V, R>)>>,
+        promises: BTreeMap<NodeId, Promised<V, R>>,
     },
     Accepting {
         ballot: Ballot,
