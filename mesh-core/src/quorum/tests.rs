@@ -350,11 +350,11 @@ fn backoff_jitter_comes_from_the_injected_rng() {
 fn hrw_is_pinned_and_only_picks_among_candidates() {
     let v = voters();
     // Pinned: these values must never change (every peer must agree on them).
-    assert_eq!(
-        hrw_weight(b"shard-0", NodeId(1)),
-        hrw_weight(b"shard-0", NodeId(1))
-    );
+    assert_eq!(hrw_weight(b"shard-0", NodeId(1)), 0x32a7_1606_6288_370f);
+    assert_eq!(hrw_weight(b"shard-0", NodeId(2)), 0x92a3_0fd7_4c1f_1afb);
+    assert_eq!(hrw_weight(b"shard-0", NodeId(3)), 0x235f_3ab8_ecfe_fb62);
     let pick = preferred_proposer(b"shard-0", &v);
+    assert_eq!(pick, Some(NodeId(2)));
     assert!(pick.is_some_and(|p| v.contains(&p)));
     assert_eq!(preferred_proposer(b"x", &[]), None);
     // Removing a non-preferred candidate never moves the preference.
