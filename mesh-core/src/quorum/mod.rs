@@ -62,6 +62,46 @@
 //! [`preferred_proposer`] of a key (HRW over `V ∩ alive`) is only a preference for load
 //! and caching — safety never depends on it or on any SWIM view.
 //!
+//! # Driving it
+//!
+//! A whole write, with three in-memory acceptors that "fsync" at once:
+//!
+//! ```
+//! use mesh_core::quorum::*;
+//! use rand::{rngs::StdRng, SeedableRng};
+//! use std::time::Instant;
+//!
+//! let voters = [NodeId(1), NodeId(2), NodeId(3)];
+//! let mut acceptors: Vec<Acceptor<&str, Slot<u32, CasMismatch>>> =
+//!     voters.iter().map(|id| Acceptor::new(*id, 1)).collect();
+//! // The incarnation (here 1) must have been bumped and fsynced at this boot.
+//! let mut proposer = Proposer::new(NodeId(10), 1, 1, voters, ProposerConfig::default());
+//! let (now, mut rng) = (Instant::now(), StdRng::seed_from_u64(1));
+//!
+//! let rid = RequestId { client: 10, seq: 1 };
+//! let op = proposer.propose(now, "k", Some(rid), RegisterChange::Write(7));
+//! let mut done = None;
+//! while done.is_none() {
+//!     let Some(out) = proposer.poll_output() else { break };
+//!     match out {
+//!         ProposerOutput::Send(env) => {
+//!             let acceptor = &mut acceptors[(env.to.0 - 1) as usize];
+//!             acceptor.handle_request(proposer.id(), env.msg);
+//!             while let Some(out) = acceptor.poll_output() {
+//!                 // A real shell writes `state` and fsyncs before releasing `then`.
+//!                 let (AcceptorOutput::Persist { then, .. } | AcceptorOutput::Send(then)) = out;
+//!                 proposer.handle_reply(now, acceptor.id(), then.msg, &mut rng);
+//!             }
+//!         }
+//!         ProposerOutput::Complete(c) => done = Some(c),
+//!     }
+//! }
+//! let done = done.expect("a quorum answered");
+//! assert_eq!(done.op, op);
+//! assert_eq!(done.result, Ok(Outcome::Applied(Some(7))));
+//! assert!(proposer.has_cached_promise(&"k")); // the next change skips phase 1
+//! ```
+//!
 //! ```text
 //!   client ──propose──▶ Proposer ──Send(Prepare/Accept)──▶ net ──▶ Acceptor
 //!      ▲                   ▲                                          │
