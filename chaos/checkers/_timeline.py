@@ -4,8 +4,12 @@ Disruption model. A node is *disrupted* from the moment a fault names it (partit
 isolated, cut off in a ring, killed, stopped, paused, restarted, re-skewed) until the
 first convergence after every such fault on it has been lifted (heal lifts network cuts;
 restart/resume lift process faults). Downs of a disrupted node, or seen by one, are
-expected. Every other Down is false: it happened to a healthy node watched by a healthy
-node, under at most loss, bandwidth limits or delay.
+expected. So are Downs while the cluster *settles* — from the lift until that
+convergence — because the Down verdicts a cut-off node reached (an isolated node
+declares everyone else down) reach everyone when it comes back, and SWIM cannot take a
+Down back: the healthy node rejoins as a new incarnation. Every other Down is false: it
+happened to a healthy node watched by a healthy node, under at most loss, bandwidth
+limits or delay.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ def converge_results(run) -> list[dict]:
 
 def disruption_windows(run) -> dict[str, list[tuple[float, float]]]:
     """node -> list of (start, end) windows in which it was disrupted."""
+    return _windows(run)[0]
+
+
+def settling_windows(run) -> list[tuple[float, float]]:
+    """(lift, convergence) windows: a fault was lifted and the cluster had not settled."""
+    return _windows(run)[1]
+
+
+def _windows(run):
     settles = [(c["converged_at"], "settle", c) for c in converge_results(run)
                if c["converged_at"] is not None]
     timeline = [(e["t"], "event", e) for e in run.events] + settles
@@ -42,16 +55,24 @@ def disruption_windows(run) -> dict[str, list[tuple[float, float]]]:
     held_net: set[str] = set()
     held_proc: set[str] = set()
     windows: dict[str, list] = {n: [] for n in run.nodes}
+    settling: list[tuple[float, float]] = []
+    lifted_at: float | None = None
     for t, what, e in timeline:
         if what == "settle":
             for n in list(open_since):
                 if n not in held_net and n not in held_proc:
                     windows.setdefault(n, []).append((open_since.pop(n), t))
+            if lifted_at is not None:
+                settling.append((lifted_at, t))
+                lifted_at = None
             continue
         kind = e["kind"]
         targets = list(e.get("disrupts", []))
         if kind == "agent_exited":
             targets = [e["node"]]
+        if kind == "heal" or kind in PROC_LIFT:
+            if open_since and lifted_at is None:
+                lifted_at = t
         for n in targets:
             open_since.setdefault(n, t)
         if kind in NET_HOLD:
@@ -64,7 +85,9 @@ def disruption_windows(run) -> dict[str, list[tuple[float, float]]]:
             held_proc -= set(targets)
     for n, start in open_since.items():
         windows.setdefault(n, []).append((start, math.inf))
-    return windows
+    if lifted_at is not None:
+        settling.append((lifted_at, math.inf))
+    return windows, settling
 
 
 def disrupted(windows: dict, node: str, t: float, slack: float = 0.0) -> bool:

@@ -5,8 +5,11 @@ Two independent counts, each compared with the bound (default 0):
   poll-based    from the /v1/members polls: an episode where agent O shows agent X
                 down while neither O nor X was disrupted (see _timeline: partitioned,
                 killed, paused, restarted — loss, bandwidth and delay disrupt nobody);
-                plus every time a never-disrupted X rejoined at a higher incarnation
-                (it was declared down somewhere, even if no poll caught the Down)
+                plus every time X rejoined at a higher incarnation (it was declared down
+                somewhere, even if no poll caught the Down) while no node at all was
+                disrupted — a disrupted node's Down verdicts reach everyone on heal
+                Downs while the cluster settles after a heal/resume/restart are
+                expected (see _timeline) and reported as settling_downs
   metric-based  deltas of mesh_membership_events_total{kind="down"} and of
                 mesh_membership_rejoins_total (this node was declared down and renewed
                 its incarnation) over metric samples that fall entirely in a window
@@ -20,7 +23,8 @@ from __future__ import annotations
 from harness.views import DOWN
 
 from . import Result
-from ._timeline import any_disrupted, disrupted, disruption_windows, loss_windows
+from ._timeline import (any_disrupted, disrupted, disruption_windows, loss_windows,
+                        settling_windows)
 
 NAME = "false-downs"
 DESCRIPTION = "no Down of a node that was never killed, paused or partitioned"
@@ -34,9 +38,14 @@ def _in_loss(losses, t: float) -> bool:
 def check(run) -> Result:
     r = Result(NAME)
     windows = disruption_windows(run)
+    settling = settling_windows(run)
     losses = loss_windows(run)
     slack = run.poll_interval * 2
     episodes = []
+    settling_downs = 0
+
+    def while_settling(t: float) -> bool:
+        return any(a <= t <= b + slack for a, b in settling)
     # Poll-based: Down episodes per (observer, target).
     state: dict[tuple[str, str], str] = {}
     for ob in run.observations:
@@ -53,6 +62,9 @@ def check(run) -> Result:
             t = ob["t"]
             if disrupted(windows, o, t, slack) or disrupted(windows, x, t, slack):
                 continue
+            if while_settling(t):
+                settling_downs += 1
+                continue
             episodes.append({"kind": "down", "observer": o, "target": x, "t": t,
                              "during_loss": _in_loss(losses, t)})
     # Poll-based: silent rejoins (self incarnation rose without a harness restart).
@@ -63,8 +75,10 @@ def check(run) -> Result:
         key, inc = (ob["node"], ob["pid"]), ob["view"]["inc"]
         prev = last_inc.get(key)
         last_inc[key] = inc
-        if prev is not None and inc > prev and not disrupted(windows, ob["node"], ob["t"],
-                                                             slack):
+        # The Down behind a rejoin may come from any node (whoever declared it down
+        # gossips that), so only a rejoin while no node at all was disrupted is false.
+        if prev is not None and inc > prev and not any_disrupted(windows, ob["t"] - slack,
+                                                                 ob["t"]):
             episodes.append({"kind": "rejoined", "observer": ob["node"],
                              "target": ob["node"], "t": ob["t"], "from": prev, "to": inc,
                              "during_loss": _in_loss(losses, ob["t"])})
@@ -86,6 +100,7 @@ def check(run) -> Result:
     bound = run.bounds.get("false_downs", 0)
     r.details = {"false_downs": max(poll_false, metric_false), "poll_based": poll_false,
                  "metric_based": metric_false, "during_loss": during_loss,
+                 "settling_downs": settling_downs,
                  "loss_phases": [[a, b if b != float("inf") else None, p]
                                  for a, b, p in losses],
                  "episodes": episodes[:50], "bound": bound}

@@ -13,6 +13,7 @@ run from another shell, can act on a cluster this process started.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -93,6 +94,7 @@ class Cluster:
         self.lock = threading.RLock()
         # Network faults now in force (for `chaos/fault status` and heal), by kind.
         self.active_faults: dict = {}
+        self.binary: dict = {}  # which meshctl this cluster runs (path, sha256, mtime)
         # Oracle time zero of this cluster's events (CLOCK_MONOTONIC is system-wide, so
         # `chaos/fault` in another process records on the same timeline).
         self.t0 = clock()
@@ -137,6 +139,7 @@ class Cluster:
                       os.getpid())
         if t0 is not None:
             cluster.t0 = t0
+        cluster.binary = binary_identity(src, binary)
         cluster.save_state()  # before anything exists, so cleanup can find a crash
         net.create()
         cluster._certs()
@@ -374,6 +377,16 @@ class Cluster:
         cluster.active_faults = s.get("active_faults", {})
         cluster.t0 = s.get("t0", clock())
         return cluster
+
+
+def binary_identity(src: Path, copy: Path) -> dict:
+    """Where the agents' binary came from and what it was, for the report."""
+    h = hashlib.sha256()
+    with open(copy, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    mtime = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(src.stat().st_mtime))
+    return {"source": str(src), "sha256": h.hexdigest()[:16], "built": mtime}
 
 
 def kill_ns_processes(tag: str) -> None:

@@ -10,7 +10,7 @@ NOISY = ("disrupts",)
 
 
 def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, error,
-          leftovers) -> dict:
+          leftovers, binary) -> dict:
     by_name = {r.name: r for r in results}
     violations = [v for r in results for v in r.violations]
     faults = [{k: v for k, v in e.items() if k not in NOISY}
@@ -19,10 +19,15 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
     conv = by_name["membership-convergence"].details
     fd = by_name["false-downs"].details
     health = by_name["process-health"].details
+    skipped = [f for f in faults if f["kind"] == "skipped"]
     if data.status != "completed":
         result = "error"
+    elif violations:
+        result = "fail"
+    elif skipped and not [f for f in applied if f["kind"] != "heal"]:
+        result = "skipped"  # every fault phase needed something this machine lacks
     else:
-        result = "fail" if violations else "pass"
+        result = "pass"
     return {
         "scenario": {"slug": scn.slug, "number": scn.number, "name": scn.name,
                      "title": scn.title, "file": str(scn.path.relative_to(
@@ -32,6 +37,7 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
         "duration_scale": opts.scale,
         "profile": opts.profile,
         "git": rev,
+        "meshctl": binary,
         "started": stamp,
         "duration_s": data.events[-1]["t"] if data.events else 0,
         "status": data.status,
@@ -39,7 +45,7 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
         "result": result,
         "control": scn.control,
         "faults": faults,
-        "skipped_phases": [f for f in faults if f["kind"] == "skipped"],
+        "skipped_phases": skipped,
         "operations": {
             **operations,
             "faults": {"attempted": len(applied), "succeeded": len(applied), "failed": 0,
@@ -50,7 +56,8 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
         "detections": by_name["membership-detection"].details.get("detections", []),
         "rejoins": by_name["membership-detection"].details.get("rejoins", []),
         "false_downs": {k: fd.get(k) for k in ("false_downs", "poll_based", "metric_based",
-                                               "during_loss", "loss_phases", "episodes")},
+                                               "during_loss", "settling_downs", "loss_phases",
+                                               "episodes")},
         "drops": {"agents_by_reason": health.get("drops_by_reason", {}),
                   "injected_by_harness": health.get("injected_drops", {})},
         "health": {k: health.get(k) for k in ("max_rss_mb", "rss_bound_mb", "panics",
@@ -73,13 +80,46 @@ def write(rep: dict, base: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def write_observations(data, run_dir: Path) -> None:
+def save_run(data, run_dir: Path, rep: dict) -> None:
+    """Everything the checkers read, so `chaos/run --recheck RUN_DIR` can re-judge a run."""
     with open(run_dir / "observations.jsonl", "w") as f:
         for ob in data.observations:
             f.write(json.dumps(ob) + "\n")
     with open(run_dir / "metric_samples.jsonl", "w") as f:
         for s in data.metric_samples:
             f.write(json.dumps(s) + "\n")
+    rest = {
+        "scenario": data.scenario, "nodes": data.nodes, "bounds": data.bounds,
+        "rss_max_kb": data.rss_max_kb, "ops": data.ops, "status": data.status,
+        "injected_drops": data.injected_drops, "poll_interval": data.poll_interval,
+        "last_metrics": [{"node": n, "pid": p, "metrics": m}
+                         for (n, p), m in data.last_metrics.items()],
+        "report": {k: rep[k] for k in ("command", "nodes", "duration_scale", "profile",
+                                       "git", "meshctl", "started", "error", "leftovers",
+                                       "operations")},
+    }
+    (run_dir / "rundata.json").write_text(json.dumps(rest) + "\n")
+
+
+def load_run(run_dir: Path):
+    """(RunData, saved report fields) from a run dir written by save_run."""
+    from .rundata import RunData
+
+    def jsonl(name):
+        path = run_dir / name
+        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+    rest = json.loads((run_dir / "rundata.json").read_text())
+    data = RunData(
+        scenario=rest["scenario"], nodes=rest["nodes"], bounds=rest["bounds"],
+        events=jsonl("events.jsonl"),
+        observations=sorted(jsonl("observations.jsonl"), key=lambda o: o["t_done"]),
+        metric_samples=jsonl("metric_samples.jsonl"),
+        last_metrics={(x["node"], x["pid"]): x["metrics"] for x in rest["last_metrics"]},
+        rss_max_kb=rest["rss_max_kb"], ops=rest["ops"],
+        injected_drops=rest["injected_drops"], log_dir=run_dir / "logs",
+        poll_interval=rest["poll_interval"], status=rest["status"])
+    return data, rest["report"]
 
 
 def _fault_line(f: dict) -> str:
@@ -102,7 +142,9 @@ def markdown(rep: dict) -> str:
         f"# chaos {s['slug']}: {rep['result'].upper()}",
         "",
         f"{s['title']}. {rep['nodes']} nodes, duration scale {rep['duration_scale']}, "
-        f"git {rep['git']}, {rep['duration_s']:.0f} s.",
+        f"git {rep['git']}, meshctl {rep['meshctl'].get('source', '?')} "
+        f"(sha256 {rep['meshctl'].get('sha256', '?')}, built {rep['meshctl'].get('built', '?')}), "
+        f"{rep['duration_s']:.0f} s.",
         f"Command: `{rep['command']}`",
         "",
     ]
@@ -128,7 +170,9 @@ def markdown(rep: dict) -> str:
         took = f"{d['took_s']:.2f} s" if d["took_s"] is not None else "**not detected**"
         lines.append(f"| down of {d['node']} seen by all | | {took} | {d['bound_s']:.0f} s |")
     lines += ["", f"False Downs: **{fd['false_downs']}** (poll-based {fd['poll_based']}, "
-              f"metric-based {fd['metric_based']}, during loss {fd['during_loss']}).", ""]
+              f"metric-based {fd['metric_based']}, during loss {fd['during_loss']}). "
+              f"Downs of healthy nodes while settling after a heal (a cut-off node's "
+              f"verdicts arriving; expected): {fd.get('settling_downs', 0)}.", ""]
     lines += ["## Drops", ""]
     agents = rep["drops"]["agents_by_reason"]
     lines += [f"- agents: `{k}` {v:.0f}" for k, v in agents.items()] or \

@@ -123,19 +123,46 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         status=status)
     results = run_checkers(scn, data)
     operations = {name: wl.operations() for name, wl in running_wl}
+    binary = cluster.binary if cluster else {}
     rep = report_mod.build(scn, opts, nodes, data, results, operations, run_dir,
-                           stamp, git_rev(), error, leftovers)
+                           stamp, git_rev(), error, leftovers, binary)
     json_path, md_path = report_mod.write(rep, REPORTS_DIR / f"{scn.slug}-{stamp}")
-    report_mod.write_observations(data, run_dir)
+    report_mod.save_run(data, run_dir, rep)
     print(report_mod.console_summary(rep, md_path), file=sys.stderr, flush=True)
     if opts.keep and cluster:
         print(f"cluster kept: {cluster.net.prefix} (chaos/fault --cluster "
               f"{cluster.net.prefix} status; chaos/cleanup {cluster.net.prefix})",
               file=sys.stderr)
     rec.close()
-    if status != "completed":
-        return EXIT_ERROR, rep
-    return (EXIT_PASS if rep["result"] == "pass" else EXIT_FAIL), rep
+    return exit_code(rep), rep
+
+
+def exit_code(rep: dict) -> int:
+    if rep["status"] != "completed":
+        return EXIT_ERROR
+    return EXIT_PASS if rep["result"] in ("pass", "skipped") else EXIT_FAIL
+
+
+def recheck(run_dir: Path) -> tuple[int, dict]:
+    """Re-run today's checkers on a recorded run and rewrite its report."""
+    from .scenario import find
+
+    run_dir = run_dir.resolve()
+    if run_dir.suffix in (".md", ".json"):
+        run_dir = run_dir.with_suffix("")
+    if not (run_dir / "rundata.json").exists():
+        raise HarnessError(f"{run_dir}: not a run dir (no rundata.json)")
+    data, saved = report_mod.load_run(run_dir)
+    scn = find(data.scenario.split("-", 1)[1])
+    opts = Options(scale=saved["duration_scale"], profile=saved["profile"],
+                   command=saved["command"])
+    results = run_checkers(scn, data)
+    rep = report_mod.build(scn, opts, saved["nodes"], data, results, saved["operations"],
+                           run_dir, saved["started"], saved["git"], saved["error"],
+                           saved["leftovers"], saved["meshctl"])
+    _, md_path = report_mod.write(rep, run_dir)
+    print(report_mod.console_summary(rep, md_path), file=sys.stderr, flush=True)
+    return exit_code(rep), rep
 
 
 def _finish(cluster: Cluster | None, observer: Observer | None, rec: Recorder,
@@ -188,10 +215,3 @@ def run_checkers(scn: Scenario, data: RunData) -> list[checkers.Result]:
         out.append(res)
     return out
 
-
-def scenario_command(argv: list[str]) -> str:
-    return "chaos/run " + " ".join(argv)
-
-
-__all__ = ["run_scenario", "Options", "EXIT_PASS", "EXIT_FAIL", "EXIT_ERROR",
-           "EXIT_PENDING", "EXIT_UNSUPPORTED", "Path"]

@@ -87,10 +87,16 @@ def load(path: Path) -> Scenario:
         workloads.get(w)  # raises on an unknown name
     for c in ck:
         checkers.get(c)
-    pending = [f"workload {w} ({workloads.get(w).PENDING})" for w in wl
-               if workloads.get(w).PENDING]
-    pending += [f"checker {c} ({checkers.get(c).PENDING})" for c in ck
-                if checkers.get(c).PENDING]
+    # Group what is missing by reason: "workload claims, checker claims: claims not
+    # landed (issue 4)".
+    missing: dict[str, list[str]] = {}
+    for w in wl:
+        if workloads.get(w).PENDING:
+            missing.setdefault(workloads.get(w).PENDING, []).append(f"workload {w}")
+    for c in ck:
+        if checkers.get(c).PENDING:
+            missing.setdefault(checkers.get(c).PENDING, []).append(f"checker {c}")
+    pending = [f"{', '.join(what)}: {why}" for why, what in missing.items()]
     return Scenario(
         number=number, name=name, title=title, nodes=getattr(mod, "NODES", 5),
         min_nodes=getattr(mod, "MIN_NODES", 2), steps=steps,

@@ -16,7 +16,7 @@ bounds are not):
   ("partition", sel_a, sel_b)             ("isolate", node)    ("ring", a, b, c)
   ("loss", percent[, sel])                ("bandwidth", sel, rate | None)
   ("delay", sel, delay[, jitter])         ("heal",)
-  ("flap", sel_a, sel_b, {"period": 2, "duration": 60})   partition on/off, ends healed
+  ("flap", sel_a, sel_b, {"period": 2, "duration": 60})   partition on/off, ends on a heal
   ("kill", sel)  ("restart", sel)  ("stop", sel)  ("pause", sel)  ("resume", sel)
   ("skew", node, rate)                    restart node under faketime at rate x
   ("hidden_pause", sel) ("hidden_resume", sel)   negative controls only (faults.py)
@@ -178,12 +178,14 @@ class Steps:
         sa, sb = self.nodes(a), self.nodes(b)
         end = time.monotonic() + duration * self.scale
         cycles = 0
-        while time.monotonic() < end:
+        while True:
             self.f.partition(sa, sb, kind="flap")
             self._sleep(min(period, end - time.monotonic()))
             self.f.heal()
             cycles += 1
-            self._sleep(min(period, end - time.monotonic()))
+            if time.monotonic() + period >= end:
+                break  # end on a heal, so a converge step measures from it
+            self._sleep(period)
         self.rec.event("flap_done", cycles=cycles, period_s=period)
 
     # -- process faults ------------------------------------------------------------------------

@@ -146,6 +146,33 @@ class FalseDowns(unittest.TestCase):
         r = false_downs.check(run(events, polls(0, 30, make)))
         self.assertEqual([e["kind"] for e in r.details["episodes"]], ["rejoined"])
 
+    def test_a_rejoin_forced_by_an_isolated_nodes_verdict_is_expected(self):
+        # n1 was isolated and declared n2 down; on heal n2 renews its incarnation.
+        events = start_events() + [
+            converge_event(6.0, since=0.0, after="start"),
+            {"t": 10.0, "kind": "isolate", "node": "n1", "disrupts": ["n1"]},
+            {"t": 20.0, "kind": "heal"},
+            converge_event(28.0, since=20.0)]
+        make = lambda n, t: all_alive(n, inc={"n2": 201}) if t >= 20.2 else all_alive(n)  # noqa
+        r = false_downs.check(run(events, polls(0, 30, make)))
+        self.assertEqual(r.violations, [])
+
+    def test_a_down_while_settling_after_heal_is_expected_but_reported(self):
+        # n1 was isolated; on heal its verdict makes n3 show n2 down for a moment.
+        events = start_events() + [
+            converge_event(6.0, since=0.0, after="start"),
+            {"t": 10.0, "kind": "isolate", "node": "n1", "disrupts": ["n1"]},
+            {"t": 20.0, "kind": "heal"},
+            converge_event(28.0, since=20.0)]
+
+        def make(n, t):
+            if n == "n3" and 20.2 <= t < 20.6:
+                return view("n3", {"n1": "alive", "n2": "down", "n3": "alive"})
+            return all_alive(n)
+        r = false_downs.check(run(events, polls(0, 30, make)))
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.details["settling_downs"], 1)
+
     def test_metric_deltas_in_quiet_windows_count(self):
         events = start_events() + [converge_event(6.0, since=0.0, after="start")]
         samples = [{"t": float(t), "node": "n1", "pid": 1, "down": 0 if t < 20 else 2,
