@@ -12,6 +12,9 @@
 //! - (c) liveness: with at most one acceptor down at a time (a majority connected), every
 //!   op completes within a bound (retries by request id included).
 //!
+//! Negative controls: retries under fresh request ids (duplicated increments) and quorums
+//! of one acceptor (lost increments) must both be caught by the same checks.
+//!
 //! `MESH_SIM_SEEDS=N` runs more seeds (default 200); `MESH_SIM_SEED=S` runs one seed.
 
 use mesh_core::quorum::{
@@ -166,6 +169,11 @@ fn config() -> ProposerConfig {
 
 impl Sim {
     fn new(seed: u64) -> Self {
+        Self::with_voters(seed, |_| ACCEPTORS.to_vec())
+    }
+
+    /// A run where client `c`'s proposer uses `voters(c)` as its voter set.
+    fn with_voters(seed: u64, voters: impl Fn(usize) -> Vec<NodeId>) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let base = Instant::now();
         let loss = rng.random_range(0.0..0.15);
@@ -191,7 +199,7 @@ impl Sim {
                 .collect(),
             clients: (0..CLIENTS)
                 .map(|i| Client {
-                    proposer: P::new(NodeId(10 + i as u64), 1, 1, ACCEPTORS, config()),
+                    proposer: P::new(NodeId(10 + i as u64), 1, 1, voters(i), config()),
                     next_seq: 1,
                     ops_done: 0,
                     current: None,
@@ -630,4 +638,22 @@ fn retries_under_fresh_request_ids_are_caught_as_duplicated_increments() {
         caught > 0,
         "the history checker must catch duplicated increments"
     );
+}
+
+/// Negative control (quorum of one): each proposer uses a single, different acceptor as
+/// its whole voter set. Increments are lost across proposers, and the checker must say so.
+#[test]
+fn quorums_of_one_acceptor_are_caught_by_the_history_checker() {
+    let mut caught = 0;
+    for seed in 0..50 {
+        let (_, result) = Sim::with_voters(seed, |c| vec![ACCEPTORS[c]]).run();
+        if let Err(why) = result {
+            if caught == 0 {
+                println!("caught on seed {seed}: {why}");
+            }
+            caught += 1;
+        }
+    }
+    println!("negative control (quorum of one): {caught} of 50 seeds caught");
+    assert!(caught > 0, "the history checker must catch a quorum of one");
 }
