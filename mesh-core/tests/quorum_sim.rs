@@ -1,6 +1,7 @@
 //! Seeded simulation of the CASPaxos register (`mesh_core::quorum`): the real acceptors
 //! and proposers over a simulated network with loss, duplication and reordering (random
-//! delays), acceptor crashes (un-fsynced state lost, persisted state kept) and restarts,
+//! delays), partitions (an acceptor cut off from some proposers), acceptor crashes
+//! (un-fsynced state lost, persisted state kept) and restarts,
 //! and three proposers whose clients issue increments and reads on one key concurrently.
 //!
 //! Every run's history is checked:
@@ -9,7 +10,8 @@
 //!   distinct values;
 //! - (b) real-time order: an op that completed before another began returned a value no
 //!   larger (strictly smaller if the later one is an increment);
-//! - (c) liveness: with at most one acceptor down at a time (a majority connected), every
+//! - (c) liveness: with at most one acceptor crashed or partitioned at a time (every
+//!   proposer keeps a majority connected), every
 //!   op completes within a bound (retries by request id included).
 //!
 //! Negative controls: retries under fresh request ids (duplicated increments) and quorums
@@ -81,6 +83,8 @@ struct AccNode {
     unsynced: Vec<AcceptorOutput<&'static str, S>>,
     sync_scheduled: bool,
     down: bool,
+    /// Proposers (client indexes) this acceptor is partitioned from, both directions.
+    cut_from: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +133,7 @@ struct SimStats {
     indeterminate: usize,
     retries: usize,
     crashes: usize,
+    partitions: usize,
     lost: usize,
     duplicated: usize,
     cache_hits: u64,
@@ -143,6 +148,7 @@ impl SimStats {
         self.indeterminate += o.indeterminate;
         self.retries += o.retries;
         self.crashes += o.crashes;
+        self.partitions += o.partitions;
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.cache_hits += o.cache_hits;
@@ -195,6 +201,7 @@ impl Sim {
                     unsynced: Vec::new(),
                     sync_scheduled: false,
                     down: false,
+                    cut_from: Vec::new(),
                 })
                 .collect(),
             clients: (0..CLIENTS)
@@ -366,7 +373,8 @@ impl Sim {
             Event::Deliver { from, to, msg } => match msg {
                 Msg::Req(req) => {
                     if let Some(a) = ACCEPTORS.iter().position(|x| *x == to) {
-                        if !self.acceptors[a].down {
+                        let c = (from.0 - 10) as usize;
+                        if !self.acceptors[a].down && !self.acceptors[a].cut_from.contains(&c) {
                             self.acceptors[a].live.handle_request(from, req);
                             self.drain_acceptor(a);
                         }
@@ -374,6 +382,13 @@ impl Sim {
                 }
                 Msg::Rep(rep) => {
                     let c = (to.0 - 10) as usize;
+                    let cut = ACCEPTORS
+                        .iter()
+                        .position(|x| *x == from)
+                        .is_some_and(|a| self.acceptors[a].cut_from.contains(&c));
+                    if cut {
+                        return true;
+                    }
                     let now = self.now;
                     self.clients[c]
                         .proposer
@@ -397,6 +412,19 @@ impl Sim {
                     }
                 }
             }
+            Event::Crash(a) if self.rng.random_bool(0.5) => {
+                // A partition instead of a crash: the acceptor keeps running, cut off
+                // from a random non-empty set of proposers.
+                self.stats.partitions += 1;
+                let mut cut: Vec<usize> =
+                    (0..CLIENTS).filter(|_| self.rng.random_bool(0.5)).collect();
+                if cut.is_empty() {
+                    cut.push(self.rng.random_range(0..CLIENTS));
+                }
+                self.acceptors[a].cut_from = cut;
+                let down_for = Duration::from_millis(self.rng.random_range(50..800));
+                self.schedule(down_for, Event::Restart(a));
+            }
             Event::Crash(a) => {
                 self.stats.crashes += 1;
                 let node = &mut self.acceptors[a];
@@ -408,6 +436,7 @@ impl Sim {
             }
             Event::Restart(a) => {
                 self.acceptors[a].down = false;
+                self.acceptors[a].cut_from.clear();
                 if self.now < self.faults_until {
                     // At most one acceptor down at a time: a majority stays connected.
                     let gap = Duration::from_millis(self.rng.random_range(10..1500));
@@ -611,7 +640,8 @@ fn concurrent_increments_survive_loss_duplication_reordering_and_crashes() {
         started.elapsed()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
-    assert!(total.crashes > 0 && total.lost > 0 && total.duplicated > 0);
+    assert!(total.crashes > 0 && total.partitions > 0);
+    assert!(total.lost > 0 && total.duplicated > 0);
     assert!(total.cache_hits > 0, "the 1-RTT cache was exercised");
 }
 
