@@ -41,7 +41,7 @@ fn ten_nodes_converge() {
 #[test]
 fn fifty_nodes_converge_without_false_downs() {
     for_each_seed("fifty_nodes_converge_without_false_downs", SEEDS, |seed| {
-        let sim = converge(50, seed, secs(40))?;
+        let sim = converge(50, seed, secs(20))?;
         let downs = sim.false_downs_since(Duration::ZERO);
         if downs.is_empty() {
             Ok(())
