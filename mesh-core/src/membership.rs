@@ -39,6 +39,20 @@
 //! [`Membership::local_health`] rises with the recent miss ratio and stretches the
 //! suspicion timeout, giving a falsely suspected peer more time to refute. On a clean
 //! network the level stays 0 and detection keeps its short timeout.
+//!
+//! # Additions to foca's dissemination
+//!
+//! foca piggybacks each update on the next few packets it sends, whoever they go to.
+//! The simulator found three gaps, closed here without changing foca:
+//! - **Buddy system** (Lifeguard): a packet to a member we hold as suspect always
+//!   carries that suspicion, so the suspect hears it and refutes
+//!   ([`Stats::suspicions_told`]).
+//! - **A suspicion timer on every node**, as in memberlist: foca arms the
+//!   suspect→down timer only on the prober, so a node that missed the `Down` kept the
+//!   member suspect until it probed it itself ([`Stats::suspicions_expired`]).
+//! - **Fast push-pull while joining**: for [`CHURN_WINDOW`] after a member comes up,
+//!   announce to a random member every [`CHURN_PUSH_PULL`], so a mass join does not
+//!   leave stragglers waiting for the 5 s push-pull ([`Stats::churn_announces`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
