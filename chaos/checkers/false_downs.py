@@ -107,8 +107,10 @@ def check(run) -> Result:
     if poll_false > bound:
         r.violation("false_down", f"{poll_false} false Down(s) seen in polls "
                     f"({during_loss} during loss): " + "; ".join(
-                        f"{e['observer']}->{e['target']} {e['kind']} t={e['t']:.1f}s"
-                        for e in episodes[:5]), count=poll_false)
+                        f"{e['observer']} saw {e['target']} down at t={e['t']:.1f}s"
+                        if e["kind"] == "down" else
+                        f"{e['target']} forced to rejoin as a new incarnation at "
+                        f"t={e['t']:.1f}s" for e in episodes[:5]), count=poll_false)
     if metric_false > bound:
         r.violation("false_down_metric", f"{metric_false} down/rejoin event(s) counted by "
                     "the agents' metrics while no node was disrupted",

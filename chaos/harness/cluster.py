@@ -141,8 +141,12 @@ class Cluster:
             cluster.t0 = t0
         cluster.binary = binary_identity(src, binary)
         cluster.save_state()  # before anything exists, so cleanup can find a crash
-        net.create()
-        cluster._certs()
+        try:
+            net.create()
+            cluster._certs()
+        except BaseException:
+            cluster.destroy()  # whatever part of the network exists
+            raise
         cluster.save_state()
         return cluster
 

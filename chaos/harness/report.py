@@ -12,13 +12,17 @@ NOISY = ("disrupts",)
 def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, error,
           leftovers, binary) -> dict:
     by_name = {r.name: r for r in results}
+
+    def details(name: str) -> dict:
+        return by_name[name].details if name in by_name else {}
+
     violations = [v for r in results for v in r.violations]
     faults = [{k: v for k, v in e.items() if k not in NOISY}
               for e in data.events if e["kind"] in FAULT_KINDS and e["kind"] != "start"]
     applied = [f for f in faults if f["kind"] != "skipped"]
-    conv = by_name["membership-convergence"].details
-    fd = by_name["false-downs"].details
-    health = by_name["process-health"].details
+    conv = details("membership-convergence")
+    fd = details("false-downs")
+    health = details("process-health")
     skipped = [f for f in faults if f["kind"] == "skipped"]
     if data.status != "completed":
         result = "error"
@@ -53,8 +57,8 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
         },
         "convergence": conv.get("converges", []),
         "max_converge_s": conv.get("max_converge_s"),
-        "detections": by_name["membership-detection"].details.get("detections", []),
-        "rejoins": by_name["membership-detection"].details.get("rejoins", []),
+        "detections": details("membership-detection").get("detections", []),
+        "rejoins": details("membership-detection").get("rejoins", []),
         "false_downs": {k: fd.get(k) for k in ("false_downs", "poll_based", "metric_based",
                                                "during_loss", "settling_downs", "loss_phases",
                                                "episodes")},
@@ -62,7 +66,7 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
                   "injected_by_harness": health.get("injected_drops", {})},
         "health": {k: health.get(k) for k in ("max_rss_mb", "rss_bound_mb", "panics",
                                               "process_lives")},
-        "clock_skew": by_name["clock-skew"].details.get("lives", []),
+        "clock_skew": details("clock-skew").get("lives", []),
         "checkers": [{"name": r.name,
                       "status": ("pending" if any(n.startswith("pending") for n in r.notes)
                                  else "pass" if r.ok else "fail"),
@@ -169,7 +173,7 @@ def markdown(rep: dict) -> str:
     for d in rep["detections"]:
         took = f"{d['took_s']:.2f} s" if d["took_s"] is not None else "**not detected**"
         lines.append(f"| down of {d['node']} seen by all | | {took} | {d['bound_s']:.0f} s |")
-    lines += ["", f"False Downs: **{fd['false_downs']}** (poll-based {fd['poll_based']}, "
+    lines += ["", f"False Downs: **{fd['false_downs'] or 0}** (poll-based {fd['poll_based']}, "
               f"metric-based {fd['metric_based']}, during loss {fd['during_loss']}). "
               f"Downs of healthy nodes while settling after a heal (a cut-off node's "
               f"verdicts arriving; expected): {fd.get('settling_downs', 0)}.", ""]
@@ -190,7 +194,8 @@ def markdown(rep: dict) -> str:
             f"x{x['measured']} over {x['span_s']} s" for x in rep["clock_skew"]]
     lines += ["", "## Checkers", ""]
     for c in rep["checkers"]:
-        note = f" ({'; '.join(c['notes'])})" if c["notes"] else ""
+        notes = [n.removeprefix("pending: ") for n in c["notes"]]
+        note = f" ({'; '.join(notes)})" if notes else ""
         lines.append(f"- {c['name']}: {c['status']}{note}")
     lines += ["", f"## Violations: {len(rep['violations'])}", ""]
     lines += [f"- `{v['checker']}/{v['kind']}`: {v['message']}" for v in rep["violations"]]

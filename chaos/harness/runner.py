@@ -121,7 +121,9 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         injected_drops=dict(cluster.net.injected) if cluster else {},
         log_dir=run_dir / "logs",
         status=status)
-    results = run_checkers(scn, data)
+    # A run that never got its agents started has nothing to judge.
+    started = any(e["kind"] == "start" for e in rec.events)
+    results = run_checkers(scn, data) if started else []
     operations = {name: wl.operations() for name, wl in running_wl}
     binary = cluster.binary if cluster else {}
     rep = report_mod.build(scn, opts, nodes, data, results, operations, run_dir,

@@ -17,5 +17,4 @@ STEPS = [
     ("skew", "n3", 1.5),
     ("converge",),
     ("hold", 30),
-    ("converge",),
 ]
