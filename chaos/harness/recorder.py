@@ -1,4 +1,4 @@
-"""The run's timeline: every fault, step and notable observation, timestamped on the oracle clock."""
+"""The run's timeline: every fault, step and observation, on the oracle clock."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ bounds are not):
                                           (converge_s) and holding for stable_s
   ("partition", sel_a, sel_b)             ("isolate", node)    ("ring", a, b, c)
   ("loss", percent[, sel])                ("bandwidth", sel, rate | None)
-  ("delay", sel, delay[, jitter])         ("heal",)
+  ("delay", sel, delay[, jitter[, reorder]])   tc netem     ("heal",)
   ("flap", sel_a, sel_b, {"period": 2, "duration": 60})   partition on/off, ends on a heal
   ("kill", sel)  ("restart", sel)  ("stop", sel)  ("pause", sel)  ("resume", sel)
   ("skew", node, rate)                    restart node under faketime at rate x
@@ -36,7 +36,6 @@ from .observer import Observer
 from .recorder import Recorder
 from .util import HarnessError
 from .views import DOWN, LEFT, convergence_problems, first_converged
-
 
 
 def resolve(names: list[str], sel) -> list[str]:
@@ -126,7 +125,7 @@ class Steps:
         since = since_ev["t"] if since_ev else 0.0
         after = since_ev["kind"] if since_ev else "start"
         if final:
-            since, after = self.rec.now(), "end"
+            since, after = round(self.rec.now(), 3), "end"
         live = self.c.live()
         deadline = since + bound
         stable = float(self.bounds["stable_s"])

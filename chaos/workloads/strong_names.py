@@ -1,6 +1,7 @@
 """Strong-name register/transfer/release/whereis --linearizable.
 
-PENDING: strong names not landed (issue 4). When it lands, Workload(ctx) will: invoke/complete history of strong-name operations; timeouts recorded as indeterminate.
+PENDING: strong names not landed (issue 4). When it lands, Workload(ctx) will:
+invoke/complete history of strong-name operations; timeouts recorded as indeterminate.
 """
 
 NAME = "strong-names"
