@@ -386,6 +386,9 @@ pub struct Stats {
     pub suspicions_expired: u64,
     /// Extra push-pulls made while members were joining.
     pub churn_announces: u64,
+    /// `TurnUndead` messages foca wanted to send to a member that had refuted its
+    /// suspicion, dropped (see `drop_undeserved_turn_undead`).
+    pub turn_undead_dropped: u64,
 }
 
 /// Returns `packet` with `update` added to its piggybacked updates, or `None` if the
@@ -744,11 +747,37 @@ impl Membership {
                 self.missed.insert(probed_id.name.clone(), now);
             }
         }
+        let suspect = match &timer.0 {
+            Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
+            _ => None,
+        };
         let mut rt = Collect::default();
         if let Err(e) = self.foca.handle_timer(timer.0, &mut rt) {
             tracing::debug!(error = %e, "timer refused");
         }
+        if let Some(member) = suspect {
+            self.drop_undeserved_turn_undead(&member, &mut rt);
+        }
         self.absorb(now, rt);
+    }
+
+    /// foca 2.0 sends `TurnUndead` ("you are declared down") when a suspicion timer
+    /// fires even if the member refuted the suspicion in the meantime and was *not*
+    /// declared down: the apply fails its incarnation condition but the courtesy
+    /// message still goes out, and the healthy member then renews itself as a new
+    /// incarnation. Under loss that is a steady trickle of needless rejoins (found by
+    /// the chaos suite; 21 in 20 simulated minutes of 10 % loss). Drop the message
+    /// unless the member really is down now.
+    fn drop_undeserved_turn_undead(&mut self, member: &NodeId, rt: &mut Collect) {
+        let is_down = !self.foca.iter_members().any(|m| m.id() == member);
+        if is_down {
+            return;
+        }
+        let before = rt.sends.len();
+        rt.sends.retain(|(to, data)| {
+            to != member || peek_header(data).map_or(true, |h| h.message != Message::TurnUndead)
+        });
+        self.stats.turn_undead_dropped += u64::try_from(before - rt.sends.len()).unwrap_or(0);
     }
 
     /// Periodic housekeeping: declare down the suspects whose suspicion ran out, and
