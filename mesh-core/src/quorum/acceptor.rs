@@ -147,19 +147,12 @@ impl<K: Ord + Clone, S: Clone> Acceptor<K, S> {
                 epoch: e,
                 ballot,
             } => {
-                if e != epoch {
-                    self.refuse_epoch(from, key, ballot);
+                if !self.admit(from, &key, e, ballot) {
                     return;
                 }
-                let state = self
-                    .keys
-                    .entry(key.clone())
-                    .or_insert_with(|| AcceptorState::fresh(epoch));
-                if ballot < state.promised {
-                    let promised = state.promised;
-                    self.conflict(from, key, ballot, promised);
+                let Some(state) = self.keys.get_mut(&key) else {
                     return;
-                }
+                };
                 let changed = ballot > state.promised;
                 state.promised = ballot;
                 let reply = Reply::Promise {
@@ -177,19 +170,12 @@ impl<K: Ord + Clone, S: Clone> Acceptor<K, S> {
                 value,
                 next,
             } => {
-                if e != epoch {
-                    self.refuse_epoch(from, key, ballot);
+                if !self.admit(from, &key, e, ballot) {
                     return;
                 }
-                let state = self
-                    .keys
-                    .entry(key.clone())
-                    .or_insert_with(|| AcceptorState::fresh(epoch));
-                if ballot < state.promised {
-                    let promised = state.promised;
-                    self.conflict(from, key, ballot, promised);
+                let Some(state) = self.keys.get_mut(&key) else {
                     return;
-                }
+                };
                 // Accept, then (atomically, in the same durable write) promise `next` if
                 // nobody promised higher meanwhile: the Prepare of the proposer's next
                 // round, answered with "my latest accepted value is the one you just sent".
@@ -233,6 +219,27 @@ impl<K: Ord + Clone, S: Clone> Acceptor<K, S> {
             }
         }
         self.outputs.push_back(AcceptorOutput::Send(then));
+    }
+
+    /// The checks every request passes before it may change state: the epoch is ours
+    /// and the ballot is not below our promise. On refusal the reply is queued and
+    /// `false` returned; on success the key has a state (fresh if it was unknown).
+    fn admit(&mut self, from: NodeId, key: &K, epoch: u64, ballot: Ballot) -> bool {
+        if epoch != self.epoch {
+            self.refuse_epoch(from, key.clone(), ballot);
+            return false;
+        }
+        let ours = self.epoch;
+        let promised = self
+            .keys
+            .entry(key.clone())
+            .or_insert_with(|| AcceptorState::fresh(ours))
+            .promised;
+        if ballot < promised {
+            self.conflict(from, key.clone(), ballot, promised);
+            return false;
+        }
+        true
     }
 
     fn conflict(&mut self, to: NodeId, key: K, ballot: Ballot, promised: Ballot) {
