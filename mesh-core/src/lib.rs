@@ -1,6 +1,8 @@
 //! mesh-core: the mesh node.
 //!
 //! - [`identity`]: who a node is (`{name, addr, incarnation}`).
+//! - [`pid`]: process identifiers `{node, incarnation, local_id}`.
+//! - [`hlc`]: a hybrid logical clock (orders eventual name claims).
 //! - [`codec`]: the SWIM wire codec.
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
 //! - [`config`]: agent configuration and validation.
@@ -12,8 +14,10 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod hlc;
 pub mod identity;
 pub mod membership;
 pub mod metrics;
+pub mod pid;
 pub mod quorum;
 pub mod runtime;
