@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn order_is_node_then_incarnation_then_local_id() {
-        let mut v = vec![
+        let mut v = [
             Pid::new("n2", 1, 1),
             Pid::new("n1", 2, 0),
             Pid::new("n1", 1, 9),
