@@ -3,6 +3,7 @@
 //! - [`identity`]: who a node is (`{name, addr, incarnation}`).
 //! - [`pid`]: process identifiers `{node, incarnation, local_id}`.
 //! - [`hlc`]: a hybrid logical clock (orders eventual name claims).
+//! - [`process`]: processes' mailboxes (bounded, FIFO, shared with their owner).
 //! - [`codec`]: the SWIM wire codec.
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
 //! - [`config`]: agent configuration and validation.
@@ -19,5 +20,6 @@ pub mod identity;
 pub mod membership;
 pub mod metrics;
 pub mod pid;
+pub mod process;
 pub mod quorum;
 pub mod runtime;
