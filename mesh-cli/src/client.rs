@@ -3,10 +3,41 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use clap::Args;
+use mesh_core::config::DEFAULT_ADMIN_PORT;
 use mesh_core::runtime::MemberView;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::config_file::io_reason;
 use crate::error::failure;
+
+/// The `--admin` and `--token` options every query command takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AdminArgs {
+    /// Admin API of the agent to ask (HOST:PORT).
+    #[arg(long, env = "MESH_ADMIN", value_name = "ADDR", default_value_t = default_admin())]
+    pub(crate) admin: String,
+    /// Bearer token of that admin API.
+    #[arg(
+        long,
+        env = "MESH_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+}
+
+fn default_admin() -> String {
+    format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
+}
+
+impl AdminArgs {
+    /// A client for these options.
+    pub(crate) fn client(&self) -> AdminClient {
+        AdminClient::new(&self.admin, self.token.clone())
+    }
+}
 
 /// Longest we wait for an agent to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,15 +94,7 @@ impl AdminClient {
     }
 
     fn parse_members(&self, body: &str) -> Result<Vec<MemberView>> {
-        serde_json::from_str(body).map_err(|e| {
-            failure(
-                format!(
-                    "unexpected answer from the admin API at {}: {e}",
-                    self.shown
-                ),
-                "is --admin the admin port of a mesh agent (not its QUIC port)?",
-            )
-        })
+        self.parse(body)
     }
 
     /// The body of a successful `GET path`; every failure says what to do.
@@ -86,6 +109,77 @@ impl AdminClient {
             .body_mut()
             .read_to_string()
             .map_err(|e| self.transport_failure(&e))?;
+        self.check(path, status, body)
+    }
+
+    /// `GET path`, parsed as `T`.
+    pub(crate) fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<(String, T)> {
+        let body = self.get(path)?;
+        let value = self.parse(&body)?;
+        Ok((body, value))
+    }
+
+    /// The body of a successful `POST path` with a JSON body.
+    pub(crate) fn post(&self, path: &str, body: &impl Serialize) -> Result<String> {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request
+            .send_json(body)
+            .map_err(|e| self.transport_failure(&e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.transport_failure(&e))?;
+        self.check(path, status, text)
+    }
+
+    /// `POST path` whose answer is a stream of lines (`/v1/listen`): no overall
+    /// timeout, the reader ends when the agent closes the stream.
+    pub(crate) fn post_stream(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Box<dyn std::io::BufRead + Send>> {
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(None)
+            .build();
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = request
+            .send_json(body)
+            .map_err(|e| self.transport_failure(&e))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if !(200..=299).contains(&status) {
+            let text = body
+                .read_to_string()
+                .map_err(|e| self.transport_failure(&e))?;
+            self.check(path, status, text)?;
+        }
+        Ok(Box::new(std::io::BufReader::new(body.into_reader())))
+    }
+
+    /// Parses an answer, or says the agent answered something unexpected.
+    pub(crate) fn parse<T: DeserializeOwned>(&self, body: &str) -> Result<T> {
+        serde_json::from_str(body).map_err(|e| {
+            failure(
+                format!(
+                    "unexpected answer from the admin API at {}: {e}",
+                    self.shown
+                ),
+                "is --admin the admin port of a mesh agent (not its QUIC port)?",
+            )
+        })
+    }
+
+    fn check(&self, path: &str, status: u16, body: String) -> Result<String> {
         match status {
             200..=299 => Ok(body),
             401 => Err(failure(
@@ -101,9 +195,21 @@ impl AdminClient {
                     "this agent needs a token: pass --token (or set MESH_ADMIN_TOKEN)"
                 },
             )),
-            404 => Err(failure(
+            404 if error_text(&body).starts_with("no route for") => Err(failure(
                 format!("the admin API at {} has no {path} (404)", self.shown),
                 "is --admin the admin port of a mesh agent of the same version?",
+            )),
+            404 => Err(failure(
+                error_text(&body),
+                "check the name, group or PID (`meshctl groups`, `meshctl names`)",
+            )),
+            400 | 409 | 413 | 422 => Err(failure(
+                error_text(&body),
+                "fix the request (see `meshctl help`)",
+            )),
+            429 | 503 | 504 => Err(failure(
+                error_text(&body),
+                "the destination is slow or unreachable: retry later, or check `meshctl members`",
             )),
             _ => Err(failure(
                 format!(

@@ -4,10 +4,11 @@
 //! `meshctl members` asks a node's admin API, `meshctl cert` makes the cluster CA
 //! and node certificates, and `meshctl demo` starts a throw-away local cluster.
 //!
-//! One file per command (`agent.rs`, `members.rs`, `cert.rs`, `demo.rs`), plus `client.rs` (the
-//! admin API client), `config_file.rs` (settings layers) and `error.rs` (how errors
-//! are reported: one `error:` line, one `hint:` line, exit code 1; usage errors are
-//! clap's, exit code 2).
+//! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
+//! `send.rs`, `listen.rs`, `cert.rs`, `demo.rs`), plus `client.rs` (the admin API
+//! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
+//! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
+//! code 1; usage errors are clap's, exit code 2).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -21,7 +22,12 @@ mod client;
 mod config_file;
 mod demo;
 mod error;
+mod groups;
+mod listen;
 mod members;
+mod names;
+mod out;
+mod send;
 
 /// The `meshctl` command line.
 #[derive(Debug, Parser)]
@@ -45,6 +51,15 @@ enum Command {
     Agent(Box<agent::AgentArgs>),
     /// List the members an agent knows (a table, or --json).
     Members(members::MembersArgs),
+    /// List the groups an agent sees with member counts, or one group's members.
+    Groups(groups::GroupsArgs),
+    /// List the eventual names an agent sees, or find one.
+    Names(names::NamesArgs),
+    /// Send a message to a group, a name or a process.
+    Send(send::SendArgs),
+    /// Hold a process on an agent that joins groups and/or registers a name, and
+    /// print what it receives until interrupted.
+    Listen(listen::ListenArgs),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -67,6 +82,10 @@ pub fn main_entry() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(*args),
         Command::Members(args) => members::run(args),
+        Command::Groups(args) => groups::run(args),
+        Command::Names(args) => names::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Listen(args) => listen::run(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
     };

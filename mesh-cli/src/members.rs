@@ -1,42 +1,25 @@
 //! `meshctl members`: the members one agent knows, as a table or as JSON.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
-
 use anyhow::Result;
 use clap::Args;
-use mesh_core::config::DEFAULT_ADMIN_PORT;
 use mesh_core::runtime::MemberView;
 
-use crate::client::AdminClient;
-use crate::error::Hint;
+use crate::client::{AdminArgs, AdminClient};
+use crate::out::{print_stdout, table};
 
 /// `meshctl members` options.
 #[derive(Debug, Args)]
 pub(crate) struct MembersArgs {
-    /// Admin API of the agent to ask (HOST:PORT).
-    #[arg(long, env = "MESH_ADMIN", value_name = "ADDR", default_value_t = default_admin())]
-    admin: String,
-    /// Bearer token of that admin API.
-    #[arg(
-        long,
-        env = "MESH_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Print the API's JSON array instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-fn default_admin() -> String {
-    format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
-}
-
 /// Runs `meshctl members`.
 pub(crate) fn run(args: MembersArgs) -> Result<()> {
-    let client = AdminClient::new(&args.admin, args.token);
+    let client = args.admin.client();
     let text = if args.json {
         format!("{}\n", client.members_json()?)
     } else {
@@ -45,30 +28,14 @@ pub(crate) fn run(args: MembersArgs) -> Result<()> {
     print_stdout(&text)
 }
 
-/// Writes `text` to stdout. A reader that went away (`meshctl members | head -1`)
-/// is not an error.
-fn print_stdout(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).hint("stdout is closed or full")
-        }
-        _ => Ok(()),
-    }
-}
-
 /// The members as an aligned table: this node first (marked `*`), then by name.
 pub(crate) fn render_table(members: &[MemberView]) -> String {
     let mut sorted: Vec<&MemberView> = members.iter().collect();
     sorted.sort_by(|a, b| b.is_self.cmp(&a.is_self).then_with(|| a.name.cmp(&b.name)));
-    let header = ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE"].map(str::to_owned);
-    let rows: Vec<[String; 5]> = sorted
+    let rows: Vec<Vec<String>> = sorted
         .iter()
         .map(|m| {
-            [
+            vec![
                 if m.is_self {
                     format!("{}*", m.name)
                 } else {
@@ -81,26 +48,7 @@ pub(crate) fn render_table(members: &[MemberView]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    table(&["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE"], &rows)
 }
 
 /// A duration for humans: `3s`, `2m10s`, `1h4m`, `2d3h`.

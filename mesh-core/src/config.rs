@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,36 @@ pub struct AgentConfig {
     pub profile: Profile,
     /// SWIM packet size in bytes.
     pub packet_size: usize,
+    /// How long a down node's group entries and names stay hidden (and come back
+    /// without a transfer if it returns) before they are purged.
+    #[serde(with = "crate::config::secs")]
+    pub permdown: Duration,
+    /// Capacity of a process mailbox, in messages.
+    pub mailbox_capacity: usize,
+}
+
+/// Default permdown period.
+pub const DEFAULT_PERMDOWN: Duration = Duration::from_secs(300);
+/// Shortest permdown accepted: shorter than a few SWIM detection periods would purge
+/// nodes that are merely slow.
+pub const MIN_PERMDOWN: Duration = Duration::from_secs(5);
+/// Largest mailbox capacity accepted.
+pub const MAX_MAILBOX_CAPACITY: usize = 1 << 20;
+
+/// Durations as (fractional) seconds in config files and `--check-config` output.
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
 }
 
 impl AgentConfig {
@@ -64,6 +95,8 @@ impl AgentConfig {
             key,
             profile: Profile::Lan,
             packet_size: DEFAULT_PACKET_SIZE,
+            permdown: DEFAULT_PERMDOWN,
+            mailbox_capacity: crate::process::DEFAULT_MAILBOX_CAPACITY,
         }
     }
 
@@ -88,6 +121,12 @@ impl AgentConfig {
         }
         if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&self.packet_size) {
             return Err(ConfigError::PacketSize(self.packet_size));
+        }
+        if self.permdown < MIN_PERMDOWN {
+            return Err(ConfigError::Permdown(self.permdown));
+        }
+        if !(1..=MAX_MAILBOX_CAPACITY).contains(&self.mailbox_capacity) {
+            return Err(ConfigError::MailboxCapacity(self.mailbox_capacity));
         }
         let token_set = self.admin_token.as_deref().is_some_and(|t| !t.is_empty());
         if !self.admin.ip().is_loopback() && !token_set {
@@ -125,6 +164,12 @@ pub enum ConfigError {
     /// A seed is not dialable.
     #[error("seeds: {0} is not an address peers can dial")]
     BadSeed(SocketAddr),
+    /// `permdown` is too short.
+    #[error("permdown: {0:?} is below the minimum of {MIN_PERMDOWN:?} (a slow node would lose its groups and names)")]
+    Permdown(Duration),
+    /// `mailbox_capacity` is out of range.
+    #[error("mailbox_capacity: {0} is outside 1..={MAX_MAILBOX_CAPACITY} messages")]
+    MailboxCapacity(usize),
 }
 
 #[cfg(test)]
@@ -168,6 +213,20 @@ mod tests {
         assert!(err.to_string().starts_with("packet_size:"));
         c.packet_size = 1400;
         assert!(matches!(c.validate(), Err(ConfigError::PacketSize(1400))));
+    }
+
+    #[test]
+    fn permdown_and_mailbox_capacity_are_bounded() {
+        let mut c = base();
+        c.permdown = Duration::from_secs(1);
+        assert!(c.validate().expect_err("short").to_string().starts_with("permdown:"));
+        c.permdown = DEFAULT_PERMDOWN;
+        c.mailbox_capacity = 0;
+        assert!(c
+            .validate()
+            .expect_err("zero")
+            .to_string()
+            .starts_with("mailbox_capacity:"));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub enum Delivery {
         /// The sending process, if the sender was one (`meshctl send` is not).
         from: Option<Pid>,
         /// The payload, as sent.
-        #[serde(with = "serde_bytes_compat")]
+        #[serde(with = "crate::node::wire::bytes_as_bin")]
         payload: Bytes,
     },
     /// The process lost an eventual name to a concurrent registration elsewhere; its
@@ -56,21 +56,6 @@ pub enum Delivery {
         /// The process that keeps it (or kept it, with `unregister_both`).
         winner: Pid,
     },
-}
-
-/// `Bytes` as a MessagePack/JSON byte array without an extra crate.
-mod serde_bytes_compat {
-    use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        let v: Vec<u8> = Deserialize::deserialize(d)?;
-        Ok(Bytes::from(v))
-    }
 }
 
 /// Why a push into a mailbox failed. The mailbox is unchanged.

@@ -22,8 +22,16 @@
 //! sim.heal();
 //! ```
 //!
-//! Later protocols plug in by adding fields to [`SimNode`] and arms to [`Event`]:
-//! the event queue, the clock and the network stay the same.
+//! Each node runs the whole [`Node`] state machine — SWIM, the groups and names
+//! registry, dissemination and anti-entropy, processes and sends — exactly as the
+//! agent does. Three kinds of traffic cross the network: datagrams (SWIM with
+//! piggybacked deltas: lost, duplicated and reordered as the link says), stream frames
+//! (reliable and in order per (sender, receiver, class), as a QUIC stream: loss only
+//! delays them, a cut drops them) and requests (anti-entropy: the response comes back
+//! over the same link, or a failure after the request timeout).
+//!
+//! Tests act on a node with [`Sim::with_node`], which hands the closure the node and
+//! the node's local time and routes whatever the node asked for afterwards.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -33,11 +41,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{
-    EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Output, Profile,
-    SwimTimer,
+    EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Profile, SwimTimer,
 };
+use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag};
+use mesh_transport::frame::Class;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+/// How long a request waits before failing when its response cannot arrive.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra delay a stream frame takes per "lost" transmission (QUIC retransmits).
+pub const RETRANSMIT_DELAY: Duration = Duration::from_millis(200);
+/// The simulated wall clock at the start of every run (ms since the Unix epoch).
+pub const WALL_START_MS: u64 = 1_800_000_000_000;
 
 /// Network behaviour for a link (or for all links).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +93,47 @@ pub enum Event {
         /// The datagram.
         data: Bytes,
     },
+    /// A stream frame reaches node `to`.
+    Frame {
+        /// Receiver.
+        to: usize,
+        /// Receiver's life it was sent to.
+        life: u64,
+        /// Certificate name of the sender.
+        from: String,
+        /// Stream class.
+        class: Class,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// A request reaches node `to`, which answers at once.
+    Request {
+        /// Receiver.
+        to: usize,
+        /// Receiver's life it was sent to.
+        life: u64,
+        /// The requester.
+        from: usize,
+        /// The requester's life.
+        from_life: u64,
+        /// The requester's tag.
+        tag: RequestTag,
+        /// Stream class.
+        class: Class,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// A request's outcome reaches its requester `to`.
+    Response {
+        /// The requester.
+        to: usize,
+        /// Its life.
+        life: u64,
+        /// The tag it gave.
+        tag: RequestTag,
+        /// The response, or why there is none.
+        result: Result<Bytes, RequestFailed>,
+    },
     /// A SWIM timer of node `node` is due.
     Timer {
         /// Owner.
@@ -98,8 +155,33 @@ pub enum Event {
 impl Event {
     fn node(&self) -> usize {
         match self {
-            Self::Deliver { to, .. } => *to,
+            Self::Deliver { to, .. }
+            | Self::Frame { to, .. }
+            | Self::Request { to, .. }
+            | Self::Response { to, .. } => *to,
             Self::Timer { node, .. } | Self::Tick { node, .. } => *node,
+        }
+    }
+
+    fn life(&self) -> u64 {
+        match self {
+            Self::Deliver { life, .. }
+            | Self::Frame { life, .. }
+            | Self::Request { life, .. }
+            | Self::Response { life, .. }
+            | Self::Timer { life, .. }
+            | Self::Tick { life, .. } => *life,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Deliver { .. } => 0,
+            Self::Frame { .. } => 1,
+            Self::Request { .. } => 2,
+            Self::Response { .. } => 3,
+            Self::Timer { .. } => 4,
+            Self::Tick { .. } => 5,
         }
     }
 }
@@ -113,8 +195,8 @@ pub struct SimNode {
     pub addr: SocketAddr,
     /// Seeds it joins through.
     pub seeds: Vec<usize>,
-    /// The membership state machine; `None` while the node is dead.
-    pub membership: Option<Membership>,
+    /// The node's state machine; `None` while the node is dead.
+    pub node: Option<Node>,
     /// Incremented on every restart; events of an older life are discarded.
     pub life: u64,
     /// Incarnation of the current life.
@@ -157,11 +239,24 @@ pub struct Sim {
     cuts: HashSet<(usize, usize)>,
     /// Every membership event observed, in order.
     pub observed: Vec<Observed>,
+    /// Outcomes of acknowledged sends and barriers, by node, in order.
+    pub results: Vec<(usize, Output)>,
     profile: Profile,
     /// Packets dropped by loss or partitions.
     pub dropped: u64,
     /// Packets delivered.
     pub delivered: u64,
+    /// Stream frames delivered.
+    pub frames_delivered: u64,
+    /// Stream frames dropped by cuts or restarts.
+    pub frames_dropped: u64,
+    /// Requests that failed (cut, or the responder was dead).
+    pub requests_failed: u64,
+    /// Per (from, to, class): when the last frame arrives, so frames keep their order.
+    stream_tail: HashMap<(usize, usize, u8), Instant>,
+    /// Configuration every booted node gets (its membership seeds and profile are set
+    /// per node).
+    pub node_config: NodeConfig,
 }
 
 impl Sim {
@@ -186,9 +281,15 @@ impl Sim {
             links: HashMap::new(),
             cuts: HashSet::new(),
             observed: Vec::new(),
+            results: Vec::new(),
             profile,
             dropped: 0,
             delivered: 0,
+            frames_delivered: 0,
+            frames_dropped: 0,
+            requests_failed: 0,
+            stream_tail: HashMap::new(),
+            node_config: NodeConfig::default(),
         }
     }
 
@@ -211,7 +312,7 @@ impl Sim {
             name: format!("n{idx}"),
             addr: SocketAddr::from(([10, 0, third, octets + 1], 7946)),
             seeds: seeds.to_vec(),
-            membership: None,
+            node: None,
             life: 0,
             incarnation: 0,
             clock_rate: 1.0,
@@ -267,25 +368,25 @@ impl Sim {
         let id = NodeId::new(node.name.clone(), node.addr, node.incarnation);
         let rng_seed = self.rng.random::<u64>();
         let now = self.local_now(idx);
-        let m = Membership::new(
-            id,
-            MembershipConfig {
-                profile: self.profile,
-                seeds,
-                ..MembershipConfig::default()
-            },
-            rng_seed,
-            now,
-        );
-        self.nodes[idx].membership = Some(m);
+        let mut config = self.node_config.clone();
+        config.membership = MembershipConfig {
+            profile: self.profile,
+            seeds,
+            ..config.membership
+        };
+        let wall = WALL_START_MS
+            + u64::try_from((self.now - self.base).as_millis()).unwrap_or(0);
+        let n = Node::new(id, config, rng_seed, now, wall);
+        self.nodes[idx].node = Some(n);
         let life = self.nodes[idx].life;
         self.schedule(self.now, Event::Tick { node: idx, life });
+        self.drain(idx);
     }
 
     /// Kills node `n` at once (like `kill -9`): it sends and answers nothing more.
     pub fn kill(&mut self, n: usize) {
-        if let Some(m) = self.nodes[n].membership.take() {
-            self.nodes[n].killed_at_incarnation = m.identity().incarnation;
+        if let Some(node) = self.nodes[n].node.take() {
+            self.nodes[n].killed_at_incarnation = node.membership().identity().incarnation;
         }
         self.nodes[n].life += 1;
     }
@@ -299,11 +400,30 @@ impl Sim {
     /// Makes node `n` leave gracefully, then stops it.
     pub fn leave(&mut self, n: usize) {
         let now = self.local_now(n);
-        if let Some(m) = self.nodes[n].membership.as_mut() {
-            m.leave(now);
+        if let Some(node) = self.nodes[n].node.as_mut() {
+            node.leave(now);
         }
         self.drain(n);
         self.kill(n);
+    }
+
+    /// Runs `f` on node `n` (if it is running) with its local time, then routes what
+    /// it asked for. Returns `None` if the node is dead.
+    pub fn with_node<R>(&mut self, n: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
+        let now = self.local_now(n);
+        let r = self.nodes[n].node.as_mut().map(|node| f(node, now));
+        self.drain(n);
+        r
+    }
+
+    /// Node `n`'s state machine, if it is running.
+    pub fn node(&self, n: usize) -> Option<&Node> {
+        self.nodes[n].node.as_ref()
+    }
+
+    /// Node `n`'s SWIM state machine, if it is running.
+    pub fn membership(&self, n: usize) -> Option<&Membership> {
+        self.node(n).map(Node::membership)
     }
 
     /// Pauses node `n` for `d` (SIGSTOP, or a CPU-starved process): what reaches it
@@ -371,15 +491,31 @@ impl Sim {
     /// Routes everything node `n` asked for.
     fn drain(&mut self, n: usize) {
         let mut outs = Vec::new();
-        if let Some(m) = self.nodes[n].membership.as_mut() {
-            while let Some(o) = m.poll_output() {
+        if let Some(node) = self.nodes[n].node.as_mut() {
+            while let Some(o) = node.poll_output() {
                 outs.push(o);
             }
         }
         let life = self.nodes[n].life;
         for out in outs {
             match out {
-                Output::Send { to, data } => self.send(n, &to, data),
+                Output::Datagram { to, data } => self.send(n, &to, data),
+                Output::Frame { to, class, payload } => {
+                    if let Some(target) = to.name.as_deref().and_then(|t| self.index_of(t)) {
+                        self.send_frame(n, target, class, payload);
+                    } else {
+                        self.frames_dropped += 1;
+                    }
+                }
+                Output::Request {
+                    to,
+                    tag,
+                    class,
+                    payload,
+                } => {
+                    let target = to.name.as_deref().and_then(|t| self.index_of(t));
+                    self.send_request(n, target, tag, class, payload);
+                }
                 Output::Timer { at, timer } => {
                     let at = self.to_global(n, at).max(self.now);
                     self.schedule(
@@ -391,18 +527,19 @@ impl Sim {
                         },
                     );
                 }
-                Output::Event(event) => self.observed.push(Observed {
+                Output::Membership(event) => self.observed.push(Observed {
                     at: self.elapsed(),
                     observer: n,
                     event,
                 }),
+                // Outcomes of acknowledged sends and barriers stay in the node's
+                // outputs for tests that look for them; the simulator drops them.
+                Output::SendResult { .. } | Output::SyncDone { .. } => {
+                    self.results.push((n, out));
+                }
             }
         }
-        if let Some(at) = self.nodes[n]
-            .membership
-            .as_ref()
-            .and_then(Membership::poll_timeout)
-        {
+        if let Some(at) = self.nodes[n].node.as_ref().and_then(Node::poll_timeout) {
             let at = self
                 .to_global(n, at)
                 .max(self.now + Duration::from_millis(1));
@@ -429,7 +566,7 @@ impl Sim {
             self.dropped += 1;
             return;
         }
-        let link = self.links.get(&(from, target)).copied().unwrap_or(self.net);
+        let link = self.link(from, target);
         if self.rng.random::<f64>() < link.loss {
             self.dropped += 1;
             return;
@@ -453,6 +590,88 @@ impl Sim {
         }
     }
 
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    fn link(&self, from: usize, to: usize) -> LinkConfig {
+        self.links.get(&(from, to)).copied().unwrap_or(self.net)
+    }
+
+    fn delay(&mut self, link: LinkConfig) -> Duration {
+        let span = link.delay_max.saturating_sub(link.delay_min);
+        link.delay_min + span.mul_f64(self.rng.random::<f64>())
+    }
+
+    /// A frame on the (from, to, class) stream: delayed by the link, by a retransmit
+    /// for each loss, and never before the previous frame of the same stream.
+    fn send_frame(&mut self, from: usize, to: usize, class: Class, payload: Bytes) {
+        if self.cuts.contains(&(from, to)) || self.nodes[to].node.is_none() {
+            self.frames_dropped += 1;
+            return;
+        }
+        let link = self.link(from, to);
+        let mut delay = self.delay(link);
+        let mut tries = 0;
+        while tries < 20 && self.rng.random::<f64>() < link.loss {
+            delay += RETRANSMIT_DELAY;
+            tries += 1;
+        }
+        let key = (from, to, class as u8);
+        let mut at = self.now + delay;
+        if let Some(&tail) = self.stream_tail.get(&key) {
+            at = at.max(tail);
+        }
+        self.stream_tail.insert(key, at);
+        let ev = Event::Frame {
+            to,
+            life: self.nodes[to].life,
+            from: self.nodes[from].name.clone(),
+            class,
+            payload,
+        };
+        self.schedule(at, ev);
+    }
+
+    fn send_request(
+        &mut self,
+        from: usize,
+        to: Option<usize>,
+        tag: RequestTag,
+        class: Class,
+        payload: Bytes,
+    ) {
+        let from_life = self.nodes[from].life;
+        let reachable = to.filter(|&t| !self.cuts.contains(&(from, t)) && self.nodes[t].node.is_some());
+        match reachable {
+            Some(t) => {
+                let delay = self.delay(self.link(from, t));
+                let ev = Event::Request {
+                    to: t,
+                    life: self.nodes[t].life,
+                    from,
+                    from_life,
+                    tag,
+                    class,
+                    payload,
+                };
+                self.schedule(self.now + delay, ev);
+            }
+            None => self.fail_request(from, from_life, tag, "unreachable"),
+        }
+    }
+
+    fn fail_request(&mut self, to: usize, life: u64, tag: RequestTag, why: &str) {
+        self.requests_failed += 1;
+        let ev = Event::Response {
+            to,
+            life,
+            tag,
+            result: Err(RequestFailed(why.to_owned())),
+        };
+        self.schedule(self.now + REQUEST_TIMEOUT, ev);
+    }
+
     /// Processes the next instant's events. Returns false when nothing is scheduled.
     pub fn step(&mut self) -> bool {
         let Some(Reverse((at, _))) = self.queue.peek().copied() else {
@@ -472,16 +691,11 @@ impl Sim {
             }
         }
         batch.sort_by(|(sa, a), (sb, b)| {
-            let rank = |e: &Event| match e {
-                Event::Deliver { .. } => 0,
-                Event::Timer { .. } => 1,
-                Event::Tick { .. } => 2,
-            };
             let timer = |e: &Event| match e {
                 Event::Timer { timer, .. } => Some(timer.clone()),
                 _ => None,
             };
-            (a.node(), rank(a), timer(a), sa).cmp(&(b.node(), rank(b), timer(b), sb))
+            (a.node(), a.rank(), timer(a), sa).cmp(&(b.node(), b.rank(), timer(b), sb))
         });
         for (_, ev) in batch {
             self.handle(ev);
@@ -491,14 +705,17 @@ impl Sim {
 
     fn handle(&mut self, ev: Event) {
         let n = ev.node();
-        let life = match &ev {
-            Event::Deliver { life, .. } | Event::Timer { life, .. } | Event::Tick { life, .. } => {
-                *life
-            }
-        };
-        if self.nodes[n].life != life || self.nodes[n].membership.is_none() {
-            if matches!(ev, Event::Deliver { .. }) {
-                self.dropped += 1;
+        if self.nodes[n].life != ev.life() || self.nodes[n].node.is_none() {
+            match ev {
+                Event::Deliver { .. } => self.dropped += 1,
+                Event::Frame { .. } => self.frames_dropped += 1,
+                Event::Request {
+                    from,
+                    from_life,
+                    tag,
+                    ..
+                } => self.fail_request(from, from_life, tag, "responder died"),
+                _ => {}
             }
             return;
         }
@@ -510,17 +727,57 @@ impl Sim {
             self.nodes[n].paused_until = None;
         }
         let now = self.local_now(n);
-        let Some(m) = self.nodes[n].membership.as_mut() else {
+        let requester = match &ev {
+            Event::Request { from, .. } => self.nodes[*from].name.clone(),
+            _ => String::new(),
+        };
+        let Some(node) = self.nodes[n].node.as_mut() else {
             return;
         };
         match ev {
             Event::Deliver { from, data, .. } => {
                 self.delivered += 1;
                 // Rejections are counted in the node's stats; tests read them there.
-                let _ = m.handle_data(now, &from, &data);
+                node.handle_datagram(now, &from, &data);
             }
-            Event::Timer { timer, .. } => m.handle_timer(now, timer),
-            Event::Tick { .. } => m.handle_tick(now),
+            Event::Frame {
+                from,
+                class,
+                payload,
+                ..
+            } => {
+                self.frames_delivered += 1;
+                node.handle_frame(now, &from, class, &payload);
+            }
+            Event::Request {
+                from,
+                from_life,
+                tag,
+                class,
+                payload,
+                ..
+            } => {
+                let result = node
+                    .handle_request(now, &requester, class, &payload)
+                    .map_err(|e| RequestFailed(e.to_string()));
+                // The response travels back over the link (or fails on a cut).
+                if self.cuts.contains(&(n, from)) {
+                    self.drain(n);
+                    self.fail_request(from, from_life, tag, "cut");
+                    return;
+                }
+                let delay = self.delay(self.link(n, from));
+                let ev = Event::Response {
+                    to: from,
+                    life: from_life,
+                    tag,
+                    result,
+                };
+                self.schedule(self.now + delay, ev);
+            }
+            Event::Response { tag, result, .. } => node.handle_response(now, tag, result),
+            Event::Timer { timer, .. } => node.handle_timer(now, timer),
+            Event::Tick { .. } => node.handle_tick(now),
         }
         self.drain(n);
     }
@@ -555,14 +812,14 @@ impl Sim {
     /// Indices of running nodes.
     pub fn live_nodes(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].membership.is_some())
+            .filter(|&i| self.nodes[i].node.is_some())
             .collect()
     }
 
     /// Node `n`'s view: name → (incarnation, state), itself included as alive.
     pub fn view(&self, n: usize) -> BTreeMap<String, (u64, MemberState)> {
         let mut v = BTreeMap::new();
-        if let Some(m) = &self.nodes[n].membership {
+        if let Some(m) = self.membership(n) {
             for info in m.members() {
                 v.insert(info.id.name.clone(), (info.id.incarnation, info.state));
             }
@@ -590,9 +847,7 @@ impl Sim {
         let expected: BTreeMap<String, u64> = live
             .iter()
             .filter_map(|&i| {
-                self.nodes[i]
-                    .membership
-                    .as_ref()
+                self.membership(i)
                     .map(|m| (m.identity().name.clone(), m.identity().incarnation))
             })
             .collect();
@@ -649,6 +904,19 @@ impl Sim {
     }
 }
 
+/// The name of the running test binary (`sim_membership` for
+/// `target/debug/deps/sim_membership-0123abcd`), for the reproduce line.
+fn test_target() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_owned(),
+            _ => stem,
+        })
+        .unwrap_or_else(|| "<test>".to_owned())
+}
+
 /// How many seeds a simulation test runs: `MESH_SIM_SEEDS` (for long runs, e.g.
 /// 10000), else `default`.
 pub fn seed_count(default: u64) -> u64 {
@@ -692,9 +960,10 @@ pub fn for_each_seed(test: &str, default: u64, check: impl Fn(u64) -> Result<(),
     });
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by_key(|(s, _)| *s);
+    let target = test_target();
     if let Some((first, msg)) = failures.first() {
         panic!(
-            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-tests --test sim_membership {test} -- --nocapture",
+            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-tests --test {target} {test} -- --nocapture",
             failures.len(),
             seeds.len(),
             failures.iter().map(|(s, _)| *s).collect::<Vec<_>>(),

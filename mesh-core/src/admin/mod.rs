@@ -9,6 +9,7 @@
 //! | `GET /metrics` | Prometheus text format 0.0.4                              | yes   |
 //! | `GET /livez`   | `200 ok` while the membership loop turns, else `503`      | no    |
 //! | `GET /readyz`  | `200 ok` once joined (or alone by design), else `503` + why | no  |
+//! | `/v1/groups`, `/v1/names`, `/v1/send`, `/v1/listen`, ... | groups, names and messaging (see `mesh.rs`) | yes |
 //!
 //! When a token is configured, every route except the two probes needs
 //! `Authorization: Bearer <token>`; the probes stay open because orchestrators call
@@ -17,8 +18,9 @@
 //!
 //! The router is generic over [`AdminView`], the small read-only face of a node it
 //! needs, so it can be tested without a network or a cluster. [`AgentHandle`]
-//! implements it; the runtime builds the router with [`router`] and runs it with
-//! [`serve`].
+//! implements it; the runtime builds the whole API with [`agent_router`] (the base
+//! routes plus the groups, names and messaging routes, which need a running agent)
+//! and runs it with [`serve`].
 
 use std::future::Future;
 
@@ -32,6 +34,13 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::runtime::{AgentHandle, MemberView};
+
+mod mesh;
+
+pub use mesh::{
+    Failed, GroupCount, GroupMember, GroupView, ListenBody, ListenLine, NameView, SendAnswer,
+    SendBody, SyncBody, DEFAULT_SCOPE,
+};
 
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -68,18 +77,34 @@ impl AdminView for AgentHandle {
     }
 }
 
-/// The admin API over `view`. With `token` set (and non-empty), every route but
-/// `/livez` and `/readyz` requires `Authorization: Bearer <token>`.
+/// The admin API over `view`: members, metrics and the probes. With `token` set (and
+/// non-empty), every route but `/livez` and `/readyz` requires `Authorization: Bearer
+/// <token>`.
 pub fn router<V: AdminView>(view: V, token: Option<String>) -> Router {
-    let token = token.filter(|t| !t.is_empty()).map(BearerToken);
+    finish(base_routes(view), token)
+}
+
+/// The whole admin API of a running agent: [`router`]'s routes plus groups, names,
+/// send, listen (see the `mesh` routes' table in the crate docs of this module).
+pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
+    let mesh = mesh::routes().with_state(handle.clone());
+    finish(base_routes(handle).merge(mesh), token)
+}
+
+fn base_routes<V: AdminView>(view: V) -> Router {
     Router::new()
         .route("/v1/members", get(members::<V>))
         .route("/metrics", get(metrics::<V>))
         .route("/livez", get(livez::<V>))
         .route("/readyz", get(readyz::<V>))
+        .with_state(view)
+}
+
+fn finish(routes: Router, token: Option<String>) -> Router {
+    let token = token.filter(|t| !t.is_empty()).map(BearerToken);
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(view)
         .layer(middleware::from_fn_with_state(token, require_token))
 }
 
@@ -104,7 +129,7 @@ struct ErrorBody {
     error: String,
 }
 
-fn json_error(status: StatusCode, error: impl Into<String>) -> Response {
+pub(crate) fn json_error(status: StatusCode, error: impl Into<String>) -> Response {
     (
         status,
         Json(ErrorBody {

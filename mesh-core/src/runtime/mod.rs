@@ -1,21 +1,35 @@
-//! The tokio shell: feeds [`crate::membership::Membership`] from the QUIC transport
-//! and a timer heap, publishes events and metrics, and serves the admin API.
+//! The tokio shell: feeds [`crate::node::Node`] from the QUIC transport and a timer
+//! heap, carries out what it asks for, publishes events and metrics, and serves the
+//! admin API.
 //!
 //! The shell holds no protocol logic. One task owns the state machine and reads one
-//! bounded input channel (the transport's) plus a small command channel; timers live
-//! in a deadline heap inside that task — never one spawned sleep per timer (foca
-//! issue 26) — and all timers due together are handled in deadline, then foca, order.
-//! The loop never awaits IO: datagram sends are non-blocking and the transport counts
-//! what it drops.
+//! bounded input channel (the transport's), a command channel (the API: each command
+//! is a closure run against the node, so the API lives next to the node, not here) and
+//! a channel of finished requests; timers live in a deadline heap inside that task —
+//! never one spawned sleep per timer (foca issue 26) — and all timers due together are
+//! handled in deadline, then foca, order. The loop never awaits IO: datagram and frame
+//! sends are non-blocking (the transport counts what it drops), and requests run as
+//! spawned tasks whose results come back through the channel.
+//!
+//! Time: the node's `now` comes from [`Clock`], which follows CLOCK_BOOTTIME, a clock
+//! that keeps counting while the machine is suspended — claim validity must never be
+//! measured on a clock that stops.
 //!
 //! ```text
-//!  transport ──Inbound──▶ ┌──────────────── membership task ───────────────┐
-//!  admin/API ──Command──▶ │ Membership::handle_* (now)  ◀── timer heap     │
-//!                         │ poll_output: Send ─▶ transport.send_datagram   │
-//!                         │              Timer ─▶ heap                     │
-//!                         │              Event ─▶ broadcast + metrics      │
-//!                         └──────────────▶ snapshot (members, ready, live) ┘
+//!  transport ──Inbound──▶ ┌────────────────── node task ───────────────────┐
+//!  admin/API ──Command──▶ │ Node::handle_* (now)          ◀── timer heap    │
+//!  requests ───Done─────▶ │ poll_output: Datagram/Frame ─▶ transport        │
+//!                         │              Request ─▶ spawned transport.request│
+//!                         │              Timer ─▶ heap                      │
+//!                         │              Membership ─▶ broadcast + metrics  │
+//!                         └──────────────▶ snapshot (members, ready, live)  ┘
 //! ```
+
+mod api;
+mod clock;
+
+pub use api::{ApiError, MonitorHandle, ProcessHandle};
+pub use clock::Clock;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use mesh_transport::tls::TlsIdentity;
 use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig};
 use metrics::{counter, gauge, histogram};
@@ -34,9 +49,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::AgentConfig;
 use crate::identity::NodeId;
 use crate::membership::{
-    EventKind, MemberInfo, MemberState, Membership, MembershipConfig, MembershipEvent, Output,
-    SwimTimer,
+    EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
 };
+use crate::node::{AckId, Node, NodeConfig, Output, RequestFailed, RequestTag, SendOutcome, SyncError, SyncId};
+use crate::registry::RegistryConfig;
 
 /// How often the loop turns even when nothing happens (drives `/livez`).
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -96,9 +112,16 @@ pub enum StartError {
     DataDir(String),
 }
 
+/// A closure the node task runs against the node and the shell.
+type Call = Box<dyn FnOnce(&mut Shell, Instant) + Send>;
+
 enum Command {
     Leave(oneshot::Sender<()>),
+    Call(Call),
 }
+
+/// How long an anti-entropy request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Snapshot {
     me: NodeId,
@@ -106,9 +129,13 @@ struct Snapshot {
     ready: bool,
 }
 
+/// Commands queued for the node task before callers see backpressure.
+const COMMAND_QUEUE: usize = 4096;
+
 struct Shared {
     snapshot: RwLock<Snapshot>,
     started: Instant,
+    clock: Clock,
     /// Milliseconds since `started` when the loop last turned.
     last_turn_ms: AtomicU64,
     stopping: AtomicBool,
@@ -150,18 +177,29 @@ impl Agent {
             .await
             .map_err(|e| StartError::Bind(e.to_string()))?;
 
-        let now = Instant::now();
+        let clock = Clock::new();
+        let now = clock.now();
         let identity = NodeId::new(config.name.clone(), config.advertise_addr(), incarnation);
-        let membership = Membership::new(
-            identity.clone(),
-            MembershipConfig {
+        let node_config = NodeConfig {
+            membership: MembershipConfig {
                 profile: config.profile,
                 seeds: config.seeds.clone(),
                 packet_size: config.packet_size,
                 ..MembershipConfig::default()
             },
+            registry: RegistryConfig {
+                permdown: config.permdown,
+                ..RegistryConfig::default()
+            },
+            mailbox_capacity: config.mailbox_capacity,
+            ..NodeConfig::default()
+        };
+        let node = Node::new(
+            identity.clone(),
+            node_config,
             rand::random(),
             now,
+            clock.wall_ms(),
         );
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
@@ -171,13 +209,14 @@ impl Agent {
                 ready: config.seeds.is_empty(),
             }),
             started: now,
+            clock,
             last_turn_ms: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             events,
             metrics,
             admin: admin_addr,
         });
-        let (commands, command_rx) = mpsc::channel(16);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (stopped_tx, stopped) = watch::channel(false);
         let handle = AgentHandle {
             shared: shared.clone(),
@@ -186,7 +225,7 @@ impl Agent {
         };
 
         let (admin_stop_tx, admin_stop) = oneshot::channel::<()>();
-        let router = crate::admin::router(handle.clone(), config.admin_token.clone());
+        let router = crate::admin::agent_router(handle.clone(), config.admin_token.clone());
         let admin_task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = admin_stop.await;
@@ -198,15 +237,19 @@ impl Agent {
 
         let seeds_configured = !config.seeds.is_empty();
         tokio::spawn(async move {
+            let (done_tx, done_rx) = mpsc::unbounded_channel();
             let mut shell = Shell {
-                membership,
+                node,
                 transport: transport.clone(),
                 timers: BinaryHeap::new(),
                 timer_seq: 0,
                 shared,
                 seeds_configured,
+                done_tx,
+                acks: HashMap::new(),
+                syncs: HashMap::new(),
             };
-            shell.run(inbound, command_rx).await;
+            shell.run(inbound, command_rx, done_rx).await;
             transport.shutdown().await;
             let _ = admin_stop_tx.send(());
             let _ = admin_task.await;
@@ -255,44 +298,67 @@ fn boot_incarnation(data_dir: Option<&Path>) -> Result<u64, StartError> {
     Ok(next)
 }
 
+/// A finished request: its tag and outcome.
+type Done = (RequestTag, Result<Bytes, RequestFailed>);
+
 /// The task that owns the state machine.
 struct Shell {
-    membership: Membership,
+    node: Node,
     transport: Transport,
     timers: BinaryHeap<Reverse<(Instant, SwimTimer, u64)>>,
     timer_seq: u64,
     shared: Arc<Shared>,
     seeds_configured: bool,
+    done_tx: mpsc::UnboundedSender<Done>,
+    /// Callers waiting for an acknowledged send's outcome.
+    acks: HashMap<AckId, oneshot::Sender<SendOutcome>>,
+    /// Callers waiting for a barrier.
+    syncs: HashMap<SyncId, oneshot::Sender<Result<(), SyncError>>>,
 }
 
 impl Shell {
+    fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
     async fn run(
         &mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: mpsc::Receiver<Command>,
+        mut done: mpsc::UnboundedReceiver<Done>,
     ) {
         let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
-        self.membership.handle_tick(Instant::now());
+        let now = self.now();
+        self.node.handle_tick(now);
         self.flush();
         loop {
-            let now = Instant::now();
+            let now = self.now();
             let mut wake = now + HEARTBEAT;
             if let Some(Reverse((at, _, _))) = self.timers.peek() {
                 wake = wake.min(*at);
             }
-            if let Some(at) = self.membership.poll_timeout() {
+            if let Some(at) = self.node.poll_timeout() {
                 wake = wake.min(at.max(now));
             }
             if let Some((until, _)) = &leaving {
                 wake = wake.min(*until);
             }
+            // The sleep runs on tokio's (monotonic) timer; the deadline is on the boot
+            // clock. Across a suspend the boot clock jumps ahead, and the wake-up finds
+            // the deadline passed, which is what it should be.
+            let sleep_for = wake.saturating_duration_since(now);
             tokio::select! {
                 cmd = commands.recv(), if leaving.is_none() => match cmd {
                     Some(Command::Leave(done)) => {
-                        self.membership.leave(Instant::now());
+                        let now = self.now();
+                        self.node.leave(now);
                         self.flush();
                         // Linger briefly so the leave notice leaves the socket.
-                        leaving = Some((Instant::now() + Duration::from_millis(300), done));
+                        leaving = Some((self.now() + Duration::from_millis(300), done));
+                    }
+                    Some(Command::Call(call)) => {
+                        let now = self.now();
+                        call(self, now);
                     }
                     None => {
                         // Every handle is gone: stop without a goodbye.
@@ -303,14 +369,19 @@ impl Shell {
                     Some(msg) => self.on_inbound(msg),
                     None => return,
                 },
-                () = tokio::time::sleep_until(wake.into()) => {
+                Some((tag, result)) = done.recv() => {
+                    let now = self.now();
+                    self.node.handle_response(now, tag, result);
+                }
+                () = tokio::time::sleep(sleep_for) => {
                     self.fire_due_timers();
-                    self.membership.handle_tick(Instant::now());
+                    let now = self.now();
+                    self.node.handle_tick(now);
                 }
             }
             self.flush();
             if let Some((until, _)) = &leaving {
-                if Instant::now() >= *until {
+                if self.now() >= *until {
                     if let Some((_, done)) = leaving.take() {
                         let _ = done.send(());
                     }
@@ -321,19 +392,31 @@ impl Shell {
     }
 
     fn on_inbound(&mut self, msg: Inbound) {
+        let now = self.now();
         match msg {
             Inbound::Datagram { from, data } => {
-                if let Err(reason) = self.membership.handle_data(Instant::now(), &from, &data) {
-                    counter!("mesh_membership_datagrams_dropped_total", "reason" => reason.as_str())
-                        .increment(1);
-                    tracing::trace!(peer = %from, %reason, "SWIM datagram dropped");
+                // SWIM rejections are counted in the membership stats (published below).
+                self.node.handle_datagram(now, &from, &data);
+            }
+            Inbound::Frame {
+                from,
+                class,
+                payload,
+            } => self.node.handle_frame(now, &from, class, &payload),
+            Inbound::Request {
+                from,
+                class,
+                payload,
+                responder,
+            } => match self.node.handle_request(now, &from, class, &payload) {
+                Ok(response) => {
+                    if let Err(e) = responder.respond(response) {
+                        tracing::debug!(peer = %from, error = %e, "response not sent");
+                    }
                 }
-            }
-            Inbound::Frame { class, .. } => {
-                // No subsystem reads stream frames yet; count them so nothing vanishes.
-                counter!("mesh_transport_frames_dropped_total", "class" => class.as_str(), "reason" => "no_handler")
-                    .increment(1);
-            }
+                // Dropping the responder refuses the request; the node counted why.
+                Err(e) => tracing::debug!(peer = %from, error = %e, "request refused"),
+            },
             Inbound::Connected { name, addr } => {
                 tracing::debug!(peer = %name, %addr, "connected");
             }
@@ -346,7 +429,7 @@ impl Shell {
     /// Handles every timer that is due, earliest first and, among timers due at the
     /// same instant, in foca's order.
     fn fire_due_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         let mut due = Vec::new();
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
             if *at > now {
@@ -357,31 +440,60 @@ impl Shell {
             }
         }
         due.sort();
+        let now = self.now();
         for (_, timer, _) in due {
-            self.membership.handle_timer(now, timer);
+            self.node.handle_timer(now, timer);
         }
     }
 
     /// Carries out what the state machine asked for and refreshes the snapshot.
     fn flush(&mut self) {
-        while let Some(out) = self.membership.poll_output() {
+        while let Some(out) = self.node.poll_output() {
             match out {
-                Output::Send { to, data } => {
+                Output::Datagram { to, data } => {
                     let peer = PeerRef {
                         name: (!to.is_seed_placeholder()).then(|| to.name.clone()),
                         addr: to.addr,
                     };
                     self.transport.send_datagram(&peer, data);
                 }
+                Output::Frame { to, class, payload } => {
+                    // A refused frame is counted by the transport; the node learns of it.
+                    if self.transport.send_frame(&to, class, payload).is_err() {
+                        let name = to.name.as_deref().unwrap_or_default();
+                        self.node.frame_refused(name, class);
+                    }
+                }
+                Output::Request {
+                    to,
+                    tag,
+                    class,
+                    payload,
+                } => {
+                    let fut = self.transport.request(&to, class, payload, REQUEST_TIMEOUT);
+                    let done = self.done_tx.clone();
+                    tokio::spawn(async move {
+                        let result = fut.await.map_err(|e| RequestFailed(e.to_string()));
+                        // The loop may have stopped; then nobody needs the answer.
+                        let _ = done.send((tag, result));
+                    });
+                }
                 Output::Timer { at, timer } => {
                     self.timer_seq += 1;
                     self.timers.push(Reverse((at, timer, self.timer_seq)));
                 }
-                Output::Event(ev) => self.on_event(ev),
+                Output::Membership(ev) => self.on_event(ev),
+                Output::SendResult { id, outcome } => {
+                    if let Some(tx) = self.acks.remove(&id) {
+                        let _ = tx.send(outcome);
+                    }
+                }
+                Output::SyncDone { id, result } => {
+                    if let Some(tx) = self.syncs.remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
             }
-        }
-        for rtt in self.membership.drain_probe_rtts() {
-            histogram!("mesh_membership_probe_rtt_seconds").record(rtt.as_secs_f64());
         }
         self.publish();
     }
@@ -397,8 +509,9 @@ impl Shell {
     }
 
     fn publish(&mut self) {
-        let ready = !self.seeds_configured || self.membership.is_joined();
-        let members: Vec<MemberInfo> = self.membership.members().cloned().collect();
+        let membership = self.node.membership();
+        let ready = !self.seeds_configured || membership.is_joined();
+        let members: Vec<MemberInfo> = membership.members().cloned().collect();
         let mut counts = [1usize, 0, 0, 0];
         for m in &members {
             counts[m.state as usize] += 1;
@@ -415,20 +528,25 @@ impl Shell {
             gauge!("mesh_membership_members", "state" => state.as_str()).set(n as f64);
         }
         gauge!("mesh_membership_joined").set(if ready { 1.0 } else { 0.0 });
-        gauge!("mesh_membership_local_health").set(f64::from(self.membership.local_health()));
-        let stats = self.membership.stats();
+        gauge!("mesh_membership_local_health").set(f64::from(membership.local_health()));
+        let stats = membership.stats();
         counter!("mesh_membership_rejoins_total").absolute(stats.rejoins);
         counter!("mesh_membership_probes_failed_total").absolute(stats.probes_failed);
+        for (reason, n) in &stats.rejected {
+            counter!("mesh_membership_datagrams_dropped_total", "reason" => *reason).absolute(*n);
+        }
+        let me = membership.identity().clone();
+        crate::metrics::publish_node(&mut self.node);
         let mut snap = self
             .shared
             .snapshot
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        snap.me = self.membership.identity().clone();
+        snap.me = me;
         snap.members = members;
         snap.ready = ready;
         drop(snap);
-        let turned = Instant::now().saturating_duration_since(self.shared.started);
+        let turned = self.now().saturating_duration_since(self.shared.started);
         self.shared.last_turn_ms.store(
             u64::try_from(turned.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -465,7 +583,7 @@ impl AgentHandle {
 
     /// Every member this node knows, itself first, then by name.
     pub fn members(&self) -> Vec<MemberView> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let snap = self
             .shared
             .snapshot
@@ -502,7 +620,11 @@ impl AgentHandle {
     /// The membership loop turned within the last five seconds.
     pub fn is_live(&self) -> bool {
         let last = Duration::from_millis(self.shared.last_turn_ms.load(Ordering::Relaxed));
-        let since_start = Instant::now().saturating_duration_since(self.shared.started);
+        let since_start = self
+            .shared
+            .clock
+            .now()
+            .saturating_duration_since(self.shared.started);
         !*self.stopped.borrow() && since_start.saturating_sub(last) < LIVENESS_WINDOW
     }
 

@@ -1,0 +1,614 @@
+//! The admin API's groups, names and messaging routes (`meshctl groups`, `names`,
+//! `send`, `listen`), backed by a running agent.
+//!
+//! | route | body / query | answer |
+//! |---|---|---|
+//! | `GET /v1/scopes` | | `["default", ...]` scopes with at least one group |
+//! | `GET /v1/groups` | `?scope=S` | `[{"group", "members"}]` (distinct processes) |
+//! | `GET /v1/groups/{group}` | `?scope=S` | `{"scope", "group", "members": [{"pid", "node", "count", "meta"}]}` |
+//! | `GET /v1/names` | | `[{"name", "pid", "node", "hlc", "meta", "policy"}]` |
+//! | `GET /v1/names/{name}` | | one of those, or 404 |
+//! | `POST /v1/send` | [`SendBody`] | [`SendAnswer`]: delivered counts, failures, nodes that did not answer |
+//! | `POST /v1/listen` | [`ListenBody`] | NDJSON stream of [`ListenLine`]s while the client stays connected |
+//! | `POST /v1/sync` | `{"mode": "quorum"\|"all", "timeout_ms"}` | `{"ok": true}` or 504 |
+//!
+//! `listen` holds a process on the agent for as long as the HTTP response is being
+//! read: the process joins the groups and/or registers the name, and every delivery is
+//! one JSON line. When the client goes away (Ctrl-C, a dropped connection), the next
+//! write fails — a heartbeat line goes out every second so that happens promptly — the
+//! stream is dropped, and with it the process: it exits and its memberships go.
+//!
+//! Malformed requests get a 4xx with `{"error": "..."}` and change nothing.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::json_error;
+use crate::node::{Dest, GroupMode, NodeOpError, SendError, SyncMode};
+use crate::pid::Pid;
+use crate::process::Delivery;
+use crate::registry::{ConflictPolicy, NameInfo, RegisterError};
+use crate::runtime::{AgentHandle, ApiError, ProcessHandle};
+
+/// The scope used when a request names none.
+pub const DEFAULT_SCOPE: &str = "default";
+/// How often a `listen` stream writes a heartbeat line.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The routes of this module, over a running agent.
+pub(crate) fn routes() -> Router<AgentHandle> {
+    Router::new()
+        .route("/v1/scopes", get(scopes))
+        .route("/v1/groups", get(groups))
+        .route("/v1/groups/{group}", get(group))
+        .route("/v1/names", get(names))
+        .route("/v1/names/{name}", get(name))
+        .route("/v1/send", post(send))
+        .route("/v1/listen", post(listen))
+        .route("/v1/sync", post(sync))
+}
+
+fn stopped(e: &ApiError) -> Response {
+    let status = match e {
+        ApiError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+    };
+    json_error(status, e.to_string())
+}
+
+/// `?scope=S`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScopeQuery {
+    scope: Option<String>,
+}
+
+impl ScopeQuery {
+    fn scope(&self) -> String {
+        self.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.to_owned())
+    }
+}
+
+/// One line of `GET /v1/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCount {
+    /// The group.
+    pub group: String,
+    /// Distinct member processes.
+    pub members: usize,
+}
+
+/// One member in `GET /v1/groups/{group}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The process.
+    pub pid: String,
+    /// Its node.
+    pub node: String,
+    /// How many times it joined (multiplicity).
+    pub count: usize,
+    /// Its metadata, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<String>,
+}
+
+/// `GET /v1/groups/{group}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// The scope.
+    pub scope: String,
+    /// The group.
+    pub group: String,
+    /// Members, by PID.
+    pub members: Vec<GroupMember>,
+}
+
+/// One name in `GET /v1/names`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameView {
+    /// The name.
+    pub name: String,
+    /// The holder.
+    pub pid: String,
+    /// The holder's node.
+    pub node: String,
+    /// The claim's hybrid logical timestamp, `wall_ms.logical`.
+    pub hlc: String,
+    /// Conflict policy.
+    pub policy: ConflictPolicy,
+    /// Metadata, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<String>,
+}
+
+impl NameView {
+    fn new(name: String, info: NameInfo) -> Self {
+        Self {
+            name,
+            node: info.pid.node.clone(),
+            pid: info.pid.to_string(),
+            hlc: format!("{}.{}", info.hlc.wall_ms, info.hlc.logical),
+            policy: info.policy,
+            meta: info.meta,
+        }
+    }
+}
+
+async fn scopes(State(h): State<AgentHandle>) -> Response {
+    match h.call(|n, _| n.registry().scopes()).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => stopped(&e),
+    }
+}
+
+async fn groups(State(h): State<AgentHandle>, Query(q): Query<ScopeQuery>) -> Response {
+    let scope = q.scope();
+    match h.call(move |n, _| n.registry().group_counts(&scope)).await {
+        Ok(counts) => Json(
+            counts
+                .into_iter()
+                .map(|(group, members)| GroupCount { group, members })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => stopped(&e),
+    }
+}
+
+async fn group(
+    State(h): State<AgentHandle>,
+    Path(group): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> Response {
+    let scope = q.scope();
+    let (s, g) = (scope.clone(), group.clone());
+    match h
+        .call(move |n, _| n.registry().members_with_meta(&s, &g))
+        .await
+    {
+        Ok(members) => Json(GroupView {
+            scope,
+            group,
+            members: members
+                .into_iter()
+                .map(|(pid, count, meta)| GroupMember {
+                    node: pid.node.clone(),
+                    pid: pid.to_string(),
+                    count,
+                    meta,
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => stopped(&e),
+    }
+}
+
+async fn names(State(h): State<AgentHandle>) -> Response {
+    match h.call(|n, _| n.registry().registered()).await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|(name, info)| NameView::new(name, info))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => stopped(&e),
+    }
+}
+
+async fn name(State(h): State<AgentHandle>, Path(name): Path<String>) -> Response {
+    match h.whereis(&name).await {
+        Ok(Some(info)) => Json(NameView::new(name, info)).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            format!("no process is registered as {name:?}"),
+        ),
+        Err(e) => stopped(&e),
+    }
+}
+
+/// `POST /v1/send`: exactly one of `group`, `name`, `pid`; exactly one of `payload`
+/// (text) and `payload_base64`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// A group to send to.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The group's scope (default `default`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Which group members: `all` (default), `local`, `one`, `nearest`.
+    #[serde(default)]
+    pub mode: Option<GroupMode>,
+    /// An eventual name to send to.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A PID to send to (`node/incarnation/local_id`).
+    #[serde(default)]
+    pub pid: Option<String>,
+    /// The message as text.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// The message as base64 (for binary payloads).
+    #[serde(default)]
+    pub payload_base64: Option<String>,
+}
+
+/// A target that did not get the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// The target.
+    pub pid: String,
+    /// Why (`mailbox_full`, `no_process`, ...).
+    pub reason: String,
+}
+
+/// The answer to `POST /v1/send`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SendAnswer {
+    /// Processes the message was delivered to (local and remote).
+    pub delivered: usize,
+    /// Remote nodes a frame went to.
+    pub remote_nodes: usize,
+    /// Targets that refused it.
+    pub failed: Vec<Failed>,
+    /// Nodes that did not confirm in time (their targets' fate is unknown).
+    pub timed_out: Vec<String>,
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    json_error(StatusCode::BAD_REQUEST, msg)
+}
+
+/// A body that is not the JSON object the route takes: 4xx with axum's reason (it
+/// names the field for unknown or mistyped keys).
+pub(crate) fn json_rejection(e: &JsonRejection) -> Response {
+    json_error(e.status(), format!("bad request body: {}", e.body_text()))
+}
+
+impl SendBody {
+    fn dest(&self) -> Result<Dest, Response> {
+        let given = [
+            self.group.is_some(),
+            self.name.is_some(),
+            self.pid.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(bad_request(
+                "give exactly one destination: \"group\", \"name\" or \"pid\"",
+            ));
+        }
+        if self.group.is_none() && (self.scope.is_some() || self.mode.is_some()) {
+            return Err(bad_request("\"scope\" and \"mode\" only go with \"group\""));
+        }
+        if let Some(group) = &self.group {
+            return Ok(Dest::Group {
+                scope: self
+                    .scope
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
+                group: group.clone(),
+                mode: self.mode.unwrap_or_default(),
+            });
+        }
+        if let Some(name) = &self.name {
+            return Ok(Dest::Name(name.clone()));
+        }
+        let pid = self.pid.as_deref().unwrap_or_default();
+        pid.parse::<Pid>()
+            .map(Dest::Pid)
+            .map_err(|e| bad_request(e.to_string()))
+    }
+
+    fn payload(&self) -> Result<Bytes, Response> {
+        match (&self.payload, &self.payload_base64) {
+            (Some(text), None) => Ok(Bytes::from(text.clone().into_bytes())),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(Bytes::from)
+                .map_err(|e| bad_request(format!("payload_base64 is not valid base64: {e}"))),
+            _ => Err(bad_request(
+                "give exactly one of \"payload\" (text) and \"payload_base64\"",
+            )),
+        }
+    }
+}
+
+fn send_error(e: &SendError) -> Response {
+    let status = match e {
+        SendError::NoProcess(_) | SendError::NoSuchName(_) | SendError::EmptyGroup { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        SendError::MailboxFull(_) => StatusCode::TOO_MANY_REQUESTS,
+        SendError::NodeDown(_) | SendError::Backpressure(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SendError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    json_error(status, e.to_string())
+}
+
+async fn send(State(h): State<AgentHandle>, body: Result<Json<SendBody>, JsonRejection>) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return json_rejection(&e),
+    };
+    let dest = match body.dest() {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let payload = match body.payload() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let single = matches!(dest, Dest::Pid(_) | Dest::Name(_));
+    let (receipt, outcome) = match h.send_confirmed(None, dest, payload).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return send_error(&e),
+        Err(e) => return stopped(&e),
+    };
+    let mut failed: Vec<Failed> = receipt
+        .failed_local
+        .iter()
+        .chain(outcome.failed.iter())
+        .map(|(pid, why)| Failed {
+            pid: pid.to_string(),
+            reason: why.as_str().to_owned(),
+        })
+        .collect();
+    failed.sort_by(|a, b| a.pid.cmp(&b.pid));
+    let answer = SendAnswer {
+        delivered: receipt.delivered_local + outcome.delivered,
+        remote_nodes: receipt.remote_nodes,
+        failed,
+        timed_out: outcome.timed_out,
+    };
+    // A single destination that refused is an error to the sender, not a success with
+    // a footnote.
+    if single && answer.delivered == 0 {
+        if let Some(f) = answer.failed.first() {
+            let status = if f.reason == "mailbox_full" {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            return json_error(status, format!("{} refused the message: {}", f.pid, f.reason));
+        }
+        if !answer.timed_out.is_empty() {
+            return json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "node {} did not confirm delivery in time; the message may or may not have arrived",
+                    answer.timed_out.join(", ")
+                ),
+            );
+        }
+    }
+    Json(answer).into_response()
+}
+
+/// `POST /v1/listen`: at least one group or a name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenBody {
+    /// Groups to join (in `scope`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The scope (default `default`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// An eventual name to register.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The name's conflict policy (default `notify`).
+    #[serde(default)]
+    pub policy: Option<ConflictPolicy>,
+    /// Metadata for the group memberships and the name.
+    #[serde(default)]
+    pub meta: Option<String>,
+    /// Mailbox capacity (default: the agent's).
+    #[serde(default)]
+    pub mailbox: Option<usize>,
+}
+
+/// One line of a `listen` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ListenLine {
+    /// The process is in place: first line.
+    Ready {
+        /// Its PID.
+        pid: String,
+        /// Groups joined.
+        groups: Vec<String>,
+        /// Scope.
+        scope: String,
+        /// Name registered, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A message.
+    Message {
+        /// The sending process, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// The payload, if it is UTF-8.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
+        /// The payload in base64, if it is not UTF-8.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload_base64: Option<String>,
+    },
+    /// The process lost its name to a concurrent registration.
+    NameConflict {
+        /// The name.
+        name: String,
+        /// Who keeps it.
+        winner: String,
+    },
+    /// Nothing happened for a second (lets the agent notice a departed client).
+    Heartbeat,
+    /// The process ended (killed by a name-conflict policy, or the agent stopping).
+    Exited,
+}
+
+impl ListenLine {
+    fn from_delivery(d: Delivery) -> Self {
+        match d {
+            Delivery::Message { from, payload } => {
+                let (text, b64) = match std::str::from_utf8(&payload) {
+                    Ok(t) => (Some(t.to_owned()), None),
+                    Err(_) => (
+                        None,
+                        Some(base64::engine::general_purpose::STANDARD.encode(&payload)),
+                    ),
+                };
+                Self::Message {
+                    from: from.map(|p| p.to_string()),
+                    payload: text,
+                    payload_base64: b64,
+                }
+            }
+            Delivery::NameConflict { name, winner } => Self::NameConflict {
+                name,
+                winner: winner.to_string(),
+            },
+        }
+    }
+
+    fn to_line(&self) -> Bytes {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+}
+
+async fn listen(State(h): State<AgentHandle>, body: Result<Json<ListenBody>, JsonRejection>) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return json_rejection(&e),
+    };
+    if body.groups.is_empty() && body.name.is_none() {
+        return bad_request("give at least one group (\"groups\") or a \"name\"");
+    }
+    let scope = body
+        .scope
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+    // The process exits (and undoes whatever it did) if anything below fails: the
+    // handle is dropped on every early return.
+    let process = match h.spawn(body.mailbox).await {
+        Ok(p) => p,
+        Err(e) => return stopped(&e),
+    };
+    if !body.groups.is_empty() {
+        match h
+            .join(&scope, &body.groups, process.pid(), body.meta.clone())
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(NodeOpError::Op(e))) => return bad_request(e.to_string()),
+            Ok(Err(e)) => return bad_request(e.to_string()),
+            Err(e) => return stopped(&e),
+        }
+    }
+    if let Some(name) = &body.name {
+        let policy = body.policy.unwrap_or_default();
+        match h
+            .register(name, process.pid(), body.meta.clone(), policy)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(NodeOpError::Op(RegisterError::AlreadyRegistered(holder)))) => {
+                return json_error(
+                    StatusCode::CONFLICT,
+                    format!("{name:?} is already registered to {holder}"),
+                )
+            }
+            Ok(Err(e)) => return bad_request(e.to_string()),
+            Err(e) => return stopped(&e),
+        }
+    }
+    let ready = ListenLine::Ready {
+        pid: process.pid().to_string(),
+        groups: body.groups.clone(),
+        scope,
+        name: body.name.clone(),
+    };
+    let stream = futures_util::stream::unfold(
+        (Some(process), Some(ready)),
+        |(process, first)| async move {
+            if let Some(line) = first {
+                return Some((Ok::<_, std::convert::Infallible>(line.to_line()), (process, None)));
+            }
+            let p: ProcessHandle = process?;
+            let line = tokio::select! {
+                d = p.recv() => match d {
+                    Some(d) => ListenLine::from_delivery(d),
+                    None => {
+                        // Exited: say so once, then end the stream.
+                        return Some((Ok(ListenLine::Exited.to_line()), (None, None)));
+                    }
+                },
+                () = tokio::time::sleep(HEARTBEAT) => ListenLine::Heartbeat,
+            };
+            Some((Ok(line.to_line()), (Some(p), None)))
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// `POST /v1/sync`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncBody {
+    /// `quorum` (default) or `all`.
+    #[serde(default = "default_sync_mode")]
+    pub mode: SyncMode,
+    /// Deadline in milliseconds (default 5000, at most 60000).
+    #[serde(default = "default_sync_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_sync_mode() -> SyncMode {
+    SyncMode::Quorum
+}
+
+fn default_sync_timeout() -> u64 {
+    5000
+}
+
+async fn sync(State(h): State<AgentHandle>, body: Result<Json<SyncBody>, JsonRejection>) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => SyncBody {
+            mode: default_sync_mode(),
+            timeout_ms: default_sync_timeout(),
+        },
+        Err(e) => return json_rejection(&e),
+    };
+    if body.timeout_ms == 0 || body.timeout_ms > 60_000 {
+        return bad_request("timeout_ms must be between 1 and 60000");
+    }
+    match h
+        .sync(body.mode, Duration::from_millis(body.timeout_ms))
+        .await
+    {
+        Ok(Ok(())) => Json(serde_json::json!({"ok": true})).into_response(),
+        Ok(Err(e)) => json_error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        Err(e) => stopped(&e),
+    }
+}

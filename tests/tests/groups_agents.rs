@@ -1,0 +1,266 @@
+//! Process groups, eventual names and sends between real `meshctl agent` processes on
+//! loopback, driven through `meshctl listen`, `meshctl send`, `meshctl groups` and
+//! `meshctl names` as an operator would. Every wait is a poll with a deadline.
+//!
+//! Needs `target/debug/meshctl` (or `MESHCTL_BIN`): `scripts/test` builds it first.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mesh_core::admin::{GroupView, ListenLine, NameView};
+use mesh_tests::cluster::{meshctl, Cluster};
+
+/// Generous: agents share two cores with the build and each other.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// The documented bound (README, "Groups and names"): with `--profile local` a
+/// killed agent is declared down within about 2 s and its entries are hidden at
+/// once; 10 s leaves room for a loaded machine.
+const HIDE_BOUND: Duration = Duration::from_secs(10);
+
+/// A `meshctl listen --json` child and the lines it prints, read on a thread so the
+/// test can wait on them with a deadline.
+struct Listener {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pid: String,
+}
+
+impl Listener {
+    fn start(admin: std::net::SocketAddr, args: &[&str]) -> Result<Self, String> {
+        let mut child = meshctl()
+            .arg("listen")
+            .args(args)
+            .args(["--admin", &admin.to_string(), "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn listen: {e}"))?;
+        let stdout: ChildStdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut l = Self {
+            child,
+            lines,
+            pid: String::new(),
+        };
+        match l.next_event(Duration::from_secs(15)) {
+            Some(ListenLine::Ready { pid, .. }) => {
+                l.pid = pid;
+                Ok(l)
+            }
+            other => {
+                let _ = l.child.kill();
+                let out = l.child.wait_with_output().map_err(|e| e.to_string())?;
+                Err(format!(
+                    "listen did not get ready ({other:?}); stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        }
+    }
+
+    /// The next line other than a heartbeat, within `timeout`.
+    fn next_event(&self, timeout: Duration) -> Option<ListenLine> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            match serde_json::from_str::<ListenLine>(&line) {
+                Ok(ListenLine::Heartbeat) => continue,
+                Ok(ev) => return Some(ev),
+                Err(e) => panic!("listen printed a line that is not a ListenLine: {line:?}: {e}"),
+            }
+        }
+    }
+
+    /// Events up to and including the message `marker`.
+    fn events_until_message(&self, marker: &str, timeout: Duration) -> Vec<ListenLine> {
+        let mut seen = Vec::new();
+        while let Some(ev) = self.next_event(timeout) {
+            let done = matches!(&ev, ListenLine::Message { payload: Some(p), .. } if p == marker);
+            seen.push(ev);
+            if done {
+                return seen;
+            }
+        }
+        panic!("{marker:?} never arrived; saw {seen:?}");
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn meshctl_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = meshctl()
+        .args(args)
+        .args(["--admin", &admin.to_string()])
+        .output()
+        .expect("meshctl runs");
+    assert!(
+        out.status.success(),
+        "meshctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn group_pids(cluster: &Cluster, i: usize, group: &str) -> Result<Vec<String>, String> {
+    let out = meshctl()
+        .args(["groups", group, "--json", "--admin", &cluster.agents[i].admin.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let view: GroupView = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let mut pids: Vec<String> = view.members.into_iter().map(|m| m.pid).collect();
+    pids.sort();
+    Ok(pids)
+}
+
+fn wait_group(cluster: &Cluster, observers: &[usize], group: &str, want: &[&str], timeout: Duration) {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    cluster.wait_until(timeout, &format!("every observer sees {group} = {want:?}"), || {
+        for &i in observers {
+            let got = group_pids(cluster, i, group)?;
+            if got != want {
+                return Err(format!("{} sees {got:?}", cluster.agents[i].name));
+            }
+        }
+        Ok(())
+    });
+}
+
+fn start_three() -> Cluster {
+    let mut cluster = Cluster::new();
+    cluster.start_n(3);
+    let all = [0, 1, 2];
+    cluster.wait_until(CONVERGE, "every agent sees n1..n3 alive", || {
+        cluster.sees_alive(&all, &["n1", "n2", "n3"])
+    });
+    cluster
+}
+
+#[test]
+fn a_group_send_from_a_third_agent_reaches_each_listener_once() {
+    let cluster = start_three();
+    let a = Listener::start(cluster.agents[0].admin, &["--group", "g"]).expect("listen on n1");
+    let b = Listener::start(cluster.agents[1].admin, &["--group", "g"]).expect("listen on n2");
+    wait_group(&cluster, &[0, 1, 2], "g", &[&a.pid, &b.pid], CONVERGE);
+
+    let out = meshctl_ok(cluster.agents[2].admin, &["send", "--group", "g", "hello"]);
+    assert_eq!(out.trim(), "delivered to 2 processes (2 remote nodes)");
+    // A second message is the marker: whatever arrived before it arrived once or more.
+    meshctl_ok(cluster.agents[2].admin, &["send", "--group", "g", "bye"]);
+    for l in [&a, &b] {
+        let events = l.events_until_message("bye", CONVERGE);
+        let hellos = events
+            .iter()
+            .filter(|e| matches!(e, ListenLine::Message { payload: Some(p), .. } if p == "hello"))
+            .count();
+        assert_eq!(hellos, 1, "{} got {events:?}", l.pid);
+        assert_eq!(events.len(), 2, "nothing but hello and bye: {events:?}");
+    }
+}
+
+#[test]
+fn a_killed_listeners_agent_leaves_the_group_on_the_others_within_the_bound() {
+    let mut cluster = start_three();
+    let a = Listener::start(cluster.agents[0].admin, &["--group", "g"]).expect("listen on n1");
+    let b = Listener::start(cluster.agents[1].admin, &["--group", "g"]).expect("listen on n2");
+    wait_group(&cluster, &[0, 2], "g", &[&a.pid, &b.pid], CONVERGE);
+
+    cluster.kill9(1);
+    wait_group(&cluster, &[0, 2], "g", &[&a.pid], HIDE_BOUND);
+    drop(b);
+}
+
+#[test]
+fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() {
+    let cluster = start_three();
+    // Both registrations must happen before either agent hears of the other's; they are
+    // started together, and an attempt where one saw the other first (409) is retried
+    // under a fresh name.
+    let mut attempt = 0;
+    let (x, y, name) = loop {
+        attempt += 1;
+        assert!(attempt <= 10, "never got two concurrent registrations");
+        let name = format!("leader-{attempt}");
+        let (a0, a1) = (cluster.agents[0].admin, cluster.agents[1].admin);
+        let (n0, n1) = (name.clone(), name.clone());
+        let t0 = std::thread::spawn(move || Listener::start(a0, &["--name", &n0]));
+        let t1 = std::thread::spawn(move || Listener::start(a1, &["--name", &n1]));
+        let (r0, r1) = (t0.join().expect("thread"), t1.join().expect("thread"));
+        if let (Ok(x), Ok(y)) = (r0, r1) {
+            break (x, y, name);
+        }
+    };
+
+    // Everyone converges on one holder.
+    let mut holder = String::new();
+    cluster.wait_until(CONVERGE, "all three agree on the holder", || {
+        let mut seen = Vec::new();
+        for agent in &cluster.agents {
+            let (status, body) = agent
+                .get(&format!("/v1/names/{name}"))
+                .map_err(|e| format!("{e:#}"))?;
+            if status != 200 {
+                return Err(format!("{} answered {status}", agent.name));
+            }
+            let view: NameView = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            seen.push(view.pid);
+        }
+        seen.dedup();
+        match seen.as_slice() {
+            [one] => {
+                holder = one.clone();
+                Ok(())
+            }
+            _ => Err(format!("views differ: {seen:?}")),
+        }
+    });
+    let (winner, loser) = if holder == x.pid { (&x, &y) } else { (&y, &x) };
+    assert_eq!(holder, winner.pid, "the holder is one of the two registrants");
+
+    // The loser's process still runs (policy notify): a direct message is the marker
+    // after which its notices are counted.
+    let loser_admin = if loser.pid.starts_with("n1/") {
+        cluster.agents[0].admin
+    } else {
+        cluster.agents[1].admin
+    };
+    meshctl_ok(loser_admin, &["send", "--pid", &loser.pid, "marker"]);
+    let events = loser.events_until_message("marker", CONVERGE);
+    let notices: Vec<&ListenLine> = events
+        .iter()
+        .filter(|e| matches!(e, ListenLine::NameConflict { .. }))
+        .collect();
+    assert_eq!(notices.len(), 1, "exactly one notice to the loser: {events:?}");
+    assert_eq!(
+        notices[0],
+        &ListenLine::NameConflict {
+            name: name.clone(),
+            winner: winner.pid.clone()
+        }
+    );
+    // The winner got no notice: a message through the name reaches it first.
+    meshctl_ok(cluster.agents[2].admin, &["send", "--name", &name, "to-holder"]);
+    let events = winner.events_until_message("to-holder", CONVERGE);
+    assert_eq!(events.len(), 1, "the winner saw only the message: {events:?}");
+}
