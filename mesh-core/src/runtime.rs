@@ -334,6 +334,14 @@ impl Shell {
                 counter!("mesh_transport_frames_dropped_total", "class" => class.as_str(), "reason" => "no_handler")
                     .increment(1);
             }
+            Inbound::Request { from, class, .. } => {
+                // No subsystem serves requests yet: dropping the responder (here, with
+                // the item) refuses the request at once (the requester gets
+                // `Refused { NoResponse }`, the transport counts `no_response`).
+                counter!("mesh_transport_frames_dropped_total", "class" => class.as_str(), "reason" => "no_handler")
+                    .increment(1);
+                tracing::trace!(peer = %from, %class, "request refused: no handler");
+            }
             Inbound::Connected { name, addr } => {
                 tracing::debug!(peer = %name, %addr, "connected");
             }

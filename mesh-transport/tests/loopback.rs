@@ -222,8 +222,14 @@ async fn simultaneous_dials_end_with_one_connection_both_sides_agree_on() {
 
     // Exactly one Connected per side and no Disconnected: the duplicate never showed.
     for (side, items) in [
-        ("a", [a_before, a_between].concat()),
-        ("b", [b_before, b_between].concat()),
+        (
+            "a",
+            a_before.into_iter().chain(a_between).collect::<Vec<_>>(),
+        ),
+        (
+            "b",
+            b_before.into_iter().chain(b_between).collect::<Vec<_>>(),
+        ),
     ] {
         let connected = items
             .iter()
