@@ -204,7 +204,10 @@ label_enum! {
         Malformed => "malformed",
         /// The application dropped the `Responder` without answering.
         NoResponse => "no_response",
-        /// The application's response was over `max_response_bytes`.
+        /// The response was over `max_response_bytes`: this node's (refused when the
+        /// application gave it), or the requester's (it stopped the stream; seen only
+        /// when its stop arrives before it acknowledged the whole response, else the
+        /// request counts as `answered`).
         ResponseTooLarge => "response_too_large",
         /// The requester gave up (timed out or cancelled) before the response was
         /// written.

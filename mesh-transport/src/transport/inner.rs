@@ -510,7 +510,7 @@ impl Inner {
     // ---- dialing and accepting -----------------------------------------------------
 
     /// Starts a dial to `to.addr` unless one is running or the address backs off.
-    fn start_dial(self: &Arc<Self>, st: &mut State, to: &PeerRef) -> DialState {
+    pub(super) fn start_dial(self: &Arc<Self>, st: &mut State, to: &PeerRef) -> DialState {
         if st.dials.contains_key(&to.addr) {
             return DialState::InProgress;
         }

@@ -78,17 +78,17 @@ pub const DEFAULT_MAX_INBOUND_REQUESTS_PER_PEER: usize = 32;
 pub const REQUEST_DRAIN_MAX: Duration = Duration::from_secs(30);
 
 /// Stream error codes (their own space, apart from the connection close codes).
-mod code {
+pub(super) mod code {
     use quinn::VarInt;
     /// The requester gave up (timeout, or the request future was dropped).
-    pub(super) const CANCELLED: VarInt = VarInt::from_u32(1);
-    pub(super) const BUSY: VarInt = VarInt::from_u32(2);
-    pub(super) const INBOUND_FULL: VarInt = VarInt::from_u32(3);
-    pub(super) const REQUEST_TOO_LARGE: VarInt = VarInt::from_u32(4);
-    pub(super) const MALFORMED: VarInt = VarInt::from_u32(5);
-    pub(super) const NO_RESPONSE: VarInt = VarInt::from_u32(6);
-    pub(super) const RESPONSE_TOO_LARGE: VarInt = VarInt::from_u32(7);
-    pub(super) const UNAVAILABLE: VarInt = VarInt::from_u32(8);
+    pub(crate) const CANCELLED: VarInt = VarInt::from_u32(1);
+    pub(crate) const BUSY: VarInt = VarInt::from_u32(2);
+    pub(crate) const INBOUND_FULL: VarInt = VarInt::from_u32(3);
+    pub(crate) const REQUEST_TOO_LARGE: VarInt = VarInt::from_u32(4);
+    pub(crate) const MALFORMED: VarInt = VarInt::from_u32(5);
+    pub(crate) const NO_RESPONSE: VarInt = VarInt::from_u32(6);
+    pub(crate) const RESPONSE_TOO_LARGE: VarInt = VarInt::from_u32(7);
+    pub(crate) const UNAVAILABLE: VarInt = VarInt::from_u32(8);
 }
 
 /// Which body of an exchange an error is about.
@@ -694,11 +694,14 @@ impl Inner {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         abuse: Arc<AtomicU32>,
-        _slot: RequestSlot,
+        slot: RequestSlot,
     ) {
         let (class, result) = self
             .serve_one(&conn, &from, &mut send, &mut recv, &abuse)
             .await;
+        // Released before counted: once a request shows in the counters, its slot is
+        // free again.
+        drop(slot);
         self.counters.request_served(class, result);
     }
 
