@@ -181,9 +181,10 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Why [`Transport::request`](super::Transport::request) gave no response. This node's
-/// state is unchanged but for the counters (`mesh_transport_requests_total`); where the
-/// request reached the peer, the peer may have acted on it.
+/// Why [`Transport::request`](super::Transport::request) gave no response. Each variant
+/// says how far the request got; every one is counted once in
+/// `mesh_transport_requests_total`. A connection dialed for the request stays open (as
+/// for datagrams and frames) and a failed dial backs off; nothing else changes here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// No complete response by the deadline (which covers dialing, sending and the
@@ -237,7 +238,7 @@ pub enum RequestError {
     Shutdown,
     /// The response is not one well-formed frame of the request's class (an unknown
     /// version or class, data after the frame, a stream that ended early). The stream
-    /// was stopped.
+    /// was stopped. Never [`FrameError::Oversized`]: that is [`Self::TooLarge`].
     #[error("malformed response: {0}")]
     Malformed(FrameError),
 }
