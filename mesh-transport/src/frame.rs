@@ -1,4 +1,5 @@
-//! Length-prefixed frames carried on the long-lived uni streams.
+//! Length-prefixed frames carried on the long-lived uni streams, and as the single body
+//! of a request or a response on a bi stream (see `Transport::request`).
 //!
 //! On the wire a frame is
 //!

@@ -17,6 +17,14 @@
 //! | `mesh_transport_bytes_total` | `direction` |
 //! | `mesh_transport_events_dropped_total` | |
 //! | `mesh_transport_duplicate_connections_total` | |
+//! | `mesh_transport_duplicate_closes_delayed_total` | |
+//! | `mesh_transport_requests_total` | `class`, `result` = [`RequestResult::as_str`] |
+//! | `mesh_transport_requests_served_total` | `class` (or `unknown`), `result` = [`ServedResult::as_str`] |
+//!
+//! Every request is counted exactly once on each side when it ends: in
+//! `requests_total` by the node that asked, in `requests_served_total` by the node
+//! that was asked. A served request refused before its class byte was read (over the
+//! in-flight limit, oversized, malformed) has class `unknown`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +44,9 @@ const HANDSHAKE_FAILURES: &str = "mesh_transport_handshake_failures_total";
 const BYTES: &str = "mesh_transport_bytes_total";
 const EVENTS_DROPPED: &str = "mesh_transport_events_dropped_total";
 const DUPLICATES: &str = "mesh_transport_duplicate_connections_total";
+const DUPLICATES_DELAYED: &str = "mesh_transport_duplicate_closes_delayed_total";
+const REQUESTS: &str = "mesh_transport_requests_total";
+const REQUESTS_SERVED: &str = "mesh_transport_requests_served_total";
 
 /// Class label for frames whose class is not known (decode errors).
 const UNKNOWN_CLASS: &str = "unknown";
@@ -152,6 +163,62 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// How a request this node sent ended (one per request, by the requester).
+    pub enum RequestResult {
+        /// A response arrived.
+        Ok => "ok",
+        /// No response by the deadline.
+        Timeout => "timeout",
+        /// The peer refused the request or dropped it without answering.
+        Refused => "refused",
+        /// The request or the response was over this node's limit.
+        TooLarge => "too_large",
+        /// The connection closed while the request was in flight.
+        ConnectionLost => "connection_lost",
+        /// No connection could be made (failed dial, backoff, or our own address).
+        Unreachable => "unreachable",
+        /// The transport was shut down.
+        Shutdown => "shutdown",
+        /// The response was not one well-formed frame of the request's class.
+        Malformed => "malformed",
+        /// The caller dropped the request future before it finished.
+        Cancelled => "cancelled",
+    }
+}
+
+label_enum! {
+    /// How a request a peer sent to this node ended (one per request, by the server).
+    pub enum ServedResult {
+        /// The response was written in full.
+        Answered => "answered",
+        /// Refused: the peer already had `max_inbound_requests_per_peer` in flight.
+        Busy => "busy",
+        /// Refused: the inbound channel was full.
+        InboundFull => "inbound_full",
+        /// Refused: the inbound receiver was dropped.
+        InboundClosed => "inbound_closed",
+        /// Refused: the request announced more than `max_request_bytes`.
+        TooLarge => "too_large",
+        /// Refused: the request was not one well-formed frame.
+        Malformed => "malformed",
+        /// The application dropped the `Responder` without answering.
+        NoResponse => "no_response",
+        /// The response was over `max_response_bytes`: this node's (refused when the
+        /// application gave it), or the requester's (it stopped the stream; seen only
+        /// when its stop arrives before it acknowledged the whole response, else the
+        /// request counts as `answered`).
+        ResponseTooLarge => "response_too_large",
+        /// The requester gave up (timed out or cancelled) before the response was
+        /// written.
+        Cancelled => "cancelled",
+        /// The connection closed before the response was written.
+        ConnectionLost => "connection_lost",
+        /// The transport shut down before the response was written.
+        Shutdown => "shutdown",
+    }
+}
+
 impl From<&crate::frame::FrameError> for FrameDrop {
     fn from(e: &crate::frame::FrameError) -> Self {
         use crate::frame::FrameError;
@@ -167,6 +234,8 @@ impl From<&crate::frame::FrameError> for FrameDrop {
 const HANDSHAKE_KINDS: usize = 4;
 const DATAGRAM_REASONS: usize = 10;
 const FRAME_REASONS: usize = 11;
+const REQUEST_RESULTS: usize = 9;
+const SERVED_RESULTS: usize = 11;
 
 /// A snapshot of the transport's counters (the same numbers the metrics carry, for
 /// this transport alone).
@@ -175,8 +244,13 @@ pub struct TransportStats {
     handshake_failures: [u64; HANDSHAKE_KINDS],
     datagrams_dropped: [u64; DATAGRAM_REASONS],
     frames_dropped: [u64; FRAME_REASONS],
+    requests: [u64; REQUEST_RESULTS],
+    requests_served: [u64; SERVED_RESULTS],
     /// Connections closed because another connection to the same peer was kept.
     pub duplicate_connections: u64,
+    /// Duplicate connections whose close waited past the grace period for request
+    /// streams still open on them.
+    pub duplicate_closes_delayed: u64,
     /// `Connected`/`Disconnected` events lost because the inbound channel was full.
     pub events_dropped: u64,
     /// Datagrams received and delivered.
@@ -204,6 +278,16 @@ impl TransportStats {
     pub fn frames_dropped(&self, reason: FrameDrop) -> u64 {
         self.frames_dropped[reason.index()]
     }
+
+    /// Requests this node sent that ended with `result`, all classes together.
+    pub fn requests(&self, result: RequestResult) -> u64 {
+        self.requests[result.index()]
+    }
+
+    /// Requests from peers that ended with `result`, all classes together.
+    pub fn requests_served(&self, result: ServedResult) -> u64 {
+        self.requests_served[result.index()]
+    }
 }
 
 /// The live counters behind [`TransportStats`]; every method also updates the metric.
@@ -212,7 +296,10 @@ pub(crate) struct Counters {
     handshake_failures: [AtomicU64; HANDSHAKE_KINDS],
     datagrams_dropped: [AtomicU64; DATAGRAM_REASONS],
     frames_dropped: [AtomicU64; FRAME_REASONS],
+    requests: [AtomicU64; REQUEST_RESULTS],
+    requests_served: [AtomicU64; SERVED_RESULTS],
     duplicate_connections: AtomicU64,
+    duplicate_closes_delayed: AtomicU64,
     events_dropped: AtomicU64,
     datagrams_in: AtomicU64,
     datagrams_out: AtomicU64,
@@ -243,6 +330,17 @@ impl Counters {
         bump(&self.frames_dropped[reason.index()], n);
         let class = class.map_or(UNKNOWN_CLASS, Class::as_str);
         counter!(FRAMES_DROPPED, "class" => class, "reason" => reason.as_str()).increment(n);
+    }
+
+    pub(crate) fn request(&self, class: Class, result: RequestResult) {
+        bump(&self.requests[result.index()], 1);
+        counter!(REQUESTS, "class" => class.as_str(), "result" => result.as_str()).increment(1);
+    }
+
+    pub(crate) fn request_served(&self, class: Option<Class>, result: ServedResult) {
+        bump(&self.requests_served[result.index()], 1);
+        let class = class.map_or(UNKNOWN_CLASS, Class::as_str);
+        counter!(REQUESTS_SERVED, "class" => class, "result" => result.as_str()).increment(1);
     }
 
     pub(crate) fn datagram(&self, direction: Direction, bytes: usize) {
@@ -279,6 +377,11 @@ impl Counters {
         counter!(DUPLICATES).increment(1);
     }
 
+    pub(crate) fn duplicate_close_delayed(&self) {
+        bump(&self.duplicate_closes_delayed, 1);
+        counter!(DUPLICATES_DELAYED).increment(1);
+    }
+
     pub(crate) fn event_dropped(&self) {
         bump(&self.events_dropped, 1);
         counter!(EVENTS_DROPPED).increment(1);
@@ -294,7 +397,10 @@ impl Counters {
             handshake_failures: read(&self.handshake_failures),
             datagrams_dropped: read(&self.datagrams_dropped),
             frames_dropped: read(&self.frames_dropped),
+            requests: read(&self.requests),
+            requests_served: read(&self.requests_served),
             duplicate_connections: load(&self.duplicate_connections),
+            duplicate_closes_delayed: load(&self.duplicate_closes_delayed),
             events_dropped: load(&self.events_dropped),
             datagrams_in: load(&self.datagrams_in),
             datagrams_out: load(&self.datagrams_out),
@@ -348,6 +454,21 @@ pub fn register_metrics() {
         Unit::Count,
         "Connections closed because another connection to the same peer was kept."
     );
+    describe_counter!(
+        DUPLICATES_DELAYED,
+        Unit::Count,
+        "Duplicate connections whose close waited for request streams still open on them."
+    );
+    describe_counter!(
+        REQUESTS,
+        Unit::Count,
+        "Requests this node sent, by class and how they ended."
+    );
+    describe_counter!(
+        REQUESTS_SERVED,
+        Unit::Count,
+        "Requests peers sent to this node, by class and how they ended."
+    );
 
     gauge!(CONNECTIONS).set(0.0);
     for direction in Direction::ALL {
@@ -366,12 +487,21 @@ pub fn register_metrics() {
         for reason in FrameDrop::ALL {
             counter!(FRAMES_DROPPED, "class" => class, "reason" => reason.as_str()).increment(0);
         }
+        for result in ServedResult::ALL {
+            counter!(REQUESTS_SERVED, "class" => class, "result" => result.as_str()).increment(0);
+        }
+    }
+    for class in Class::ALL {
+        for result in RequestResult::ALL {
+            counter!(REQUESTS, "class" => class.as_str(), "result" => result.as_str()).increment(0);
+        }
     }
     for kind in HandshakeFailure::ALL {
         counter!(HANDSHAKE_FAILURES, "kind" => kind.as_str()).increment(0);
     }
     counter!(EVENTS_DROPPED).increment(0);
     counter!(DUPLICATES).increment(0);
+    counter!(DUPLICATES_DELAYED).increment(0);
 }
 
 /// Lets a hot-path warning through at most once per interval per key, and says how
@@ -423,6 +553,8 @@ mod tests {
         assert_eq!(HandshakeFailure::ALL.len(), HANDSHAKE_KINDS);
         assert_eq!(DatagramDrop::ALL.len(), DATAGRAM_REASONS);
         assert_eq!(FrameDrop::ALL.len(), FRAME_REASONS);
+        assert_eq!(RequestResult::ALL.len(), REQUEST_RESULTS);
+        assert_eq!(ServedResult::ALL.len(), SERVED_RESULTS);
         for (i, r) in FrameDrop::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
@@ -447,7 +579,13 @@ mod tests {
         c.handshake_failure(HandshakeFailure::Auth);
         c.datagram_dropped(DatagramDrop::TooLarge, 2);
         c.frame_dropped(None, FrameDrop::Oversized, 1);
+        c.request(Class::State, RequestResult::Timeout);
+        c.request_served(None, ServedResult::Busy);
+        c.request_served(Some(Class::User), ServedResult::Busy);
         let s = c.snapshot();
+        assert_eq!(s.requests(RequestResult::Timeout), 1);
+        assert_eq!(s.requests(RequestResult::Ok), 0);
+        assert_eq!(s.requests_served(ServedResult::Busy), 2);
         assert_eq!(s.handshake_failures(HandshakeFailure::Auth), 1);
         assert_eq!(s.handshake_failures(HandshakeFailure::Timeout), 0);
         assert_eq!(s.datagrams_dropped(DatagramDrop::TooLarge), 2);

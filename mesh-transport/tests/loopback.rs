@@ -1,73 +1,14 @@
 //! Real QUIC on 127.0.0.1: two or three transports talking through the public API.
 //! Every wait is on a condition with a deadline.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::time::Duration;
+mod common;
 
 use bytes::Bytes;
-use mesh_transport::certs::{generate_ca, issue_node_cert, CertPair};
+use common::{bind, eventually, identity, peer, recv_until, within};
+use mesh_transport::certs::generate_ca;
 use mesh_transport::frame::Class;
 use mesh_transport::stats::{DatagramDrop, FrameDrop, HandshakeFailure};
-use mesh_transport::tls::TlsIdentity;
 use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig, TransportError};
-use tokio::sync::mpsc::Receiver;
-
-const DEADLINE: Duration = Duration::from_secs(15);
-
-fn identity(ca: &CertPair, name: &str) -> TlsIdentity {
-    let node = issue_node_cert(ca, name).expect("issue");
-    TlsIdentity::from_pem(&ca.cert_pem, &node.cert_pem, &node.key_pem).expect("identity")
-}
-
-async fn bind(ca: &CertPair, name: &str) -> (Transport, Receiver<Inbound>) {
-    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    Transport::bind(TransportConfig::new(addr, identity(ca, name)))
-        .await
-        .expect("bind")
-}
-
-fn peer(t: &Transport) -> PeerRef {
-    PeerRef {
-        name: Some(t.local_name().to_owned()),
-        addr: t.local_addr(),
-    }
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Polls `cond` every 10 ms until it holds, failing after the deadline.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
-
-/// Receives until an item matches `pred`; returns it and everything received before.
-async fn recv_until(
-    rx: &mut Receiver<Inbound>,
-    what: &str,
-    mut pred: impl FnMut(&Inbound) -> bool,
-) -> (Inbound, Vec<Inbound>) {
-    within(what, async {
-        let mut before = Vec::new();
-        loop {
-            let item = rx.recv().await.expect("inbound channel open");
-            if pred(&item) {
-                return (item, before);
-            }
-            before.push(item);
-        }
-    })
-    .await
-}
 
 fn is_datagram(item: &Inbound, from_name: &str, payload: &[u8]) -> bool {
     matches!(item, Inbound::Datagram { from, data } if from == from_name && data[..] == *payload)
@@ -281,8 +222,14 @@ async fn simultaneous_dials_end_with_one_connection_both_sides_agree_on() {
 
     // Exactly one Connected per side and no Disconnected: the duplicate never showed.
     for (side, items) in [
-        ("a", [a_before, a_between].concat()),
-        ("b", [b_before, b_between].concat()),
+        (
+            "a",
+            a_before.into_iter().chain(a_between).collect::<Vec<_>>(),
+        ),
+        (
+            "b",
+            b_before.into_iter().chain(b_between).collect::<Vec<_>>(),
+        ),
     ] {
         let connected = items
             .iter()
@@ -339,7 +286,7 @@ async fn a_full_send_queue_refuses_frames_with_an_error() {
         name: Some("ghost".to_owned()),
         addr: silent.local_addr().expect("addr"),
     };
-    let mut cfg = TransportConfig::new("127.0.0.1:0".parse().expect("addr"), identity(&ca, "a"));
+    let mut cfg = common::config(&ca, "a");
     cfg.outbound_frames_per_class = 4;
     let (a, _rx) = Transport::bind(cfg).await.expect("bind");
 

@@ -2,8 +2,9 @@
 //!
 //! - one accept loop, and one handshake task per incoming connection;
 //! - one dial task per address being dialed;
-//! - per connection, a driver that reads datagrams and accepts uni streams, and a
-//!   frame reader per accepted stream;
+//! - per connection, a driver that reads datagrams and accepts uni and bi streams, a
+//!   frame reader per accepted uni stream and a server task per accepted request
+//!   (`request.rs`);
 //! - per (peer, class), a writer that owns the outgoing stream.
 //!
 //! The lock (`Inner::state`) is a plain mutex, never held across an await; every task
@@ -20,7 +21,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 
-use super::state::{DialState, Peer, State, Target, Writer};
+use super::state::{DialFailure, DialState, Peer, State, Target, Writer};
 use super::{Inbound, PeerRef, SendError, TransportConfig, TransportError, DATAGRAM_VERSION};
 use crate::frame::{encode_frame, Class, FrameDecoder, FrameError};
 use crate::stats::{Counters, DatagramDrop, Direction, FrameDrop, HandshakeFailure, RateLimit};
@@ -31,7 +32,7 @@ const DUPLICATE_GRACE: Duration = Duration::from_secs(1);
 /// Bad frames on one connection before it is closed for abuse.
 const ABUSE_LIMIT: u32 = 100;
 /// Largest chunk read from a stream at once.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 /// Longest a writer waits before looking at its peer again without a notification.
 const RECHECK: Duration = Duration::from_secs(1);
 /// At most one warning per reason per this interval.
@@ -57,8 +58,11 @@ mod code {
 
 /// Limits copied out of the config.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+pub(super) struct Limits {
     max_frame: usize,
+    pub(super) max_request: usize,
+    pub(super) max_response: usize,
+    pub(super) requests_per_peer: usize,
     outbound_per_class: usize,
     pending_datagrams: usize,
     handshake_timeout: Duration,
@@ -76,20 +80,43 @@ enum Failure {
     Stopping,
 }
 
+/// What a task that needs a connection does when the address backs off after failed
+/// dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnBackoff {
+    /// Keep waiting (a writer: its frames wait for the peer).
+    Wait,
+    /// Fail at once (a request: like a datagram, it is not held through a backoff).
+    Fail,
+}
+
+/// Why [`Inner::connection_for`] gave no connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoConnection {
+    /// The transport closed.
+    Closed,
+    /// The target went away (a writer's queue was discarded).
+    Gone,
+    /// The address backs off after a dial that failed (with [`OnBackoff::Fail`]).
+    Unreachable { addr: SocketAddr, why: DialFailure },
+}
+
 /// Shared by the handle and every task.
 pub(crate) struct Inner {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) local_name: String,
     pub(crate) local_addr: SocketAddr,
     pub(crate) counters: Counters,
-    limits: Limits,
-    inbound: mpsc::Sender<Inbound>,
+    pub(super) limits: Limits,
+    pub(super) inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
     /// Notified whenever a connection is registered or removed, a dial ends, or the
     /// transport closes.
     changed: Notify,
+    /// Notified whenever the last request stream open on a connection ends.
+    pub(super) drained: Notify,
     warnings: RateLimit,
-    runtime: tokio::runtime::Handle,
+    pub(super) runtime: tokio::runtime::Handle,
     closed: AtomicBool,
 }
 
@@ -113,7 +140,13 @@ impl Inner {
             .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
             .datagram_send_buffer_size(DATAGRAM_BUFFER)
             .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
-            .max_concurrent_bidi_streams(VarInt::from_u32(0));
+            // Twice the per-peer request limit: requests over the limit still reach us
+            // and are refused (and counted) instead of waiting unseen for stream credit,
+            // while a peer cannot hold an unbounded number of streams open.
+            .max_concurrent_bidi_streams(
+                VarInt::from_u64(cfg.max_inbound_requests_per_peer as u64 * 2)
+                    .unwrap_or(VarInt::MAX),
+            );
         let transport = Arc::new(transport);
 
         let server_crypto =
@@ -148,6 +181,9 @@ impl Inner {
             counters: Counters::default(),
             limits: Limits {
                 max_frame: cfg.max_frame_bytes,
+                max_request: cfg.max_request_bytes,
+                max_response: cfg.max_response_bytes,
+                requests_per_peer: cfg.max_inbound_requests_per_peer,
                 outbound_per_class: cfg.outbound_frames_per_class,
                 pending_datagrams: cfg.pending_datagrams_per_peer,
                 handshake_timeout: cfg.handshake_timeout,
@@ -155,6 +191,7 @@ impl Inner {
             inbound: tx,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            drained: Notify::new(),
             warnings: RateLimit::new(WARN_INTERVAL),
             runtime,
             closed: AtomicBool::new(false),
@@ -168,7 +205,7 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
@@ -186,7 +223,7 @@ impl Inner {
     }
 
     /// Logs a warning unless one for `key` was logged within the last second.
-    fn warn_limited(&self, key: &'static str, message: std::fmt::Arguments<'_>) {
+    pub(super) fn warn_limited(&self, key: &'static str, message: std::fmt::Arguments<'_>) {
         if let Some(suppressed) = self.warnings.allow(key, Instant::now()) {
             tracing::warn!(reason = key, suppressed, "{message}");
         }
@@ -219,7 +256,7 @@ impl Inner {
 
     /// Holds a datagram until the dial to `to` finishes, starting one if needed.
     fn hold_for_dial(self: &Arc<Self>, st: &mut State, to: &PeerRef, wire: Bytes) {
-        if let DialState::Backoff(_) = self.start_dial(st, to) {
+        if let DialState::Backoff { .. } = self.start_dial(st, to) {
             self.counters.datagram_dropped(DatagramDrop::Backoff, 1);
             return;
         }
@@ -390,29 +427,46 @@ impl Inner {
         key: &(Target, Class),
         id: u64,
     ) -> Option<quinn::Connection> {
+        let target = |st: &State| {
+            let writer = st.writers.get(key).filter(|w| w.id == id)?;
+            Some(PeerRef {
+                name: match &key.0 {
+                    Target::Name(name) => Some(name.clone()),
+                    Target::Addr(_) => None,
+                },
+                addr: writer.addr,
+            })
+        };
+        self.connection_for(target, OnBackoff::Wait).await.ok()
+    }
+
+    /// The open connection to `target` (looked up afresh each time, `None` when the
+    /// target is gone), dialing when there is none and waiting for the dial. What
+    /// happens while the address backs off after failed dials is `on_backoff`.
+    pub(super) async fn connection_for(
+        self: &Arc<Self>,
+        mut target: impl FnMut(&State) -> Option<PeerRef>,
+        on_backoff: OnBackoff,
+    ) -> Result<quinn::Connection, NoConnection> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let wait = {
                 if self.is_closed() {
-                    return None;
+                    return Err(NoConnection::Closed);
                 }
                 let mut st = self.lock();
-                let writer = st.writers.get(key).filter(|w| w.id == id)?;
-                let to = PeerRef {
-                    name: match &key.0 {
-                        Target::Name(name) => Some(name.clone()),
-                        Target::Addr(_) => None,
-                    },
-                    addr: writer.addr,
-                };
+                let to = target(&st).ok_or(NoConnection::Gone)?;
                 if let Some(peer) = st.lookup(&to) {
-                    return Some(peer.conn.clone());
+                    return Ok(peer.conn.clone());
                 }
-                match self.start_dial(&mut st, &to) {
-                    DialState::Backoff(left) => left.min(RECHECK),
-                    DialState::Started | DialState::InProgress => RECHECK,
+                match (self.start_dial(&mut st, &to), on_backoff) {
+                    (DialState::Backoff { why, .. }, OnBackoff::Fail) => {
+                        return Err(NoConnection::Unreachable { addr: to.addr, why });
+                    }
+                    (DialState::Backoff { left, .. }, OnBackoff::Wait) => left.min(RECHECK),
+                    (DialState::Started | DialState::InProgress, _) => RECHECK,
                 }
             };
             tokio::select! {
@@ -456,12 +510,12 @@ impl Inner {
     // ---- dialing and accepting -----------------------------------------------------
 
     /// Starts a dial to `to.addr` unless one is running or the address backs off.
-    fn start_dial(self: &Arc<Self>, st: &mut State, to: &PeerRef) -> DialState {
+    pub(super) fn start_dial(self: &Arc<Self>, st: &mut State, to: &PeerRef) -> DialState {
         if st.dials.contains_key(&to.addr) {
             return DialState::InProgress;
         }
-        if let Some(left) = st.backoff.remaining(to.addr, Instant::now()) {
-            return DialState::Backoff(left);
+        if let Some((left, why)) = st.backoff.remaining(to.addr, Instant::now()) {
+            return DialState::Backoff { left, why };
         }
         st.dials.insert(to.addr, Default::default());
         self.runtime.spawn(self.clone().dial(to.clone()));
@@ -493,10 +547,10 @@ impl Inner {
                     let now = Instant::now();
                     match failure {
                         Failure::Handshake(kind) => {
-                            st.backoff.failed(addr, kind, now);
+                            st.backoff.failed(addr, DialFailure::Handshake(kind), now);
                         }
                         Failure::Myself => {
-                            st.backoff.failed(addr, HandshakeFailure::Auth, now);
+                            st.backoff.failed(addr, DialFailure::Myself, now);
                         }
                         Failure::Stopping => {}
                     }
@@ -643,7 +697,7 @@ impl Inner {
     /// schedules `conn` to close, by [`super::state::new_replaces_old`]. Returns the
     /// connection in use afterwards.
     fn register(
-        &self,
+        self: &Arc<Self>,
         st: &mut State,
         conn: quinn::Connection,
         name: &str,
@@ -687,12 +741,18 @@ impl Inner {
     }
 
     /// Closes a duplicate connection after a grace period during which it is still
-    /// read, so nothing already sent on it is lost.
-    fn close_duplicate(&self, conn: quinn::Connection, name: &str) {
+    /// read, so nothing already sent on it is lost, and once no request stream is open
+    /// on it, so requests in flight finish there.
+    fn close_duplicate(self: &Arc<Self>, conn: quinn::Connection, name: &str) {
         self.counters.duplicate_connection();
         tracing::debug!(peer = name, addr = %conn.remote_address(), "closing duplicate connection after grace");
+        let inner = self.clone();
         self.runtime.spawn(async move {
-            tokio::time::sleep(DUPLICATE_GRACE).await;
+            tokio::select! {
+                _ = conn.closed() => return,
+                () = tokio::time::sleep(DUPLICATE_GRACE) => {}
+            }
+            inner.requests_drained(&conn).await;
             conn.close(code::DUPLICATE, b"duplicate connection");
         });
     }
@@ -740,6 +800,10 @@ impl Inner {
                         let task = self.clone().read_frames(conn.clone(), from.clone(), recv, abuse.clone());
                         self.runtime.spawn(task);
                     }
+                    Err(_) => break,
+                },
+                stream = conn.accept_bi() => match stream {
+                    Ok(stream) => self.accept_request(&conn, &from, stream, &abuse),
                     Err(_) => break,
                 },
             }
@@ -845,14 +909,28 @@ impl Inner {
     ) {
         // A frame that does not decode has no trustworthy class.
         self.counters.frame_dropped(None, FrameDrop::from(error), 1);
+        self.note_bad_input(conn, from, "frame", error, abuse);
+    }
+
+    /// Logs (rate-limited) a frame or request that did not decode and counts it
+    /// against the connection; closes the connection at [`ABUSE_LIMIT`]. The caller
+    /// counts the drop itself.
+    pub(super) fn note_bad_input(
+        &self,
+        conn: &quinn::Connection,
+        from: &str,
+        what: &str,
+        error: &FrameError,
+        abuse: &AtomicU32,
+    ) {
         self.warn_limited(
             error.as_str(),
-            format_args!("dropping frame from {from}: {error}"),
+            format_args!("dropping {what} from {from}: {error}"),
         );
         if abuse.fetch_add(1, Ordering::Relaxed) + 1 == ABUSE_LIMIT {
             tracing::warn!(
                 peer = from,
-                "closing connection after {ABUSE_LIMIT} bad frames"
+                "closing connection after {ABUSE_LIMIT} bad frames or requests"
             );
             conn.close(code::ABUSE, b"too many bad frames");
         }
@@ -869,7 +947,7 @@ fn peer_name(conn: &quinn::Connection) -> Option<String> {
 }
 
 /// Whether a close carries a TLS alert (QUIC crypto error codes 0x100..=0x1ff).
-fn is_crypto_close(e: &ConnectionError) -> bool {
+pub(super) fn is_crypto_close(e: &ConnectionError) -> bool {
     let code = match e {
         ConnectionError::TransportError(t) => t.code,
         ConnectionError::ConnectionClosed(c) => c.error_code,
@@ -899,7 +977,7 @@ fn classify(e: &ConnectionError) -> HandshakeFailure {
 }
 
 /// Stream priority per class: control first, user last.
-fn priority(class: Class) -> i32 {
+pub(super) fn priority(class: Class) -> i32 {
     match class {
         Class::Control => 2,
         Class::State => 1,

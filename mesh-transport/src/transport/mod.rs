@@ -1,9 +1,11 @@
-//! The QUIC transport: one endpoint, one connection per peer, datagrams and framed
-//! streams. See the crate documentation for the model.
+//! The QUIC transport: one endpoint, one connection per peer, datagrams, framed
+//! streams and requests. See the crate documentation for the model.
 
 mod inner;
+mod request;
 mod state;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +20,19 @@ use crate::tls::{TlsError, TlsIdentity};
 
 use inner::Inner;
 
+pub use request::{
+    Part, Refusal, RequestError, RespondError, Responder, DEFAULT_MAX_INBOUND_REQUESTS_PER_PEER,
+    DEFAULT_MAX_RESPONSE, REQUEST_DRAIN_MAX,
+};
+
 /// The version byte that starts every datagram on the wire: `[1][payload]`.
 pub const DATAGRAM_VERSION: u8 = 1;
+
+/// Largest `max_inbound_requests_per_peer` accepted.
+const MAX_REQUESTS_PER_PEER: usize = 1 << 16;
+
+/// Deadline horizon for a timeout too large to add to the current instant.
+const FOREVER: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
 /// Transport settings. [`TransportConfig::new`] fills in the defaults.
 #[derive(Debug, Clone)]
@@ -31,6 +44,16 @@ pub struct TransportConfig {
     /// Largest frame body accepted or sent (version + class + payload). Default
     /// [`frame::DEFAULT_MAX_FRAME`].
     pub max_frame_bytes: usize,
+    /// Largest request body accepted or sent (version + class + payload). Default
+    /// [`frame::DEFAULT_MAX_FRAME`], the same as `max_frame_bytes`.
+    pub max_request_bytes: usize,
+    /// Largest response body accepted or sent (version + class + payload). Default
+    /// [`DEFAULT_MAX_RESPONSE`] (16 MiB).
+    pub max_response_bytes: usize,
+    /// Requests one peer may have in flight here (being read, waiting in [`Inbound`],
+    /// or being answered); more are refused with [`Refusal::Busy`]. Default
+    /// [`DEFAULT_MAX_INBOUND_REQUESTS_PER_PEER`] (32).
+    pub max_inbound_requests_per_peer: usize,
     /// Capacity of the [`Inbound`] channel; when full, new items are dropped and
     /// counted (`inbound_full`). Default 4096.
     pub inbound_capacity: usize,
@@ -56,6 +79,9 @@ impl TransportConfig {
             bind,
             tls,
             max_frame_bytes: frame::DEFAULT_MAX_FRAME,
+            max_request_bytes: frame::DEFAULT_MAX_FRAME,
+            max_response_bytes: DEFAULT_MAX_RESPONSE,
+            max_inbound_requests_per_peer: DEFAULT_MAX_INBOUND_REQUESTS_PER_PEER,
             inbound_capacity: 4096,
             outbound_frames_per_class: 1024,
             pending_datagrams_per_peer: 64,
@@ -72,8 +98,20 @@ impl TransportConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.max_frame_bytes < 2 || u32::try_from(self.max_frame_bytes).is_err() {
-            return invalid("max_frame_bytes", "must be between 2 and 4294967295");
+        for (field, value) in [
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("max_request_bytes", self.max_request_bytes),
+            ("max_response_bytes", self.max_response_bytes),
+        ] {
+            if value < 2 || u32::try_from(value).is_err() {
+                return invalid(field, "must be between 2 and 4294967295");
+            }
+        }
+        if !(1..=MAX_REQUESTS_PER_PEER).contains(&self.max_inbound_requests_per_peer) {
+            return invalid(
+                "max_inbound_requests_per_peer",
+                "must be between 1 and 65536",
+            );
         }
         for (field, value) in [
             ("inbound_capacity", self.inbound_capacity),
@@ -112,7 +150,10 @@ pub struct PeerRef {
 }
 
 /// What the transport delivers, in arrival order per connection and stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Not `Clone`: a [`Request`](Self::Request) carries the one [`Responder`] that can
+/// answer it. Match on items rather than compare them.
+#[derive(Debug)]
 pub enum Inbound {
     /// A datagram (version byte removed).
     Datagram {
@@ -130,6 +171,19 @@ pub enum Inbound {
         class: Class,
         /// The payload.
         payload: Bytes,
+    },
+    /// A request from a peer (see [`Transport::request`]). Answer it with
+    /// [`Responder::respond`]; dropping the responder refuses it. While it is
+    /// unanswered it counts against the peer's `max_inbound_requests_per_peer`.
+    Request {
+        /// The certificate name of the connection it came on.
+        from: String,
+        /// Its traffic class (the response is sent with the same).
+        class: Class,
+        /// The request payload.
+        payload: Bytes,
+        /// Answers this request, once.
+        responder: Responder,
     },
     /// A peer went from no connection to one (not repeated when a duplicate connection
     /// replaces the one in use).
@@ -239,8 +293,15 @@ pub struct ConnectionInfo {
 ///
 /// Datagrams are unreliable. Frames of one (peer, class) go in order on one stream
 /// while the connection lasts; a frame written just before a connection breaks may be
-/// lost (at most once, never duplicated). Everything dropped is counted in
+/// lost (at most once, never duplicated). A [`request`](Self::request) gets its
+/// response or an error by its deadline and is never retried; requests are not
+/// ordered with each other or with frames. Everything dropped is counted in
 /// [`stats`](Self::stats) and the metrics.
+///
+/// A connection that loses to a duplicate stays open, after the grace, until the
+/// requests on it finish (at most [`REQUEST_DRAIN_MAX`]), so requests survive a
+/// connection replacement; a connection that closes for any other reason fails its
+/// requests with [`RequestError::ConnectionLost`].
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
@@ -314,6 +375,37 @@ impl Transport {
     /// names the peer.
     pub fn send_frame(&self, to: &PeerRef, class: Class, payload: Bytes) -> Result<(), SendError> {
         self.inner.send_frame(to, class, payload)
+    }
+
+    /// Sends one request to `to` on a fresh bi stream and waits for its response.
+    ///
+    /// Dials if needed (never blocks the caller's loop: it is a future the caller
+    /// spawns; it holds no [`Transport`] handle, so it ends with
+    /// [`RequestError::Shutdown`] when the transport goes). A name-less [`PeerRef`]
+    /// works as for datagrams: a connection to `addr` is used or made, and whoever
+    /// answers there with a valid certificate is asked. As for datagrams, an address
+    /// that backs off after failed dials fails at once
+    /// ([`RequestError::Unreachable`]).
+    ///
+    /// `timeout` counts from this call and covers dialing, sending and the response;
+    /// when it passes, or when the future is dropped, the stream is reset so the peer
+    /// lets go. The request body (`payload` + 2) may be up to `max_request_bytes`,
+    /// the response up to `max_response_bytes`; the peer's own limits apply on its
+    /// side. A peer refuses rather than queues what it cannot take
+    /// ([`RequestError::Refused`] with a [`Refusal`]). Every request is counted once
+    /// in `mesh_transport_requests_total{class,result}`.
+    pub fn request(
+        &self,
+        to: &PeerRef,
+        class: Class,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Bytes, RequestError>> + Send + 'static {
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or(now + FOREVER);
+        self.inner
+            .clone()
+            .request(to.clone(), class, payload, deadline)
     }
 
     /// The largest datagram payload that can be sent to `name` now (the connection's

@@ -1,8 +1,12 @@
 //! The transport's bookkeeping, kept free of IO so that its rules can be tested on
-//! their own: which connection to keep when two exist to the same peer, and how long
-//! to wait before dialing an address again.
+//! their own: which connection to keep when two exist to the same peer, how long to
+//! wait before dialing an address again, and how many requests are in flight per peer
+//! and per connection.
 
+use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -60,8 +64,17 @@ pub(crate) fn new_replaces_old(old: ConnMeta<'_>, new: ConnMeta<'_>, now: Instan
         || new.dialer <= old.dialer
 }
 
+/// Why a dial gave no usable connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialFailure {
+    /// The handshake failed (counted as a handshake failure of this kind).
+    Handshake(HandshakeFailure),
+    /// The address answered with this node's own certificate.
+    Myself,
+}
+
 /// Per-address dial backoff: exponential for transient failures, long for
-/// authentication failures, forgotten on success.
+/// authentication failures (and for our own address), forgotten on success.
 #[derive(Debug, Default)]
 pub(crate) struct Backoffs {
     by_addr: HashMap<SocketAddr, BackoffEntry>,
@@ -71,16 +84,12 @@ pub(crate) struct Backoffs {
 struct BackoffEntry {
     failures: u32,
     until: Instant,
+    last: DialFailure,
 }
 
 impl Backoffs {
     /// Records a failed dial to `addr` and returns how long to wait before the next.
-    pub(crate) fn failed(
-        &mut self,
-        addr: SocketAddr,
-        kind: HandshakeFailure,
-        now: Instant,
-    ) -> Duration {
+    pub(crate) fn failed(&mut self, addr: SocketAddr, why: DialFailure, now: Instant) -> Duration {
         if self.by_addr.len() >= BACKOFF_PRUNE_AT {
             self.by_addr
                 .retain(|_, e| now.saturating_duration_since(e.until) < BACKOFF_FORGET);
@@ -88,11 +97,15 @@ impl Backoffs {
         let entry = self.by_addr.entry(addr).or_insert(BackoffEntry {
             failures: 0,
             until: now,
+            last: why,
         });
         entry.failures = entry.failures.saturating_add(1);
-        let delay = match kind {
-            HandshakeFailure::Auth => BACKOFF_AUTH,
-            HandshakeFailure::Timeout | HandshakeFailure::Reset | HandshakeFailure::Other => {
+        entry.last = why;
+        let delay = match why {
+            DialFailure::Handshake(HandshakeFailure::Auth) | DialFailure::Myself => BACKOFF_AUTH,
+            DialFailure::Handshake(
+                HandshakeFailure::Timeout | HandshakeFailure::Reset | HandshakeFailure::Other,
+            ) => {
                 let doublings = entry.failures.saturating_sub(1).min(16);
                 BACKOFF_INITIAL
                     .saturating_mul(1 << doublings)
@@ -108,10 +121,81 @@ impl Backoffs {
         self.by_addr.remove(&addr);
     }
 
-    /// How long dialing `addr` must still wait, if at all.
-    pub(crate) fn remaining(&self, addr: SocketAddr, now: Instant) -> Option<Duration> {
-        let until = self.by_addr.get(&addr)?.until;
-        (until > now).then(|| until - now)
+    /// How long dialing `addr` must still wait, if at all, and why the last dial
+    /// failed.
+    pub(crate) fn remaining(
+        &self,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Option<(Duration, DialFailure)> {
+        let entry = self.by_addr.get(&addr)?;
+        (entry.until > now).then(|| (entry.until - now, entry.last))
+    }
+}
+
+/// How many of something each key holds (requests per peer, request streams per
+/// connection). A key at zero is forgotten, so the table holds only keys in use.
+#[derive(Debug)]
+pub(crate) struct Counts<K> {
+    by_key: HashMap<K, usize>,
+}
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq> Counts<K> {
+    /// Adds one for `key` unless it already holds `limit`; whether it was added.
+    pub(crate) fn try_add(&mut self, key: K, limit: usize) -> bool {
+        match self.by_key.entry(key) {
+            Entry::Occupied(mut held) if *held.get() < limit => {
+                *held.get_mut() += 1;
+                true
+            }
+            Entry::Occupied(_) => false,
+            Entry::Vacant(free) if limit > 0 => {
+                free.insert(1);
+                true
+            }
+            Entry::Vacant(_) => false,
+        }
+    }
+
+    /// Takes one back from `key` and returns how many it still holds. Taking from a
+    /// key that holds nothing changes nothing.
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let Some(n) = self.by_key.get_mut(key) else {
+            return 0;
+        };
+        *n = n.saturating_sub(1);
+        let left = *n;
+        if left == 0 {
+            self.by_key.remove(key);
+        }
+        left
+    }
+
+    /// How many `key` holds.
+    pub(crate) fn get<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.by_key.get(key).copied().unwrap_or(0)
+    }
+
+    /// Keys holding at least one.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
     }
 }
 
@@ -161,8 +245,13 @@ pub(crate) enum DialState {
     Started,
     /// A dial to that address is already running.
     InProgress,
-    /// The address is backing off for this long.
-    Backoff(Duration),
+    /// The address is backing off for `left` after a dial that failed with `why`.
+    Backoff {
+        /// How long until the next dial may start.
+        left: Duration,
+        /// Why the last dial failed.
+        why: DialFailure,
+    },
 }
 
 /// Everything behind the transport's lock.
@@ -177,6 +266,12 @@ pub(crate) struct State {
     pub(crate) backoff: Backoffs,
     pub(crate) writers: HashMap<(Target, Class), Writer>,
     pub(crate) next_writer_id: u64,
+    /// Requests being served (read, waiting in `Inbound`, or being answered), by peer
+    /// certificate name, over all of that peer's connections.
+    pub(crate) serving: Counts<std::sync::Arc<str>>,
+    /// Request streams open on each connection (by `stable_id`), in either role; a
+    /// duplicate connection is not closed while it carries any.
+    pub(crate) request_streams: Counts<usize>,
 }
 
 impl State {
@@ -261,24 +356,84 @@ mod tests {
         let t = Instant::now();
         let mut b = Backoffs::default();
         let delays: Vec<_> = (0..10)
-            .map(|_| b.failed(addr, HandshakeFailure::Timeout, t))
+            .map(|_| b.failed(addr, DialFailure::Handshake(HandshakeFailure::Timeout), t))
             .collect();
         assert_eq!(delays[0], Duration::from_millis(100));
         assert_eq!(delays[1], Duration::from_millis(200));
         assert_eq!(delays[2], Duration::from_millis(400));
         assert_eq!(delays[9], BACKOFF_MAX);
-        assert_eq!(b.remaining(addr, t), Some(BACKOFF_MAX));
+        assert_eq!(
+            b.remaining(addr, t),
+            Some((
+                BACKOFF_MAX,
+                DialFailure::Handshake(HandshakeFailure::Timeout)
+            ))
+        );
         assert_eq!(b.remaining(addr, t + BACKOFF_MAX), None);
         b.succeeded(addr);
-        assert_eq!(b.failed(addr, HandshakeFailure::Reset, t), BACKOFF_INITIAL);
+        let reset = DialFailure::Handshake(HandshakeFailure::Reset);
+        assert_eq!(b.failed(addr, reset, t), BACKOFF_INITIAL);
+        assert_eq!(b.remaining(addr, t).map(|(_, why)| why), Some(reset));
     }
 
     #[test]
-    fn auth_failures_back_off_hard() {
+    fn auth_failures_and_our_own_address_back_off_hard() {
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let t = Instant::now();
         let mut b = Backoffs::default();
-        assert_eq!(b.failed(addr, HandshakeFailure::Auth, t), BACKOFF_AUTH);
+        let auth = DialFailure::Handshake(HandshakeFailure::Auth);
+        assert_eq!(b.failed(addr, auth, t), BACKOFF_AUTH);
         assert!(b.remaining(addr, t + Duration::from_secs(59)).is_some());
+        let other: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        assert_eq!(b.failed(other, DialFailure::Myself, t), BACKOFF_AUTH);
+        assert_eq!(
+            b.remaining(other, t).map(|(_, why)| why),
+            Some(DialFailure::Myself)
+        );
+    }
+
+    #[test]
+    fn a_limit_of_zero_admits_nothing_and_leaves_no_entry() {
+        let mut c = Counts::default();
+        assert!(!c.try_add("p", 0));
+        assert_eq!((c.get("p"), c.len()), (0, 0));
+        assert_eq!(c.remove("p"), 0, "taking from an empty key changes nothing");
+        assert_eq!(c.len(), 0);
+    }
+
+    proptest::proptest! {
+        /// Against a plain model: a key never holds more than the limit, an add is
+        /// refused exactly when the key is full, and once everything is given back no
+        /// entry is left (nothing leaks, whatever the order).
+        #[test]
+        fn counts_never_exceed_the_limit_and_give_everything_back(
+            ops in proptest::collection::vec((0u8..4, proptest::bool::ANY), 0..200),
+            limit in 1usize..5,
+        ) {
+            let mut c: Counts<u8> = Counts::default();
+            let mut model: HashMap<u8, usize> = HashMap::new();
+            for (key, add) in ops {
+                let held = model.get(&key).copied().unwrap_or(0);
+                if add {
+                    let added = c.try_add(key, limit);
+                    proptest::prop_assert_eq!(added, held < limit);
+                    if added {
+                        *model.entry(key).or_default() += 1;
+                    }
+                } else if held > 0 {
+                    proptest::prop_assert_eq!(c.remove(&key), held - 1);
+                    *model.entry(key).or_default() -= 1;
+                }
+                let now = model.get(&key).copied().unwrap_or(0);
+                proptest::prop_assert!(c.get(&key) <= limit);
+                proptest::prop_assert_eq!(c.get(&key), now);
+            }
+            for (key, held) in model {
+                for _ in 0..held {
+                    c.remove(&key);
+                }
+            }
+            proptest::prop_assert_eq!(c.len(), 0);
+        }
     }
 }
