@@ -34,9 +34,11 @@
 //!
 //! # Properties
 //!
-//! `n` is the number of live peers (this node excluded) given to `set_peers`;
-//! `transmissions(n) = max(floor, multiplier · ⌈log10(n + 1)⌉)` (SWIM's retransmit
-//! rule) and `fanout(n) = min(n, max(1, ⌈log2(n + 1)⌉))`.
+//! `n` is the number of live peers (this node excluded) given to `set_peers`, so the
+//! cluster has `N = n + 1` nodes; `transmissions(n) = max(floor, multiplier ·
+//! ⌈log10(N + 1)⌉)` (memberlist's retransmit rule for SWIM updates: 8 sends with the
+//! defaults in a cluster of 10 to 99 nodes) and `fanout(n) = min(n, max(1,
+//! ⌈log2(n + 1)⌉))`.
 //!
 //! Safety:
 //! - **S1 size bound.** Every datagram [`Dissemination::wrap_datagram`] returns is at most
@@ -153,8 +155,9 @@ impl std::fmt::Display for ChannelId {
 }
 
 /// How many distinct peers a piggyback or batch item is sent to before it retires:
-/// `max(floor, multiplier · ⌈log10(n + 1)⌉)` for `n` live peers, as SWIM retransmits
-/// membership updates. It also retires once every live peer has it.
+/// `max(floor, multiplier · ⌈log10(N + 1)⌉)` in a cluster of `N` nodes (this one and its
+/// live peers), as memberlist retransmits SWIM updates. It also retires once every live
+/// peer has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmissions {
     /// Sends per decade of cluster size.
@@ -164,11 +167,12 @@ pub struct Transmissions {
 }
 
 impl Transmissions {
-    /// The number of transmissions for `live_peers` live peers.
+    /// The number of transmissions for `live_peers` live peers, a cluster of
+    /// `live_peers + 1` nodes.
     pub fn for_peers(self, live_peers: usize) -> usize {
-        // ⌈log10(n + 1)⌉ = number of decimal digits of n (0 for n = 0).
+        // ⌈log10(N + 1)⌉ for N = live_peers + 1 nodes = the number of decimal digits of N.
         let mut digits = 0usize;
-        let mut rest = live_peers;
+        let mut rest = live_peers.saturating_add(1);
         while rest > 0 {
             digits += 1;
             rest /= 10;

@@ -593,15 +593,8 @@ fn with_no_live_peer_batch_items_wait_and_go_once_a_peer_is_live() {
 #[test]
 fn transmissions_scale_with_log10_of_the_cluster_and_never_go_below_the_floor() {
     let t = Transmissions::default();
-    let table = [
-        (0, 3),
-        (1, 4),
-        (9, 4),
-        (10, 8),
-        (99, 8),
-        (100, 12),
-        (1000, 16),
-    ];
+    // A cluster of N = n + 1 nodes: multiplier × ⌈log10(N + 1)⌉.
+    let table = [(0, 4), (1, 4), (8, 4), (9, 8), (98, 8), (99, 12), (999, 16)];
     for (n, want) in table {
         assert_eq!(t.for_peers(n), want, "n = {n}");
     }
@@ -610,6 +603,12 @@ fn transmissions_scale_with_log10_of_the_cluster_and_never_go_below_the_floor() 
         floor: 2,
     };
     assert_eq!(floor_only.for_peers(500), 2);
+    let small_multiplier = Transmissions {
+        multiplier: 1,
+        floor: 3,
+    };
+    assert_eq!(small_multiplier.for_peers(9), 3, "the floor wins");
+    assert_eq!(small_multiplier.for_peers(999), 4);
 }
 
 #[test]
