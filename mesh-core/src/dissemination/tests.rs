@@ -1104,6 +1104,34 @@ fn a_new_peer_is_visited_within_n_rounds_and_a_departed_one_never_again() {
     );
 }
 
+proptest! {
+    /// F3 under churn: partners are always live, and once the peers stop changing, the
+    /// next `n` rounds visit every one of them exactly once.
+    #[test]
+    fn anti_entropy_partners_are_live_and_every_turn_of_the_ring_visits_everyone(
+        seed in any::<u64>(),
+        changes in prop::collection::vec(
+            (prop::collection::btree_set(0usize..16, 1..12), 0usize..20),
+            1..8,
+        ),
+    ) {
+        let mut d = Dissemination::new(DisseminationConfig::default(), &channels(1), seed)
+            .expect("valid");
+        let mut now = Instant::now();
+        let mut live = Vec::new();
+        for (members, rounds) in changes {
+            live = members.iter().map(|m| format!("p{m:03}")).collect::<Vec<_>>();
+            d.set_peers(now, &live);
+            for partner in anti_entropy_rounds(&mut d, &mut now, rounds) {
+                prop_assert!(live.contains(&partner), "{} is not live", partner);
+            }
+        }
+        let turn = anti_entropy_rounds(&mut d, &mut now, live.len());
+        let visited: BTreeSet<&String> = turn.iter().collect();
+        prop_assert_eq!(visited.len(), live.len(), "one turn: {:?}", turn);
+    }
+}
+
 #[test]
 fn anti_entropy_rounds_come_every_interval_with_a_random_first_offset() {
     let mut d = node(DisseminationConfig::default(), 1);
