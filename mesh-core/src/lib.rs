@@ -6,6 +6,8 @@
 //! - [`process`]: processes' mailboxes (bounded, FIFO, shared with their owner).
 //! - [`codec`]: the SWIM wire codec.
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
+//! - [`dissemination`]: the CRDT dissemination scheduler (datagram trailers, batches,
+//!   anti-entropy rounds), sans-IO.
 //! - [`config`]: agent configuration and validation.
 //! - [`runtime`]: the tokio shell (transport, timers, events).
 //! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
@@ -15,6 +17,7 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod dissemination;
 pub mod hlc;
 pub mod identity;
 pub mod membership;
