@@ -5,6 +5,8 @@
 //! - [`hlc`]: a hybrid logical clock (orders eventual name claims).
 //! - [`codec`]: the SWIM wire codec.
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
+//! - [`registry`]: process groups (Erlang `pg` semantics) and eventual names, sans-IO,
+//!   on the owner-partitioned delta-ORSWOT of `mesh-crdt`.
 //! - [`config`]: agent configuration and validation.
 //! - [`runtime`]: the tokio shell (transport, timers, events).
 //! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
@@ -20,4 +22,5 @@ pub mod membership;
 pub mod metrics;
 pub mod pid;
 pub mod quorum;
+pub mod registry;
 pub mod runtime;
