@@ -109,14 +109,14 @@ fn joining_twice_takes_two_leaves() {
     let now = Instant::now();
     let mut r = reg("n1");
     let p = pid("n1", 1);
-    r.join(now, "s", &g(&["a"]), &p, None).unwrap();
-    r.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
+    r.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     assert_eq!(r.members("s", "a"), vec![p.clone(), p.clone()]);
     assert_eq!(r.member_count("s", "a"), 2);
     assert_eq!(r.members_with_meta("s", "a"), vec![(p.clone(), 2, None)]);
-    r.leave(now, "s", &g(&["a"]), &p).unwrap();
+    r.leave(now, "s", &g(&["a"]), &p).expect("accepted");
     assert_eq!(r.members("s", "a"), vec![p.clone()]);
-    r.leave(now, "s", &g(&["a"]), &p).unwrap();
+    r.leave(now, "s", &g(&["a"]), &p).expect("accepted");
     assert!(r.members("s", "a").is_empty());
     assert_eq!(
         r.leave(now, "s", &g(&["a"]), &p),
@@ -129,11 +129,12 @@ fn a_group_listed_twice_is_joined_twice_and_left_as_often_as_joined() {
     let now = Instant::now();
     let mut r = reg("n1");
     let p = pid("n1", 1);
-    r.join(now, "s", &g(&["a", "a", "b"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a", "a", "b"]), &p, None)
+        .expect("accepted");
     assert_eq!(r.member_count("s", "a"), 2);
     assert_eq!(r.member_count("s", "b"), 1);
     // Leaving "b" twice removes its one occurrence and succeeds.
-    r.leave(now, "s", &g(&["b", "b"]), &p).unwrap();
+    r.leave(now, "s", &g(&["b", "b"]), &p).expect("accepted");
     assert_eq!(r.member_count("s", "b"), 0);
     assert_eq!(r.member_count("s", "a"), 2);
 }
@@ -143,9 +144,9 @@ fn leave_fails_with_not_joined_only_if_none_of_the_groups_was_joined() {
     let now = Instant::now();
     let mut r = reg("n1");
     let p = pid("n1", 1);
-    r.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     drain(&mut r);
-    r.leave(now, "s", &g(&["x", "a"]), &p).unwrap();
+    r.leave(now, "s", &g(&["x", "a"]), &p).expect("accepted");
     assert!(r.members("s", "a").is_empty());
     assert_eq!(deltas(&drain(&mut r)), (1, 0));
     let digest = r.groups().digest();
@@ -162,9 +163,10 @@ fn an_empty_group_never_appears() {
     let now = Instant::now();
     let mut r = reg("n1");
     let (p, q) = (pid("n1", 1), pid("n1", 2));
-    r.join(now, "s", &g(&["a", "b"]), &p, None).unwrap();
-    r.join(now, "s", &g(&["a"]), &q, None).unwrap();
-    r.leave(now, "s", &g(&["a", "b"]), &p).unwrap();
+    r.join(now, "s", &g(&["a", "b"]), &p, None)
+        .expect("accepted");
+    r.join(now, "s", &g(&["a"]), &q, None).expect("accepted");
+    r.leave(now, "s", &g(&["a", "b"]), &p).expect("accepted");
     assert_eq!(r.which_groups("s"), g(&["a"]));
     assert_eq!(r.which_local_groups("s"), g(&["a"]));
     assert_eq!(r.group_counts("s"), vec![("a".to_owned(), 1)]);
@@ -186,15 +188,15 @@ fn scopes_are_independent_namespaces() {
     let now = Instant::now();
     let mut r = reg("n1");
     let (p, q) = (pid("n1", 1), pid("n1", 2));
-    r.join(now, "s1", &g(&["a"]), &p, None).unwrap();
-    r.join(now, "s2", &g(&["a"]), &q, None).unwrap();
+    r.join(now, "s1", &g(&["a"]), &p, None).expect("accepted");
+    r.join(now, "s2", &g(&["a"]), &q, None).expect("accepted");
     assert_eq!(r.members("s1", "a"), vec![p.clone()]);
     assert_eq!(r.members("s2", "a"), vec![q.clone()]);
     assert_eq!(
         r.leave(now, "s2", &g(&["a"]), &p),
         Err(LeaveError::NotJoined)
     );
-    r.leave(now, "s1", &g(&["a"]), &p).unwrap();
+    r.leave(now, "s1", &g(&["a"]), &p).expect("accepted");
     assert_eq!(r.scopes(), g(&["s2"]));
     assert_eq!(r.members("s2", "a"), vec![q]);
 }
@@ -204,8 +206,9 @@ fn local_queries_show_only_this_nodes_processes() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let (p, q) = (pid("n1", 1), pid("n2", 1));
-    n1.join(now, "s", &g(&["a"]), &p, None).unwrap();
-    n2.join(now, "s", &g(&["a", "b"]), &q, None).unwrap();
+    n1.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
+    n2.join(now, "s", &g(&["a", "b"]), &q, None)
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     assert_eq!(n1.members("s", "a"), vec![p.clone(), q.clone()]);
     assert_eq!(n1.local_members("s", "a"), vec![p.clone()]);
@@ -229,14 +232,15 @@ fn metadata_is_written_by_its_owner_and_the_last_write_wins_everywhere() {
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let p = pid("n1", 1);
     n1.join(now, "s", &g(&["a"]), &p, Some("v1".into()))
-        .unwrap();
-    n1.join(now, "s", &g(&["a"]), &p, None).unwrap(); // keeps v1
+        .expect("accepted");
+    n1.join(now, "s", &g(&["a"]), &p, None).expect("accepted"); // keeps v1
     assert_eq!(
         n1.members_with_meta("s", "a"),
         vec![(p.clone(), 2, Some("v1".into()))]
     );
     let early = drain(&mut n1);
-    n1.set_meta(now, "s", "a", &p, Some("v2".into())).unwrap();
+    n1.set_meta(now, "s", "a", &p, Some("v2".into()))
+        .expect("accepted");
     let late = drain(&mut n1);
     assert_eq!(deltas(&late), (1, 0));
     // The newer write delivered before the older ones: the newest still wins.
@@ -247,14 +251,15 @@ fn metadata_is_written_by_its_owner_and_the_last_write_wins_everywhere() {
     assert_eq!(n2.members_with_meta("s", "a"), want);
     // A join with new metadata rewrites every occurrence.
     n1.join(now, "s", &g(&["a"]), &p, Some("v3".into()))
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n1, &mut n2);
     assert_eq!(
         n2.members_with_meta("s", "a"),
         vec![(p.clone(), 3, Some("v3".into()))]
     );
     // Setting the same value again changes nothing and sends nothing.
-    n1.set_meta(now, "s", "a", &p, Some("v3".into())).unwrap();
+    n1.set_meta(now, "s", "a", &p, Some("v3".into()))
+        .expect("accepted");
     assert!(drain(&mut n1).is_empty());
     // Only the owner writes.
     assert_eq!(
@@ -266,7 +271,7 @@ fn metadata_is_written_by_its_owner_and_the_last_write_wins_everywhere() {
         Err(SetMetaError::NotJoined)
     );
     // Clearing it.
-    n1.set_meta(now, "s", "a", &p, None).unwrap();
+    n1.set_meta(now, "s", "a", &p, None).expect("accepted");
     flush(now, &mut n1, &mut n2);
     assert_eq!(n2.members_with_meta("s", "a"), vec![(p, 3, None)]);
 }
@@ -276,9 +281,9 @@ fn invalid_input_is_refused_with_a_clear_error_and_changes_nothing() {
     let now = Instant::now();
     let mut r = reg("n1");
     let p = pid("n1", 1);
-    r.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     r.register(now, 1, "name", &p, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     drain(&mut r);
     let (gd, nd) = (r.groups().digest(), r.names().digest());
     let long = "x".repeat(MAX_NAME_BYTES + 1);
@@ -398,12 +403,13 @@ fn one_call_on_many_groups_is_one_delta() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let p = pid("n1", 1);
-    n1.join(now, "s", &g(&["a", "b", "c"]), &p, None).unwrap();
+    n1.join(now, "s", &g(&["a", "b", "c"]), &p, None)
+        .expect("accepted");
     let outs = drain(&mut n1);
     assert_eq!(deltas(&outs), (1, 0));
     deliver(now, &outs, &mut n2);
     assert_eq!(n2.which_groups("s"), g(&["a", "b", "c"]));
-    n1.leave(now, "s", &g(&["a", "c"]), &p).unwrap();
+    n1.leave(now, "s", &g(&["a", "c"]), &p).expect("accepted");
     let outs = drain(&mut n1);
     assert_eq!(deltas(&outs), (1, 0));
     deliver(now, &outs, &mut n2);
@@ -415,12 +421,13 @@ fn an_exit_leaves_every_group_and_name_in_one_delta_each_with_the_exit_hint() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let p = pid("n1", 1);
-    n1.join(now, "s", &g(&["a", "b"]), &p, None).unwrap();
-    n1.join(now, "t", &g(&["a"]), &p, None).unwrap();
+    n1.join(now, "s", &g(&["a", "b"]), &p, None)
+        .expect("accepted");
+    n1.join(now, "t", &g(&["a"]), &p, None).expect("accepted");
     n1.register(now, 10, "x", &p, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     n1.register(now, 11, "y", &p, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n1, &mut n2);
     let (m, _) = n2.monitor(None, "s", None);
     n1.process_exited(now, &p);
@@ -447,7 +454,7 @@ fn a_removal_repaired_by_anti_entropy_is_reported_left() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let p = pid("n1", 1);
-    n1.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    n1.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     flush(now, &mut n1, &mut n2);
     let (m, _) = n2.monitor(None, "s", Some("a"));
     n1.process_exited(now, &p);
@@ -480,7 +487,7 @@ fn a_monitor_snapshot_plus_its_events_equals_the_view() {
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let (p, q) = (pid("n1", 1), pid("n2", 1));
     n1.join(now, "s", &g(&["a"]), &p, Some("m0".into()))
-        .unwrap();
+        .expect("accepted");
     let (id, snap) = n1.monitor(None, "s", Some("a"));
     assert_eq!(
         snap.members,
@@ -493,7 +500,7 @@ fn a_monitor_snapshot_plus_its_events_equals_the_view() {
     );
     let mut view = MonitorView::new(&snap);
     n1.join(now, "s", &g(&["a", "b"]), &p, Some("m1".into()))
-        .unwrap();
+        .expect("accepted");
     let outs = drain(&mut n1);
     assert_eq!(
         events(&outs, id),
@@ -504,12 +511,12 @@ fn a_monitor_snapshot_plus_its_events_equals_the_view() {
         "group b is not monitored"
     );
     track(&mut view, &outs, id);
-    n2.join(now, "s", &g(&["a"]), &q, None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &q, None).expect("accepted");
     flush(now, &mut n2, &mut n1);
     let outs = drain(&mut n1);
     track(&mut view, &outs, id);
-    n1.leave(now, "s", &g(&["a"]), &p).unwrap();
-    n1.set_meta(now, "s", "a", &p, None).unwrap();
+    n1.leave(now, "s", &g(&["a"]), &p).expect("accepted");
+    n1.set_meta(now, "s", "a", &p, None).expect("accepted");
     let outs = drain(&mut n1);
     assert_eq!(
         events(&outs, id),
@@ -530,9 +537,9 @@ fn no_event_for_a_monitor_is_output_after_demonitor_returns() {
     let p = pid("n1", 1);
     let (id, _) = r.monitor(None, "s", None);
     let (other, _) = r.monitor(None, "s", None);
-    r.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     assert!(r.demonitor(id), "queued events exist, the monitor is live");
-    r.leave(now, "s", &g(&["a"]), &p).unwrap();
+    r.leave(now, "s", &g(&["a"]), &p).expect("accepted");
     let outs = drain(&mut r);
     assert!(events(&outs, id).is_empty());
     assert_eq!(events(&outs, other).len(), 2);
@@ -546,9 +553,9 @@ fn a_monitor_is_removed_when_its_owner_exits() {
     let mut r = reg("n1");
     let (owner, p) = (pid("n1", 1), pid("n1", 2));
     let (id, _) = r.monitor(Some(owner.clone()), "s", None);
-    r.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     r.process_exited(now, &owner);
-    r.leave(now, "s", &g(&["a"]), &p).unwrap();
+    r.leave(now, "s", &g(&["a"]), &p).expect("accepted");
     assert!(events(&drain(&mut r), id).is_empty());
     assert!(!r.demonitor(id));
     assert_eq!(r.stats().monitors, 0);
@@ -560,8 +567,9 @@ fn a_scope_monitor_sees_every_group_of_its_scope_and_nothing_else() {
     let mut r = reg("n1");
     let p = pid("n1", 1);
     let (id, _) = r.monitor(None, "s", None);
-    r.join(now, "s", &g(&["a", "b"]), &p, None).unwrap();
-    r.join(now, "t", &g(&["a"]), &p, None).unwrap();
+    r.join(now, "s", &g(&["a", "b"]), &p, None)
+        .expect("accepted");
+    r.join(now, "t", &g(&["a"]), &p, None).expect("accepted");
     assert_eq!(
         events(&drain(&mut r), id),
         vec![
@@ -608,10 +616,11 @@ fn a_down_node_is_hidden_and_restored_without_any_transfer() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let q = pid("n2", 1);
-    n2.join(now, "s", &g(&["a"]), &q, Some("m".into())).unwrap();
-    n2.join(now, "s", &g(&["a"]), &q, None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &q, Some("m".into()))
+        .expect("accepted");
+    n2.join(now, "s", &g(&["a"]), &q, None).expect("accepted");
     n2.register(now, 5, "x", &q, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     let (id, snap) = n1.monitor(None, "s", None);
     let mut view = MonitorView::new(&snap);
@@ -631,7 +640,7 @@ fn a_down_node_is_hidden_and_restored_without_any_transfer() {
     assert_eq!(n1.stats().hidden_entries, 3);
     assert_eq!(n1.poll_timeout(), Some(now + PERMDOWN));
     // n2 keeps changing meanwhile: merged silently.
-    n2.join(now, "s", &g(&["b"]), &q, None).unwrap();
+    n2.join(now, "s", &g(&["b"]), &q, None).expect("accepted");
     flush(now, &mut n2, &mut n1);
     assert!(drain(&mut n1).is_empty());
     assert!(n1.which_groups("s").is_empty());
@@ -663,9 +672,9 @@ fn permdown_purges_a_hidden_node_and_nothing_of_it_comes_back() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let q = pid("n2", 1);
-    n2.join(now, "s", &g(&["a"]), &q, None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &q, None).expect("accepted");
     n2.register(now, 5, "x", &q, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     let old = drain(&mut n2);
     deliver(now, &old, &mut n1);
     n1.node_down(now, "n2");
@@ -682,12 +691,12 @@ fn permdown_purges_a_hidden_node_and_nothing_of_it_comes_back() {
     deliver(now, &old, &mut n1);
     n1.node_alive(now + PERMDOWN, "n2", 1);
     let to_n1 = n2.groups().missing_for(&n1.groups().digest());
-    n1.merge_groups(now, &to_n1, &[]).unwrap();
+    n1.merge_groups(now, &to_n1, &[]).expect("valid");
     assert!(n1.members("s", "a").is_empty());
     assert!(n1.whereis("x").is_none());
     // A free name again.
     n1.register(now, 6, "x", &pid("n1", 1), None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
 }
 
 #[test]
@@ -695,9 +704,9 @@ fn a_node_purged_while_cut_off_reincarnates_and_its_entries_come_back() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let q = pid("n2", 1);
-    n2.join(now, "s", &g(&["a"]), &q, None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &q, None).expect("accepted");
     n2.register(now, 5, "x", &q, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     let (id2, _) = n2.monitor(None, "s", None);
     n1.node_down(now, "n2");
@@ -719,7 +728,7 @@ fn a_node_purged_while_cut_off_reincarnates_and_its_entries_come_back() {
     assert_eq!(n1.members("s", "a"), vec![q.clone()]);
     assert_eq!(n1.whereis("x").map(|i| i.pid), Some(q.clone()));
     // n2 still works normally in its new incarnation.
-    n2.leave(now, "s", &g(&["a"]), &q).unwrap();
+    n2.leave(now, "s", &g(&["a"]), &q).expect("accepted");
     flush(now, &mut n2, &mut n1);
     assert!(n1.members("s", "a").is_empty());
 }
@@ -729,7 +738,7 @@ fn a_newer_incarnation_purges_the_older_one_at_once() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let q = pid("n2", 1);
-    n2.join(now, "s", &g(&["a"]), &q, None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &q, None).expect("accepted");
     let old = drain(&mut n2);
     deliver(now, &old, &mut n1);
     let (id, _) = n1.monitor(None, "s", None);
@@ -746,7 +755,7 @@ fn a_newer_incarnation_purges_the_older_one_at_once() {
     // The new boot's processes show up as usual.
     let q2 = Pid::new("n2", 2, 1);
     n2.announce();
-    n2.join(now, "s", &g(&["a"]), &q2, None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &q2, None).expect("accepted");
     flush(now, &mut n2, &mut n1);
     assert_eq!(n1.members("s", "a"), vec![q2]);
 }
@@ -755,13 +764,14 @@ fn a_newer_incarnation_purges_the_older_one_at_once() {
 fn a_new_incarnation_learned_while_hidden_unhides_as_joins() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
-    n2.join(now, "s", &g(&["a"]), &pid("n2", 1), None).unwrap();
+    n2.join(now, "s", &g(&["a"]), &pid("n2", 1), None)
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     n1.node_down(now, "n2");
     let mut n2 = reg_at("n2", 2);
     n2.announce();
     let q2 = Pid::new("n2", 2, 1);
-    n2.join(now, "s", &g(&["b"]), &q2, None).unwrap();
+    n2.join(now, "s", &g(&["b"]), &q2, None).expect("accepted");
     flush(now, &mut n2, &mut n1);
     let (id, snap) = n1.monitor(None, "s", None);
     assert!(snap.members.is_empty());
@@ -778,9 +788,9 @@ fn membership_reports_about_ourselves_or_stale_incarnations_are_ignored() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg_at("n2", 5));
     let p = pid("n1", 1);
-    n1.join(now, "s", &g(&["a"]), &p, None).unwrap();
+    n1.join(now, "s", &g(&["a"]), &p, None).expect("accepted");
     n2.join(now, "s", &g(&["a"]), &Pid::new("n2", 5, 1), None)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     n1.node_down(now, "n1");
     assert_eq!(n1.members("s", "a").len(), 2);
@@ -806,7 +816,7 @@ fn register_consults_the_local_view_and_unregister_only_local_claims() {
         Some("meta".into()),
         ConflictPolicy::Notify,
     )
-    .unwrap();
+    .expect("accepted");
     assert_eq!(
         n1.register(now, 101, "x", &pid("n1", 2), None, ConflictPolicy::Notify),
         Err(RegisterError::AlreadyRegistered(p.clone()))
@@ -816,9 +826,9 @@ fn register_consults_the_local_view_and_unregister_only_local_claims() {
         Err(RegisterError::AlreadyRegistered(p.clone()))
     );
     n1.register(now, 102, "y", &p, None, ConflictPolicy::Kill)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n1, &mut n2);
-    let info = n2.whereis("x").unwrap();
+    let info = n2.whereis("x").expect("x is registered");
     assert_eq!(
         (info.pid.clone(), info.meta.as_deref()),
         (p.clone(), Some("meta"))
@@ -853,7 +863,7 @@ fn register_consults_the_local_view_and_unregister_only_local_claims() {
     flush(now, &mut n1, &mut n2);
     assert!(n2.whereis("x").is_none());
     n2.register(now, 1, "x", &q, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
 }
 
 /// Two partitioned nodes claim `name`; returns them after the claims crossed, with
@@ -865,9 +875,9 @@ fn split_brain(
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     n1.register(now, walls.0, "x", &pid("n1", 1), None, policy)
-        .unwrap();
+        .expect("accepted");
     n2.register(now, walls.1, "x", &pid("n2", 1), None, policy)
-        .unwrap();
+        .expect("accepted");
     let (mut o1, mut o2) = (Vec::new(), Vec::new());
     // Heal: exchange until quiet, with every message duplicated.
     for _ in 0..4 {
@@ -948,9 +958,9 @@ fn unregister_both_works_when_the_winner_only_sees_the_merged_state() {
     let (mut n1, mut n2, mut n3) = (reg("n1"), reg("n2"), reg("n3"));
     let policy = ConflictPolicy::UnregisterBoth;
     n1.register(now, 100, "x", &pid("n1", 1), None, policy)
-        .unwrap();
+        .expect("accepted");
     n2.register(now, 200, "x", &pid("n2", 1), None, policy)
-        .unwrap();
+        .expect("accepted");
     drain(&mut n1);
     drain(&mut n2);
     // n2 learns of n1's claim through n3; n1 hears nothing directly.
@@ -984,13 +994,13 @@ fn names_go_with_their_process_and_a_hidden_claim_is_settled_on_unhide() {
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     let (p, q) = (pid("n1", 1), pid("n2", 1));
     n2.register(now, 100, "x", &q, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     n1.node_down(now, "n2");
     // The hidden claim neither resolves nor blocks.
     assert!(n1.whereis("x").is_none());
     n1.register(now, 300, "x", &p, None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     assert!(conflicts(&drain(&mut n1)).is_empty());
     // n2 comes back: its earlier claim wins, n1's loses once.
     n1.node_alive(now, "n2", n2.crdt_incarnation());
@@ -1009,11 +1019,11 @@ fn a_later_local_claim_is_stamped_after_every_claim_seen() {
     let now = Instant::now();
     let (mut n1, mut n2) = (reg("n1"), reg("n2"));
     n2.register(now, 5_000, "x", &pid("n2", 1), None, ConflictPolicy::Notify)
-        .unwrap();
+        .expect("accepted");
     flush(now, &mut n2, &mut n1);
     // n1's wall clock is far behind.
     n1.register(now, 10, "y", &pid("n1", 1), None, ConflictPolicy::Notify)
-        .unwrap();
-    let y = n1.whereis("y").unwrap().hlc;
-    assert!(y > n1.whereis("x").unwrap().hlc, "{y:?}");
+        .expect("accepted");
+    let y = n1.whereis("y").expect("y is registered").hlc;
+    assert!(y > n1.whereis("x").expect("x is registered").hlc, "{y:?}");
 }
