@@ -150,6 +150,9 @@ impl Registry {
     /// [`RegistryOutput::GroupsDelta`](super::RegistryOutput::GroupsDelta)). Returns
     /// whether anything changed. Entries of hidden nodes merge silently.
     ///
+    /// A newer incarnation of an origin purges the older one in both replicas at once,
+    /// whichever replica it arrives in.
+    ///
     /// A delta with an entry whose PID is not hosted on the origin that minted it, or
     /// that breaks a size limit, is refused whole.
     pub fn merge_groups(
@@ -163,6 +166,17 @@ impl Registry {
             self.count_refused(&e);
             return Err(e);
         }
+        let changed = self.apply_groups(delta, exited);
+        self.align_incarnations(delta.origins());
+        Ok(changed)
+    }
+
+    /// Merges a valid groups delta: the view follows the merge report.
+    pub(super) fn apply_groups(
+        &mut self,
+        delta: &Delta<String, GroupEntry>,
+        exited: &[Pid],
+    ) -> bool {
         let report = self.groups.merge(delta);
         let changed = !report.is_empty();
         let mut changes = Vec::with_capacity(report.changes.len());
@@ -190,7 +204,7 @@ impl Registry {
         if report.own_incarnation_superseded_by.is_some() {
             self.reincarnate();
         }
-        Ok(changed)
+        changed
     }
 
     /// The local member's `(occurrences, metadata)`; `(0, None)` if not a member.

@@ -147,8 +147,9 @@
 //! A node reported alive ([`node_alive`](Registry::node_alive)) before permdown is
 //! **unhidden** without any transfer: its current entries reappear (`NodeRestored` if
 //! it is the incarnation that was hidden, `Joined` if a newer one arrived meanwhile).
-//! An incarnation newer than the one held purges the older one at once, also when it is
-//! only learned from `node_alive` (a header of the new incarnation is merged). A purge
+//! An incarnation newer than the one held purges the older one at once, in both
+//! replicas, whether it arrives in a groups delta, a names delta or only through
+//! `node_alive` (a header of the new incarnation is merged). A purge
 //! marker for this node's own incarnation (a peer purged it while it was cut off) makes
 //! the registry move both replicas to a new CRDT incarnation ([`Replica::reincarnate`])
 //! and output them, so its entries come back everywhere.
@@ -164,14 +165,17 @@
 //!   `NameConflict{name, winner}`;
 //! - `kill`: the same, plus [`RegistryOutput::Kill`] for the losing process;
 //! - `unregister_both`: both claims end retracted, each on its own node, and both
-//!   processes are notified once. The loser's node notifies its process at once but
-//!   **keeps the losing claim live** until the winning claim is gone from its state
-//!   (retracted, exited or purged — not merely hidden), then retracts it. Because the
-//!   loser stays visible until then, the winner's node sees it even if it only ever
-//!   receives merged states; on seeing a winning local claim with policy
-//!   `unregister_both` and any other visible claim, it notifies its own process
-//!   (`loser == winner`) and retracts it. Corner: if the winner's node is purged at the
-//!   loser's node before it ever saw the losing claim, only the loser is notified.
+//!   processes are notified once. The loser's node notifies its process at once, and
+//!   from then on the name is no longer the process's (`unregister` and its exit do
+//!   not touch it), but it **keeps the losing claim in the replica** until the winning
+//!   claim is gone from its state (retracted, exited or purged — not merely hidden),
+//!   then retracts it. Because the losing claim stays visible until then, whatever its
+//!   process does, the winner's node sees it even if it only ever receives merged
+//!   states; on seeing a winning local claim with policy `unregister_both` and any
+//!   other visible claim, it notifies its own process (`loser == winner`) and retracts
+//!   it. Corners, where only the loser is notified: the loser's node purged the
+//!   winner's node (permdown) or restarted before the winner's node saw the losing
+//!   claim.
 //!
 //! Remote HLCs are observed on merge, so a later local claim is stamped after every
 //! claim this node has seen. Names are unregistered when their process exits and on
@@ -236,6 +240,14 @@ impl Hidden {
     }
 }
 
+/// A losing local claim under `unregister_both`: kept in the replica, as evidence for
+/// the winner's node, until the claim it lost to is gone.
+#[derive(Clone, Debug)]
+struct Doomed {
+    mine: NameClaim,
+    waits_on: NameClaim,
+}
+
 /// One node's groups and eventual names: see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -254,9 +266,9 @@ pub struct Registry {
     local_claims: BTreeMap<String, NameClaim>,
     /// Local PID -> the names it claims.
     claims_of: BTreeMap<Pid, BTreeSet<String>>,
-    /// `unregister_both` losers already notified: name -> the winning claim whose
-    /// removal they wait for.
-    doomed: BTreeMap<String, NameClaim>,
+    /// `unregister_both` losers already notified, by name: no longer the process's
+    /// (not in `local_claims`), still in the replica until the winning claim is gone.
+    doomed: BTreeMap<String, Doomed>,
     hidden: BTreeMap<String, Hidden>,
     monitors: Monitors,
     out: VecDeque<RegistryOutput>,
@@ -520,6 +532,7 @@ impl Registry {
     /// unhidden: its current entries reappear (`NodeRestored` if it is the incarnation
     /// that was hidden, `Joined` otherwise) and its claims are settled against ours.
     pub fn node_alive(&mut self, now: Instant, node: &str, crdt_incarnation: u64) {
+        let _ = now; // unhiding does not depend on time
         if node == self.node {
             self.stats.dropped.self_membership += 1;
             return;
@@ -535,12 +548,7 @@ impl Registry {
             return;
         }
         if held.is_none_or(|h| crdt_incarnation > h) {
-            // Headers of the new incarnation: merging them purges the older one here.
-            // A header is valid input, so these merges cannot be refused.
-            let g = Replica::<String, GroupEntry>::new(origin.clone(), crdt_incarnation).announce();
-            let n = Replica::<String, NameClaim>::new(origin.clone(), crdt_incarnation).announce();
-            let _ = self.merge_groups(now, &g, &[]);
-            let _ = self.merge_names(now, &n);
+            self.merge_headers(&origin, crdt_incarnation);
         }
         let Some(hidden) = self.hidden.remove(node) else {
             return;
@@ -641,6 +649,7 @@ impl Registry {
             local_members,
             names: self.claims.len(),
             local_claims: self.local_claims.len(),
+            pending_retractions: self.doomed.len(),
             monitors: self.monitors.len(),
             hidden_nodes: self.hidden.len(),
             hidden_entries: self.hidden.values().map(|h| h.dots).sum(),
@@ -699,6 +708,29 @@ impl Registry {
         match e {
             MergeError::ForeignEntry { .. } => self.stats.dropped.foreign_entry += 1,
             MergeError::InvalidEntry { .. } => self.stats.dropped.invalid_entry += 1,
+        }
+    }
+
+    /// Merges the headers of `origin`'s `incarnation` into both replicas: that purges
+    /// any older incarnation here at once. A header is always valid input.
+    fn merge_headers(&mut self, origin: &str, incarnation: u64) {
+        let g = Replica::<String, GroupEntry>::new(origin.to_owned(), incarnation).announce();
+        let n = Replica::<String, NameClaim>::new(origin.to_owned(), incarnation).announce();
+        self.apply_groups(&g, &[]);
+        self.apply_names(&n);
+    }
+
+    /// Both replicas of a node share one incarnation: when a merge showed one replica a
+    /// newer incarnation of an origin than the other holds, the other purges the older
+    /// one too.
+    fn align_incarnations<'a>(&mut self, origins: impl Iterator<Item = &'a String>) {
+        let origins: Vec<String> = origins.filter(|o| **o != self.node).cloned().collect();
+        for origin in origins {
+            let g = self.groups.state().incarnation_of(&origin);
+            let n = self.names.state().incarnation_of(&origin);
+            if let Some(newest) = g.max(n).filter(|_| g != n) {
+                self.merge_headers(&origin, newest);
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use crate::pid::Pid;
 
 use super::error::{check_meta, check_name, Field, MergeError, RegisterError, UnregisterError};
 use super::types::{ConflictPolicy, NameClaim, NameInfo, RegistryOutput};
-use super::{fold, Registry};
+use super::{fold, Doomed, Registry};
 
 /// The visible claims of every name, with their number of live dots (1 in practice;
 /// counted so that a transiently duplicated dot cannot corrupt the view). Claims of one
@@ -141,7 +141,9 @@ impl Registry {
             .collect()
     }
 
-    /// This node's live claims (winning or not yet settled), sorted by name.
+    /// This node's live claims (winning, or not yet settled), sorted by name. A claim
+    /// that lost under `unregister_both` is no longer listed, although it stays in the
+    /// replica until the claim it lost to is gone.
     pub fn local_claims(&self) -> Vec<NameClaim> {
         self.local_claims.values().cloned().collect()
     }
@@ -149,6 +151,8 @@ impl Registry {
     /// Merges a names delta from a peer. Returns whether anything changed. Observes
     /// every new claim's HLC, then settles every name the delta touched: each local
     /// claim that lost is handled once (see the module docs, "Names").
+    ///
+    /// A newer incarnation of an origin purges the older one in both replicas at once.
     ///
     /// A delta with a claim whose PID is not hosted on the origin that minted it, or
     /// that breaks a size limit, is refused whole.
@@ -162,6 +166,14 @@ impl Registry {
             self.count_refused(&e);
             return Err(e);
         }
+        let changed = self.apply_names(delta);
+        self.align_incarnations(delta.origins());
+        Ok(changed)
+    }
+
+    /// Merges a valid names delta: the view follows the merge report, then every
+    /// touched name is settled.
+    pub(super) fn apply_names(&mut self, delta: &Delta<String, NameClaim>) -> bool {
         let report = self.names.merge(delta);
         let changed = !report.is_empty();
         let mut touched = BTreeSet::new();
@@ -184,7 +196,7 @@ impl Registry {
             self.reincarnate();
         }
         self.settle(touched);
-        Ok(changed)
+        changed
     }
 
     /// Settles every name in `names` and queues the retractions as one delta.
@@ -199,27 +211,31 @@ impl Registry {
     /// Handles this node's claim on `name`, if it has one, against the visible
     /// winner. Returns the retraction delta, if any.
     fn settle_one(&mut self, name: &str) -> Option<Delta<String, NameClaim>> {
-        let mine = self.local_claims.get(name)?.clone();
-        if let Some(waits_on) = self.doomed.get(name) {
-            // unregister_both, losing side: already notified; retract once the winning
+        let mut delta = None;
+        if let Some(d) = self.doomed.get(name) {
+            // unregister_both, losing side, already notified: retract once the winning
             // claim is gone from the state (retracted, exited or purged; merely hidden
             // does not count).
-            if self.names.state().contains(waits_on) {
-                return None;
+            if !self.names.state().contains(&d.waits_on) {
+                fold(&mut delta, self.retract_doomed(name));
             }
-            return self.retract(name);
         }
-        let winner = self.claims.winner(name)?.clone();
+        let Some(mine) = self.local_claims.get(name).cloned() else {
+            return delta;
+        };
+        let Some(winner) = self.claims.winner(name).cloned() else {
+            return delta;
+        };
         if winner == mine {
             if mine.policy == ConflictPolicy::UnregisterBoth && self.claims.claims(name) > 1 {
                 self.notify(name, &mine.pid, &mine.pid);
-                return self.retract(name);
+                fold(&mut delta, self.retract(name));
             }
-            return None;
+            return delta;
         }
         self.notify(name, &mine.pid, &winner.pid);
         match winner.policy {
-            ConflictPolicy::Notify => self.retract(name),
+            ConflictPolicy::Notify => fold(&mut delta, self.retract(name)),
             ConflictPolicy::Kill => {
                 self.stats.kills += 1;
                 self.out.push_back(RegistryOutput::Kill {
@@ -227,13 +243,21 @@ impl Registry {
                     name: name.to_owned(),
                     winner: winner.pid.clone(),
                 });
-                self.retract(name)
+                fold(&mut delta, self.retract(name));
             }
             ConflictPolicy::UnregisterBoth => {
-                self.doomed.insert(name.to_owned(), winner);
-                None
+                // The process has lost the name; the claim stays in the replica.
+                self.forget_local_claim(name);
+                self.doomed.insert(
+                    name.to_owned(),
+                    Doomed {
+                        mine,
+                        waits_on: winner,
+                    },
+                );
             }
         }
+        delta
     }
 
     fn notify(&mut self, name: &str, loser: &Pid, winner: &Pid) {
@@ -245,19 +269,31 @@ impl Registry {
         });
     }
 
-    /// Removes this node's claim on `name` from the replica, the view and the local
-    /// indexes. Returns the delta (not queued).
+    /// Removes this node's live claim on `name` from the replica, the view and the
+    /// local indexes. Returns the delta (not queued).
     pub(super) fn retract(&mut self, name: &str) -> Option<Delta<String, NameClaim>> {
+        let claim = self.forget_local_claim(name)?;
+        self.claims.remove(&claim, usize::MAX);
+        self.names.remove_all(&claim).ok()
+    }
+
+    /// Drops the live claim on `name` from the local indexes only.
+    fn forget_local_claim(&mut self, name: &str) -> Option<NameClaim> {
         let claim = self.local_claims.remove(name)?;
-        self.doomed.remove(name);
         if let Some(names) = self.claims_of.get_mut(&claim.pid) {
             names.remove(name);
             if names.is_empty() {
                 self.claims_of.remove(&claim.pid);
             }
         }
-        self.claims.remove(&claim, usize::MAX);
-        self.names.remove_all(&claim).ok()
+        Some(claim)
+    }
+
+    /// Retracts a losing `unregister_both` claim whose winner is gone.
+    fn retract_doomed(&mut self, name: &str) -> Option<Delta<String, NameClaim>> {
+        let d = self.doomed.remove(name)?;
+        self.claims.remove(&d.mine, usize::MAX);
+        self.names.remove_all(&d.mine).ok()
     }
 
     /// Retracts every claim of the local process `pid`: the names half of

@@ -968,7 +968,16 @@ fn unregister_both_works_when_the_winner_only_sees_the_merged_state() {
     anti_entropy(now, &mut n3, &mut n2);
     let o2 = drain(&mut n2);
     assert_eq!(conflicts(&o2).len(), 1);
-    assert!(n2.local_claims().len() == 1, "the loser waits, visible");
+    assert!(
+        n2.local_claims().is_empty(),
+        "the process has lost the name"
+    );
+    assert_eq!(
+        n2.names().state().elements_of(&"n2".to_owned()).count(),
+        1,
+        "the losing claim waits in the replica"
+    );
+    assert_eq!(n2.stats().pending_retractions, 1);
     // n1 only ever sees merged states (anti-entropy through n3).
     drain(&mut n3);
     // Rounds: n1 retracts; its retraction reaches n2 via n3; n2 retracts; that
@@ -1026,4 +1035,43 @@ fn a_later_local_claim_is_stamped_after_every_claim_seen() {
         .expect("accepted");
     let y = n1.whereis("y").expect("y is registered").hlc;
     assert!(y > n1.whereis("x").expect("x is registered").hlc, "{y:?}");
+}
+
+#[test]
+fn an_unregister_both_loser_that_exits_still_gets_the_winner_retracted() {
+    let now = Instant::now();
+    let (mut n1, mut n2) = (reg("n1"), reg("n2"));
+    let policy = ConflictPolicy::UnregisterBoth;
+    let (w, l) = (pid("n1", 1), pid("n2", 1));
+    n1.register(now, 100, "x", &w, None, policy)
+        .expect("accepted");
+    n2.register(now, 200, "x", &l, None, policy)
+        .expect("accepted");
+    drain(&mut n2);
+    // n2 sees the winner first; its process hears of the conflict and exits at once.
+    flush(now, &mut n1, &mut n2);
+    assert_eq!(
+        conflicts(&drain(&mut n2)),
+        vec![("x".into(), l.clone(), w.clone())]
+    );
+    n2.process_exited(now, &l);
+    assert_eq!(
+        n2.unregister(now, "x"),
+        Err(UnregisterError::NotLocal { owner: w.clone() }),
+        "the name is no longer the loser's"
+    );
+    drain(&mut n2);
+    // n1 only now hears of the losing claim (anti-entropy), and gives its claim up.
+    anti_entropy(now, &mut n1, &mut n2);
+    assert_eq!(conflicts(&drain(&mut n1)), vec![("x".into(), w.clone(), w)]);
+    anti_entropy(now, &mut n1, &mut n2);
+    anti_entropy(now, &mut n1, &mut n2);
+    for r in [&n1, &n2] {
+        assert!(r.whereis("x").is_none(), "{} resolves x", r.node());
+        assert_eq!(r.stats().pending_retractions, 0);
+    }
+    assert!(
+        conflicts(&drain(&mut n2)).is_empty(),
+        "the loser was told once"
+    );
 }

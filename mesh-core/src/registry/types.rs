@@ -260,6 +260,9 @@ pub struct RegistryStats {
     pub names: usize,
     /// Gauge: live claims made by local processes.
     pub local_claims: usize,
+    /// Gauge: losing local claims kept in the replica until the claim they lost to
+    /// is gone (`unregister_both`, see the module docs).
+    pub pending_retractions: usize,
     /// Gauge: live monitors.
     pub monitors: usize,
     /// Gauge: nodes currently hidden (declared down, not yet purged or back).
