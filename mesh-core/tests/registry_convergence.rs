@@ -129,6 +129,11 @@ enum Op {
     Batch(Vec<Self>),
 }
 
+/// `MESH_REGISTRY_TRACE=1` prints every op, conflict and the claims after each op.
+fn tracing() -> bool {
+    std::env::var_os("MESH_REGISTRY_TRACE").is_some()
+}
+
 fn node() -> impl Strategy<Value = usize> {
     0..NODES
 }
@@ -212,14 +217,28 @@ struct World {
     net: Vec<(usize, Payload)>,
     /// (pid, name) -> its registrations, in order.
     claims: BTreeMap<(Pid, String), Vec<ClaimRecord>>,
-    /// `unregister_both` conflicts seen: (winner, name, loser's node, its boot then).
-    both_lost: Vec<(Pid, String, usize, u64)>,
+    /// `unregister_both` conflicts seen: (winner, name, index of the winning
+    /// registration, loser's node, its boot then).
+    both_lost: Vec<(Pid, String, usize, usize, u64)>,
     /// (node, origin) pairs where the node ever purged the origin at permdown.
     ever_purged: BTreeSet<(usize, String)>,
     dead: BTreeSet<Pid>,
     /// Negative controls: drop the first monitor event with a nonzero effect.
     drop_one_event: bool,
     dropped_event: bool,
+    /// With `MESH_REGISTRY_TRACE`: the history, written to
+    /// `$CARGO_TARGET_TMPDIR/registry_trace.txt` when a case fails (the last failing
+    /// case proptest runs is the minimal one).
+    trace: Vec<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() && tracing() {
+            let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry_trace.txt");
+            let _ = std::fs::write(&path, self.trace.join("\n"));
+        }
+    }
 }
 
 fn scope_name(s: u8) -> String {
@@ -271,6 +290,7 @@ impl World {
             dead: BTreeSet::new(),
             drop_one_event: false,
             dropped_event: false,
+            trace: Vec::new(),
         }
     }
 
@@ -311,8 +331,36 @@ impl World {
     }
 
     fn apply(&mut self, op: &Op) {
+        if tracing() {
+            self.trace.push(format!("-- {op:?}"));
+        }
         self.apply_undrained(op);
         self.drain_all();
+        if tracing() {
+            for n in &self.nodes {
+                let claims: Vec<String> = n
+                    .reg
+                    .names()
+                    .state()
+                    .elements()
+                    .keys()
+                    .map(|c| {
+                        format!(
+                            "{}:{:?}@{}.{}:{:?}",
+                            c.name, c.pid, c.hlc.wall_ms, c.hlc.logical, c.policy
+                        )
+                    })
+                    .collect();
+                let line = format!(
+                    "   {} boot {} inc {} hidden {:?} claims {claims:?}",
+                    n.name,
+                    n.boot,
+                    n.reg.crdt_incarnation(),
+                    n.reg.hidden_nodes()
+                );
+                self.trace.push(line);
+            }
+        }
     }
 
     fn apply_undrained(&mut self, op: &Op) {
@@ -649,6 +697,11 @@ impl World {
 
     /// Books one `NameConflict` output by node `i` against the losing registration.
     fn record_conflict(&mut self, i: usize, name: &str, loser: &Pid, winner: &Pid) {
+        if tracing() {
+            self.trace.push(format!(
+                "   NameConflict at n{i}: {name} loser {loser:?} winner {winner:?}"
+            ));
+        }
         let records = |pid: &Pid| self.claims.get(&(pid.clone(), name.to_owned()));
         let lost = records(loser)
             .and_then(|v| v.last())
@@ -664,14 +717,19 @@ impl World {
             // The winning registration: one of the winner's on this name that comes
             // first in the order (a PID may register a name more than once).
             let key = (lost.hlc, &lost.pid);
-            let won = records(winner)
-                .and_then(|v| v.iter().rev().find(|r| (r.claim.hlc, &r.claim.pid) < key))
-                .map(|r| r.claim.clone())
+            let (at, won) = records(winner)
+                .and_then(|v| {
+                    v.iter()
+                        .enumerate()
+                        .rev()
+                        .find(|(_, r)| (r.claim.hlc, &r.claim.pid) < key)
+                })
+                .map(|(at, r)| (at, r.claim.clone()))
                 .unwrap_or_else(|| panic!("{winner:?} reported winning {name} over {lost:?}"));
             if won.policy == ConflictPolicy::UnregisterBoth {
                 let boot = self.nodes[i].boot;
                 self.both_lost
-                    .push((winner.clone(), name.to_owned(), i, boot));
+                    .push((winner.clone(), name.to_owned(), at, i, boot));
             }
         }
         let rec = self
@@ -878,6 +936,9 @@ fn heal(w: &mut World) {
     let now = w.now;
     for round in 0.. {
         assert!(round < 40, "no quiescence after 40 heal rounds");
+        if tracing() {
+            w.trace.push(format!("-- heal round {round}"));
+        }
         for at in 0..NODES {
             for of in 0..NODES {
                 if at != of {
@@ -965,13 +1026,14 @@ fn check_healed(w: &World) {
         }
     }
     // unregister_both: the winner of every such conflict ended retracted and notified
-    // too, unless the loser's node purged the winner's node or restarted (the
-    // documented corners).
-    for (winner, name, loser_node, boot) in &w.both_lost {
-        let r = w.claims[&(winner.clone(), name.clone())]
-            .last()
-            .expect("recorded");
-        let corner = w.ever_purged.contains(&(*loser_node, winner.node.clone()))
+    // too, unless the winner's node was purged (permdown, anywhere) or the loser's node
+    // restarted (the documented corners).
+    for (winner, name, at, loser_node, boot) in &w.both_lost {
+        let r = &w.claims[&(winner.clone(), name.clone())][*at];
+        let corner = w
+            .ever_purged
+            .iter()
+            .any(|(_, origin)| *origin == winner.node)
             || w.nodes[*loser_node].boot != *boot;
         if !r.ended_by_owner && !corner {
             assert_eq!(

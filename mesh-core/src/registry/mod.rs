@@ -173,9 +173,10 @@
 //!   process does, the winner's node sees it even if it only ever receives merged
 //!   states; on seeing a winning local claim with policy `unregister_both` and any
 //!   other visible claim, it notifies its own process (`loser == winner`) and retracts
-//!   it. Corners, where only the loser is notified: the loser's node purged the
-//!   winner's node (permdown) or restarted before the winner's node saw the losing
-//!   claim.
+//!   it. Corners, where only the loser is notified: before the winner's node saw the
+//!   losing claim, the winner's node was purged (permdown on any node: the marker
+//!   reaches the loser's node, which then sees the winning claim gone) or the loser's
+//!   node restarted.
 //!
 //! Remote HLCs are observed on merge, so a later local claim is stamped after every
 //! claim this node has seen. Names are unregistered when their process exits and on
