@@ -8,6 +8,9 @@
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
 //! - [`dissemination`]: the CRDT dissemination scheduler (datagram trailers, batches,
 //!   anti-entropy rounds), sans-IO.
+//! - [`registry`]: process groups (Erlang `pg` semantics) and eventual names, sans-IO,
+//!   on the owner-partitioned delta-ORSWOT of `mesh-crdt`.
+//! - [`node`]: every protocol of one peer composed into one sans-IO state machine.
 //! - [`config`]: agent configuration and validation.
 //! - [`runtime`]: the tokio shell (transport, timers, events).
 //! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
@@ -22,7 +25,9 @@ pub mod hlc;
 pub mod identity;
 pub mod membership;
 pub mod metrics;
+pub mod node;
 pub mod pid;
 pub mod process;
 pub mod quorum;
+pub mod registry;
 pub mod runtime;
