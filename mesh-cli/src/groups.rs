@@ -112,7 +112,13 @@ mod tests {
             }],
         });
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PID", "NODE", "COUNT", "META"]);
-        assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["n1/5/2", "n1", "2", "role=a"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["PID", "NODE", "COUNT", "META"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["n1/5/2", "n1", "2", "role=a"]
+        );
     }
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use mesh_core::runtime::MemberView;
 
-use crate::client::{AdminArgs, AdminClient};
+use crate::client::AdminArgs;
 use crate::out::{print_stdout, table};
 
 /// `meshctl members` options.

@@ -42,7 +42,8 @@ pub(crate) fn run(args: NamesArgs) -> Result<()> {
             }
         }
         Some(NamesCommand::Whereis { name }) => {
-            let (body, view) = client.get_json::<NameView>(&format!("/v1/names/{}", escape(&name)))?;
+            let (body, view) =
+                client.get_json::<NameView>(&format!("/v1/names/{}", escape(&name)))?;
             if args.json {
                 format!("{body}\n")
             } else {

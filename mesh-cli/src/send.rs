@@ -104,7 +104,12 @@ pub(crate) fn run(args: SendArgs) -> Result<()> {
             .iter()
             .map(|f| format!("{}: {}", f.pid, f.reason))
             .collect();
-        parts.extend(answer.timed_out.iter().map(|n| format!("node {n}: no answer")));
+        parts.extend(
+            answer
+                .timed_out
+                .iter()
+                .map(|n| format!("node {n}: no answer")),
+        );
         return Err(failure(
             format!("not delivered to every target: {}", parts.join(", ")),
             "mailbox_full means a receiver is slower than its senders; no answer means the \
@@ -121,7 +126,11 @@ fn message_bytes(args: &SendArgs) -> Result<Vec<u8>> {
     if let Some(path) = &args.file {
         return std::fs::read(path).map_err(|e| {
             failure(
-                format!("cannot read the message file {}: {}", path.display(), io_reason(&e)),
+                format!(
+                    "cannot read the message file {}: {}",
+                    path.display(),
+                    io_reason(&e)
+                ),
                 "pass an existing file with --file, or give the message as an argument",
             )
         });
@@ -129,7 +138,10 @@ fn message_bytes(args: &SendArgs) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::io::stdin().read_to_end(&mut buf).map_err(|e| {
         failure(
-            format!("cannot read the message from standard input: {}", io_reason(&e)),
+            format!(
+                "cannot read the message from standard input: {}",
+                io_reason(&e)
+            ),
             "give the message as an argument or with --file",
         )
     })?;

@@ -167,6 +167,10 @@ pub enum ConfigError {
     /// `permdown` is too short.
     #[error("permdown: {0:?} is below the minimum of {MIN_PERMDOWN:?} (a slow node would lose its groups and names)")]
     Permdown(Duration),
+    /// The dissemination settings are inconsistent (a bug in the defaults, not a user
+    /// setting today).
+    #[error("dissemination: {0}")]
+    Dissemination(String),
     /// `mailbox_capacity` is out of range.
     #[error("mailbox_capacity: {0} is outside 1..={MAX_MAILBOX_CAPACITY} messages")]
     MailboxCapacity(usize),
@@ -219,7 +223,11 @@ mod tests {
     fn permdown_and_mailbox_capacity_are_bounded() {
         let mut c = base();
         c.permdown = Duration::from_secs(1);
-        assert!(c.validate().expect_err("short").to_string().starts_with("permdown:"));
+        assert!(c
+            .validate()
+            .expect_err("short")
+            .to_string()
+            .starts_with("permdown:"));
         c.permdown = DEFAULT_PERMDOWN;
         c.mailbox_capacity = 0;
         assert!(c

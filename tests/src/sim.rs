@@ -374,9 +374,9 @@ impl Sim {
             seeds,
             ..config.membership
         };
-        let wall = WALL_START_MS
-            + u64::try_from((self.now - self.base).as_millis()).unwrap_or(0);
-        let n = Node::new(id, config, rng_seed, now, wall);
+        let wall = WALL_START_MS + u64::try_from((self.now - self.base).as_millis()).unwrap_or(0);
+        let n = Node::new(id, config, rng_seed, now, wall)
+            .expect("the simulator's node config is valid");
         self.nodes[idx].node = Some(n);
         let life = self.nodes[idx].life;
         self.schedule(self.now, Event::Tick { node: idx, life });
@@ -642,7 +642,8 @@ impl Sim {
         payload: Bytes,
     ) {
         let from_life = self.nodes[from].life;
-        let reachable = to.filter(|&t| !self.cuts.contains(&(from, t)) && self.nodes[t].node.is_some());
+        let reachable =
+            to.filter(|&t| !self.cuts.contains(&(from, t)) && self.nodes[t].node.is_some());
         match reachable {
             Some(t) => {
                 let delay = self.delay(self.link(from, t));

@@ -60,10 +60,13 @@ impl Listener {
             }
             other => {
                 let _ = l.child.kill();
-                let out = l.child.wait_with_output().map_err(|e| e.to_string())?;
+                let _ = l.child.wait();
+                let mut stderr = String::new();
+                if let Some(mut e) = l.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+                }
                 Err(format!(
-                    "listen did not get ready ({other:?}); stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    "listen did not get ready ({other:?}); stderr: {stderr}"
                 ))
             }
         }
@@ -121,7 +124,13 @@ fn meshctl_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
 
 fn group_pids(cluster: &Cluster, i: usize, group: &str) -> Result<Vec<String>, String> {
     let out = meshctl()
-        .args(["groups", group, "--json", "--admin", &cluster.agents[i].admin.to_string()])
+        .args([
+            "groups",
+            group,
+            "--json",
+            "--admin",
+            &cluster.agents[i].admin.to_string(),
+        ])
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -133,18 +142,28 @@ fn group_pids(cluster: &Cluster, i: usize, group: &str) -> Result<Vec<String>, S
     Ok(pids)
 }
 
-fn wait_group(cluster: &Cluster, observers: &[usize], group: &str, want: &[&str], timeout: Duration) {
+fn wait_group(
+    cluster: &Cluster,
+    observers: &[usize],
+    group: &str,
+    want: &[&str],
+    timeout: Duration,
+) {
     let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
     want.sort();
-    cluster.wait_until(timeout, &format!("every observer sees {group} = {want:?}"), || {
-        for &i in observers {
-            let got = group_pids(cluster, i, group)?;
-            if got != want {
-                return Err(format!("{} sees {got:?}", cluster.agents[i].name));
+    cluster.wait_until(
+        timeout,
+        &format!("every observer sees {group} = {want:?}"),
+        || {
+            for &i in observers {
+                let got = group_pids(cluster, i, group)?;
+                if got != want {
+                    return Err(format!("{} sees {got:?}", cluster.agents[i].name));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 fn start_three() -> Cluster {
@@ -236,7 +255,10 @@ fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() 
         }
     });
     let (winner, loser) = if holder == x.pid { (&x, &y) } else { (&y, &x) };
-    assert_eq!(holder, winner.pid, "the holder is one of the two registrants");
+    assert_eq!(
+        holder, winner.pid,
+        "the holder is one of the two registrants"
+    );
 
     // The loser's process still runs (policy notify): a direct message is the marker
     // after which its notices are counted.
@@ -251,7 +273,11 @@ fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() 
         .iter()
         .filter(|e| matches!(e, ListenLine::NameConflict { .. }))
         .collect();
-    assert_eq!(notices.len(), 1, "exactly one notice to the loser: {events:?}");
+    assert_eq!(
+        notices.len(),
+        1,
+        "exactly one notice to the loser: {events:?}"
+    );
     assert_eq!(
         notices[0],
         &ListenLine::NameConflict {
@@ -260,7 +286,14 @@ fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() 
         }
     );
     // The winner got no notice: a message through the name reaches it first.
-    meshctl_ok(cluster.agents[2].admin, &["send", "--name", &name, "to-holder"]);
+    meshctl_ok(
+        cluster.agents[2].admin,
+        &["send", "--name", &name, "to-holder"],
+    );
     let events = winner.events_until_message("to-holder", CONVERGE);
-    assert_eq!(events.len(), 1, "the winner saw only the message: {events:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "the winner saw only the message: {events:?}"
+    );
 }

@@ -236,8 +236,8 @@ fn no_false_down_at_ten_percent_loss() {
         let rejoins: u64 = sim
             .nodes
             .iter()
-            .filter_map(|n| n.membership.as_ref())
-            .map(|m| m.stats().rejoins)
+            .filter_map(|n| n.node.as_ref())
+            .map(|n| n.membership().stats().rejoins)
             .sum();
         if rejoins > 0 {
             // A healthy node told it was down renews itself without any observer
@@ -339,22 +339,30 @@ fn spoofed_and_malformed_datagrams_change_nothing() {
     foca::Codec::encode_header(&mut mesh_core::codec::SwimCodec, &header, &mut buf)
         .expect("encode");
     m1_packet.get_or_insert(buf);
+    // Datagrams reach SWIM through the node, inside the dissemination envelope.
+    let mut envelope = mesh_core::dissemination::Dissemination::new(
+        mesh_core::dissemination::DisseminationConfig::default(),
+        &[(mesh_core::dissemination::ChannelId(0), "test")],
+        1,
+    )
+    .expect("valid config");
     let now = std::time::Instant::now();
-    let m = sim.nodes[0].membership.as_mut().expect("running");
-    let spoof = m.handle_data(now, "n2", m1_packet.as_deref().unwrap_or_default());
-    assert_eq!(
-        spoof,
-        Err(mesh_core::membership::Rejected::IdentityMismatch)
-    );
-    assert_eq!(
-        m.handle_data(now, "n1", &[0xc1, 0xff, 0x00]),
-        Err(mesh_core::membership::Rejected::Malformed)
-    );
-    assert_eq!(
-        m.handle_data(now, "n1", &vec![0x90; 5000]),
-        Err(mesh_core::membership::Rejected::TooLarge)
-    );
-    assert_eq!(m.stats().rejected.get("identity_mismatch"), Some(&1));
+    let spoofed = envelope
+        .wrap_datagram(now, "n0", m1_packet.as_deref().unwrap_or_default())
+        .expect("fits");
+    let garbage = envelope
+        .wrap_datagram(now, "n0", &[0xc1, 0xff, 0x00])
+        .expect("fits");
+    sim.with_node(0, |node, now| {
+        node.handle_datagram(now, "n2", &spoofed);
+        node.handle_datagram(now, "n1", &garbage);
+        node.handle_datagram(now, "n1", &vec![0x90; 5000]);
+        let rejected = &node.membership().stats().rejected;
+        assert_eq!(rejected.get("identity_mismatch"), Some(&1), "{rejected:?}");
+        assert_eq!(rejected.get("malformed"), Some(&1), "{rejected:?}");
+        // Too large for any datagram: refused before SWIM sees it.
+        assert_eq!(node.stats().dropped.get("malformed_datagram"), Some(&1));
+    });
     assert_eq!(sim.view(0), before);
     assert!(sim.observed.iter().all(|o| o.event.kind == EventKind::Up));
 }

@@ -43,7 +43,7 @@ use crate::runtime::{AgentHandle, ApiError, ProcessHandle};
 /// The scope used when a request names none.
 pub const DEFAULT_SCOPE: &str = "default";
 /// How often a `listen` stream writes a heartbeat line.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The routes of this module, over a running agent.
 pub(crate) fn routes() -> Router<AgentHandle> {
@@ -75,7 +75,9 @@ pub(crate) struct ScopeQuery {
 
 impl ScopeQuery {
     fn scope(&self) -> String {
-        self.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.to_owned())
+        self.scope
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCOPE.to_owned())
     }
 }
 
@@ -337,7 +339,10 @@ fn send_error(e: &SendError) -> Response {
     json_error(status, e.to_string())
 }
 
-async fn send(State(h): State<AgentHandle>, body: Result<Json<SendBody>, JsonRejection>) -> Response {
+async fn send(
+    State(h): State<AgentHandle>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => return json_rejection(&e),
@@ -381,7 +386,10 @@ async fn send(State(h): State<AgentHandle>, body: Result<Json<SendBody>, JsonRej
             } else {
                 StatusCode::NOT_FOUND
             };
-            return json_error(status, format!("{} refused the message: {}", f.pid, f.reason));
+            return json_error(
+                status,
+                format!("{} refused the message: {}", f.pid, f.reason),
+            );
         }
         if !answer.timed_out.is_empty() {
             return json_error(
@@ -492,7 +500,10 @@ impl ListenLine {
     }
 }
 
-async fn listen(State(h): State<AgentHandle>, body: Result<Json<ListenBody>, JsonRejection>) -> Response {
+async fn listen(
+    State(h): State<AgentHandle>,
+    body: Result<Json<ListenBody>, JsonRejection>,
+) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => return json_rejection(&e),
@@ -548,7 +559,10 @@ async fn listen(State(h): State<AgentHandle>, body: Result<Json<ListenBody>, Jso
         (Some(process), Some(ready)),
         |(process, first)| async move {
             if let Some(line) = first {
-                return Some((Ok::<_, std::convert::Infallible>(line.to_line()), (process, None)));
+                return Some((
+                    Ok::<_, std::convert::Infallible>(line.to_line()),
+                    (process, None),
+                ));
             }
             let p: ProcessHandle = process?;
             let line = tokio::select! {
@@ -591,7 +605,10 @@ fn default_sync_timeout() -> u64 {
     5000
 }
 
-async fn sync(State(h): State<AgentHandle>, body: Result<Json<SyncBody>, JsonRejection>) -> Response {
+async fn sync(
+    State(h): State<AgentHandle>,
+    body: Result<Json<SyncBody>, JsonRejection>,
+) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
         Err(JsonRejection::MissingJsonContentType(_)) => SyncBody {

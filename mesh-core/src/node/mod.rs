@@ -41,7 +41,7 @@
 //! - **N6 barrier.** [`Node::sync`] completes once the chosen peers' digests cover this
 //!   node's latest change, or fails at its deadline.
 
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -55,7 +55,8 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::dissemination::{
-    self, ChannelId, Dissemination, DisseminationConfig, DisseminationOutput,
+    self, ChannelId, ConfigError as DisseminationConfigError, Dissemination, DisseminationConfig,
+    DisseminationOutput,
 };
 use crate::identity::NodeId;
 use crate::membership::{
@@ -65,7 +66,7 @@ use crate::pid::Pid;
 use crate::process::{Delivery, Inbox, Mailbox, PushError, DEFAULT_MAILBOX_CAPACITY};
 use crate::registry::{
     ConflictPolicy, GroupEvent, JoinError, LeaveError, MonitorId, NameInfo, RegisterError,
-    Registry, RegistryConfig, RegistryOutput, Snapshot, UnregisterError,
+    Registry, RegistryConfig, RegistryOutput, SetMetaError, Snapshot, UnregisterError,
 };
 
 pub use wire::{
@@ -473,20 +474,48 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Every reason [`NodeStats::dropped`] counts (registered at zero as metrics).
+pub const DROP_REASONS: &[&str] = &[
+    "malformed_datagram",
+    "piggyback_of_refused_datagram",
+    "malformed_batch",
+    "malformed_state_frame",
+    "malformed_user_frame",
+    "malformed_delta",
+    "malformed_ae_request",
+    "malformed_ae_response",
+    "unknown_channel",
+    "unknown_response",
+    "late_ack",
+    "unexpected_ack",
+    "refused_delta",
+    "dissemination_refused",
+    "swim_too_large",
+    "encode_failed",
+    "no_handler",
+];
+
 fn bump(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
+    debug_assert!(
+        DROP_REASONS.contains(&key)
+            || SendError::REASONS.contains(&key)
+            || ["mailbox_full", "no_process", "stale_version"].contains(&key),
+        "unregistered reason {key}"
+    );
     *map.entry(key).or_default() += 1;
 }
 
 impl Node {
     /// A node for `identity` (whose incarnation is this boot's), with the wall clock
-    /// reading `wall_ms` (milliseconds since the Unix epoch) at `now`.
+    /// reading `wall_ms` (milliseconds since the Unix epoch) at `now`. Fails (building
+    /// nothing) if the dissemination settings are invalid.
     pub fn new(
         identity: NodeId,
         config: NodeConfig,
         rng_seed: u64,
         now: Instant,
         wall_ms: u64,
-    ) -> Self {
+    ) -> Result<Self, DisseminationConfigError> {
         let name = identity.name.clone();
         let boot_incarnation = identity.incarnation;
         let membership = Membership::new(identity, config.membership.clone(), rng_seed, now);
@@ -496,7 +525,7 @@ impl Node {
             config.dissemination.clone(),
             &[(GROUPS, "groups"), (NAMES, "names")],
             rng_seed ^ 0x6469_7373,
-        );
+        )?;
         let mut node = Self {
             name,
             boot_incarnation,
@@ -524,7 +553,7 @@ impl Node {
             stats: NodeStats::default(),
         };
         node.drain_registry(now);
-        node
+        Ok(node)
     }
 
     // ----- accessors -------------------------------------------------------------
@@ -562,6 +591,11 @@ impl Node {
     /// Propagation lags (origin timestamp to apply here) measured since the last call.
     pub fn drain_lags(&mut self) -> std::vec::Drain<'_, Duration> {
         self.lags.drain(..)
+    }
+
+    /// SWIM probe round trips measured since the last call.
+    pub fn drain_probe_rtts(&mut self) -> Vec<Duration> {
+        self.membership.drain_probe_rtts().collect()
     }
 
     /// Live (alive or suspect) peers.
@@ -636,8 +670,7 @@ impl Node {
                 },
                 Ok(StateFrame::Push { groups, names }) => {
                     self.stats.ae_bytes_in += payload.len() as u64;
-                    self.registry.merge_groups(now, &groups, &[]);
-                    self.registry.merge_names(now, &names);
+                    self.merge_state(now, &groups, &names);
                 }
                 Err(_) => bump(&mut self.stats.dropped, "malformed_state_frame"),
             },
@@ -719,8 +752,7 @@ impl Node {
         let sample = now.saturating_duration_since(started);
         let rtt = self.rtt.entry(peer.clone()).or_insert(sample);
         *rtt = (*rtt * 7 + sample) / 8;
-        self.registry.merge_groups(now, &resp.groups, &[]);
-        self.registry.merge_names(now, &resp.names);
+        self.merge_state(now, &resp.groups, &resp.names);
         self.learn_digests(now, &peer, &resp.groups_digest, &resp.names_digest);
         // Push what the peer lacks, in causally safe pieces.
         let groups = self.registry.groups().missing_for(&resp.groups_digest);
@@ -852,7 +884,7 @@ impl Node {
         group: &str,
         pid: &Pid,
         meta: Option<String>,
-    ) -> Result<(), NodeOpError<LeaveError>> {
+    ) -> Result<(), NodeOpError<SetMetaError>> {
         self.check_local(pid)?;
         self.registry
             .set_meta(now, scope, group, pid, meta)
@@ -1106,7 +1138,10 @@ impl Node {
         members.dedup();
         match mode {
             GroupMode::All => members,
-            GroupMode::Local => members.into_iter().filter(|p| p.node == self.name).collect(),
+            GroupMode::Local => members
+                .into_iter()
+                .filter(|p| p.node == self.name)
+                .collect(),
             GroupMode::One => {
                 if members.is_empty() {
                     return members;
@@ -1191,8 +1226,7 @@ impl Node {
                         delivered,
                         failed,
                     };
-                    if let (Ok(bytes), Some(peer)) = (wire::encode(&reply), self.peers.get(from))
-                    {
+                    if let (Ok(bytes), Some(peer)) = (wire::encode(&reply), self.peers.get(from)) {
                         self.outputs.push_back(Output::Frame {
                             to: PeerRef {
                                 name: Some(from.to_owned()),
@@ -1294,7 +1328,8 @@ impl Node {
             .keys()
             .filter(|p| {
                 self.cover.get(*p).is_some_and(|c| {
-                    c.0 > w.target.0 || (c.0 == w.target.0 && c.1 >= w.target.1 && c.2 >= w.target.2)
+                    c.0 > w.target.0
+                        || (c.0 == w.target.0 && c.1 >= w.target.1 && c.2 >= w.target.2)
                 })
             })
             .count();
@@ -1351,12 +1386,37 @@ impl Node {
 
     // ----- plumbing --------------------------------------------------------------
 
+    /// Merges an anti-entropy piece; a refused delta is counted (the registry says why).
+    fn merge_state(
+        &mut self,
+        now: Instant,
+        groups: &mesh_crdt::Delta<String, crate::registry::GroupEntry>,
+        names: &mesh_crdt::Delta<String, crate::registry::NameClaim>,
+    ) {
+        if self.registry.merge_groups(now, groups, &[]).is_err() {
+            bump(&mut self.stats.dropped, "refused_delta");
+        }
+        if self.registry.merge_names(now, names).is_err() {
+            bump(&mut self.stats.dropped, "refused_delta");
+        }
+    }
+
+    /// Hands an item to dissemination; a refusal is counted there and here.
+    fn spread(&mut self, now: Instant, channel: ChannelId, item: Bytes) {
+        if self.dissem.push(now, channel, item).is_err() {
+            bump(&mut self.stats.dropped, "dissemination_refused");
+        }
+    }
+
     fn apply_item(&mut self, now: Instant, channel: ChannelId, item: Bytes) {
         self.stats.delta_bytes_in += item.len() as u64;
         let changed = if channel == GROUPS {
             match wire::decode::<GroupsItem>(&item) {
                 Ok(g) => {
-                    let changed = self.registry.merge_groups(now, &g.delta, &g.exited);
+                    let Ok(changed) = self.registry.merge_groups(now, &g.delta, &g.exited) else {
+                        bump(&mut self.stats.dropped, "refused_delta");
+                        return;
+                    };
                     if changed {
                         if let Some(t) = g.sent_at {
                             let lag = self.wall_ms(now).saturating_sub(t);
@@ -1372,7 +1432,13 @@ impl Node {
             }
         } else if channel == NAMES {
             match wire::decode::<mesh_crdt::Delta<String, crate::registry::NameClaim>>(&item) {
-                Ok(d) => self.registry.merge_names(now, &d),
+                Ok(d) => match self.registry.merge_names(now, &d) {
+                    Ok(changed) => changed,
+                    Err(_) => {
+                        bump(&mut self.stats.dropped, "refused_delta");
+                        return;
+                    }
+                },
                 Err(_) => {
                     bump(&mut self.stats.dropped, "malformed_delta");
                     return;
@@ -1385,7 +1451,7 @@ impl Node {
         if changed {
             self.stats.deltas_applied += 1;
             // Rumor mongering: what was news here is passed on.
-            self.dissem.push(now, channel, item);
+            self.spread(now, channel, item);
         }
     }
 
@@ -1456,12 +1522,14 @@ impl Node {
         while let Some(out) = self.membership.poll_output() {
             match out {
                 SwimOutput::Send { to, data } => {
-                    let data = if to.is_seed_placeholder() {
-                        self.dissem.wrap_datagram(now, "", &data)
-                    } else {
-                        self.dissem.wrap_datagram(now, &to.name, &data)
-                    };
-                    self.outputs.push_back(Output::Datagram { to, data });
+                    // A seed known only by address still gets deltas: they reach
+                    // whoever answers there.
+                    match self.dissem.wrap_datagram(now, &to.name, &data) {
+                        Ok(data) => self.outputs.push_back(Output::Datagram { to, data }),
+                        // Cannot happen with a valid packet size (checked at compile
+                        // time in dissemination); counted if it ever does.
+                        Err(_) => bump(&mut self.stats.dropped, "swim_too_large"),
+                    }
                 }
                 SwimOutput::Timer { at, timer } => {
                     self.outputs.push_back(Output::Timer { at, timer });
@@ -1500,14 +1568,23 @@ impl Node {
             EventKind::Up => {
                 self.peers.insert(name.clone(), ev.member.clone());
                 self.dissem.set_peers(now, &self.peer_names());
-                // Hear from it soon: its digest tells whether to unhide its entries.
-                self.dissem.request_anti_entropy(now, &name);
+                // A node whose entries we hide: hear from it now, its digest tells
+                // whether to unhide them (same incarnation) or drop them (a restart).
+                // Others are reached by the periodic rounds; an exchange per Up would
+                // cost N² digests when a cluster forms.
+                if self.registry.hidden_nodes().iter().any(|h| *h == name) {
+                    self.dissem.request_anti_entropy(now, &name);
+                }
             }
             EventKind::Suspect | EventKind::Alive => {
                 self.peers.insert(name, ev.member.clone());
             }
             EventKind::Down | EventKind::Left => {
-                if self.peers.get(&name).is_some_and(|p| p.incarnation <= ev.member.incarnation) {
+                if self
+                    .peers
+                    .get(&name)
+                    .is_some_and(|p| p.incarnation <= ev.member.incarnation)
+                {
                     self.peers.remove(&name);
                     self.cover.remove(&name);
                     self.dissem.set_peers(now, &self.peer_names());
@@ -1534,7 +1611,7 @@ impl Node {
                             sent_at,
                         };
                         match wire::encode(&item) {
-                            Ok(bytes) => self.dissem.push(now, GROUPS, bytes),
+                            Ok(bytes) => self.spread(now, GROUPS, bytes),
                             Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
                         }
                     }
@@ -1542,7 +1619,7 @@ impl Node {
                 RegistryOutput::NamesDelta(delta) => {
                     for piece in delta.chunks(DELTA_PIECE).unwrap_or_default() {
                         match wire::encode(&piece) {
-                            Ok(bytes) => self.dissem.push(now, NAMES, bytes),
+                            Ok(bytes) => self.spread(now, NAMES, bytes),
                             Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
                         }
                     }

@@ -166,12 +166,12 @@ pub enum ControlFrame {
 
 /// Encodes any wire value (named fields). Encoding owned plain data cannot fail in
 /// practice; the error is kept for honesty.
-pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(value).map(Bytes::from)
 }
 
 /// Decodes a wire value; never panics.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
     rmp_serde::from_slice(bytes)
 }
 

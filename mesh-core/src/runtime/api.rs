@@ -44,7 +44,8 @@ impl AgentHandle {
         &self,
         f: impl FnOnce(&mut Node, std::time::Instant) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
-        self.call_shell(move |shell, now| f(&mut shell.node, now)).await
+        self.call_shell(move |shell, now| f(&mut shell.node, now))
+            .await
     }
 
     pub(super) async fn call_shell<R: Send + 'static>(
@@ -208,7 +209,11 @@ impl AgentHandle {
 
     /// Waits until peers' digests cover this node's latest change (see
     /// [`Node::sync`]).
-    pub async fn sync(&self, mode: SyncMode, timeout: Duration) -> Result<Result<(), SyncError>, ApiError> {
+    pub async fn sync(
+        &self,
+        mode: SyncMode,
+        timeout: Duration,
+    ) -> Result<Result<(), SyncError>, ApiError> {
         let rx = self
             .call_shell(move |shell, now| {
                 let id = shell.node.sync(now, mode, timeout);
@@ -259,7 +264,9 @@ impl ProcessHandle {
         let pid = self.pid.clone();
         // Exiting a process that already exited (killed by a name-conflict policy)
         // is not an error.
-        self.agent.call(move |n, now| n.exit(now, &pid).ok()).await?;
+        self.agent
+            .call(move |n, now| n.exit(now, &pid).ok())
+            .await?;
         Ok(())
     }
 }

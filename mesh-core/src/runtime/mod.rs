@@ -32,7 +32,7 @@ pub use api::{ApiError, MonitorHandle, ProcessHandle};
 pub use clock::Clock;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use mesh_transport::tls::TlsIdentity;
 use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig};
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -51,7 +51,9 @@ use crate::identity::NodeId;
 use crate::membership::{
     EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
 };
-use crate::node::{AckId, Node, NodeConfig, Output, RequestFailed, RequestTag, SendOutcome, SyncError, SyncId};
+use crate::node::{
+    AckId, Node, NodeConfig, Output, RequestFailed, RequestTag, SendOutcome, SyncError, SyncId,
+};
 use crate::registry::RegistryConfig;
 
 /// How often the loop turns even when nothing happens (drives `/livez`).
@@ -200,7 +202,10 @@ impl Agent {
             rand::random(),
             now,
             clock.wall_ms(),
-        );
+        )
+        .map_err(|e| {
+            StartError::Config(crate::config::ConfigError::Dissemination(e.to_string()))
+        })?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             snapshot: RwLock::new(Snapshot {
@@ -248,6 +253,7 @@ impl Agent {
                 done_tx,
                 acks: HashMap::new(),
                 syncs: HashMap::new(),
+                next_publish: now,
             };
             shell.run(inbound, command_rx, done_rx).await;
             transport.shutdown().await;
@@ -314,7 +320,13 @@ struct Shell {
     acks: HashMap<AckId, oneshot::Sender<SendOutcome>>,
     /// Callers waiting for a barrier.
     syncs: HashMap<SyncId, oneshot::Sender<Result<(), SyncError>>>,
+    /// When the node's metrics are next published.
+    next_publish: Instant,
 }
+
+/// How often the node's counters are copied into the metrics (the membership gauges
+/// are updated every turn).
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 impl Shell {
     fn now(&self) -> Instant {
@@ -536,7 +548,11 @@ impl Shell {
             counter!("mesh_membership_datagrams_dropped_total", "reason" => *reason).absolute(*n);
         }
         let me = membership.identity().clone();
-        crate::metrics::publish_node(&mut self.node);
+        let now = self.now();
+        if now >= self.next_publish {
+            self.next_publish = now + PUBLISH_EVERY;
+            crate::metrics::publish_node(&mut self.node);
+        }
         let mut snap = self
             .shared
             .snapshot
