@@ -63,7 +63,7 @@ mod tests {
             ],
         );
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "A          BB");
+        assert_eq!(lines[0], "A          BB   C");
         assert_eq!(lines[1], "long-cell  x");
         assert_eq!(lines[2], "y          zzz  w");
     }
