@@ -43,7 +43,8 @@ use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Profile, SwimTimer,
 };
-use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag};
+use mesh_core::dissemination::{ChannelId, Dissemination};
+use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag, StateFrame};
 use mesh_transport::frame::Class;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -257,6 +258,14 @@ pub struct Sim {
     /// Configuration every booted node gets (its membership seeds and profile are set
     /// per node).
     pub node_config: NodeConfig,
+    /// When set, every CRDT broadcast is lost: delta items piggybacked on datagrams are
+    /// stripped (the SWIM packet still goes) and batch frames are dropped. Only
+    /// anti-entropy carries state.
+    pub lose_broadcasts: bool,
+    /// Broadcasts lost that way (datagram trailers stripped, batch frames dropped).
+    pub broadcasts_lost: u64,
+    /// Re-wraps stripped SWIM packets (it never holds items).
+    stripper: Dissemination,
 }
 
 impl Sim {
@@ -290,6 +299,14 @@ impl Sim {
             requests_failed: 0,
             stream_tail: HashMap::new(),
             node_config: NodeConfig::default(),
+            lose_broadcasts: false,
+            broadcasts_lost: 0,
+            stripper: Dissemination::new(
+                mesh_core::dissemination::DisseminationConfig::default(),
+                &[(ChannelId(255), "none")],
+                0,
+            )
+            .expect("valid default config"),
         }
     }
 
@@ -553,6 +570,20 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: &NodeId, data: Bytes) {
+        let data = if self.lose_broadcasts {
+            match Dissemination::unwrap_datagram(&data) {
+                Ok((swim, items)) if !items.is_empty() => {
+                    self.broadcasts_lost += 1;
+                    let swim = swim.to_vec();
+                    self.stripper
+                        .wrap_datagram(self.now, "", &swim)
+                        .expect("a SWIM packet that was wrapped once fits again")
+                }
+                _ => data,
+            }
+        } else {
+            data
+        };
         let target = if to.is_seed_placeholder() {
             self.nodes.iter().position(|n| n.addr == to.addr)
         } else {
@@ -606,6 +637,16 @@ impl Sim {
     /// A frame on the (from, to, class) stream: delayed by the link, by a retransmit
     /// for each loss, and never before the previous frame of the same stream.
     fn send_frame(&mut self, from: usize, to: usize, class: Class, payload: Bytes) {
+        if self.lose_broadcasts
+            && class == Class::State
+            && matches!(
+                rmp_serde::from_slice::<StateFrame>(&payload),
+                Ok(StateFrame::Batch(_))
+            )
+        {
+            self.broadcasts_lost += 1;
+            return;
+        }
         if self.cuts.contains(&(from, to)) || self.nodes[to].node.is_none() {
             self.frames_dropped += 1;
             return;
