@@ -19,10 +19,14 @@
 //!
 //! 1. *A root is created at most once per configuration*: only the smallest-named voter
 //!    creates one, only while it has none, and only when a fresh answer from every other
-//!    voter says it has none either.
-//! 2. *Every node that has a root has the same one*: a node takes a root only from a voter
-//!    that has it (a voter's answer reports its persisted root), and only from a *fresh*
-//!    answer (below); voters persist it before acting on it or reporting it.
+//!    voter says it has none either. (The one exception: a creator wiped before any other
+//!    node took its root. That root died with it — nobody holds it — and the creator's new
+//!    life forms another.)
+//! 2. *Every node that has a root has the same one*: a node takes a root only from voters
+//!    that hold it (a voter's answer reports its persisted root), and only from *fresh*
+//!    answers (below). A voter persists it before acting on it or reporting it, and so
+//!    becomes a second holder; a non-voter, which holds nothing durable, waits for fresh
+//!    reports from a majority of the voters.
 //! 3. *A wiped voter never votes under its old id*: its store has a new acceptor id, which
 //!    differs from its entry in the root, so it ends in [`FormationState::NotAVoter`] and
 //!    [`Formation::is_acceptor`] is false — for the rest of this version.
@@ -32,8 +36,9 @@
 //!
 //! **Liveness**: once every configured voter has been up and able to exchange messages
 //! with the smallest-named voter at some point (not necessarily at the same time), every
-//! node that can reach a voter gets the root in force. Formation needs *all* voters once,
-//! and the smallest-named one in particular; after that, nothing here is needed again.
+//! voter that can reach a voter holding the root gets it in force, and every non-voter that
+//! can reach a majority of the voters does. Formation needs *all* voters once, and the
+//! smallest-named one in particular; after that, nothing here is needed again.
 //!
 //! # Freshness: why hellos carry `ask` and `answer`
 //!
@@ -482,7 +487,7 @@ impl Formation {
             rng,
             state: FormationState::Forming,
             peers,
-            next_ask: Some(now),
+            next_ask: None,
             announced: false,
             deferred: BTreeMap::new(),
             mismatch_reported: BTreeSet::new(),
@@ -490,14 +495,15 @@ impl Formation {
             outputs: VecDeque::new(),
             stats: FormationStats::default(),
         };
-        if let Some(root) = config.stored_root {
-            match root.check(&formation.voters) {
+        match config.stored_root {
+            None => formation.send_asks(now),
+            Some(root) => match root.check(&formation.voters) {
                 Ok(()) => formation.enter_in_force(now, root),
                 Err(why) => {
                     let reason = format!("the stored root does not fit: {why}");
                     formation.refuse(None, reason);
                 }
-            }
+            },
         }
         Ok(formation)
     }
@@ -634,10 +640,15 @@ impl Formation {
     fn take_report(&mut self, now: Instant, peer: &str, root: Option<RootRecord>) {
         let Some(theirs) = root else { return };
         if self.state == FormationState::Forming {
-            self.stats.roots_adopted += 1;
             if self.acceptor_id.is_some() {
+                // A voter that persists it is its second holder: it can no longer be lost
+                // to one wipe.
+                self.stats.roots_adopted += 1;
                 self.persist(theirs);
-            } else {
+            } else if self.reported_by_a_majority(&theirs) {
+                // A non-voter holds nothing durable, so it waits until the root cannot be
+                // lost to one wipe (of a creator that alone had it).
+                self.stats.roots_adopted += 1;
                 self.enter_in_force(now, theirs);
             }
             return;
@@ -654,6 +665,16 @@ impl Formation {
                     .push_back(FormationOutput::RootConflict { peer, theirs });
             }
         }
+    }
+
+    /// Whether a majority of the voters freshly reported `root` (in their current lives).
+    fn reported_by_a_majority(&self, root: &RootRecord) -> bool {
+        let holders = self
+            .peers
+            .values()
+            .filter(|p| p.answered && p.root.as_ref() == Some(root))
+            .count();
+        holders >= super::majority(self.voters.names().len())
     }
 
     /// The creator's rule: no root anywhere, and a fresh answer from every other voter.
