@@ -400,7 +400,9 @@ pub struct FormationStats {
     pub config_mismatches: u64,
     /// Asks answered late, once the root being persisted was durable.
     pub asks_deferred: u64,
-    /// Asks dropped: this node is in [`FormationState::ConfigMismatch`].
+    /// Asks of peers of our configuration dropped: this node is in
+    /// [`FormationState::ConfigMismatch`] (peers of another configuration are answered, so
+    /// that they see the disagreement).
     pub asks_refused: u64,
     /// Voters seen with a new acceptor id (a wiped peer).
     pub peer_lives_changed: u64,
@@ -563,7 +565,7 @@ impl Formation {
         let root = root.clone();
         self.enter_in_force(now, root);
         for (to, nonce) in std::mem::take(&mut self.deferred) {
-            self.answer(&to, nonce, true);
+            self.answer(&to, nonce);
         }
         Ok(())
     }
@@ -593,9 +595,15 @@ impl Formation {
                 self.outputs
                     .push_back(FormationOutput::ConfigMismatch { peer, reason });
             }
-            // Answer without a root, so that it sees our configuration too.
+            // Answer at once and without a root, whatever our state, so that it sees the
+            // disagreement too (and refuses, if we are one of its voters).
             if let Some(nonce) = hello.ask {
-                self.answer(&hello.name, nonce, false);
+                let to = hello.name;
+                let hello = Hello {
+                    root: None,
+                    ..self.hello(None, Some(nonce))
+                };
+                self.outputs.push_back(FormationOutput::Send { to, hello });
             }
             return;
         }
@@ -631,7 +639,7 @@ impl Formation {
             }
         }
         if let Some(nonce) = hello.ask {
-            self.answer(&hello.name, nonce, true);
+            self.answer(&hello.name, nonce);
         }
         self.maybe_create();
     }
@@ -761,7 +769,8 @@ impl Formation {
             .map(|(n, _)| n.clone())
             .collect();
         for to in &wanted {
-            let hello = self.hello(to, None, true);
+            let ask = self.peers.get(to).map(|p| p.nonce);
+            let hello = self.hello(ask, None);
             self.stats.asks_sent += 1;
             self.outputs.push_back(FormationOutput::Send {
                 to: to.clone(),
@@ -771,7 +780,9 @@ impl Formation {
         self.next_ask = (!wanted.is_empty()).then(|| now + self.retry);
     }
 
-    fn answer(&mut self, to: &str, nonce: u64, with_root: bool) {
+    /// Answer an ask of a peer of our configuration: later while persisting; never while
+    /// refusing (a refusing voter must not be counted as "no root" by a creator).
+    fn answer(&mut self, to: &str, nonce: u64) {
         match self.state {
             FormationState::Persisting(_) => {
                 self.stats.asks_deferred += 1;
@@ -779,23 +790,20 @@ impl Formation {
             }
             FormationState::ConfigMismatch { .. } => self.stats.asks_refused += 1,
             _ => {
-                let hello = self.hello(to, Some(nonce), with_root);
+                let hello = self.hello(None, Some(nonce));
                 let to = to.to_owned();
                 self.outputs.push_back(FormationOutput::Send { to, hello });
             }
         }
     }
 
-    fn hello(&self, to: &str, answer: Option<u64>, with_root: bool) -> Hello {
-        let ask = self
-            .peers
-            .get(to)
-            .filter(|p| self.wants(p))
-            .map(|p| p.nonce);
+    /// A hello with our report. Answers never carry an ask (asks go out on the timer
+    /// only), so two nodes never answer each other back and forth.
+    fn hello(&self, ask: Option<u64>, answer: Option<u64>) -> Hello {
         Hello {
             name: self.name.clone(),
             acceptor_id: self.acceptor_id,
-            root: self.root_in_force().filter(|_| with_root).cloned(),
+            root: self.root_in_force().cloned(),
             voter_names_hash: self.voters.hash(),
             ask,
             answer,

@@ -114,7 +114,10 @@ impl Cluster {
             for n in &names {
                 self.flush(n, &mut queue);
             }
+            let mut delivered = 0;
             while let Some((to, hello)) = queue.pop_front() {
+                delivered += 1;
+                assert!(delivered < 10_000, "a message storm");
                 if let Some(f) = self.nodes.get_mut(&to) {
                     f.handle_hello(self.now, hello);
                     self.flush(&to, &mut queue);
@@ -543,6 +546,8 @@ fn a_voter_with_another_voter_set_stops_formation_and_nothing_is_merged() {
     };
     n1.handle_hello(now, odd);
     let outs = drain(&mut n1);
+    let answer = sent_to(&outs, "n3");
+    assert_eq!((answer[0].answer, &answer[0].root), (Some(4), &None));
     assert!(matches!(
         &outs[0],
         FormationOutput::ConfigMismatch { peer: Some(p), reason } if p == "n3" && reason.contains("n1,n2,n3")
@@ -561,8 +566,17 @@ fn a_voter_with_another_voter_set_stops_formation_and_nothing_is_merged() {
     assert!(drain(&mut n1).is_empty());
     assert!(matches!(n1.state(), FormationState::ConfigMismatch { .. }));
     assert_eq!(n1.stats().config_mismatches, 1);
-    // Its own ask too: it learnt our configuration from our earlier ask.
-    assert_eq!(n1.stats().asks_refused, 2);
+    assert_eq!(n1.stats().asks_refused, 1);
+    // Peers of another configuration are still answered, so that they refuse too.
+    n1.handle_hello(
+        now,
+        Hello {
+            voter_names_hash: theirs.hash(),
+            ask: Some(8),
+            ..from_voter("n3", 13, None, None)
+        },
+    );
+    assert_eq!(sent_to(&drain(&mut n1), "n3")[0].answer, Some(8));
 }
 
 #[test]
@@ -673,6 +687,35 @@ fn a_fresh_report_of_another_root_is_a_conflict_never_a_merge() {
     );
     assert_eq!(n1.root_in_force(), Some(&r));
     assert_eq!(n1.stats().root_conflicts, 1, "the second copy was stale");
+}
+
+#[test]
+fn answers_carry_no_ask_so_two_forming_voters_do_not_answer_each_other_forever() {
+    let now = Instant::now();
+    let (mut n2, mut n3) = (voter(now, "n2", 12), voter(now, "n3", 13));
+    let mut to_n3: Vec<Hello> = sent_to(&drain(&mut n2), "n3")
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut to_n2: Vec<Hello> = sent_to(&drain(&mut n3), "n2")
+        .into_iter()
+        .cloned()
+        .collect();
+    for _ in 0..3 {
+        for h in std::mem::take(&mut to_n3) {
+            n3.handle_hello(now, h);
+        }
+        for h in std::mem::take(&mut to_n2) {
+            n2.handle_hello(now, h);
+        }
+        to_n2.extend(sent_to(&drain(&mut n3), "n2").into_iter().cloned());
+        to_n3.extend(sent_to(&drain(&mut n2), "n3").into_iter().cloned());
+    }
+    assert!(
+        to_n2.is_empty() && to_n3.is_empty(),
+        "still talking without a timer"
+    );
+    assert_eq!(n2.stats().fresh_answers + n3.stats().fresh_answers, 2);
 }
 
 #[test]
