@@ -125,7 +125,7 @@ pub use proposer::{
 };
 pub use root::{
     proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,
-    FormationStats, Hello, RootRecord, VoterNames, VotersError,
+    FormationStats, Hello, PersistedError, RootRecord, VoterNames, VotersError,
 };
 pub use store::{AcceptorStore, CommitStats, GroupCommit, MemStore, Opened, RedbStore, StoreError};
 

@@ -40,6 +40,24 @@
 //! can reach a majority of the voters does. Formation needs *all* voters once, and the
 //! smallest-named one in particular; after that, nothing here is needed again.
 //!
+//! # The protocol
+//!
+//! One message, [`Hello`]. Until it has a root, a node asks every voter every `retry`
+//! (`ask: Some(nonce)`); every node answers every ask at once (`answer: Some(nonce)`) with
+//! the root in force on it, if any. Answers never ask back, so nothing ping-pongs.
+//!
+//! 1. A voter that gets a fresh answer with a root persists it
+//!    ([`FormationOutput::Persist`]); once it is durable the root is in force there. A
+//!    non-voter has the root in force once a majority of the voters freshly reported it.
+//! 2. The smallest-named voter, once every other voter freshly answered with no root,
+//!    creates `RootRecord { epoch: 1, voters }` from their acceptor ids and its own,
+//!    persists it, and then asks every voter (the push) until each one's answer shows the
+//!    root (the ack). A voter answers the push and takes the root from the answer to its
+//!    own next ask. The creator keeps asking a voter that never acks (one that is down for
+//!    good) every `retry`: a small, bounded cost.
+//! 3. A voter whose acceptor id is not the one the root lists for it was wiped:
+//!    [`FormationState::NotAVoter`].
+//!
 //! # Freshness: why hellos carry `ask` and `answer`
 //!
 //! A node asks a voter with a random nonce (`ask`) and takes what the voter reports only

@@ -750,8 +750,10 @@ pub struct GroupCommitStats {
     pub released: u64,
     /// Replies dropped because their batch's commit failed.
     pub dropped_commit_failed: u64,
-    /// Replies dropped because a state could not be encoded (or after such a failure).
+    /// Replies dropped because a state could not be encoded.
     pub dropped_encode_failed: u64,
+    /// Outputs refused because the batcher had stopped (after a failed commit or encoding).
+    pub dropped_stopped: u64,
 }
 
 /// Group commit for one acceptor, sans-IO: feed it the acceptor's outputs in order with
@@ -830,7 +832,7 @@ impl<K: Serialize, S: Serialize> GroupCommit<K, S> {
     /// means: stop the process.
     pub fn push(&mut self, output: AcceptorOutput<K, S>) -> Result<(), StoreError> {
         if self.stopped {
-            self.stats.dropped_encode_failed += 1;
+            self.stats.dropped_stopped += 1;
             return Err(StoreError::Stopped);
         }
         let reply = match output {

@@ -394,6 +394,7 @@ fn a_failed_commit_releases_no_reply_and_stops_the_batcher() {
     acceptor.handle_request(P, prepare("b", 1));
     let out = acceptor.poll_output().expect("an output");
     assert!(matches!(group.push(out), Err(StoreError::Stopped)));
+    assert_eq!(group.stats().dropped_stopped, 1);
     assert!(group.finish(&Ok::<(), StoreError>(())).is_empty());
 }
 
@@ -499,4 +500,59 @@ proptest! {
             }
         }
     }
+}
+
+/// A state whose encoding always fails.
+#[derive(Clone, Debug, PartialEq)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<Z: serde::Serializer>(&self, _: Z) -> Result<Z::Ok, Z::Error> {
+        Err(serde::ser::Error::custom("no encoding"))
+    }
+}
+
+#[test]
+fn a_state_that_cannot_be_encoded_drops_every_pending_reply_and_stops_the_batcher() {
+    let mut group: GroupCommit<String, Unencodable> = GroupCommit::new();
+    let reply = |ballot| Envelope {
+        to: P,
+        msg: Reply::Conflict {
+            key: "k".to_owned(),
+            ballot,
+            promised: ballot,
+        },
+    };
+    group
+        .push(AcceptorOutput::Send(reply(ballot(1))))
+        .expect("a send needs no encoding");
+    let persist = AcceptorOutput::Persist {
+        key: "k".to_owned(),
+        state: AcceptorState {
+            promised: ballot(2),
+            accepted: Some((ballot(2), Unencodable)),
+            epoch: 1,
+        },
+        then: reply(ballot(2)),
+    };
+    let err = group.push(persist).expect_err("cannot encode");
+    assert!(matches!(err, StoreError::Encode { .. }), "{err}");
+    assert_eq!(group.stats().dropped_encode_failed, 2);
+    assert_eq!((group.pending_replies(), group.batch().len()), (0, 0));
+    assert!(group.finish(&Ok::<(), StoreError>(())).is_empty());
+    assert!(matches!(
+        group.push(AcceptorOutput::Send(reply(ballot(3)))),
+        Err(StoreError::Stopped)
+    ));
+}
+
+#[test]
+fn keys_are_named_by_their_decoded_value_in_errors() {
+    assert_eq!(describe_key(&encode_key(&7u32).expect("encodes")), "7");
+    assert_eq!(
+        describe_key(&encode_key(&("shard", 3u8)).expect("encodes")),
+        "[\"shard\",3]"
+    );
+    // Trailing bytes: not one MessagePack value, so hex.
+    assert_eq!(describe_key(&[0x07, 0x07]), "0x0707");
 }
