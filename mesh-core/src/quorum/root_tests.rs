@@ -759,3 +759,112 @@ fn nonces_come_from_the_seed() {
     assert_eq!(asks(1), asks(1));
     assert_ne!(asks(1), asks(2));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Mostly the real root or none; sometimes a malformed one.
+    fn any_root() -> impl Strategy<Value = Option<RootRecord>> {
+        let ids = prop::collection::vec(0u64..4, 3);
+        let names = prop::sample::select(vec!["n1,n2,n3", "n1,n2,n4", "n1,n2"]);
+        let odd = (0u64..3, ids, names).prop_map(|(epoch, ids, names)| RootRecord {
+            epoch,
+            voters: names
+                .split(',')
+                .zip(ids)
+                .map(|(n, id)| (n.to_owned(), id + 10))
+                .collect(),
+        });
+        prop_oneof![
+            3 => Just(None),
+            3 => Just(Some(root([11, 12, 13]))),
+            2 => odd.prop_map(Some),
+        ]
+    }
+
+    /// Mostly well-formed hellos of our voters (with their ids) and a client; sometimes
+    /// anything.
+    fn any_hello() -> impl Strategy<Value = Hello> {
+        let who = prop_oneof![
+            4 => prop::sample::select(vec![("n1", Some(11)), ("n2", Some(12)), ("n3", Some(13))]),
+            1 => Just(("c1", None)),
+            1 => prop::sample::select(vec![
+                ("n3", Some(31)),
+                ("n2", None),
+                ("c1", Some(5)),
+                ("bad name", None),
+                ("", Some(11)),
+            ]),
+        ];
+        let hash = prop_oneof![4 => Just(voters().hash()), 1 => any::<u64>()];
+        (
+            who,
+            any_root(),
+            hash,
+            prop::option::of(0u64..3),
+            prop::option::of(0u64..3),
+        )
+            .prop_map(|((name, id), root, hash, ask, answer)| Hello {
+                name: name.to_owned(),
+                acceptor_id: id,
+                root,
+                voter_names_hash: hash,
+                ask,
+                answer,
+            })
+    }
+
+    proptest! {
+        /// Whatever peers send: no panic, every hello counted, a root in force or being
+        /// persisted is always a valid root of our configuration, only the creator ever
+        /// creates one, and a client never holds a root fewer than two voters reported.
+        #[test]
+        fn arbitrary_hellos_never_break_formation(
+            name in prop::sample::select(vec!["n1", "n2", "c1"]),
+            hellos in prop::collection::vec(any_hello(), 0..60),
+            guess_nonces in any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let id = (name != "c1").then_some(if name == "n1" { 11 } else { 12 });
+            let mut f = Formation::new(config(name, id, None), now).expect("valid");
+            let mut asked: BTreeMap<String, u64> = BTreeMap::new();
+            for (i, mut hello) in hellos.into_iter().enumerate() {
+                for out in drain(&mut f) {
+                    match out {
+                        FormationOutput::Send { to, hello: h } => {
+                            if let Some(nonce) = h.ask {
+                                asked.insert(to, nonce);
+                            }
+                        }
+                        FormationOutput::Persist(_) => {
+                            f.handle_persisted(now).expect("pending");
+                        }
+                        _ => {}
+                    }
+                }
+                // Half the runs answer the nonce last asked of the sender, so that answers
+                // are often fresh.
+                if guess_nonces && hello.answer.is_some() {
+                    hello.answer = asked.get(&hello.name).copied().or(hello.answer);
+                }
+                if i % 8 == 7 {
+                    f.handle_timeout(now + DEFAULT_RETRY * (i as u32 + 1));
+                }
+                f.handle_hello(now, hello);
+                prop_assert_eq!(f.stats().hellos, i as u64 + 1);
+                let held = match f.state() {
+                    FormationState::Persisting(r) => Some(r),
+                    _ => f.root_in_force(),
+                };
+                if let Some(r) = held {
+                    prop_assert!(r.check(&voters()).is_ok(), "{:?}", r);
+                }
+                prop_assert!(name == "n1" || f.stats().roots_created == 0);
+                if name == "c1" && f.root_in_force().is_some() {
+                    prop_assert!(f.stats().fresh_answers >= 2);
+                }
+            }
+        }
+    }
+}
