@@ -112,6 +112,8 @@ pub mod acceptor;
 pub mod ballot;
 pub mod messages;
 pub mod proposer;
+pub mod root;
+pub mod store;
 
 pub use acceptor::{Acceptor, AcceptorOutput, AcceptorState, AcceptorStats};
 pub use ballot::{Ballot, NodeId};
@@ -121,6 +123,11 @@ pub use messages::{
 pub use proposer::{
     Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
 };
+pub use root::{
+    proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,
+    FormationStats, Hello, PersistedError, RootRecord, VoterNames, VotersError,
+};
+pub use store::{AcceptorStore, CommitStats, GroupCommit, MemStore, Opened, RedbStore, StoreError};
 
 /// The size of a majority quorum of `voters` voters.
 pub fn majority(voters: usize) -> usize {
