@@ -92,6 +92,9 @@ def save_run(data, run_dir: Path, rep: dict) -> None:
     with open(run_dir / "metric_samples.jsonl", "w") as f:
         for s in data.metric_samples:
             f.write(json.dumps(s) + "\n")
+    with open(run_dir / "registry_observations.jsonl", "w") as f:
+        for ob in data.registry_observations:
+            f.write(json.dumps(ob) + "\n")
     rest = {
         "scenario": data.scenario, "nodes": data.nodes, "bounds": data.bounds,
         "rss_max_kb": data.rss_max_kb, "ops": data.ops, "status": data.status,
@@ -111,6 +114,8 @@ def load_run(run_dir: Path):
 
     def jsonl(name):
         path = run_dir / name
+        if not path.exists() and name == "registry_observations.jsonl":
+            return []  # recorded before groups and names landed
         return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
     rest = json.loads((run_dir / "rundata.json").read_text())
@@ -122,7 +127,9 @@ def load_run(run_dir: Path):
         last_metrics={(x["node"], x["pid"]): x["metrics"] for x in rest["last_metrics"]},
         rss_max_kb=rest["rss_max_kb"], ops=rest["ops"],
         injected_drops=rest["injected_drops"], log_dir=run_dir / "logs",
-        poll_interval=rest["poll_interval"], status=rest["status"])
+        poll_interval=rest["poll_interval"], status=rest["status"],
+        registry_observations=sorted(jsonl("registry_observations.jsonl"),
+                                     key=lambda o: o["t_done"]))
     return data, rest["report"]
 
 
