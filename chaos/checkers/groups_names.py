@@ -52,7 +52,9 @@ END_SLACK_S = 5.0  # an agent's death may be recorded after its streams saw EOF
 def _checks(run, h: History) -> list[dict]:
     out = []
     for ev in h.checks:
-        expected = h.expected(ev["t"], ev["live"])
+        # The workloads hold still from `since` until the check is recorded; the gate
+        # reopens right after, so an operation may share the record's millisecond.
+        expected = h.expected(ev["since"], ev["live"])
         t, latest, problems = first_registry_converged(
             run.registry_observations, ev["live"], ev["since"], ev["bound_s"],
             ev.get("stable_s", 0.0), expected, h.lid_of)
@@ -60,7 +62,7 @@ def _checks(run, h: History) -> list[dict]:
                     "live": ev["live"], "bound_s": ev["bound_s"], "converged_at": t,
                     "took_s": None if t is None else round(t - ev["since"], 3),
                     "latest": latest, "problems": problems,
-                    "absent": h.absent_reasons(ev["t"], ev["live"])})
+                    "absent": h.absent_reasons(ev["since"], ev["live"])})
     return out
 
 
@@ -107,7 +109,7 @@ def _conflicts(r: Result, h: History, checks: list[dict]) -> list[dict]:
             r.notes.append(f"conflict round {rd['round']}: no registry check after it")
             continue
         chk = next((c for c in after if c["converged_at"] is not None), after[0])
-        T, live, views = chk["t"], chk["live"], chk["latest"]
+        T, live, views = chk["since"], chk["live"], chk["latest"]
         for name in rd["names"]:
             xs = [h.listeners[lid] for lid in rd["claims"].get(name, [])
                   if lid in h.listeners and h.listeners[lid].pid]
@@ -177,7 +179,7 @@ def check(run) -> Result:
     took = [c["took_s"] for c in checks if c["took_s"] is not None]
     absent: dict[str, int] = {}
     for x in h.listeners.values():
-        t = checks[-1]["t"] if checks else run.events[-1]["t"]
+        t = checks[-1]["since"] if checks else run.events[-1]["t"]
         present, why = h.status(x, t, checks[-1]["live"] if checks else run.nodes)
         if not present:
             absent[why] = absent.get(why, 0) + 1

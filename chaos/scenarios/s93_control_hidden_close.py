@@ -17,6 +17,6 @@ CONTROL = {"checker": "groups-names", "violation": "lost_without_reason"}
 STEPS = [
     ("hold", 3),
     ("hidden_close", "n2"),
-    ("hold", 2),
+    ("hold", 5),  # the agent notices a closed stream at its next heartbeat (1 s)
     ("converge",),
 ]

@@ -601,11 +601,16 @@ class Registries(unittest.TestCase):
     def test_scenarios_load_and_claims_scenarios_are_pending(self):
         from harness.scenario import all_scenarios
         by_num = {s.number: s for s in all_scenarios()}
-        for n in (1, 2, 3, 4, 5, 8, 9):
+        for n in (1, 2, 3, 4, 5, 8, 9, 15):
             self.assertIsNone(by_num[n].pending, n)
         for n in (6, 7):
             self.assertIn("issue 4", by_num[n].pending)
-        self.assertTrue(by_num[90].control and by_num[91].control)
+        for n in (90, 91, 92, 93, 94):
+            self.assertTrue(by_num[n].control, n)
+        for n in (1, 2, 3, 5, 8, 9, 15):
+            self.assertEqual(set(by_num[n].workloads),
+                             {"membership", "groups", "names", "sends"}, n)
+            self.assertIn("groups-names", by_num[n].checkers)
 
     def test_every_scenario_step_is_known(self):
         from harness.scenario import all_scenarios

@@ -41,7 +41,7 @@ import time
 import traceback
 import urllib.parse
 
-from harness.cluster import ADMIN_PORT, RUNNING
+from harness.cluster import RUNNING
 from harness.registry import History, first_registry_converged
 from harness.util import HarnessError
 
@@ -87,7 +87,8 @@ class Listener:
         body = {"groups": self.groups, "scope": self.scope, "meta": self.lid}
         if self.name:
             body["name"] = self.name
-        conn = http.client.HTTPConnection(a.ip, ADMIN_PORT, timeout=OPEN_TIMEOUT_S)
+        host, port = a.admin.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=OPEN_TIMEOUT_S)
         try:
             conn.request("POST", "/v1/listen", body=json.dumps(body),
                          headers={"Authorization": f"Bearer {c.token}",
@@ -359,9 +360,11 @@ class Pool:
             bound = float(within if within is not None
                           else self.bounds["registry_converge_s"])
             stable = float(self.bounds["registry_stable_s"])
+            # What the history says at the start holds for the whole check: the
+            # workloads hold still (the checker computes it the same way).
+            hist = History(list(self.rec.events))
+            expected = hist.expected(since, live)
             while True:
-                hist = History(list(self.rec.events))
-                expected = hist.expected(self.rec.now(), live)
                 t, _, problems = first_registry_converged(
                     self.obs.sorted_registry(), live, since, bound, stable, expected,
                     hist.lid_of)
