@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 LIFE_ENDS = ("kill", "stop", "restart", "skew", "agent_exited")
 
 
-# -- views ----------------------------------------------------------------------------------
+# -- views ---------------------------------------------------------------------------------
 def fetch_view(cluster, node: str, timeout: float = 1.0) -> dict:
     """One agent's registry view; raises OSError/ValueError when it does not answer."""
     def get(path: str):
@@ -108,7 +108,7 @@ def first_claim(claims: list) -> list[str] | None:
     return [min(keyed)[1]] if keyed else None
 
 
-# -- history --------------------------------------------------------------------------------
+# -- history -------------------------------------------------------------------------------
 @dataclass
 class Listener:
     lid: str
@@ -258,7 +258,7 @@ class History:
         return out
 
 
-# -- comparing views ------------------------------------------------------------------------
+# -- comparing views -----------------------------------------------------------------------
 def _canon(view: dict) -> str:
     return json.dumps(view, sort_keys=True)
 

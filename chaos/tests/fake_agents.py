@@ -100,7 +100,7 @@ class FakeAgent:
         self.server.shutdown()
         self.server.server_close()
 
-    # -- routes ----------------------------------------------------------------------------------
+    # -- routes 
     def get(self, h) -> None:
         url = urllib.parse.urlparse(h.path)
         scope = urllib.parse.parse_qs(url.query).get("scope", ["default"])[0]

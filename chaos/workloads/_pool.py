@@ -241,7 +241,7 @@ class Pool:
         self.obs.watch_registry()
         ctx.steps.converge_hooks.append(self.check_registry)
 
-    # -- threads -------------------------------------------------------------------------------
+    # -- threads 
     def rng(self, name: str) -> random.Random:
         """A schedule RNG per workload (and per sender), derived from the run's seed."""
         return random.Random(f"{self.seed}/{name}")
@@ -303,7 +303,7 @@ class Pool:
                 return False
         return not self._stop.is_set()
 
-    # -- listeners -----------------------------------------------------------------------------
+    # -- listeners 
     def open(self, node: str, groups: list[str], scope: str = "default",
              name: str | None = None, owner: str = "") -> Listener | None:
         lid = f"L{next(self._ids)}"
@@ -348,7 +348,7 @@ class Pool:
         with self._cond:
             return list(self.listeners.values())
 
-    # -- the registry check --------------------------------------------------------------------
+    # -- the registry check 
     def check_registry(self, after: str, within: float | None = None) -> dict:
         """Hold the churn, wait until the views converge (or the bound passes), record it."""
         self._hold()
@@ -391,7 +391,7 @@ class Pool:
             raise HarnessError(f"this meshctl has no groups/names API (GET /v1/scopes on "
                                f"{node}: 404 {body[:100]}); build one with issue 3")
 
-    # -- the end ---------------------------------------------------------------------------------
+    # -- the end 
     def stop(self) -> None:
         """Stop every workload thread, then close every listener (idempotent)."""
         if self._stopped:

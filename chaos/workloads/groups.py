@@ -43,7 +43,7 @@ class Workload:
     def operations(self) -> dict:
         return self.pool.operations((NAME,))
 
-    # -- the schedule --------------------------------------------------------------------------
+    # -- the schedule 
     def _run(self) -> None:
         first = True
         while True:
@@ -81,7 +81,7 @@ class Workload:
             groups.append(groups[0])
         self.pool.open(node, groups, scope, owner=NAME)
 
-    # -- negative controls -----------------------------------------------------------------------
+    # -- negative controls 
     def hidden_close(self, node: str) -> None:
         """Close one open listener on node, recorded as `hidden_close` (a kind the
         checkers do not know): the checkers still expect it everywhere."""

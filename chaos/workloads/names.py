@@ -56,7 +56,7 @@ class Workload:
     def operations(self) -> dict:
         return self.pool.operations((NAME, "conflicts"))
 
-    # -- the schedule --------------------------------------------------------------------------
+    # -- the schedule 
     def _run(self) -> None:
         first = True
         while True:
@@ -100,7 +100,7 @@ class Workload:
                          hlc=info.get("hlc") if holder == x.pid else None,
                          holder=holder, status=status)
 
-    # -- the conflict step -------------------------------------------------------------------------
+    # -- the conflict step 
     def conflicts(self, side_a: list[str], side_b: list[str], count: int = 3) -> dict:
         rnd = next(self._rounds)
         names = [f"cf{rnd}-{i}" for i in range(count)]

@@ -112,7 +112,7 @@ class Workload:
             self.ops[{"ok": "succeeded"}.get(done["outcome"], done["outcome"])] += 1
         return done
 
-    # -- negative controls -------------------------------------------------------------------------
+    # -- negative controls 
     def replay(self, via: str) -> dict:
         """Send a payload an open listener already read from a send through `via` again,
         to that listener's PID, recorded as `hidden_resend` (a kind the checkers do not
