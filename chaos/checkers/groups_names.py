@@ -129,6 +129,7 @@ def _conflicts(r: Result, h: History, checks: list[dict]) -> list[dict]:
             distinct = set(holders.values())
             want = first_claim(present)
             row["winner"] = want[0] if want else None
+            row["winner_lid"] = h.lid_of(want[0]) if want else None
             if len(distinct) != 1 or None in distinct:
                 shown = ", ".join(f"{n}: {h.lid_of(p) if p else '-'}"
                                   for n, p in sorted(holders.items()))

@@ -218,8 +218,8 @@ def markdown(rep: dict) -> str:
         for cf in reg.get("conflicts") or []:
             claims = ", ".join(f"{c['lid']} hlc {c['hlc']} notices {len(c['notices'])}"
                                for c in cf["claims"])
-            lines.append(f"- conflict {cf['name']}: winner {cf.get('winner') or '?'} "
-                         f"({claims})")
+            lines.append(f"- conflict {cf['name']}: winner {cf.get('winner_lid') or '?'} "
+                         f"({cf.get('winner') or 'order not checked'}; {claims})")
     snd = rep.get("sends") or {}
     if snd.get("sends"):
         lines += ["", "## Sends", "", f"{snd['sends']} sends, {snd['reads']} reads; "
