@@ -178,12 +178,7 @@ def check(run) -> Result:
     ended = _streams(r, h, run)
     conflicts = _conflicts(r, h, checks)
     took = [c["took_s"] for c in checks if c["took_s"] is not None]
-    absent: dict[str, int] = {}
-    for x in h.listeners.values():
-        t = checks[-1]["since"] if checks else run.events[-1]["t"]
-        present, why = h.status(x, t, checks[-1]["live"] if checks else run.nodes)
-        if not present:
-            absent[why] = absent.get(why, 0) + 1
+    absent = h.absent_reasons(checks[-1]["since"], checks[-1]["live"]) if checks else {}
     r.details = {
         "checks": [{k: c[k] for k in ("after", "since", "took_s", "bound_s")}
                    | {"ok": c["converged_at"] is not None, "absent": c["absent"]}

@@ -29,13 +29,16 @@ PID. Asserted, exactly:
   reordered                 for two sends through the same agent (one sender, each
                             invoked after the previous was answered) read by the same
                             listener, the earlier one is read first (always);
-  uncounted_drop            every refusal the harness saw from an agent process (an error
-                            answer naming a SendError, or a local entry in `failed`) is
-                            in that life's `mesh_send_errors_total{reason}`; when the
-                            agent exports no such family this is noted, not judged.
-                            Refusals in the second before a kill/stop/restart of the
-                            sending agent are left out (its last snapshot may predate
-                            them).
+  uncounted_drop            every refusal the harness saw is counted by the agent process
+                            that made it: an error answer naming a SendError, or a local
+                            entry in `failed`, in the sender's `mesh_send_errors_total
+                            {reason}`; a remote entry in `failed`, or "<pid> refused the
+                            message: <why>", in the refusing agent's
+                            `mesh_process_refused_total{reason}` (the last snapshot of
+                            each process life, at least as many). A family an agent
+                            does not export is noted, not judged. Refusals in the second
+                            before that agent's process ended are left out (its last
+                            snapshot may predate them).
 Timeouts (504, a client timeout) are indeterminate: only the "always" checks apply.
 """
 
@@ -54,7 +57,10 @@ DESCRIPTION = ("no duplicate or misdirected delivery; answers count what arrived
                "order per sender kept; refusals counted")
 PENDING = None
 
-SEND_ERRORS = "mesh_send_errors_total"
+SEND_ERRORS = "mesh_send_errors_total"        # counted by the sending agent
+PROCESS_REFUSED = "mesh_process_refused_total"  # counted by the refusing (receiving) agent
+# A single destination on another node that refused: "<pid> refused the message: <why>".
+REMOTE_REFUSAL = re.compile(r"^(\S+) refused the message: (\w+)")
 # SendError's messages (mesh-core node::SendError) -> its metric reason label.
 ERROR_REASONS = (
     (re.compile(r"^no such process"), "no_process"),
@@ -172,61 +178,58 @@ def check(run) -> Result:
                                 f"{len(got)} listener(s) read it within {grace:.0f}s: "
                                 f"{sorted(got)}", sid=sid)
             for f in d.get("failed") or []:
-                if f.get("pid", "").split("/", 1)[0] == s["via"]:
-                    _count(refusals, s, f.get("reason"))
+                node = f.get("pid", "").split("/", 1)[0]
+                fam = SEND_ERRORS if node == s["via"] else PROCESS_REFUSED
+                _count(refusals, h, fam, node, d["t"], f.get("reason"))
         else:
             if got:
                 r.violation("delivered_after_refusal", f"send {sid} was refused "
                             f"({d['status']}: {d.get('error')}) but {sorted(got)} read it",
                             sid=sid)
-            _count(refusals, s, error_reason(d.get("error")))
-    counted = _compare_metrics(r, h, run, refusals)
+            _count(refusals, h, SEND_ERRORS, s["via"], d["t"], error_reason(d.get("error")))
+            m = REMOTE_REFUSAL.search(d.get("error") or "")
+            if m:
+                _count(refusals, h, PROCESS_REFUSED, m.group(1).split("/", 1)[0], d["t"],
+                       m.group(2))
+    counted = _compare_metrics(r, run, refusals)
     r.details = {"sends": len(h.sends), "decided_exactly": exact,
                  "not_decidable": undecidable, "indeterminate": indeterminate,
                  "reads": sum(len(x.received) for x in h.listeners.values()),
                  "duplicates": dup, "misdelivered": mis, "reordered": reord,
-                 "refusals_seen": {f"{n} pid {p}": c for (n, p), c in refusals.items()},
+                 "refusals_seen": {f"{f} {n} pid {p}": c
+                                   for (f, n, p), c in sorted(refusals.items(), key=str)},
                  "refusals_counted": counted}
     return r
 
 
-def _count(refusals: dict, s: dict, reason: str | None) -> None:
-    if reason:
-        c = refusals.setdefault((s["via"], s.get("via_pid")), {})
-        c[reason] = c.get(reason, 0) + 1
+def _count(refusals: dict, h: History, family: str, node: str, t: float,
+           reason: str | None) -> None:
+    """Count a refusal against the agent process that must have counted it; one whose
+    process ended within a second is left out (its last snapshot may predate it)."""
+    if not reason or h.life_ended(node, t, t + 1.0):
+        return
+    c = refusals.setdefault((family, node, h.agent_pid_at(node, t)), {})
+    c[reason] = c.get(reason, 0) + 1
 
 
-def _compare_metrics(r: Result, h: History, run, refusals: dict) -> dict:
-    # Refusals just before the sender's process ended may postdate its last snapshot.
-    late = {}
-    for sid, v in h.sends.items():
-        s, d = v["send"], v["done"]
-        if d and any(0 <= t - d["t"] <= 1.0 and k in ("kill", "stop", "restart", "skew")
-                     for t, k in h.proc_faults.get(s["via"], [])):
-            reason = error_reason(d.get("error"))
-            if reason:
-                key = (s["via"], s.get("via_pid"))
-                late.setdefault(key, {}).setdefault(reason, 0)
-                late[key][reason] += 1
+def _compare_metrics(r: Result, run, refusals: dict) -> dict:
     out = {}
-    missing_family = []
-    for (node, pid), seen in sorted(refusals.items(), key=str):
+    missing = []
+    for (family, node, pid), seen in sorted(refusals.items(), key=str):
         m = run.last_metrics.get((node, pid))
         if m is None:
             r.notes.append(f"{node} pid {pid}: no /metrics snapshot; refusals not compared")
             continue
-        if not prom.select(m, SEND_ERRORS):
-            missing_family.append(f"{node} pid {pid}")
+        if not prom.select(m, family):
+            missing.append(f"{family} on {node} pid {pid}")
             continue
         for reason, n in sorted(seen.items()):
-            have = m.get(prom.key(SEND_ERRORS, {"reason": reason}), 0.0)
-            out[f"{node} pid {pid} {reason}"] = have
-            n -= late.get((node, pid), {}).get(reason, 0)
+            have = m.get(prom.key(family, {"reason": reason}), 0.0)
+            out[f"{family} {node} pid {pid} {reason}"] = f"{have:.0f} counted >= {n} seen"
             if have < n:
-                r.violation("uncounted_drop", f"{node} (pid {pid}) refused {n} send(s) "
-                            f"with {reason}, its {SEND_ERRORS}{{reason=\"{reason}\"}} "
-                            f"is {have:.0f}", node=node, reason=reason)
-    if missing_family:
-        r.notes.append(f"{SEND_ERRORS} not exported by {', '.join(missing_family)}: "
-                       "refusals not compared")
+                r.violation("uncounted_drop", f"{node} (pid {pid}) refused {n} "
+                            f"message(s) with {reason}, its {family}{{reason=\"{reason}\"}} "
+                            f"is {have:.0f}", node=node, reason=reason, family=family)
+    if missing:
+        r.notes.append("not exported, refusals not compared: " + ", ".join(missing))
     return out

@@ -252,6 +252,8 @@ class History:
     def absent_reasons(self, t: float, live: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for x in self.listeners.values():
+            if x.t_invoke > t:
+                continue  # not opened yet
             present, why = self.status(x, t, live)
             if not present:
                 out[why] = out.get(why, 0) + 1

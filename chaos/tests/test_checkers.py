@@ -567,6 +567,22 @@ class Sends(unittest.TestCase):
         self.assertEqual(r.violations, [])
         self.assertTrue(any("not exported" in n for n in r.notes), r.notes)
 
+    def test_a_remote_refusal_must_be_counted_by_the_refusing_agent(self):
+        refused = [send("n1.1", 10, 10.05, delivered=1, failed=[
+                       {"pid": pid_of("n2", 9), "reason": "no_process"}]),
+                   recv("L1", "n1.1", 10.02),
+                   send("n1.2", 11, 11.05, status=404, target=pid_of("n3", 9), dest="pid",
+                        error=f"{pid_of('n3', 9)} refused the message: mailbox_full")]
+        counted = {("n2", 1): {'mesh_process_refused_total{reason="no_process"}': 1.0},
+                   ("n3", 1): {'mesh_process_refused_total{reason="mailbox_full"}': 0.0}}
+        r = sends_run(*refused, metrics=counted)
+        self.assertEqual([(v["kind"], v["node"]) for v in r.violations],
+                         [("uncounted_drop", "n3")])
+        # Killed within a second of the refusal: its last snapshot may predate it.
+        r = sends_run(*refused, {"t": 11.5, "kind": "kill", "nodes": ["n3"],
+                                 "disrupts": ["n3"]}, metrics=counted)
+        self.assertEqual(r.violations, [])
+
     def test_error_answers_map_to_the_senders_metric_reasons(self):
         self.assertEqual(sends.error_reason("no such process: n1/1/2"), "no_process")
         self.assertEqual(sends.error_reason('no process is registered as "x"'),
