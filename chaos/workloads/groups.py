@@ -3,7 +3,8 @@
 Once the cluster has formed, PER_NODE listeners are opened on every live agent; then,
 every 0.5-1.5 x PERIOD_S seconds, the schedule (a random.Random seeded from the run's
 seed) either closes one of its open listeners (the leave) or opens a new one on a
-random live agent (up to MAX_PER_NODE per agent). Each listener joins one or two
+random live agent (up to MAX_PER_NODE per agent; leaves are likelier while there are
+PER_NODE or more per live agent, joins below that). Each listener joins one or two
 groups of one scope (SCOPES), sometimes the same group twice (multiplicity 2), with its
 listener id as metadata. Joins, leaves and every message received are recorded (see
 workloads/_pool.py); the churn holds still during each registry check.
@@ -63,7 +64,8 @@ class Workload:
     def _step(self) -> None:
         live = self.pool.c.live()
         mine = self.pool.open_listeners(NAME)
-        close = self.rng.random() < 0.5
+        # Leaves and joins balance around PER_NODE listeners per live agent.
+        close = self.rng.random() < (0.5 if len(mine) >= PER_NODE * len(live) else 0.3)
         if close and mine:
             self.rng.choice(mine).close()
             return
