@@ -24,6 +24,12 @@ events are recorded with Recorder.op, never echoed):
     conflict_round {round, names, sides, claims: {name: [lid, ...]}}
     send          {sid, via, via_pid, seq, dest, target, scope, mode, payload}
     send_done     {sid, status, outcome, delivered, remote_nodes, failed, timed_out, error}
+    listen_bad_line {lid, line}               a stream line that is not the documented JSON
+    registry_converge {after, since, live, bound_s, stable_s, converged_at, took_s,
+                   problems?}                 a registry check, as the runner saw it
+    workload_seed {seed, reproduce}           workload_error {thread, error, trace}
+    hidden_close, hidden_resend               negative controls only: kinds the checkers
+                                              deliberately do not know
 
 Expected state at time T, for the live agents L. A listener is *present* iff its ready
 line arrived by T, the workload had not begun closing it, its stream had not ended, its
