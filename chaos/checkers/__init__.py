@@ -23,6 +23,7 @@ MODULES = [
     "process_health",
     "clock_skew",
     "groups_names",
+    "sends",
     "claims",
     "strong_names",
 ]

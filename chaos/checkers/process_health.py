@@ -7,7 +7,8 @@
            more than `admin_stall_s` seconds in a row
   drops    every process life must export the drop counter families (registered at
            zero: a missing family means drops could go uncounted); the last snapshot of
-           each life (taken just before a kill, and at the end) is summed by reason
+           each life (taken just before a kill, and at the end) is summed by reason,
+           every `*_dropped_total` family and the send refusals
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ DROP_FAMILIES = (
     "mesh_transport_frames_dropped_total",
     "mesh_membership_datagrams_dropped_total",
 )
+# Messages refused (to the sender, or by the receiving node), summed with the drops in
+# the report; the sends checker compares them with what the harness saw.
+REFUSAL_FAMILIES = ("mesh_send_errors_total", "mesh_process_refused_total")
 
 
 def check(run) -> Result:
@@ -66,7 +70,8 @@ def check(run) -> Result:
             r.violation("drop_counters_missing", f"{node} (pid {pid}) exports no "
                         + ", ".join(missing), node=node)
         for k, v in m.items():
-            if prom.family(k).endswith("_dropped_total") and v:
+            if (prom.family(k).endswith("_dropped_total") or prom.family(k)
+                    in REFUSAL_FAMILIES) and v:
                 drops[k] = drops.get(k, 0) + v
     r.details = {
         "max_rss_mb": {n: round(kb / 1024, 1) for n, kb in sorted(run.rss_max_kb.items())},

@@ -319,6 +319,21 @@ class Cluster:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(errors="replace")
 
+    def http_post(self, name: str, path: str, body: dict,
+                  timeout: float = 1.0) -> tuple[int, str]:
+        """POST a JSON body to an agent's admin API; raises OSError/TimeoutError on
+        failure (an HTTP error status is an answer, not a failure)."""
+        a = self.agents[name]
+        req = urllib.request.Request(f"http://{a.admin}{path}", method="POST",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
     def members(self, name: str) -> list[dict]:
         status, body = self.http_get(name, "/v1/members")
         if status != 200:

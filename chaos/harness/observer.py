@@ -10,6 +10,12 @@ that exited without the harness asking. Everything is timestamped on the oracle 
   last_metrics   {(node, pid): full parsed /metrics}            (one per process life)
   rss_max_kb     {node: max VmRSS}
   ops            attempted / succeeded / failed / indeterminate polls
+
+When a groups, names or sends workload runs it calls watch_registry(): one more thread
+per agent then polls the agent's groups and names every `registry_every` seconds
+(registry.fetch_view) into
+
+  registry_observations {t, t_done, node, pid, ok, view | err}   (see registry.py)
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import urllib.error
 from . import prom
 from .cluster import RUNNING, Cluster
 from .recorder import Recorder
+from .registry import fetch_view
 from .util import vm_rss_kb
 from .views import reduce_members
 
@@ -41,6 +48,9 @@ class Observer:
         self.ops = {"attempted": 0, "succeeded": 0, "failed": 0, "indeterminate": 0,
                     "interrupted_by_fault": 0}
         self.failures: list[dict] = []  # failed polls of agents that should have answered
+        self.registry_observations: list[dict] = []
+        self.registry_every = 0.5
+        self._watching_registry = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -57,6 +67,18 @@ class Observer:
         t.start()
         self._threads.append(t)
 
+    def watch_registry(self) -> None:
+        """Start polling every agent's groups and names (once; idempotent)."""
+        with self._lock:
+            if self._watching_registry:
+                return
+            self._watching_registry = True
+        for name in self.cluster.names():
+            t = threading.Thread(target=self._registry_loop, args=(name,), daemon=True,
+                                 name=f"registry-{name}")
+            t.start()
+            self._threads.append(t)
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
@@ -66,6 +88,10 @@ class Observer:
     def sorted_observations(self) -> list[dict]:
         with self._lock:
             return sorted(self.observations, key=lambda o: o["t_done"])
+
+    def sorted_registry(self) -> list[dict]:
+        with self._lock:
+            return sorted(self.registry_observations, key=lambda o: o["t_done"])
 
     def wait_new(self, timeout: float) -> None:
         """Block until a new observation arrives (or timeout)."""
@@ -124,6 +150,24 @@ class Observer:
                 self.failures.append(ob)
             self.observations.append(ob)
             self._cond.notify_all()
+
+    def _registry_loop(self, name: str) -> None:
+        a = self.cluster.agents[name]
+        while not self._stop.is_set():
+            started = time.monotonic()
+            if a.status == RUNNING:
+                pid, t = a.pid, self.rec.now()
+                ob = {"t": round(t, 3), "node": name, "pid": pid}
+                try:
+                    ob.update(ok=True, view=fetch_view(self.cluster, name))
+                except (OSError, urllib.error.URLError, ValueError, KeyError,
+                        TypeError) as e:
+                    ob.update(ok=False, err=f"{type(e).__name__}: {e}")
+                ob["t_done"] = round(self.rec.now(), 3)
+                with self._cond:
+                    self.registry_observations.append(ob)
+                    self._cond.notify_all()
+            self._stop.wait(max(0.0, self.registry_every - (time.monotonic() - started)))
 
     def _poll_metrics(self, name: str) -> None:
         a = self.cluster.agents[name]

@@ -28,13 +28,20 @@ class Recorder:
         return clock() - self.t0
 
     def event(self, kind: str, **fields) -> dict:
-        ev = {"t": round(self.now(), 3), "kind": kind, **fields}
-        with self._lock:
+        return self._record(kind, fields, self.echo)
+
+    def op(self, kind: str, **fields) -> dict:
+        """Record a workload operation: like event(), never echoed (there are many)."""
+        return self._record(kind, fields, False)
+
+    def _record(self, kind: str, fields: dict, echo: bool) -> dict:
+        with self._lock:  # stamped under the lock: events stay in time order
+            ev = {"t": round(self.now(), 3), "kind": kind, **fields}
             self.events.append(ev)
             if self._file:
                 self._file.write(json.dumps(ev) + "\n")
                 self._file.flush()
-        if self.echo:
+        if echo:
             detail = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
             print(f"[{ev['t']:8.2f}s] {kind} {detail}".rstrip(), file=sys.stderr, flush=True)
         return ev

@@ -67,6 +67,10 @@ def build(scn, opts, nodes, data, results, operations, run_dir, stamp, rev, erro
         "health": {k: health.get(k) for k in ("max_rss_mb", "rss_bound_mb", "panics",
                                               "process_lives")},
         "clock_skew": details("clock-skew").get("lives", []),
+        "registry": {k: details("groups-names").get(k) for k in (
+            "checks", "max_registry_converge_s", "listeners", "streams_ended_by_faults",
+            "absent_at_last_check", "conflicts")},
+        "sends": details("sends"),
         "checkers": [{"name": r.name,
                       "status": ("pending" if any(n.startswith("pending") for n in r.notes)
                                  else "pass" if r.ok else "fail"),
@@ -92,6 +96,9 @@ def save_run(data, run_dir: Path, rep: dict) -> None:
     with open(run_dir / "metric_samples.jsonl", "w") as f:
         for s in data.metric_samples:
             f.write(json.dumps(s) + "\n")
+    with open(run_dir / "registry_observations.jsonl", "w") as f:
+        for ob in data.registry_observations:
+            f.write(json.dumps(ob) + "\n")
     rest = {
         "scenario": data.scenario, "nodes": data.nodes, "bounds": data.bounds,
         "rss_max_kb": data.rss_max_kb, "ops": data.ops, "status": data.status,
@@ -111,6 +118,8 @@ def load_run(run_dir: Path):
 
     def jsonl(name):
         path = run_dir / name
+        if not path.exists() and name == "registry_observations.jsonl":
+            return []  # recorded before groups and names landed
         return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
     rest = json.loads((run_dir / "rundata.json").read_text())
@@ -122,7 +131,9 @@ def load_run(run_dir: Path):
         last_metrics={(x["node"], x["pid"]): x["metrics"] for x in rest["last_metrics"]},
         rss_max_kb=rest["rss_max_kb"], ops=rest["ops"],
         injected_drops=rest["injected_drops"], log_dir=run_dir / "logs",
-        poll_interval=rest["poll_interval"], status=rest["status"])
+        poll_interval=rest["poll_interval"], status=rest["status"],
+        registry_observations=sorted(jsonl("registry_observations.jsonl"),
+                                     key=lambda o: o["t_done"]))
     return data, rest["report"]
 
 
@@ -192,6 +203,31 @@ def markdown(rep: dict) -> str:
         lines += ["", "## Clock rates", ""] + [
             f"- {x['node']} pid {x['pid']}: configured x{x['configured']}, measured "
             f"x{x['measured']} over {x['span_s']} s" for x in rep["clock_skew"]]
+    reg = rep.get("registry") or {}
+    if reg.get("checks"):
+        lines += ["", "## Groups and names", "", "| registry check after | at | took | "
+                  "bound | absent listeners by reason |", "|---|---|---|---|---|"]
+        for c in reg["checks"]:
+            took = f"{c['took_s']:.2f} s" if c["took_s"] is not None else \
+                "**not converged**"
+            absent = ", ".join(f"{k} {v}" for k, v in sorted(c["absent"].items())) or "-"
+            lines.append(f"| {c['after']} | {c['since']:.1f} s | {took} | "
+                         f"{c['bound_s']:.0f} s | {absent} |")
+        lines += ["", f"Listeners: {reg.get('listeners')}; streams ended by faults: "
+                  f"{reg.get('streams_ended_by_faults') or 'none'}."]
+        for cf in reg.get("conflicts") or []:
+            claims = ", ".join(f"{c['lid']} hlc {c['hlc']} notices {len(c['notices'])}"
+                               for c in cf["claims"])
+            lines.append(f"- conflict {cf['name']}: winner {cf.get('winner_lid') or '?'} "
+                         f"({cf.get('winner') or 'order not checked'}; {claims})")
+    snd = rep.get("sends") or {}
+    if snd.get("sends"):
+        lines += ["", "## Sends", "", f"{snd['sends']} sends, {snd['reads']} reads; "
+                  f"{snd['decided_exactly']} sends checked exactly (delivered = read), "
+                  f"{snd['not_decidable']} not decidable (a receiver closing or "
+                  f"disrupted), {snd['indeterminate']} indeterminate; duplicates "
+                  f"{snd['duplicates']}, misdelivered {snd['misdelivered']}, reordered "
+                  f"{snd['reordered']}. Refusals seen: {snd.get('refusals_seen') or 'none'}."]
     lines += ["", "## Checkers", ""]
     for c in rep["checkers"]:
         notes = [n.removeprefix("pending: ") for n in c["notes"]]

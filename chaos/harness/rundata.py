@@ -22,6 +22,7 @@ class RunData:
     log_dir: Path | None = None
     poll_interval: float = 0.25
     status: str = "completed"
+    registry_observations: list[dict] = field(default_factory=list)  # sorted by t_done
 
     def events_of(self, *kinds: str) -> list[dict]:
         return [e for e in self.events if e["kind"] in kinds]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import sys
 import time
@@ -40,11 +41,16 @@ class Options:
     subnet: str = "10.77.0"
     profile: str = "lan"
     command: str = ""
+    seed: int | None = None  # the workloads' schedules; None = a fresh one, recorded
 
 
 class _Ctx:
-    def __init__(self, cluster, recorder, observer):
+    """What a workload gets: the cluster, the recorder, the observer, the step executor
+    (for converge hooks and workload steps), the scenario's bounds and the seed."""
+
+    def __init__(self, cluster, recorder, observer, steps, bounds, seed):
         self.cluster, self.recorder, self.observer = cluster, recorder, observer
+        self.steps, self.bounds, self.seed = steps, bounds, seed
 
 
 def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
@@ -83,11 +89,17 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         steps = Steps(cluster, faults, observer, rec, scn.bounds, opts.scale)
         faults.start(cluster.names())
         observer.start()
-        ctx = _Ctx(cluster, rec, observer)
+        seed = opts.seed if opts.seed is not None else random.randrange(1, 1 << 31)
+        ctx = _Ctx(cluster, rec, observer, steps, scn.bounds, seed)
+        if len(scn.workloads) > 1:
+            cmd = opts.command or f"chaos/run {scn.name}"
+            rec.event("workload_seed", seed=seed,
+                      reproduce=cmd if "--seed" in cmd else f"{cmd} --seed {seed}")
         for name in scn.workloads:
             wl = workloads.get(name).Workload(ctx)
             wl.start()
             running_wl.append((name, wl))
+            steps.workloads[name] = wl
         steps.step_converge(bound_key="formation_s")
         steps.run(scn.steps)
         steps.step_converge(final=True)
@@ -109,6 +121,12 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         for s, h in old.items():
             signal.signal(s, h)
 
+    # A workload thread that crashed is a harness bug: the run proves nothing.
+    crashed = [e for e in rec.events if e["kind"] == "workload_error"]
+    if crashed and status == "completed":
+        status, error = "error", (f"workload thread {crashed[0]['thread']} failed: "
+                                  f"{crashed[0]['error']}")
+        print(f"error: {error}\n{crashed[0]['trace']}", file=sys.stderr)
     data = RunData(
         scenario=scn.slug, nodes=cluster.names() if cluster else [],
         bounds=scn.bounds, events=rec.events,
@@ -120,7 +138,8 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         poll_failures=list(observer.failures) if observer else [],
         injected_drops=dict(cluster.net.injected) if cluster else {},
         log_dir=run_dir / "logs",
-        status=status)
+        status=status,
+        registry_observations=observer.sorted_registry() if observer else [])
     # A run that never got its agents started has nothing to judge.
     started = any(e["kind"] == "start" for e in rec.events)
     results = run_checkers(scn, data) if started else []

@@ -7,7 +7,8 @@ A scenario file sets:
   TITLE      one line
   NODES      default cluster size; MIN_NODES the smallest that makes sense
   STEPS      the timeline, a list of tuples: ("step", arg, ..., {kwargs}) — see steps.py
-  BOUNDS     optional overrides: converge_s, formation_s, detect_s, false_downs, rss_mb
+  BOUNDS     optional overrides: converge_s, formation_s, detect_s, false_downs, rss_mb,
+             registry_converge_s, registry_stable_s, delivery_grace_s
   SKEW       optional {node: rate}: agents started under libfaketime at that clock rate
   WORKLOADS  workloads it needs (default ["membership"]); see chaos/workloads/
   CHECKERS   checkers that must pass (default: every landed checker); see chaos/checkers/
@@ -43,6 +44,9 @@ DEFAULT_BOUNDS = {
     "false_downs": 0,      # false Downs allowed (loss-only and quiet phases)
     "rss_mb": 200.0,       # max VmRSS per agent
     "skew_tolerance": 0.10,  # measured clock rate vs configured, relative
+    "registry_converge_s": 20.0,  # registry check begins -> same groups/names everywhere
+    "registry_stable_s": 1.0,     # converged registry views must hold this long
+    "delivery_grace_s": 3.0,      # a delivered message must be read from its stream by then
 }
 
 

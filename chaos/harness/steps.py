@@ -24,6 +24,22 @@ bounds are not):
   ("expect_new_incarnation", node)        checked after the run: node's incarnation
                                           after this point > before its last disruption
   ("foreach", sel, [steps])               run steps once per node, "{node}" bound
+
+Steps that need a workload (the run fails with a harness error without it):
+  ("name_conflicts", sel_a, sel_b, {"count": 3})   names: register the same fresh names
+                                          on a node of each side (while a partition
+                                          between them is in force)
+  ("check_registry", {"within": s})       compare the groups/names views now, without
+                                          waiting for membership (negative controls)
+  ("hidden_close", node)                  negative controls only: close one listener on
+                                          node under an event kind the checkers do not know
+  ("replay_send", node)                   negative controls only: send an already used
+                                          payload again, under an unknown event kind
+
+When a groups or names workload runs, every converge step (and the runner's closing
+one) is followed by its registry check: the workloads hold still, and the step waits
+until every live agent shows the same groups and names as the workloads' history says
+(bound registry_converge_s, holding registry_stable_s), recorded as registry_converge.
 """
 
 from __future__ import annotations
@@ -79,6 +95,10 @@ class Steps:
         self.rec = rec
         self.bounds = bounds
         self.scale = scale
+        # Workloads by name (set by the runner), and what runs after each converge step:
+        # hook(after, within) -> None.
+        self.workloads: dict = {}
+        self.converge_hooks: list = []
 
     # -- driving -------------------------------------------------------------------------------
     def run(self, steps: list, env: dict | None = None) -> None:
@@ -133,15 +153,20 @@ class Steps:
             t, latest = first_converged(self.obs.sorted_observations(), live, since,
                                         bound, stable)
             if t is not None:
-                return self.rec.event("converge", after=after, since=since, live=live,
-                                      bound_s=bound, stable_s=stable, converged_at=t,
-                                      took_s=round(t - since, 3))
+                ev = self.rec.event("converge", after=after, since=since, live=live,
+                                    bound_s=bound, stable_s=stable, converged_at=t,
+                                    took_s=round(t - since, 3))
+                break
             if self.rec.now() > deadline + stable:
-                return self.rec.event("converge", after=after, since=since, live=live,
-                                      bound_s=bound, stable_s=stable, converged_at=None,
-                                      took_s=None,
-                                      problems=convergence_problems(latest, live))
+                ev = self.rec.event("converge", after=after, since=since, live=live,
+                                    bound_s=bound, stable_s=stable, converged_at=None,
+                                    took_s=None,
+                                    problems=convergence_problems(latest, live))
+                break
             self.obs.wait_new(0.5)
+        for hook in self.converge_hooks:
+            hook(after=after, within=None)
+        return ev
 
     def _last_event(self, kinds) -> dict | None:
         for ev in reversed(self.rec.events):
@@ -248,6 +273,29 @@ class Steps:
     def step_expect_new_incarnation(self, node) -> None:
         for n in self.nodes(node):
             self.rec.event("expect_new_incarnation", node=n)
+
+    # -- workloads -----------------------------------------------------------------------------
+    def _workload(self, name: str, step: str):
+        if name not in self.workloads:
+            raise HarnessError(f"step {step!r} needs the {name} workload "
+                               "(add it to the scenario's WORKLOADS)")
+        return self.workloads[name]
+
+    def step_name_conflicts(self, a, b, count: int = 3) -> None:
+        self._workload("names", "name_conflicts").conflicts(self.nodes(a), self.nodes(b),
+                                                            int(count))
+
+    def step_check_registry(self, within: float | None = None) -> None:
+        if not self.converge_hooks:
+            raise HarnessError("step 'check_registry' needs a groups or names workload")
+        for hook in self.converge_hooks:
+            hook(after="check_registry", within=within)
+
+    def step_hidden_close(self, node) -> None:
+        self._workload("groups", "hidden_close").hidden_close(self.nodes(node)[0])
+
+    def step_replay_send(self, node) -> None:
+        self._workload("sends", "replay_send").replay(self.nodes(node)[0])
 
     # -- structure -----------------------------------------------------------------------------
     def step_foreach(self, sel, steps: list) -> None:

@@ -2,7 +2,7 @@
 
 SWIM's indirect probes through B can keep A and C from declaring each other down; the
 run records what happened during the ring (downs there are expected, not false) and
-requires convergence after the heal.
+requires convergence after the heal. Groups, names and sends run throughout.
 """
 
 NUMBER = 3
@@ -10,6 +10,7 @@ NAME = "majority-ring"
 TITLE = "Majority ring: A-B and B-C connected, A-C cut, for 30 s, then heal"
 NODES = 5
 MIN_NODES = 3
+WORKLOADS = ["membership", "groups", "sends", "names"]
 STEPS = [
     ("hold", 5),
     ("ring", "third1", "third2", "third3"),

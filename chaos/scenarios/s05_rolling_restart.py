@@ -2,6 +2,8 @@
 
 Each node is killed, seen down by every other live agent, restarted with the same name
 and data dir, and must come back as a new incarnation before the next one goes.
+Groups, names and sends run throughout: the killed agent's listeners end with it (and
+must vanish everywhere), the others must stay everywhere.
 """
 
 NUMBER = 5
@@ -9,6 +11,7 @@ NAME = "rolling-restart"
 TITLE = "Rolling kill -9 and restart of every node (seen down, back as a new incarnation)"
 NODES = 5
 MIN_NODES = 2
+WORKLOADS = ["membership", "groups", "sends", "names"]
 STEPS = [
     ("hold", 3),
     ("foreach", "all", [

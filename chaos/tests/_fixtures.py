@@ -55,3 +55,48 @@ def run(events, observations, **kw) -> RunData:
 def start_events() -> list[dict]:
     return [{"t": 0.0, "kind": "start", "nodes": NODES, "pids": {n: 1 for n in NODES},
              "disrupts": NODES}]
+
+
+# -- groups, names and sends (harness/registry.py lists the event kinds) ----------------------
+def pid_of(node: str, local: int, inc: int = 7) -> str:
+    return f"{node}/{inc}/{local}"
+
+
+def listener(lid: str, node: str, t: float, groups=(), scope: str = "default",
+             name: str | None = None, local: int | None = None, agent_pid: int = 1,
+             hlc: str | None = None) -> list[dict]:
+    """listen + listen_ok (+ name_claim when named) events; the PID is node/7/<local>."""
+    pid = pid_of(node, local if local is not None else int(lid[1:]))
+    evs = [{"t": t, "kind": "listen", "lid": lid, "node": node, "groups": list(groups),
+            "scope": scope, "name": name, "owner": "names" if name else "groups"},
+           {"t": t + 0.01, "kind": "listen_ok", "lid": lid, "pid": pid,
+            "agent_pid": agent_pid}]
+    if name:
+        evs.append({"t": t + 0.02, "kind": "name_claim", "lid": lid, "name": name,
+                    "pid": pid, "hlc": hlc, "holder": pid})
+    return evs
+
+
+def registry_check(t: float, since: float, live=NODES, after: str = "heal",
+                   bound: float = 20.0, stable: float = 1.0) -> dict:
+    return {"t": t, "kind": "registry_converge", "after": after, "since": since,
+            "live": list(live), "bound_s": bound, "stable_s": stable}
+
+
+def rview(groups: dict | None = None, names: dict | None = None) -> dict:
+    """A registry view: groups {"S/G": {pid: count | [count, meta]}}, names {name: pid}."""
+    g = {k: {p: (c if isinstance(c, list) else [c, None]) for p, c in m.items()}
+         for k, m in (groups or {}).items()}
+    return {"groups": g, "names": {n: [p, None] for n, p in (names or {}).items()}}
+
+
+def rpolls(t0: float, t1: float, make, nodes=NODES, step: float = 0.5) -> list[dict]:
+    """Registry polls of every node every `step` s in [t0, t1); make(node, t) -> view."""
+    out, t = [], t0
+    while t < t1:
+        for i, n in enumerate(nodes):
+            tt = round(t + i * 0.001, 3)
+            out.append({"t": tt, "t_done": tt + 0.02, "node": n, "pid": 1, "ok": True,
+                        "view": make(n, t)})
+        t += step
+    return sorted(out, key=lambda o: o["t_done"])

@@ -6,12 +6,13 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from ._fixtures import (NODES, all_alive, converge_event, poll, polls, run, start_events,
-                        view)
+from ._fixtures import (NODES, all_alive, converge_event, listener, pid_of, poll, polls,
+                        registry_check, rpolls, run, rview, start_events, view)
 
 import checkers  # noqa: E402  (path set up by _fixtures)
-from checkers import (clock_skew, false_downs, membership_convergence,  # noqa: E402
-                      membership_detection, process_health)
+from checkers import (clock_skew, false_downs, groups_names,  # noqa: E402
+                      membership_convergence, membership_detection, process_health, sends)
+from harness.registry import History, pid_key, winner_key  # noqa: E402
 from harness.views import convergence_problems, first_converged, reduce_members  # noqa: E402
 
 
@@ -251,6 +252,361 @@ class ClockSkew(unittest.TestCase):
         self.assertAlmostEqual(got["n1"], 2.0, places=2)
 
 
+def kinds(r) -> set[str]:
+    return {v["kind"] for v in r.violations}
+
+
+# Three listeners: L1 on n1 in g0, L2 on n2 in g0 and (twice) g1, L3 on n3 in g1, closed
+# at t=8 (its leave confirmed at 9).
+P1, P2, P3 = pid_of("n1", 1), pid_of("n2", 2), pid_of("n3", 3)
+
+
+def three_listeners() -> list[dict]:
+    return (start_events() + listener("L1", "n1", 5.0, ["g0"])
+            + listener("L2", "n2", 5.1, ["g0", "g1", "g1"])
+            + listener("L3", "n3", 5.2, ["g1"])
+            + [{"t": 8.0, "kind": "unlisten", "lid": "L3"},
+               {"t": 9.0, "kind": "unlisten_ok", "lid": "L3", "confirmed": True}])
+
+
+GOOD = {"default/g0": {P1: 1, P2: 1}, "default/g1": {P2: 2}}
+
+
+class GroupsNames(unittest.TestCase):
+    def _check(self, events, make, t0=10.0, t1=16.0, live=NODES):
+        events = events + [registry_check(t1, since=t0, live=live)]
+        return groups_names.check(run(events, [], registry_observations=rpolls(
+            t0, t1, make, nodes=live)))
+
+    def test_identical_views_that_match_the_open_listeners_pass(self):
+        r = self._check(three_listeners(), lambda n, t: rview(GOOD))
+        self.assertEqual(r.violations, [])
+        self.assertTrue(r.details["checks"][0]["ok"])
+        self.assertEqual(r.details["checks"][0]["absent"], {"closed by the workload": 1})
+
+    def test_an_open_listener_missing_on_one_agent_is_lost_without_reason(self):
+        lacking = {"default/g0": {P1: 1}, "default/g1": {P2: 2}}
+        r = self._check(three_listeners(),
+                        lambda n, t: rview(lacking if n == "n3" else GOOD))
+        self.assertEqual(kinds(r), {"views_differ", "lost_without_reason"})
+        lost = next(v for v in r.violations if v["kind"] == "lost_without_reason")
+        self.assertEqual([(p["lid"], p["nodes"]) for p in lost["problems"]],
+                         [("L2", ["n3"])])
+
+    def test_a_closed_listener_still_shown_everywhere_is_not_removed(self):
+        stale = {**GOOD, "default/g1": {P2: 2, P3: 1}}
+        r = self._check(three_listeners(), lambda n, t: rview(stale))
+        self.assertEqual(kinds(r), {"not_removed"})
+        self.assertIn("L3", r.violations[0]["message"])
+
+    def test_a_listener_that_joined_a_group_twice_must_be_counted_twice(self):
+        once = {**GOOD, "default/g1": {P2: 1}}
+        r = self._check(three_listeners(), lambda n, t: rview(once))
+        self.assertEqual(kinds(r), {"lost_without_reason"})
+        self.assertIn("joined 2x, shown 1x", r.violations[0]["message"])
+
+    def test_views_that_converge_only_after_the_bound_are_not_converged(self):
+        lacking = {"default/g0": {P1: 1}, "default/g1": {P2: 2}}
+        events = three_listeners() + [registry_check(40.0, since=10.0, bound=5.0)]
+        obs = rpolls(10, 40, lambda n, t: rview(GOOD if t >= 20 else lacking))
+        r = groups_names.check(run(events, [], registry_observations=obs))
+        self.assertIn("lost_without_reason", kinds(r))
+        events[-1]["bound_s"] = 20.0
+        r = groups_names.check(run(events, [], registry_observations=obs))
+        self.assertEqual(r.violations, [])
+        self.assertAlmostEqual(r.details["checks"][0]["took_s"], 10.0, delta=0.1)
+
+    def test_views_compared_during_a_partition_differ(self):
+        def split_view(n, t):
+            if n == "n1":
+                return rview({"default/g0": {P1: 1}})
+            return rview({"default/g0": {P2: 1}, "default/g1": {P2: 2}})
+        r = self._check(three_listeners(), split_view)
+        self.assertIn("views_differ", kinds(r))
+        differ = next(v for v in r.violations if v["kind"] == "views_differ")
+        self.assertIn("default/g0: n1 L1x1; n2+n3 L2x1", differ["message"])
+
+    def test_a_listener_on_a_killed_agent_is_absent_with_reason_node_down(self):
+        events = three_listeners() + [
+            {"t": 9.5, "kind": "kill", "nodes": ["n2"], "disrupts": ["n2"]},
+            {"t": 9.49, "kind": "listen_ended", "lid": "L2", "reason": "eof"}]
+        events.sort(key=lambda e: e["t"])
+        r = self._check(events, lambda n, t: rview({"default/g0": {P1: 1}}),
+                        live=["n1", "n3"])
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.details["streams_ended_by_faults"], {"node down (kill)": 1})
+
+    def test_a_listener_on_a_restarted_agent_must_be_gone_even_if_its_stream_seems_open(self):
+        events = three_listeners() + [{"t": 9.5, "kind": "restart", "nodes": ["n2"],
+                                       "pids": {"n2": 2}, "disrupts": ["n2"]}]
+        r = self._check(events, lambda n, t: rview(GOOD))
+        self.assertEqual(kinds(r), {"not_removed"})
+
+    def test_a_stream_that_ends_without_a_close_or_a_fault_is_lost(self):
+        events = three_listeners() + [{"t": 9.5, "kind": "listen_ended", "lid": "L1",
+                                       "reason": "eof"}]
+        r = self._check(events, lambda n, t: rview({"default/g1": {P2: 2},
+                                                    "default/g0": {P2: 1}}))
+        self.assertEqual(kinds(r), {"stream_lost"})
+
+    def test_a_name_must_be_held_by_its_open_claim_on_every_agent(self):
+        events = start_events() + listener("L1", "n1", 5.0, name="nm1", hlc="1000.0")
+        r = self._check(events, lambda n, t: rview(names={"nm1": P1} if n != "n2" else {}))
+        self.assertEqual(kinds(r), {"views_differ", "lost_without_reason"})
+
+    def test_without_a_groups_or_names_workload_there_is_nothing_to_judge(self):
+        r = groups_names.check(run(start_events(), []))
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.notes, ["no groups or names workload in this run"])
+
+
+# A conflict round: "cf" claimed by L1 on n1 and L4 on n3 while partitioned.
+PA, PB = pid_of("n1", 1), pid_of("n3", 4)
+
+
+def conflict(hlc_a: str, hlc_b: str, notices: dict[str, list[str]]) -> list[dict]:
+    evs = (start_events() + listener("L1", "n1", 5.0, name="cf", hlc=hlc_a)
+           + listener("L4", "n3", 5.1, name="cf", hlc=hlc_b)
+           + [{"t": 5.2, "kind": "conflict_round", "round": 1, "names": ["cf"],
+               "sides": [["n1"], ["n2", "n3"]], "claims": {"cf": ["L1", "L4"]}}])
+    for lid, winners in notices.items():
+        evs += [{"t": 12.0, "kind": "name_conflict", "lid": lid, "name": "cf",
+                 "winner": w} for w in winners]
+    return sorted(evs, key=lambda e: e["t"])
+
+
+class NameConflicts(unittest.TestCase):
+    def _check(self, events, holder):
+        make = holder if callable(holder) else (lambda n, t: rview(names={"cf": holder}))
+        events = events + [registry_check(20.0, since=14.0)]
+        return groups_names.check(run(events, [], registry_observations=rpolls(
+            14, 20, make)))
+
+    def test_the_earliest_hlc_wins_and_the_loser_gets_exactly_one_notice(self):
+        r = self._check(conflict("1000.0", "999.5", {"L1": [PB]}), PB)
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.details["conflicts"][0]["winner"], PB)
+
+    def test_the_logical_counter_orders_equal_wall_clocks(self):
+        r = self._check(conflict("1000.3", "1000.2", {"L1": [PB]}), PB)
+        self.assertEqual(r.violations, [])
+
+    def test_equal_hlcs_are_broken_by_the_lowest_node_name(self):
+        r = self._check(conflict("1000.0", "1000.0", {"L4": [PA]}), PA)
+        self.assertEqual(r.violations, [])
+        self.assertLess(winner_key((1000, 0), PA), winner_key((1000, 0), PB))
+        self.assertLess(pid_key("n1/9/1"), pid_key("n1/10/1"))  # numbers, not text
+
+    def test_a_holder_that_is_not_the_first_claim_is_the_wrong_winner(self):
+        # The agents agree with each other and told L4 it lost, but L4 claimed first.
+        r = self._check(conflict("1000.0", "999.0", {"L4": [PA]}), PA)
+        self.assertEqual(kinds(r), {"conflict_winner", "conflict_notice"})
+        self.assertEqual(r.details["conflicts"][0]["winner"], PB)
+
+    def test_a_loser_without_a_notice_fails(self):
+        r = self._check(conflict("1000.0", "999.5", {}), PB)
+        self.assertEqual(kinds(r), {"conflict_notice"})
+
+    def test_a_loser_told_twice_fails(self):
+        r = self._check(conflict("1000.0", "999.5", {"L1": [PB, PB]}), PB)
+        self.assertEqual(kinds(r), {"conflict_notice"})
+
+    def test_a_notice_naming_another_winner_or_sent_to_the_winner_fails(self):
+        r = self._check(conflict("1000.0", "999.5", {"L1": [PA]}), PB)
+        self.assertEqual(kinds(r), {"conflict_notice"})
+        r = self._check(conflict("1000.0", "999.5", {"L1": [PB], "L4": [PB]}), PB)
+        # Both claims were told they lost, so the name must be gone: it is still shown.
+        self.assertEqual(kinds(r), {"conflict_notice", "not_removed"})
+
+    def test_agents_showing_different_holders_have_no_single_winner(self):
+        r = self._check(conflict("1000.0", "999.5", {"L1": [PB]}),
+                        lambda n, t: rview(names={"cf": PB if n != "n1" else PA}))
+        self.assertIn("conflict_winner", kinds(r))
+        self.assertIn("views_differ", kinds(r))
+
+    def test_an_unknown_hlc_leaves_the_order_unchecked_never_guessed(self):
+        r = self._check(conflict("1000.0", None, {"L1": [PB]}), PB)
+        self.assertEqual(r.violations, [])
+        self.assertTrue(any("HLC is unknown" in n for n in r.notes), r.notes)
+
+
+# Sends: L1 on n1 and L2 on n2 in g0, L3 on n3 in g1; sends go through n1.
+def send(sid: str, t: float, done_t: float, target="g0", dest="group", status=200,
+         delivered=None, timed_out=(), error=None, mode="all", seq=None, failed=()):
+    s = {"t": t, "kind": "send", "sid": sid, "via": "n1", "via_pid": 1,
+         "seq": seq if seq is not None else int(sid.split(".")[1]), "dest": dest,
+         "target": target, "scope": "default" if dest == "group" else None,
+         "mode": mode if dest == "group" else None, "payload": f"chaos {sid}"}
+    d = {"t": done_t, "kind": "send_done", "sid": sid, "status": status,
+         "outcome": "ok" if status == 200 else "indeterminate" if status in (504, None)
+         else "failed"}
+    if status == 200:
+        d.update(delivered=delivered, remote_nodes=1, failed=list(failed),
+                 timed_out=list(timed_out))
+    else:
+        d["error"] = error
+    return [s, d]
+
+
+def recv(lid: str, sid: str, t: float, seq: int = 1) -> dict:
+    return {"t": t, "kind": "recv", "lid": lid, "seq": seq, "payload": f"chaos {sid}",
+            "from": None}
+
+
+def sends_run(*extra, end: float = 60.0, metrics=None, samples=None):
+    evs = (start_events() + listener("L1", "n1", 5.0, ["g0"]) + listener("L2", "n2", 5.1,
+                                                                         ["g0"])
+           + listener("L3", "n3", 5.2, ["g1"]))
+    for e in extra:
+        evs += e if isinstance(e, list) else [e]
+    evs.append({"t": end, "kind": "hold", "seconds": 1})
+    evs.sort(key=lambda e: e["t"])
+    return sends.check(run(evs, [], last_metrics=metrics or {},
+                           metric_samples=samples or []))
+
+
+class Sends(unittest.TestCase):
+    def test_a_send_read_by_exactly_the_members_it_counted_passes(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02),
+                      recv("L2", "n1.1", 10.04))
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.details["decided_exactly"], 1)
+
+    def test_a_payload_read_twice_is_a_duplicate(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02),
+                      recv("L2", "n1.1", 10.04), recv("L2", "n1.1", 10.5, seq=2))
+        self.assertEqual(kinds(r), {"duplicate_delivery"})
+
+    def test_more_readers_than_the_answer_counted_is_over_delivered(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=1), recv("L1", "n1.1", 10.02),
+                      recv("L2", "n1.1", 10.04))
+        self.assertEqual(kinds(r), {"over_delivered"})
+
+    def test_fewer_readers_than_counted_in_a_quiet_window_is_under_delivered(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02))
+        self.assertEqual(kinds(r), {"under_delivered"})
+
+    def test_a_candidate_closing_right_after_the_send_makes_it_undecidable(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02),
+                      {"t": 11.0, "kind": "unlisten", "lid": "L2"})
+        self.assertEqual(r.violations, [])
+        self.assertEqual((r.details["decided_exactly"], r.details["not_decidable"]), (0, 1))
+
+    def test_a_closed_listener_may_take_messages_until_its_close_is_confirmed(self):
+        events = [{"t": 9.0, "kind": "unlisten", "lid": "L2"},
+                  {"t": 11.5, "kind": "unlisten_ok", "lid": "L2", "confirmed": True}]
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02),
+                      events)
+        self.assertEqual(r.violations, [])
+        # Once the close is confirmed before the send, the window is decidable again.
+        events[1]["t"] = 9.5
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02),
+                      events)
+        self.assertEqual(kinds(r), {"under_delivered"})
+
+    def test_a_paused_candidate_agent_makes_the_send_undecidable(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), recv("L1", "n1.1", 10.02),
+                      {"t": 10.5, "kind": "pause", "nodes": ["n2"], "disrupts": ["n2"]})
+        self.assertEqual(r.violations, [])
+
+    def test_timed_out_nodes_bound_the_readers_instead_of_fixing_them(self):
+        r = sends_run(send("n1.1", 10, 15.0, delivered=1, timed_out=["n2"]),
+                      recv("L1", "n1.1", 10.02), recv("L2", "n1.1", 14.0))
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.details["decided_exactly"], 0)
+
+    def test_a_group_payload_read_by_a_non_member_is_misdelivered(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=3), recv("L1", "n1.1", 10.02),
+                      recv("L2", "n1.1", 10.03), recv("L3", "n1.1", 10.04))
+        self.assertEqual(kinds(r), {"misdelivered"})
+
+    def test_a_local_send_read_on_another_agent_is_misdelivered(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=1, mode="local"),
+                      recv("L1", "n1.1", 10.02), recv("L2", "n1.1", 10.03))
+        self.assertIn("misdelivered", kinds(r))
+
+    def test_a_payload_nobody_sent_or_read_before_its_send_is_misdelivered(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=1, target=P1, dest="pid"),
+                      recv("L1", "n1.1", 10.02),
+                      {"t": 10.5, "kind": "recv", "lid": "L1", "seq": 2,
+                       "payload": "chaos n9.1"})
+        self.assertEqual(kinds(r), {"misdelivered"})
+        r = sends_run(send("n1.1", 10, 10.05, delivered=1, target=P1, dest="pid"),
+                      recv("L1", "n1.1", 9.0))
+        self.assertIn("misdelivered", kinds(r))
+
+    def test_a_refused_send_that_arrived_anyway_is_a_violation(self):
+        r = sends_run(send("n1.1", 10, 10.05, status=404, target=P1, dest="pid",
+                           error=f"no such process: {P1}"), recv("L1", "n1.1", 10.02))
+        self.assertEqual(kinds(r), {"delivered_after_refusal"})
+
+    def test_a_timeout_is_indeterminate_and_only_the_always_checks_apply(self):
+        r = sends_run(send("n1.1", 10, 20.0, status=504, target=P2, dest="pid",
+                           error="node n2 did not confirm delivery in time"),
+                      recv("L2", "n1.1", 12.0))
+        self.assertEqual(r.violations, [])
+        self.assertEqual(r.details["indeterminate"], 1)
+
+    def test_two_sends_through_one_agent_read_in_reverse_order_are_reordered(self):
+        r = sends_run(send("n1.1", 10, 10.05, delivered=2), send("n1.2", 10.1, 10.15,
+                                                                 delivered=2),
+                      recv("L1", "n1.1", 10.02), recv("L1", "n1.2", 10.12, seq=2),
+                      recv("L2", "n1.2", 10.13), recv("L2", "n1.1", 10.14, seq=2))
+        self.assertEqual(kinds(r), {"reordered"})
+        self.assertEqual(r.violations[0]["lid"], "L2")
+
+    def test_refusals_the_agent_did_not_count_are_uncounted_drops(self):
+        refused = [send(f"n1.{i}", 10 + i, 10.05 + i, status=404, target="g2",
+                        error='group "g2" in scope "default" has no member to send to')
+                   for i in (1, 2)]
+        counter = 'mesh_send_errors_total{reason="empty_group"}'
+        r = sends_run(*refused, metrics={("n1", 1): {counter: 1.0}})
+        self.assertEqual(kinds(r), {"uncounted_drop"})
+        r = sends_run(*refused, metrics={("n1", 1): {counter: 2.0}})
+        self.assertEqual(r.violations, [])
+        r = sends_run(*refused, metrics={("n1", 1): {"mesh_other_total": 0.0}})
+        self.assertEqual(r.violations, [])
+        self.assertTrue(any("not exported" in n for n in r.notes), r.notes)
+
+    def test_a_remote_refusal_must_be_counted_by_the_refusing_agent(self):
+        refused = [send("n1.1", 10, 10.05, delivered=1, failed=[
+                       {"pid": pid_of("n2", 9), "reason": "no_process"}]),
+                   recv("L1", "n1.1", 10.02),
+                   send("n1.2", 11, 11.05, status=404, target=pid_of("n3", 9), dest="pid",
+                        error=f"{pid_of('n3', 9)} refused the message: mailbox_full")]
+        counted = {("n2", 1): {'mesh_process_refused_total{reason="no_process"}': 1.0},
+                   ("n3", 1): {'mesh_process_refused_total{reason="mailbox_full"}': 0.0}}
+        r = sends_run(*refused, metrics=counted)
+        self.assertEqual([(v["kind"], v["node"]) for v in r.violations],
+                         [("uncounted_drop", "n3")])
+        # Snapshot taken within a second of the refusal (just before a kill, say): the
+        # agent may not have published it yet.
+        r = sends_run(*refused, metrics=counted, samples=[
+            {"t": 11.5, "node": "n3", "pid": 1, "down": 0, "suspect": 0, "rejoins": 0}])
+        self.assertEqual(r.violations, [])
+
+    def test_error_answers_map_to_the_senders_metric_reasons(self):
+        self.assertEqual(sends.error_reason("no such process: n1/1/2"), "no_process")
+        self.assertEqual(sends.error_reason('no process is registered as "x"'),
+                         "no_such_name")
+        self.assertEqual(sends.error_reason("node n3 is not reachable (not a live "
+                                            "member)"), "node_down")
+        self.assertEqual(sends.error_reason("the mailbox of n1/1/2 is full"),
+                         "mailbox_full")
+        self.assertIsNone(sends.error_reason("n2/1/2 refused the message: no_process"))
+
+
+class RegistryHistory(unittest.TestCase):
+    def test_expected_state_follows_joins_leaves_and_agent_lives(self):
+        h = History(three_listeners())
+        self.assertEqual(h.expected(7.0, NODES)["groups"]["default/g1"],
+                         {P2: [2, "L2"], P3: [1, "L3"]})
+        self.assertNotIn(P3, h.expected(8.0, NODES)["groups"]["default/g1"])
+        self.assertEqual(h.expected(7.0, ["n1", "n3"])["groups"]["default/g0"],
+                         {P1: [1, "L1"]})
+        self.assertEqual(h.status(h.listeners["L2"], 7.0, ["n1"]), (False, "node down"))
+
+
 class Registries(unittest.TestCase):
     def test_pending_checkers_say_why_and_have_no_check(self):
         for c in checkers.all_checkers():
@@ -263,11 +619,16 @@ class Registries(unittest.TestCase):
     def test_scenarios_load_and_claims_scenarios_are_pending(self):
         from harness.scenario import all_scenarios
         by_num = {s.number: s for s in all_scenarios()}
-        for n in (1, 2, 3, 4, 5, 8, 9):
+        for n in (1, 2, 3, 4, 5, 8, 9, 15):
             self.assertIsNone(by_num[n].pending, n)
         for n in (6, 7):
             self.assertIn("issue 4", by_num[n].pending)
-        self.assertTrue(by_num[90].control and by_num[91].control)
+        for n in (90, 91, 92, 93, 94):
+            self.assertTrue(by_num[n].control, n)
+        for n in (1, 2, 3, 5, 8, 9, 15):
+            self.assertEqual(set(by_num[n].workloads),
+                             {"membership", "groups", "names", "sends"}, n)
+            self.assertIn("groups-names", by_num[n].checkers)
 
     def test_every_scenario_step_is_known(self):
         from harness.scenario import all_scenarios

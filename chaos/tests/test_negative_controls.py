@@ -50,6 +50,15 @@ class NegativeControls(unittest.TestCase):
     def test_an_unannounced_pause_under_loss_is_counted_as_false_downs(self):
         self._assert_fails_as_declared("control-hidden-pause")
 
+    def test_group_views_compared_under_a_partition_fail_groups_names(self):
+        self._assert_fails_as_declared("control-registry-under-partition")
+
+    def test_a_listener_closed_unannounced_is_reported_lost_by_groups_names(self):
+        self._assert_fails_as_declared("control-hidden-close")
+
+    def test_a_payload_sent_twice_unannounced_is_a_duplicate_for_sends(self):
+        self._assert_fails_as_declared("control-replayed-send")
+
 
 if __name__ == "__main__":
     unittest.main()
