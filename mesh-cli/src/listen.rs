@@ -8,8 +8,7 @@ use std::io::BufRead as _;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use mesh_core::admin::{ListenBody, ListenLine, DEFAULT_SCOPE};
-use mesh_core::registry::ConflictPolicy;
+use mesh_core::admin::{ListenBody, ListenLine, Policy as ApiPolicy, DEFAULT_SCOPE};
 
 use crate::client::AdminArgs;
 use crate::config_file::io_reason;
@@ -63,9 +62,9 @@ pub(crate) fn run(args: ListenArgs) -> Result<()> {
         scope: Some(args.scope.clone()),
         name: args.name.clone(),
         policy: args.name.as_ref().map(|_| match args.policy {
-            Policy::Notify => ConflictPolicy::Notify,
-            Policy::Kill => ConflictPolicy::Kill,
-            Policy::UnregisterBoth => ConflictPolicy::UnregisterBoth,
+            Policy::Notify => ApiPolicy::Notify,
+            Policy::Kill => ApiPolicy::Kill,
+            Policy::UnregisterBoth => ApiPolicy::UnregisterBoth,
         }),
         meta: args.meta.clone(),
         mailbox: None,

@@ -39,11 +39,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mesh_core::dissemination::{ChannelId, Dissemination};
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Profile, SwimTimer,
 };
-use mesh_core::dissemination::{ChannelId, Dissemination};
 use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag, StateFrame};
 use mesh_transport::frame::Class;
 use rand::rngs::StdRng;

@@ -223,8 +223,10 @@ fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() 
         let name = format!("leader-{attempt}");
         let (a0, a1) = (cluster.agents[0].admin, cluster.agents[1].admin);
         let (n0, n1) = (name.clone(), name.clone());
-        let t0 = std::thread::spawn(move || Listener::start(a0, &["--name", &n0]));
-        let t1 = std::thread::spawn(move || Listener::start(a1, &["--name", &n1]));
+        let t0 =
+            std::thread::spawn(move || Listener::start(a0, &["--name", &n0, "--policy", "notify"]));
+        let t1 =
+            std::thread::spawn(move || Listener::start(a1, &["--name", &n1, "--policy", "notify"]));
         let (r0, r1) = (t0.join().expect("thread"), t1.join().expect("thread"));
         if let (Ok(x), Ok(y)) = (r0, r1) {
             break (x, y, name);
@@ -243,6 +245,9 @@ fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() 
                 return Err(format!("{} answered {status}", agent.name));
             }
             let view: NameView = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            if !body.contains(r#""policy":"notify""#) {
+                return Err(format!("the API spells the policy out: {body}"));
+            }
             seen.push(view.pid);
         }
         seen.dedup();

@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use mesh_core::node::MonitorItem;
 use mesh_core::node::{Dest, GroupMode};
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
 use mesh_core::registry::{ConflictPolicy, MonitorId, MonitorView, RegistryConfig};
-use mesh_core::node::MonitorItem;
 use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -58,8 +58,11 @@ fn truth(sim: &Sim) -> View {
     for n in sim.live_nodes() {
         let name = sim.nodes[n].name.clone();
         if let Some(v) = view(sim, n) {
-            t.members
-                .extend(v.members.into_iter().filter(|((_, _, p), _)| p.node == name));
+            t.members.extend(
+                v.members
+                    .into_iter()
+                    .filter(|((_, _, p), _)| p.node == name),
+            );
             t.names
                 .extend(v.names.into_iter().filter(|(_, p)| p.node == name));
         }
@@ -165,7 +168,8 @@ impl Workload {
         let pid = p.pid.clone();
         match self.rng.random_range(0..10) {
             0..=3 => {
-                let meta = (self.rng.random_range(0..3) == 0).then(|| format!("m{}", self.rng.random_range(0..3)));
+                let meta = (self.rng.random_range(0..3) == 0)
+                    .then(|| format!("m{}", self.rng.random_range(0..3)));
                 let ok = sim
                     .with_node(p.node, |node, now| {
                         node.join(now, &scope, std::slice::from_ref(&group), &pid, meta)
@@ -267,7 +271,10 @@ fn settle(sim: &mut Sim, limit: Duration) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("not converged after {limit:?}: {last:?}; {}", sim.describe()))
+        Err(format!(
+            "not converged after {limit:?}: {last:?}; {}",
+            sim.describe()
+        ))
     }
 }
 
@@ -276,41 +283,49 @@ fn settle(sim: &mut Sim, limit: Duration) -> Result<(), String> {
 /// own nodes say — not merely the same as each other.
 #[test]
 fn groups_and_names_converge_to_the_truth_on_every_node_after_heal() {
-    for_each_seed("groups_and_names_converge_to_the_truth_on_every_node_after_heal", SEEDS, |seed| {
-        let mut sim = cluster(seed, 5, secs(20))?;
-        let mut w = Workload::new(seed);
-        sim.set_network(lossy());
-        w.run(&mut sim, 40, secs(8));
-        sim.partition(&[0, 1], &[2, 3, 4]);
-        w.run(&mut sim, 40, secs(8));
-        sim.heal();
-        let victim = 1 + usize::try_from(seed % 4).unwrap_or(0);
-        sim.kill(victim);
-        w.run(&mut sim, 20, secs(4));
-        if seed % 2 == 0 {
-            sim.restart(victim);
-        }
-        w.run(&mut sim, 20, secs(4));
-        sim.set_network(LinkConfig::default());
-        settle(&mut sim, secs(40))
-    });
+    for_each_seed(
+        "groups_and_names_converge_to_the_truth_on_every_node_after_heal",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed, 5, secs(20))?;
+            let mut w = Workload::new(seed);
+            sim.set_network(lossy());
+            w.run(&mut sim, 40, secs(8));
+            sim.partition(&[0, 1], &[2, 3, 4]);
+            w.run(&mut sim, 40, secs(8));
+            sim.heal();
+            let victim = 1 + usize::try_from(seed % 4).unwrap_or(0);
+            sim.kill(victim);
+            w.run(&mut sim, 20, secs(4));
+            if seed % 2 == 0 {
+                sim.restart(victim);
+            }
+            w.run(&mut sim, 20, secs(4));
+            sim.set_network(LinkConfig::default());
+            settle(&mut sim, secs(40))
+        },
+    );
 }
 
 /// N5 with every broadcast lost: no delta rides a SWIM packet or a batch frame, and
 /// anti-entropy alone still brings every node to the truth.
 #[test]
 fn state_converges_when_every_broadcast_is_lost() {
-    for_each_seed("state_converges_when_every_broadcast_is_lost", SEEDS, |seed| {
-        let mut sim = cluster(seed, 5, secs(300))?;
-        sim.lose_broadcasts = true;
-        let mut w = Workload::new(seed);
-        w.run(&mut sim, 60, secs(6));
-        settle(&mut sim, secs(30))?;
-        if sim.broadcasts_lost == 0 {
-            return Err("no broadcast was attempted: the test checks nothing".into());
-        }
-        Ok(())
-    });
+    for_each_seed(
+        "state_converges_when_every_broadcast_is_lost",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed, 5, secs(300))?;
+            sim.lose_broadcasts = true;
+            let mut w = Workload::new(seed);
+            w.run(&mut sim, 60, secs(6));
+            settle(&mut sim, secs(30))?;
+            if sim.broadcasts_lost == 0 {
+                return Err("no broadcast was attempted: the test checks nothing".into());
+            }
+            Ok(())
+        },
+    );
 }
 
 /// Exact tracking: for every monitor, its snapshot with every event applied in order
@@ -319,76 +334,82 @@ fn state_converges_when_every_broadcast_is_lost() {
 /// meta changes.
 #[test]
 fn monitor_streams_equal_the_diff_of_successive_snapshots() {
-    for_each_seed("monitor_streams_equal_the_diff_of_successive_snapshots", SEEDS, |seed| {
-        let mut sim = cluster(seed, 4, secs(12))?;
-        sim.set_network(lossy());
-        let mut w = Workload::new(seed);
-        let mut watches: Vec<Watch> = Vec::new();
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut events = 0usize;
-        for round in 0..40u64 {
-            // (Re)subscribe on nodes that have no monitor in their current life.
-            for n in sim.live_nodes() {
-                let life = sim.nodes[n].life;
-                if watches.iter().any(|m| m.node == n && m.life == life) {
-                    continue;
-                }
-                for group in [None, Some("a")] {
-                    let scope = "default";
-                    let made = sim.with_node(n, |node, _| node.monitor(None, scope, group));
-                    if let Some(Ok((id, snapshot, inbox))) = made {
-                        watches.push(Watch {
-                            node: n,
-                            life,
-                            id,
-                            view: MonitorView::new(&snapshot),
-                            inbox,
-                            group: group.map(str::to_owned),
-                            scope: scope.to_owned(),
-                        });
+    for_each_seed(
+        "monitor_streams_equal_the_diff_of_successive_snapshots",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed, 4, secs(12))?;
+            sim.set_network(lossy());
+            let mut w = Workload::new(seed);
+            let mut watches: Vec<Watch> = Vec::new();
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut events = 0usize;
+            for round in 0..40u64 {
+                // (Re)subscribe on nodes that have no monitor in their current life.
+                for n in sim.live_nodes() {
+                    let life = sim.nodes[n].life;
+                    if watches.iter().any(|m| m.node == n && m.life == life) {
+                        continue;
                     }
-                }
-            }
-            match round % 10 {
-                3 => sim.isolate(rng.random_range(0..4)),
-                6 => sim.heal(),
-                8 if round == 18 => sim.kill(3),
-                9 if round == 29 => sim.restart(3),
-                _ => {}
-            }
-            w.run(&mut sim, 4, ms(500));
-            watches.retain(|m| sim.nodes[m.node].life == m.life && sim.nodes[m.node].node.is_some());
-            for m in &mut watches {
-                while let Some(item) = m.inbox.try_recv() {
-                    match item {
-                        MonitorItem::Event(ev) => {
-                            events += 1;
-                            m.view
-                                .apply(&ev)
-                                .map_err(|e| format!("seed {seed} node n{}: bad event: {e}", m.node))?;
+                    for group in [None, Some("a")] {
+                        let scope = "default";
+                        let made = sim.with_node(n, |node, _| node.monitor(None, scope, group));
+                        if let Some(Ok((id, snapshot, inbox))) = made {
+                            watches.push(Watch {
+                                node: n,
+                                life,
+                                id,
+                                view: MonitorView::new(&snapshot),
+                                inbox,
+                                group: group.map(str::to_owned),
+                                scope: scope.to_owned(),
+                            });
                         }
-                        MonitorItem::Overflowed => return Err("monitor overflowed".into()),
                     }
                 }
-                let now = sim
-                    .node(m.node)
-                    .map(|node| node.registry().snapshot(&m.scope, m.group.as_deref()));
-                if now.as_ref() != Some(&m.view.snapshot()) {
-                    return Err(format!(
-                        "round {round}: n{} monitor {:?} drifted: view {:?} vs registry {:?}",
-                        m.node,
-                        m.id,
-                        m.view.snapshot(),
-                        now
-                    ));
+                match round % 10 {
+                    3 => sim.isolate(rng.random_range(0..4)),
+                    6 => sim.heal(),
+                    8 if round == 18 => sim.kill(3),
+                    9 if round == 29 => sim.restart(3),
+                    _ => {}
+                }
+                w.run(&mut sim, 4, ms(500));
+                watches.retain(|m| {
+                    sim.nodes[m.node].life == m.life && sim.nodes[m.node].node.is_some()
+                });
+                for m in &mut watches {
+                    while let Some(item) = m.inbox.try_recv() {
+                        match item {
+                            MonitorItem::Event(ev) => {
+                                events += 1;
+                                m.view.apply(&ev).map_err(|e| {
+                                    format!("seed {seed} node n{}: bad event: {e}", m.node)
+                                })?;
+                            }
+                            MonitorItem::Overflowed => return Err("monitor overflowed".into()),
+                        }
+                    }
+                    let now = sim
+                        .node(m.node)
+                        .map(|node| node.registry().snapshot(&m.scope, m.group.as_deref()));
+                    if now.as_ref() != Some(&m.view.snapshot()) {
+                        return Err(format!(
+                            "round {round}: n{} monitor {:?} drifted: view {:?} vs registry {:?}",
+                            m.node,
+                            m.id,
+                            m.view.snapshot(),
+                            now
+                        ));
+                    }
                 }
             }
-        }
-        if events == 0 {
-            return Err("no event was delivered: the test checks nothing".into());
-        }
-        Ok(())
-    });
+            if events == 0 {
+                return Err("no event was delivered: the test checks nothing".into());
+            }
+            Ok(())
+        },
+    );
 }
 
 /// Names: claims made concurrently on both sides of a partition resolve to one winner
@@ -396,83 +417,99 @@ fn monitor_streams_equal_the_diff_of_successive_snapshots() {
 /// receives exactly one NameConflict naming that winner.
 #[test]
 fn concurrent_registrations_resolve_to_one_winner_and_one_notice_per_loser() {
-    for_each_seed("concurrent_registrations_resolve_to_one_winner_and_one_notice_per_loser", SEEDS, |seed| {
-        let mut sim = cluster(seed, 4, secs(300))?;
-        sim.set_network(lossy());
-        let mut rng = StdRng::seed_from_u64(seed);
-        sim.partition(&[0, 1], &[2, 3]);
-        sim.run_until(secs(15), |s| {
-            s.all_see(&[0, 1], 2, &[mesh_core::membership::MemberState::Down])
-                && s.all_see(&[2, 3], 0, &[mesh_core::membership::MemberState::Down])
-        });
-        // Per name: the claimants (node, pid, mailbox) on both sides, and the order key
-        // of each claim as its own node recorded it.
-        let mut claims: BTreeMap<String, Vec<(usize, Pid, Mailbox)>> = BTreeMap::new();
-        let mut keys: BTreeMap<String, Vec<(mesh_core::hlc::Hlc, String, Pid)>> = BTreeMap::new();
-        for k in 0..4 {
-            let name = format!("svc{k}");
-            for side in [[0usize, 1], [2, 3]] {
-                let n = side[rng.random_range(0..2)];
-                sim.run_for(ms(rng.random_range(0..300)));
-                let made = sim.with_node(n, |node, now| {
-                    let (pid, mb) = node.spawn(None);
-                    node.register(now, &name, &pid, None, ConflictPolicy::Notify)
-                        .map(|()| (pid, mb, node.whereis(&name).map(|i| i.hlc)))
-                });
-                match made {
-                    Some(Ok((pid, mb, Some(hlc)))) => {
-                        keys.entry(name.clone())
-                            .or_default()
-                            .push((hlc, pid.node.clone(), pid.clone()));
-                        claims.entry(name.clone()).or_default().push((n, pid, mb));
-                    }
-                    other => return Err(format!("register on n{n} failed: {other:?}")),
-                }
-            }
-        }
-        sim.run_for(secs(1));
-        sim.heal();
-        sim.set_network(LinkConfig::default());
-        settle(&mut sim, secs(30))?;
-        for (name, claimants) in &claims {
-            let holders: BTreeSet<Option<Pid>> = sim
-                .live_nodes()
-                .into_iter()
-                .map(|n| sim.node(n).and_then(|node| node.whereis(name)).map(|i| i.pid))
-                .collect();
-            if holders.len() != 1 {
-                return Err(format!("{name}: holders differ: {holders:?}"));
-            }
-            let Some(Some(holder)) = holders.into_iter().next() else {
-                return Err(format!("{name}: nobody holds it"));
-            };
-            // The documented order: earliest HLC, then lowest node, then PID.
-            let first = keys.get(name).and_then(|k| k.iter().min()).map(|(_, _, p)| p.clone());
-            if first.as_ref() != Some(&holder) {
-                return Err(format!(
-                    "{name}: holder {holder:?} is not the first claim {first:?} of {:?}",
-                    keys.get(name)
-                ));
-            }
-            for (n, pid, mb) in claimants {
-                let mut notices = Vec::new();
-                while let Some(d) = mb.try_recv() {
-                    if let Delivery::NameConflict { name: nm, winner } = d {
-                        notices.push((nm, winner));
+    for_each_seed(
+        "concurrent_registrations_resolve_to_one_winner_and_one_notice_per_loser",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed, 4, secs(300))?;
+            sim.set_network(lossy());
+            let mut rng = StdRng::seed_from_u64(seed);
+            sim.partition(&[0, 1], &[2, 3]);
+            sim.run_until(secs(15), |s| {
+                s.all_see(&[0, 1], 2, &[mesh_core::membership::MemberState::Down])
+                    && s.all_see(&[2, 3], 0, &[mesh_core::membership::MemberState::Down])
+            });
+            // Per name: the claimants (node, pid, mailbox) on both sides, and the order key
+            // of each claim as its own node recorded it.
+            let mut claims: BTreeMap<String, Vec<(usize, Pid, Mailbox)>> = BTreeMap::new();
+            let mut keys: BTreeMap<String, Vec<(mesh_core::hlc::Hlc, String, Pid)>> =
+                BTreeMap::new();
+            for k in 0..4 {
+                let name = format!("svc{k}");
+                for side in [[0usize, 1], [2, 3]] {
+                    let n = side[rng.random_range(0..2)];
+                    sim.run_for(ms(rng.random_range(0..300)));
+                    let made = sim.with_node(n, |node, now| {
+                        let (pid, mb) = node.spawn(None);
+                        node.register(now, &name, &pid, None, ConflictPolicy::Notify)
+                            .map(|()| (pid, mb, node.whereis(&name).map(|i| i.hlc)))
+                    });
+                    match made {
+                        Some(Ok((pid, mb, Some(hlc)))) => {
+                            keys.entry(name.clone()).or_default().push((
+                                hlc,
+                                pid.node.clone(),
+                                pid.clone(),
+                            ));
+                            claims.entry(name.clone()).or_default().push((n, pid, mb));
+                        }
+                        other => return Err(format!("register on n{n} failed: {other:?}")),
                     }
                 }
-                let want: Vec<(String, Pid)> = if *pid == holder {
-                    Vec::new()
-                } else {
-                    vec![(name.clone(), holder.clone())]
+            }
+            sim.run_for(secs(1));
+            sim.heal();
+            sim.set_network(LinkConfig::default());
+            settle(&mut sim, secs(30))?;
+            for (name, claimants) in &claims {
+                let holders: BTreeSet<Option<Pid>> = sim
+                    .live_nodes()
+                    .into_iter()
+                    .map(|n| {
+                        sim.node(n)
+                            .and_then(|node| node.whereis(name))
+                            .map(|i| i.pid)
+                    })
+                    .collect();
+                if holders.len() != 1 {
+                    return Err(format!("{name}: holders differ: {holders:?}"));
+                }
+                let Some(Some(holder)) = holders.into_iter().next() else {
+                    return Err(format!("{name}: nobody holds it"));
                 };
-                if notices != want {
-                    return Err(format!("{name}: n{n} {pid:?} got {notices:?}, want {want:?}"));
+                // The documented order: earliest HLC, then lowest node, then PID.
+                let first = keys
+                    .get(name)
+                    .and_then(|k| k.iter().min())
+                    .map(|(_, _, p)| p.clone());
+                if first.as_ref() != Some(&holder) {
+                    return Err(format!(
+                        "{name}: holder {holder:?} is not the first claim {first:?} of {:?}",
+                        keys.get(name)
+                    ));
+                }
+                for (n, pid, mb) in claimants {
+                    let mut notices = Vec::new();
+                    while let Some(d) = mb.try_recv() {
+                        if let Delivery::NameConflict { name: nm, winner } = d {
+                            notices.push((nm, winner));
+                        }
+                    }
+                    let want: Vec<(String, Pid)> = if *pid == holder {
+                        Vec::new()
+                    } else {
+                        vec![(name.clone(), holder.clone())]
+                    };
+                    if notices != want {
+                        return Err(format!(
+                            "{name}: n{n} {pid:?} got {notices:?}, want {want:?}"
+                        ));
+                    }
                 }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 /// Two-phase failure: a killed node's entries are hidden everywhere, purged after
@@ -480,53 +517,57 @@ fn concurrent_registrations_resolve_to_one_winner_and_one_notice_per_loser() {
 /// not after the node restarts as a new incarnation.
 #[test]
 fn nothing_hidden_resurrects_after_permdown_or_a_new_incarnation() {
-    for_each_seed("nothing_hidden_resurrects_after_permdown_or_a_new_incarnation", SEEDS, |seed| {
-        let permdown = secs(8);
-        let mut sim = cluster(seed, 5, permdown)?;
-        sim.set_network(lossy());
-        let mut w = Workload::new(seed);
-        let victim = 1 + usize::try_from(seed % 4).unwrap_or(0);
-        for _ in 0..3 {
-            w.spawn(&mut sim, victim);
-        }
-        w.run(&mut sim, 40, secs(4));
-        settle(&mut sim, secs(30))?;
-        let victim_name = sim.nodes[victim].name.clone();
-        let old_incarnation = sim.nodes[victim].incarnation;
-        sim.kill(victim);
-        // Somebody else was cut off meanwhile: the purge must not come back through it.
-        let cut = (victim + 1) % 5;
-        sim.isolate(cut);
-        w.run(&mut sim, 20, secs(3));
-        sim.heal();
-        w.run(&mut sim, 40, permdown + secs(4));
-        if seed % 2 == 0 {
-            sim.restart(victim);
-        }
-        let stale = |s: &Sim| -> Option<String> {
-            s.live_nodes().into_iter().find_map(|n| {
-                let v = view(s, n)?;
-                v.members
-                    .keys()
-                    .map(|(_, _, p)| p)
-                    .chain(v.names.values())
-                    .find(|p| p.node == victim_name && p.incarnation == old_incarnation)
-                    .map(|p| format!("n{n} still shows {p:?}"))
-            })
-        };
-        for _ in 0..20 {
-            w.run(&mut sim, 2, ms(500));
-            if let Some(bad) = stale(&sim) {
-                return Err(bad);
+    for_each_seed(
+        "nothing_hidden_resurrects_after_permdown_or_a_new_incarnation",
+        SEEDS,
+        |seed| {
+            let permdown = secs(8);
+            let mut sim = cluster(seed, 5, permdown)?;
+            sim.set_network(lossy());
+            let mut w = Workload::new(seed);
+            let victim = 1 + usize::try_from(seed % 4).unwrap_or(0);
+            for _ in 0..3 {
+                w.spawn(&mut sim, victim);
             }
-        }
-        sim.set_network(LinkConfig::default());
-        settle(&mut sim, secs(30))?;
-        match stale(&sim) {
-            Some(bad) => Err(bad),
-            None => Ok(()),
-        }
-    });
+            w.run(&mut sim, 40, secs(4));
+            settle(&mut sim, secs(30))?;
+            let victim_name = sim.nodes[victim].name.clone();
+            let old_incarnation = sim.nodes[victim].incarnation;
+            sim.kill(victim);
+            // Somebody else was cut off meanwhile: the purge must not come back through it.
+            let cut = (victim + 1) % 5;
+            sim.isolate(cut);
+            w.run(&mut sim, 20, secs(3));
+            sim.heal();
+            w.run(&mut sim, 40, permdown + secs(4));
+            if seed % 2 == 0 {
+                sim.restart(victim);
+            }
+            let stale = |s: &Sim| -> Option<String> {
+                s.live_nodes().into_iter().find_map(|n| {
+                    let v = view(s, n)?;
+                    v.members
+                        .keys()
+                        .map(|(_, _, p)| p)
+                        .chain(v.names.values())
+                        .find(|p| p.node == victim_name && p.incarnation == old_incarnation)
+                        .map(|p| format!("n{n} still shows {p:?}"))
+                })
+            };
+            for _ in 0..20 {
+                w.run(&mut sim, 2, ms(500));
+                if let Some(bad) = stale(&sim) {
+                    return Err(bad);
+                }
+            }
+            sim.set_network(LinkConfig::default());
+            settle(&mut sim, secs(30))?;
+            match stale(&sim) {
+                Some(bad) => Err(bad),
+                None => Ok(()),
+            }
+        },
+    );
 }
 
 /// Two-phase failure, phase one only: a node cut off for less than permdown is hidden
@@ -534,48 +575,62 @@ fn nothing_hidden_resurrects_after_permdown_or_a_new_incarnation() {
 /// NodeRestored events when it returns, with no new join by its processes.
 #[test]
 fn a_node_back_before_permdown_is_unhidden_with_node_restored_events() {
-    for_each_seed("a_node_back_before_permdown_is_unhidden_with_node_restored_events", SEEDS, |seed| {
-        let mut sim = cluster(seed, 4, secs(60))?;
-        let mut w = Workload::new(seed);
-        let away = 1 + usize::try_from(seed % 3).unwrap_or(0);
-        for _ in 0..2 {
-            w.spawn(&mut sim, away);
-        }
-        for p in w.procs.iter().filter(|p| p.node == away) {
-            let pid = p.pid.clone();
-            sim.with_node(away, |node, now| node.join(now, "default", &["a".to_owned()], &pid, None));
-        }
-        settle(&mut sim, secs(20))?;
-        let observer = (away + 1) % 4;
-        let Some(Ok((_, snapshot, inbox))) =
-            sim.with_node(observer, |node, _| node.monitor(None, "default", Some("a")))
-        else {
-            return Err("monitor failed".into());
-        };
-        let before = snapshot.members.len();
-        if before < 2 {
-            return Err(format!("expected the away node's members in the snapshot: {snapshot:?}"));
-        }
-        sim.isolate(away);
-        let observer_sees_down = |s: &Sim| {
-            s.all_see(&[observer], away, &[mesh_core::membership::MemberState::Down])
-        };
-        if !sim.run_until(secs(20), observer_sees_down) {
-            return Err("the observer never saw the node down".into());
-        }
-        sim.run_for(secs(2));
-        sim.heal();
-        settle(&mut sim, secs(30))?;
-        let mut reasons = Vec::new();
-        while let Some(MonitorItem::Event(ev)) = inbox.try_recv() {
-            reasons.push(ev.reason);
-        }
-        use mesh_core::registry::EventReason::{NodeDown, NodeRestored};
-        let downs = reasons.iter().filter(|r| **r == NodeDown).count();
-        let restored = reasons.iter().filter(|r| **r == NodeRestored).count();
-        if downs != 2 || restored != 2 {
-            return Err(format!("want 2 NodeDown then 2 NodeRestored, got {reasons:?}"));
-        }
-        Ok(())
-    });
+    for_each_seed(
+        "a_node_back_before_permdown_is_unhidden_with_node_restored_events",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed, 4, secs(60))?;
+            let mut w = Workload::new(seed);
+            let away = 1 + usize::try_from(seed % 3).unwrap_or(0);
+            for _ in 0..2 {
+                w.spawn(&mut sim, away);
+            }
+            for p in w.procs.iter().filter(|p| p.node == away) {
+                let pid = p.pid.clone();
+                sim.with_node(away, |node, now| {
+                    node.join(now, "default", &["a".to_owned()], &pid, None)
+                });
+            }
+            settle(&mut sim, secs(20))?;
+            let observer = (away + 1) % 4;
+            let Some(Ok((_, snapshot, inbox))) =
+                sim.with_node(observer, |node, _| node.monitor(None, "default", Some("a")))
+            else {
+                return Err("monitor failed".into());
+            };
+            let before = snapshot.members.len();
+            if before < 2 {
+                return Err(format!(
+                    "expected the away node's members in the snapshot: {snapshot:?}"
+                ));
+            }
+            sim.isolate(away);
+            let observer_sees_down = |s: &Sim| {
+                s.all_see(
+                    &[observer],
+                    away,
+                    &[mesh_core::membership::MemberState::Down],
+                )
+            };
+            if !sim.run_until(secs(20), observer_sees_down) {
+                return Err("the observer never saw the node down".into());
+            }
+            sim.run_for(secs(2));
+            sim.heal();
+            settle(&mut sim, secs(30))?;
+            let mut reasons = Vec::new();
+            while let Some(MonitorItem::Event(ev)) = inbox.try_recv() {
+                reasons.push(ev.reason);
+            }
+            use mesh_core::registry::EventReason::{NodeDown, NodeRestored};
+            let downs = reasons.iter().filter(|r| **r == NodeDown).count();
+            let restored = reasons.iter().filter(|r| **r == NodeRestored).count();
+            if downs != 2 || restored != 2 {
+                return Err(format!(
+                    "want 2 NodeDown then 2 NodeRestored, got {reasons:?}"
+                ));
+            }
+            Ok(())
+        },
+    );
 }

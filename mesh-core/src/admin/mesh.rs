@@ -81,6 +81,40 @@ impl ScopeQuery {
     }
 }
 
+/// A name's conflict policy as the API spells it (`notify`, `kill`,
+/// `unregister_both`); the wire format inside the cluster uses one-letter names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// The loser's claim is retracted and its process notified (default).
+    #[default]
+    Notify,
+    /// As notify, and the losing process is ended.
+    Kill,
+    /// Both claims are retracted and both processes notified.
+    UnregisterBoth,
+}
+
+impl From<Policy> for ConflictPolicy {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::Notify => Self::Notify,
+            Policy::Kill => Self::Kill,
+            Policy::UnregisterBoth => Self::UnregisterBoth,
+        }
+    }
+}
+
+impl From<ConflictPolicy> for Policy {
+    fn from(p: ConflictPolicy) -> Self {
+        match p {
+            ConflictPolicy::Notify => Self::Notify,
+            ConflictPolicy::Kill => Self::Kill,
+            ConflictPolicy::UnregisterBoth => Self::UnregisterBoth,
+        }
+    }
+}
+
 /// One line of `GET /v1/groups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupCount {
@@ -127,7 +161,7 @@ pub struct NameView {
     /// The claim's hybrid logical timestamp, `wall_ms.logical`.
     pub hlc: String,
     /// Conflict policy.
-    pub policy: ConflictPolicy,
+    pub policy: Policy,
     /// Metadata, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<String>,
@@ -140,7 +174,7 @@ impl NameView {
             node: info.pid.node.clone(),
             pid: info.pid.to_string(),
             hlc: format!("{}.{}", info.hlc.wall_ms, info.hlc.logical),
-            policy: info.policy,
+            policy: info.policy.into(),
             meta: info.meta,
         }
     }
@@ -419,7 +453,7 @@ pub struct ListenBody {
     pub name: Option<String>,
     /// The name's conflict policy (default `notify`).
     #[serde(default)]
-    pub policy: Option<ConflictPolicy>,
+    pub policy: Option<Policy>,
     /// Metadata for the group memberships and the name.
     #[serde(default)]
     pub meta: Option<String>,
@@ -533,7 +567,7 @@ async fn listen(
         }
     }
     if let Some(name) = &body.name {
-        let policy = body.policy.unwrap_or_default();
+        let policy = body.policy.unwrap_or_default().into();
         match h
             .register(name, process.pid(), body.meta.clone(), policy)
             .await

@@ -38,8 +38,8 @@ use crate::runtime::{AgentHandle, MemberView};
 mod mesh;
 
 pub use mesh::{
-    Failed, GroupCount, GroupMember, GroupView, ListenBody, ListenLine, NameView, SendAnswer,
-    SendBody, SyncBody, DEFAULT_SCOPE,
+    Failed, GroupCount, GroupMember, GroupView, ListenBody, ListenLine, NameView, Policy,
+    SendAnswer, SendBody, SyncBody, DEFAULT_SCOPE,
 };
 
 /// Content type of the Prometheus text exposition format.
