@@ -389,6 +389,9 @@ pub struct Stats {
     /// `TurnUndead` messages foca wanted to send to a member that had refuted its
     /// suspicion, dropped (see `drop_undeserved_turn_undead`).
     pub turn_undead_dropped: u64,
+    /// Announces sent to known members right after a rejoin (see
+    /// `announce_after_rejoin`).
+    pub rejoin_announces: u64,
 }
 
 /// Returns `packet` with `update` added to its piggybacked updates, or `None` if the
@@ -457,6 +460,9 @@ pub const CHURN_WINDOW: Duration = Duration::from_secs(5);
 
 /// Floor on how many times each membership update is retransmitted.
 pub const MIN_TRANSMISSIONS: u8 = 10;
+
+/// Members announced to right after this node renewed its identity.
+pub const REJOIN_ANNOUNCES: usize = 3;
 
 /// Highest local-health level: suspicion lasts up to 2.5 times its base.
 pub const MAX_HEALTH_LEVEL: u8 = 3;
@@ -576,6 +582,8 @@ pub struct Membership {
     miss_ratio: f64,
     /// Local-health level derived from `miss_ratio`, 0..=[`MAX_HEALTH_LEVEL`].
     health_level: u8,
+    /// foca renewed our identity during the current input.
+    rejoined: bool,
 }
 
 impl std::fmt::Debug for Membership {
@@ -632,6 +640,7 @@ impl Membership {
             missed: HashMap::new(),
             miss_ratio: 0.0,
             health_level: 0,
+            rejoined: false,
         }
     }
 
@@ -918,6 +927,33 @@ impl Membership {
         }
         self.reconcile_suspects(now);
         self.follow_cluster_size();
+        if std::mem::take(&mut self.rejoined) {
+            self.announce_after_rejoin(now);
+        }
+    }
+
+    /// After foca renews our identity (we were declared down), it resets itself to
+    /// "disconnected" and drops its timers; it reconnects only when some update
+    /// arrives. Everything addressed to our old identity is refused, so if every
+    /// node of a group renewed at once (a partition heals and each side tells the
+    /// other it is down) nobody hears anything again: each still lists the others,
+    /// so none is "alone" and none announces to its seeds. The simulator found this
+    /// (4 nodes, 2 | 2, under loss). An announce is accepted whatever incarnation it
+    /// is addressed to, and its answer carries the sender's members: announce to a few
+    /// members right away.
+    fn announce_after_rejoin(&mut self, now: Instant) {
+        let members: Vec<NodeId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        if members.is_empty() {
+            return;
+        }
+        let mut rt = Collect::default();
+        for _ in 0..REJOIN_ANNOUNCES.min(members.len()) {
+            let pick = rand::RngExt::random_range(&mut self.rng, 0..members.len());
+            if self.foca.announce(members[pick].clone(), &mut rt).is_ok() {
+                self.stats.rejoin_announces += 1;
+            }
+        }
+        self.absorb(now, rt);
     }
 
     /// Lifeguard's buddy system: a packet to a member we hold as suspect always
@@ -1009,7 +1045,10 @@ impl Membership {
             N::Active => self.joined = true,
             N::Idle => self.joined = false,
             N::Defunct => self.joined = false,
-            N::Rejoin(_) => self.stats.rejoins += 1,
+            N::Rejoin(_) => {
+                self.stats.rejoins += 1;
+                self.rejoined = true;
+            }
             N::ProbeFailed(..) => self.stats.probes_failed += 1,
             N::DataSent(h) => {
                 if let Message::Ping(n) = h.message {
