@@ -12,7 +12,7 @@ use mesh_core::membership::Profile;
 use mesh_core::runtime::{Agent, StartError};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config_file::{io_reason, Layer};
+use crate::config_file::{io_reason, parse_duration, Layer};
 use crate::error::{failure, Hint};
 
 /// How long a leaving agent waits for its goodbye to go out.
@@ -70,6 +70,13 @@ pub(crate) struct AgentArgs {
     /// SWIM packet size in bytes [default: 1100].
     #[arg(long, env = "MESH_PACKET_SIZE", value_name = "BYTES")]
     packet_size: Option<usize>,
+    /// How long a down node's groups and names stay hidden before they are purged,
+    /// e.g. 300s or 5m [default: 5m].
+    #[arg(long, env = "MESH_PERMDOWN", value_name = "DURATION", value_parser = parse_duration)]
+    permdown: Option<Duration>,
+    /// Capacity of a process mailbox in messages [default: 1024].
+    #[arg(long, env = "MESH_MAILBOX_CAPACITY", value_name = "N")]
+    mailbox_capacity: Option<usize>,
     /// TOML config file; keys are the long option names with underscores.
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -119,6 +126,8 @@ impl AgentArgs {
             key: self.key.clone(),
             profile: self.profile,
             packet_size: self.packet_size,
+            permdown: self.permdown,
+            mailbox_capacity: self.mailbox_capacity,
         }
     }
 
@@ -206,7 +215,8 @@ fn start_failure(err: &StartError) -> anyhow::Error {
         "tls" => "check --ca, --cert and --key (make them with `meshctl cert ca` and `meshctl cert issue`)",
         "cert" => "issue a certificate for this node name with `meshctl cert issue --name NAME`",
         "data_dir" => "check that --data-dir exists and is writable by this user",
-        "name" | "advertise" | "packet_size" | "admin_token" | "seeds" => {
+        "name" | "advertise" | "packet_size" | "admin_token" | "seeds" | "permdown"
+        | "mailbox_capacity" => {
             "fix that setting: a flag, a MESH_* variable or a key in the config file"
         }
         _ => "see the log lines above for details",

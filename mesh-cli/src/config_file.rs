@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Result;
 use mesh_core::config::AgentConfig;
@@ -19,7 +20,7 @@ use crate::error::{failure, one_line};
 
 /// Keys a config file may hold, for error messages.
 pub(crate) const KEYS: &str = "name, bind, advertise, seeds, data_dir, admin, admin_token, ca, \
-                               cert, key, profile, packet_size";
+                               cert, key, profile, packet_size, permdown, mailbox_capacity";
 
 /// One layer of agent settings; `None` means "not set here".
 ///
@@ -40,6 +41,43 @@ pub(crate) struct Layer {
     pub(crate) key: Option<PathBuf>,
     pub(crate) profile: Option<Profile>,
     pub(crate) packet_size: Option<usize>,
+    /// A duration such as `"300s"`, `"5m"` (see [`parse_duration`]).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub(crate) permdown: Option<Duration>,
+    pub(crate) mailbox_capacity: Option<usize>,
+}
+
+fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Parses a duration written `1500ms`, `30s`, `2.5s`, `5m` or `1h` (a bare number is
+/// seconds).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration: use e.g. 500ms, 30s, 5m or 1h"
+            ))
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: use e.g. 500ms, 30s, 5m or 1h"))?;
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("{text:?} is not a duration (negative or too large)"))
 }
 
 impl Layer {
@@ -88,6 +126,8 @@ impl Layer {
             key: self.key.or(lower.key),
             profile: self.profile.or(lower.profile),
             packet_size: self.packet_size.or(lower.packet_size),
+            permdown: self.permdown.or(lower.permdown),
+            mailbox_capacity: self.mailbox_capacity.or(lower.mailbox_capacity),
         }
     }
 
@@ -138,6 +178,12 @@ impl Layer {
         }
         if let Some(packet_size) = self.packet_size {
             config.packet_size = packet_size;
+        }
+        if let Some(permdown) = self.permdown {
+            config.permdown = permdown;
+        }
+        if let Some(capacity) = self.mailbox_capacity {
+            config.mailbox_capacity = capacity;
         }
         config.validate().map_err(|e| {
             failure(
@@ -316,5 +362,39 @@ mod tests {
         let missing = dir.path().join("nope.toml");
         let err = Layer::from_file(&missing).expect_err("missing");
         assert!(message(&err).contains("no such file"), "{err:#}");
+    }
+
+    #[test]
+    fn durations_read_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        for bad in ["", "s", "5 weeks", "-3s", "1e400s", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn permdown_and_mailbox_capacity_come_from_the_file_and_are_checked() {
+        let layer = Layer::from_toml("name = \"n1\"\npermdown = \"90s\"\nmailbox_capacity = 64\n")
+            .expect("valid");
+        assert_eq!(layer.permdown, Some(Duration::from_secs(90)));
+        assert_eq!(layer.mailbox_capacity, Some(64));
+        let (line, why) = Layer::from_toml("permdown = \"soon\"\n").expect_err("bad");
+        assert_eq!(line, 1);
+        assert!(why.contains("soon"), "{why}");
+        let short = Layer {
+            name: Some("n1".into()),
+            ca: Some("ca".into()),
+            cert: Some("c".into()),
+            key: Some("k".into()),
+            permdown: Some(Duration::from_secs(1)),
+            ..Layer::default()
+        };
+        let err = short.resolve().expect_err("too short");
+        assert!(message(&err).starts_with("permdown:"), "{err:#}");
     }
 }

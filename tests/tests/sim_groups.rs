@@ -247,10 +247,7 @@ fn lossy() -> LinkConfig {
 
 fn cluster(seed: u64, n: usize, permdown: Duration) -> Result<Sim, String> {
     let mut sim = Sim::new(seed);
-    sim.node_config.registry = RegistryConfig {
-        permdown,
-        ..RegistryConfig::default()
-    };
+    sim.node_config.registry = RegistryConfig { permdown };
     sim.add_cluster(n);
     if !sim.run_until(secs(15), Sim::all_see_all_alive) {
         return Err(format!("membership did not converge: {}", sim.describe()));

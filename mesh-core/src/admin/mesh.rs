@@ -314,19 +314,17 @@ pub(crate) fn json_rejection(e: &JsonRejection) -> Response {
 }
 
 impl SendBody {
-    fn dest(&self) -> Result<Dest, Response> {
+    fn dest(&self) -> Result<Dest, String> {
         let given = [
             self.group.is_some(),
             self.name.is_some(),
             self.pid.is_some(),
         ];
         if given.iter().filter(|g| **g).count() != 1 {
-            return Err(bad_request(
-                "give exactly one destination: \"group\", \"name\" or \"pid\"",
-            ));
+            return Err("give exactly one destination: \"group\", \"name\" or \"pid\"".into());
         }
         if self.group.is_none() && (self.scope.is_some() || self.mode.is_some()) {
-            return Err(bad_request("\"scope\" and \"mode\" only go with \"group\""));
+            return Err("\"scope\" and \"mode\" only go with \"group\"".into());
         }
         if let Some(group) = &self.group {
             return Ok(Dest::Group {
@@ -342,21 +340,17 @@ impl SendBody {
             return Ok(Dest::Name(name.clone()));
         }
         let pid = self.pid.as_deref().unwrap_or_default();
-        pid.parse::<Pid>()
-            .map(Dest::Pid)
-            .map_err(|e| bad_request(e.to_string()))
+        pid.parse::<Pid>().map(Dest::Pid).map_err(|e| e.to_string())
     }
 
-    fn payload(&self) -> Result<Bytes, Response> {
+    fn payload(&self) -> Result<Bytes, String> {
         match (&self.payload, &self.payload_base64) {
             (Some(text), None) => Ok(Bytes::from(text.clone().into_bytes())),
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map(Bytes::from)
-                .map_err(|e| bad_request(format!("payload_base64 is not valid base64: {e}"))),
-            _ => Err(bad_request(
-                "give exactly one of \"payload\" (text) and \"payload_base64\"",
-            )),
+                .map_err(|e| format!("payload_base64 is not valid base64: {e}")),
+            _ => Err("give exactly one of \"payload\" (text) and \"payload_base64\"".into()),
         }
     }
 }
@@ -383,11 +377,11 @@ async fn send(
     };
     let dest = match body.dest() {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(why) => return bad_request(why),
     };
     let payload = match body.payload() {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return bad_request(why),
     };
     let single = matches!(dest, Dest::Pid(_) | Dest::Name(_));
     let (receipt, outcome) = match h.send_confirmed(None, dest, payload).await {

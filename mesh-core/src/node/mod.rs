@@ -635,12 +635,9 @@ impl Node {
 
     /// A datagram arrived on a connection whose certificate names `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: &str, data: &[u8]) {
-        let (swim, items) = match Dissemination::unwrap_datagram(data) {
-            Ok(parts) => parts,
-            Err(_) => {
-                bump(&mut self.stats.dropped, "malformed_datagram");
-                return;
-            }
+        let Ok((swim, items)) = Dissemination::unwrap_datagram(data) else {
+            bump(&mut self.stats.dropped, "malformed_datagram");
+            return;
         };
         // SWIM rejections are counted in the membership stats.
         let swim_ok = self.membership.handle_data(now, from, swim).is_ok();
@@ -712,12 +709,9 @@ impl Node {
             names_digest: self.registry.names().digest(),
         };
         let response = trim_response(response);
-        let bytes = match wire::encode(&response) {
-            Ok(b) => b,
-            Err(_) => {
-                bump(&mut self.stats.dropped, "encode_failed");
-                return Err(RequestRefused::Malformed);
-            }
+        let Ok(bytes) = wire::encode(&response) else {
+            bump(&mut self.stats.dropped, "encode_failed");
+            return Err(RequestRefused::Malformed);
         };
         self.stats.ae_bytes_out += bytes.len() as u64;
         self.after_input(now);
@@ -735,12 +729,9 @@ impl Node {
             bump(&mut self.stats.dropped, "unknown_response");
             return;
         };
-        let bytes = match result {
-            Ok(b) => b,
-            Err(_) => {
-                self.stats.ae_failed += 1;
-                return;
-            }
+        let Ok(bytes) = result else {
+            self.stats.ae_failed += 1;
+            return;
         };
         let Ok(resp) = wire::decode::<AeResponse>(&bytes) else {
             bump(&mut self.stats.dropped, "malformed_ae_response");
@@ -1027,11 +1018,9 @@ impl Node {
                 }
             }
         }
-        for node in remote.keys() {
-            if !self.peers.contains_key(node) {
-                if strict {
-                    return Err(SendError::NodeDown(node.clone()));
-                }
+        if strict {
+            if let Some(node) = remote.keys().find(|n| !self.peers.contains_key(*n)) {
+                return Err(SendError::NodeDown(node.clone()));
             }
         }
         remote.retain(|node, _| self.peers.contains_key(node));
@@ -1337,7 +1326,7 @@ impl Node {
         let needed = match w.mode {
             SyncMode::All => n,
             // A majority of n + 1 nodes, this one included.
-            SyncMode::Quorum => (n + 1) / 2,
+            SyncMode::Quorum => n.div_ceil(2),
         };
         (covered, needed)
     }
@@ -1572,7 +1561,7 @@ impl Node {
                 // whether to unhide them (same incarnation) or drop them (a restart).
                 // Others are reached by the periodic rounds; an exchange per Up would
                 // cost N² digests when a cluster forms.
-                if self.registry.hidden_nodes().iter().any(|h| *h == name) {
+                if self.registry.hidden_nodes().contains(&name) {
                     self.dissem.request_anti_entropy(now, &name);
                 }
             }

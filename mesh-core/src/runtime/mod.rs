@@ -191,7 +191,6 @@ impl Agent {
             },
             registry: RegistryConfig {
                 permdown: config.permdown,
-                ..RegistryConfig::default()
             },
             mailbox_capacity: config.mailbox_capacity,
             ..NodeConfig::default()
