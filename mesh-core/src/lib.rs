@@ -5,6 +5,8 @@
 //! - [`hlc`]: a hybrid logical clock (orders eventual name claims).
 //! - [`codec`]: the SWIM wire codec.
 //! - [`membership`]: SWIM membership as a sans-IO state machine around foca.
+//! - [`quorum`]: the CASPaxos register of the quorum plane.
+//! - [`claims`]: task claims and strong names on the register (sans-IO).
 //! - [`config`]: agent configuration and validation.
 //! - [`runtime`]: the tokio shell (transport, timers, events).
 //! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
@@ -12,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod claims;
 pub mod codec;
 pub mod config;
 pub mod hlc;
