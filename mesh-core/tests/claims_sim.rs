@@ -10,8 +10,9 @@
 //! - linearizability per shard (a Wing–Gong/Lowe checker, `claims_sim/lincheck.rs`;
 //!   timeouts are indeterminate), including reads from the durable state with any one
 //!   voter crashed: acknowledged changes survive F = 1 crashes;
-//! - validity windows of different tokens of one task never overlap in global time, and
-//!   tokens increase in the order of their validity;
+//! - validity windows of different tokens of one task never overlap in global time (nor
+//!   does an eviction overlap the evicted holder's validity), and tokens increase in the
+//!   order of their validity;
 //! - the fenced resource never applies a lower token than one it applied;
 //! - a dead holder's sessions are evicted within `TTL·(1+ρ)` + detection + one commit;
 //! - a holder that keeps renewing never loses its claim; one isolated voter stalls
@@ -31,8 +32,9 @@ mod lincheck;
 mod world;
 
 use mesh_core::claims::Drift;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use world::{Options, Sim, Stats};
+use world::{Options, Record, Sim, Stats};
 
 fn seeds(default: u64) -> Vec<u64> {
     if let Some(seed) = std::env::var("MESH_SIM_SEED")
@@ -48,17 +50,50 @@ fn seeds(default: u64) -> Vec<u64> {
     (0..n).collect()
 }
 
+/// Run every seed (on as many threads as there are cores, like `tests/src/sim.rs`'s
+/// `for_each_seed`; each run is deterministic on its own) and return `check`'s verdict
+/// per seed, in seed order.
+fn run_seeds<T: Send>(
+    seeds: &[u64],
+    opts: &Options,
+    check: impl Fn(&Record, &Stats) -> T + Sync,
+) -> Vec<(u64, T)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(seeds.len().max(1));
+    let out = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (out, check) = (&out, &check);
+            s.spawn(move || {
+                for &seed in seeds.iter().skip(t).step_by(threads) {
+                    let (record, stats) = Sim::new(seed, opts.clone()).run();
+                    let verdict = check(&record, &stats);
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((seed, verdict));
+                }
+            });
+        }
+    });
+    let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.sort_by_key(|(seed, _)| *seed);
+    out
+}
+
 #[test]
 fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
     let started = Instant::now();
     let seeds = seeds(200);
-    let mut failures = Vec::new();
+    let results = run_seeds(&seeds, &Options::default(), |record, stats| {
+        (*stats, invariants::all(record))
+    });
     let mut total = Stats::default();
     let (mut steps, mut max_evict, mut max_calm) = (0u64, Duration::ZERO, Duration::ZERO);
-    for &seed in &seeds {
-        let (record, stats) = Sim::new(seed, Options::default()).run();
-        total.add(&stats);
-        match invariants::all(&record) {
+    let mut failures = Vec::new();
+    for (seed, (stats, verdict)) in &results {
+        total.add(stats);
+        match verdict {
             Ok(m) => {
                 steps += m.checker_steps;
                 max_evict = max_evict.max(m.eviction_latency);
@@ -66,11 +101,7 @@ fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
             }
             Err(why) => {
                 println!("seed {seed} FAILED: {why}");
-                println!(
-                    "REPRODUCE WITH: MESH_SIM_SEED={seed} cargo test -p mesh-core --test claims_sim \
-                     claims_stay_safe -- --nocapture"
-                );
-                failures.push(seed);
+                failures.push(*seed);
             }
         }
     }
@@ -83,7 +114,12 @@ fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
         started.elapsed(),
         invariants::eviction_bound(1.0 - world::rho()),
     );
-    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    if let Some(first) = failures.first() {
+        panic!(
+            "failing seeds: {failures:?}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p \
+             mesh-core --test claims_sim claims_stay_safe -- --nocapture"
+        );
+    }
     if seeds.len() >= 50 {
         // The faults and the paths they should exercise really happened.
         assert!(total.voter_crashes > 0 && total.voter_cuts > 0 && total.holder_isolations > 0);
@@ -94,19 +130,24 @@ fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
     }
 }
 
-/// Run `seeds` seeds with `opts` and count those whose `check` fails.
-fn caught(seeds: u64, opts: Options, check: fn(&world::Record) -> Result<(), String>) -> u64 {
-    let mut caught = 0;
-    for seed in 0..seeds {
-        let (record, _) = Sim::new(seed, opts.clone()).run();
-        if let Err(why) = check(&record) {
-            if caught == 0 {
-                println!("caught on seed {seed}: {why}");
+/// How many of `seeds` seeds run with `opts` fail each of `checks`.
+fn caught(seeds: u64, opts: Options, checks: &[fn(&Record) -> Result<(), String>]) -> Vec<u64> {
+    let seeds: Vec<u64> = (0..seeds).collect();
+    let results = run_seeds(&seeds, &opts, |record, _| {
+        checks.iter().map(|c| c(record)).collect::<Vec<_>>()
+    });
+    let mut counts = vec![0; checks.len()];
+    for (seed, verdicts) in &results {
+        for (i, v) in verdicts.iter().enumerate() {
+            if let Err(why) = v {
+                if counts[i] == 0 {
+                    println!("check {i} caught on seed {seed}: {why}");
+                }
+                counts[i] += 1;
             }
-            caught += 1;
         }
     }
-    caught
+    counts
 }
 
 #[test]
@@ -115,9 +156,12 @@ fn a_holder_that_ignores_its_validity_deadline_is_caught_as_an_overlap() {
         ignore_deadline: true,
         ..Options::default()
     };
-    let n = caught(20, opts, invariants::validity_windows_never_overlap);
+    let n = caught(20, opts, &[invariants::validity_windows_never_overlap])[0];
     println!("negative control (ignored deadline): {n} of 20 seeds caught");
-    assert!(n > 0, "the overlap check must catch writes after the deadline");
+    assert!(
+        n > 0,
+        "the overlap check must catch writes after the deadline"
+    );
 }
 
 #[test]
@@ -126,9 +170,24 @@ fn watchers_that_evict_after_ttl_instead_of_ttl_times_one_plus_rho_are_caught_un
         watcher_drift: Some(Drift::ZERO),
         ..Options::default()
     };
-    let n = caught(40, opts, invariants::validity_windows_never_overlap);
-    println!("negative control (evict after TTL): {n} of 40 seeds caught");
-    assert!(n > 0, "the overlap check must catch early evictions under skew");
+    let checks = [
+        invariants::validity_windows_never_overlap,
+        invariants::evictions_follow_validity,
+    ];
+    let counts = caught(40, opts, &checks);
+    println!(
+        "negative control (evict after TTL): overlapping windows in {} of 40 seeds, \
+         evictions inside a holder's validity in {} of 40",
+        counts[0], counts[1]
+    );
+    assert!(
+        counts[0] > 0,
+        "the overlap check must catch early evictions under skew"
+    );
+    assert!(
+        counts[1] > counts[0],
+        "the eviction check catches them without a claimer"
+    );
 }
 
 #[test]
@@ -137,39 +196,14 @@ fn quorums_of_one_voter_are_caught_as_not_linearizable() {
         quorum_of_one: true,
         ..Options::default()
     };
-    let n = caught(10, opts, |r| invariants::linearizable_per_shard(r).map(|_| ()));
+    let n = caught(
+        10,
+        opts,
+        &[|r| invariants::linearizable_per_shard(r).map(|_| ())],
+    )[0];
     println!("negative control (quorum of one): {n} of 10 seeds caught");
-    assert!(n > 0, "the linearizability checker must catch a quorum of one");
-}
-
-#[test]
-#[ignore]
-fn debug_dump() {
-    let seed: u64 = std::env::var("MESH_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let who = std::env::var("WHO").unwrap_or_default();
-    let mut sim = Sim::new(seed, Options::default());
-    let until: u64 = std::env::var("UNTIL").ok().and_then(|s| s.parse().ok()).unwrap_or(7000);
-    sim.run_until(Duration::from_millis(until));
-    println!("{}", sim.debug_stats());
-    let (record, _) = sim.run();
-    let from: u64 = std::env::var("FROM").ok().and_then(|s| s.parse().ok()).unwrap_or(6500);
-    let to: u64 = std::env::var("TO").ok().and_then(|s| s.parse().ok()).unwrap_or(7600);
-    let shard: Option<u32> = std::env::var("SHARD").ok().and_then(|s| s.parse().ok());
-    for op in &record.history {
-        if (who.is_empty() || op.client == who) && shard.is_none_or(|s| op.shard.0 == s) && op.invoked > Duration::from_millis(from) && op.invoked < Duration::from_millis(to) {
-            let done = op.done.as_ref().map(|(t, _)| *t);
-            let res = op.done.as_ref().map(|(_, o)| match o {
-                mesh_core::quorum::Outcome::Applied(t) => format!("applied {:?}", t.as_ref().map(|t| (t.next_token, t.sessions.iter().map(|(s, x)| format!("{s}:{}", x.renew_seq)).collect::<Vec<_>>()))),
-                mesh_core::quorum::Outcome::Rejected{reason, current} => format!("{reason:?} {:?}", current.as_ref().map(|t| (t.next_token, t.sessions.iter().map(|(s, x)| format!("{s}:{}", x.renew_seq)).collect::<Vec<_>>()))),
-                _ => "sup".into() });
-            println!("{:?}..{done:?} {} {} {:?} {res:?}", op.invoked, op.client, op.shard, op.change);
-        }
-    }
-    println!("{:?}", record.lost_late);
-    let t = Instant::now();
-    let (record, _) = Sim::new(seed, Options::default()).run();
-    let sim_time = t.elapsed();
-    let t = Instant::now();
-    let r = invariants::all(&record);
-    println!("sim {sim_time:?} check {:?} ops {} {:?}", t.elapsed(), record.history.len(), r.map(|m| m.checker_steps));
+    assert!(
+        n > 0,
+        "the linearizability checker must catch a quorum of one"
+    );
 }

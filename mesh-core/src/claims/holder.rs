@@ -26,9 +26,10 @@
 //! - *Unavailable is explicit*: with no voters configured, or fewer than a quorum
 //!   reachable, calls fail at once with [`ClaimsError::Unavailable`] and submit nothing.
 //!
-//! Liveness: the holder renews every session that holds claims or names (or has calls
-//! pending) every `TTL/3` after the last refresh, so with a quorum reachable it never
-//! loses a claim.
+//! Liveness: the holder renews every open session every `TTL/3` after its last refresh
+//! — also one that holds nothing: an open session is this node's lease in the shard, and
+//! a watcher may hand it an evicted holder's tasks at any time — so with a quorum
+//! reachable it never loses a claim.
 
 use super::submit::{Completed, Submission, SubmitStats, Submitter};
 use super::table::{
@@ -503,11 +504,10 @@ impl Holder {
     /// When [`Holder::handle_timeout`] must be called next (a renew or an expiry).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.shards
-            .iter()
-            .filter_map(|(shard, st)| {
+            .values()
+            .filter_map(|st| {
                 let s = st.session.as_ref()?;
-                let renew = s.renew_at.filter(|_| self.wants_renew(*shard, st));
-                [renew, s.valid_until].into_iter().flatten().min()
+                [s.renew_at, s.valid_until].into_iter().flatten().min()
             })
             .min()
     }
@@ -519,16 +519,6 @@ impl Holder {
             if self.expire_if_due(now, shard) {
                 continue;
             }
-            let Some(st) = self.shards.get(&shard) else {
-                continue;
-            };
-            let due = st
-                .session
-                .as_ref()
-                .is_some_and(|s| s.opened && !s.renewing && s.renew_at.is_some_and(|at| at <= now));
-            if !(due && self.wants_renew(shard, st)) {
-                continue;
-            }
             let Some(s) = self
                 .shards
                 .get_mut(&shard)
@@ -536,6 +526,9 @@ impl Holder {
             else {
                 continue;
             };
+            if !(s.opened && !s.renewing && s.renew_at.is_some_and(|at| at <= now)) {
+                continue;
+            }
             s.renewing = true;
             s.renew_at = None;
             let sid = s.sid.clone();
@@ -665,16 +658,6 @@ impl Holder {
 
     fn valid_until(&self, shard: ShardId) -> Option<Instant> {
         self.shards.get(&shard)?.session.as_ref()?.valid_until
-    }
-
-    /// Whether the shard's session must be kept alive.
-    fn wants_renew(&self, shard: ShardId, st: &ShardState) -> bool {
-        !st.claims.is_empty() || !st.names.is_empty() || self.submitter_has(shard)
-    }
-
-    /// Calls keep a session alive while they are queued on its shard.
-    fn submitter_has(&self, shard: ShardId) -> bool {
-        self.submitter.has(shard)
     }
 
     /// A successful claim or renew reports the validity as it is after learning from

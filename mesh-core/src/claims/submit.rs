@@ -114,11 +114,6 @@ impl<T> Submitter<T> {
         self.len
     }
 
-    /// Whether anything is queued or in flight on `shard`.
-    pub(crate) fn has(&self, shard: ShardId) -> bool {
-        self.queues.contains_key(&shard)
-    }
-
     pub(crate) fn stats(&self) -> &SubmitStats {
         &self.stats
     }

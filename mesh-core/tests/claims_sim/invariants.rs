@@ -2,6 +2,7 @@
 //!
 //! Safety: [`linearizable_per_shard`] (with the final reads: acknowledged changes
 //! survive the crash of any one voter), [`validity_windows_never_overlap`],
+//! [`evictions_follow_validity`],
 //! [`tokens_increase_with_validity`], [`fenced_resource_never_goes_back`].
 //! Liveness (calm phase): [`dead_holder_is_evicted_in_time`],
 //! [`renewing_holders_keep_their_claims`], [`one_isolated_voter_stalls_nothing`].
@@ -28,7 +29,11 @@ impl Model for ShardModel {
     fn step(&self, state: &Self::State, op: &ShardChange) -> (Self::State, ShardOutcome) {
         match op.apply(state.as_ref()) {
             Ok(new) => {
-                let next = if op.is_read() { state.clone() } else { new.clone() };
+                let next = if op.is_read() {
+                    state.clone()
+                } else {
+                    new.clone()
+                };
                 (next, Outcome::Applied(new))
             }
             Err(reason) => (
@@ -141,6 +146,36 @@ pub(crate) fn validity_windows_never_overlap(r: &Record) -> Result<(), String> {
     Ok(())
 }
 
+/// S3, the lemma: an evict (or reassign) of a session commits only after every validity
+/// its holder derived from that session has ended — the instant the tasks become
+/// claimable by others never overlaps the evicted holder's validity. (This is what makes
+/// the windows disjoint whatever the workload; it catches an early eviction even when no
+/// other holder happens to claim the task in time.)
+pub(crate) fn evictions_follow_validity(r: &Record) -> Result<(), String> {
+    for op in &r.history {
+        let (ShardChange::Evict { sid, .. } | ShardChange::Reassign { sid, .. }) = &op.change
+        else {
+            continue;
+        };
+        let Some((done, Outcome::Applied(_))) = &op.done else {
+            continue;
+        };
+        for w in r.windows.iter().filter(|w| w.session.as_ref() == Some(sid)) {
+            if w.believed_end() > *done {
+                return Err(format!(
+                    "session {sid} evicted by {done:?} while {} held {} (token {}) valid until \
+                     {:?}",
+                    w.who,
+                    w.task,
+                    w.token,
+                    w.believed_end()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// S2: in the real-time order of their validity, a task's tokens strictly increase.
 pub(crate) fn tokens_increase_with_validity(r: &Record) -> Result<(), String> {
     for (task, list) in windows(r) {
@@ -161,7 +196,10 @@ pub(crate) fn tokens_increase_with_validity(r: &Record) -> Result<(), String> {
 pub(crate) fn fenced_resource_never_goes_back(r: &Record) -> Result<(), String> {
     for (task, log) in &r.fenced {
         if let Some(w) = log.windows(2).find(|w| w[1] < w[0]) {
-            return Err(format!("{task}: fenced resource applied {} after {}", w[1], w[0]));
+            return Err(format!(
+                "{task}: fenced resource applied {} after {}",
+                w[1], w[0]
+            ));
         }
     }
     Ok(())
@@ -198,7 +236,11 @@ pub(crate) fn dead_holder_is_evicted_in_time(r: &Record) -> Result<Duration, Str
 /// L3: after the faults (from `LIVE_FROM`), no holder that is alive — and so keeps
 /// renewing with a quorum reachable — loses a claim.
 pub(crate) fn renewing_holders_keep_their_claims(r: &Record) -> Result<(), String> {
-    match r.lost_late.iter().find(|(who, _, _)| r.survivors.contains(who)) {
+    match r
+        .lost_late
+        .iter()
+        .find(|(who, _, _)| r.survivors.contains(who))
+    {
         Some((who, at, task)) => Err(format!("{who} lost {task} at {at:?} in the calm phase")),
         None => Ok(()),
     }
@@ -217,7 +259,9 @@ pub(crate) fn one_isolated_voter_stalls_nothing(r: &Record) -> Result<Duration, 
             continue;
         }
         match &op.done {
-            Some((t, _)) if *t - op.invoked <= CALM_OP_BOUND => slowest = slowest.max(*t - op.invoked),
+            Some((t, _)) if *t - op.invoked <= CALM_OP_BOUND => {
+                slowest = slowest.max(*t - op.invoked)
+            }
             Some((t, _)) => {
                 return Err(format!(
                     "{} took {:?} in the calm phase: {:?}",
@@ -249,6 +293,7 @@ pub(crate) struct Measured {
 pub(crate) fn all(r: &Record) -> Result<Measured, String> {
     let checker_steps = linearizable_per_shard(r).map_err(|e| format!("linearizability: {e}"))?;
     validity_windows_never_overlap(r).map_err(|e| format!("overlap: {e}"))?;
+    evictions_follow_validity(r).map_err(|e| format!("early eviction: {e}"))?;
     tokens_increase_with_validity(r).map_err(|e| format!("tokens: {e}"))?;
     fenced_resource_never_goes_back(r).map_err(|e| format!("fencing: {e}"))?;
     let eviction_latency =

@@ -202,7 +202,12 @@ mod tests {
     #[test]
     fn concurrent_ops_may_take_effect_in_either_order() {
         // w1 and w2 overlap; the reads after both see 2, so w1 went first.
-        let h = [w(1, 0, Some(10)), w(2, 5, Some(15)), r(2, 20, 25), r(2, 30, 35)];
+        let h = [
+            w(1, 0, Some(10)),
+            w(2, 5, Some(15)),
+            r(2, 20, 25),
+            r(2, 30, 35),
+        ];
         assert!(check(&Reg, &h, 10_000).is_ok());
         // A read overlapping a write may see the old or the new value.
         let h = [w(1, 0, Some(10)), r(0, 5, 8), r(1, 6, 9)];

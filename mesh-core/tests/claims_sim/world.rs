@@ -8,20 +8,21 @@
 //! a voter crash, a voter cut off from some holders, a holder cut off from every voter,
 //! a holder crash and restart (a new incarnation), a holder frozen (a stopped process);
 //! and at any time, an application pausing between its validity check and its write.
-//! **Calm** (`FAULTS_END..END`): everything healed and restarted, one voter isolated for
-//! the whole phase, and one holder killed for good at `KILL_AT`.
+//! **Calm** (`FAULTS_END..END`): everything healed and restarted (no more loss;
+//! duplication and reordering stay), one voter isolated for the whole phase, and one
+//! holder killed for good at `KILL_AT`.
 //!
 //! Everything a checker needs goes into a [`Record`].
 
 use mesh_core::claims::{
-    CallId, CallOk, ClaimReject, Drift, FencedResource, Holder, HolderConfig, HolderEvent, LostReason,
-    ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable, Submission, Watcher,
-    WatcherConfig, WatcherEvent,
+    CallId, CallOk, ClaimReject, Drift, FencedResource, Holder, HolderConfig, HolderEvent,
+    LostReason, SessionId, ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable, Submission,
+    Watcher, WatcherConfig, WatcherEvent,
 };
 use mesh_core::pid::Pid;
 use mesh_core::quorum::{
-    preferred_proposer, Acceptor, AcceptorOutput, AcceptorState, Completion, NodeId, OpId,
-    Outcome, ProposeError, Proposer, ProposerConfig, ProposerOutput, Reply, Request, RequestId,
+    preferred_proposer, Acceptor, AcceptorOutput, AcceptorState, Completion, NodeId, OpId, Outcome,
+    ProposeError, Proposer, ProposerConfig, ProposerOutput, Reply, Request, RequestId,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -33,18 +34,18 @@ pub(crate) const VOTERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 pub(crate) const SHARDS: u32 = 2;
 pub(crate) const TASKS: [&str; 4] = ["task-a", "task-b", "task-c", "task-d"];
 pub(crate) const NAMES: [&str; 2] = ["svc-x", "svc-y"];
-pub(crate) const TTL: Duration = Duration::from_millis(600);
+pub(crate) const TTL: Duration = Duration::from_millis(700);
 /// ρ: every node's clock rate is within `1 ± RHO`.
 pub(crate) const RHO_PPM: u32 = 100_000;
 pub(crate) const GUARD: Duration = Duration::from_millis(10);
-pub(crate) const REFRESH: Duration = Duration::from_millis(200);
+pub(crate) const REFRESH: Duration = Duration::from_millis(400);
 /// How long the simulated SWIM takes to declare a crashed node down.
 pub(crate) const DETECTION: Duration = Duration::from_millis(400);
-pub(crate) const FAULTS_END: Duration = Duration::from_millis(4_500);
-pub(crate) const KILL_AT: Duration = Duration::from_millis(5_700);
-pub(crate) const END: Duration = Duration::from_millis(8_000);
+pub(crate) const FAULTS_END: Duration = Duration::from_millis(3_200);
+pub(crate) const KILL_AT: Duration = Duration::from_millis(4_200);
+pub(crate) const END: Duration = Duration::from_millis(6_300);
 /// From here on no holder that keeps renewing may lose a claim, and every op completes.
-pub(crate) const LIVE_FROM: Duration = Duration::from_millis(5_400);
+pub(crate) const LIVE_FROM: Duration = Duration::from_millis(3_900);
 
 pub(crate) fn rho() -> f64 {
     f64::from(RHO_PPM) / 1e6
@@ -86,6 +87,8 @@ pub(crate) struct Window {
     pub(crate) task: String,
     pub(crate) token: u64,
     pub(crate) who: String,
+    /// The holder's session in the task's shard when it learned the token.
+    pub(crate) session: Option<SessionId>,
     pub(crate) start: Duration,
     /// The latest end of validity the holder reported.
     pub(crate) valid_until: Duration,
@@ -96,8 +99,15 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// When the holder stopped believing the token valid.
+    pub(crate) fn believed_end(&self) -> Duration {
+        self.closed
+            .map_or(self.valid_until, |c| c.min(self.valid_until))
+    }
+
+    /// When the holder stopped believing it valid or acting on it, whichever is later.
     pub(crate) fn end(&self) -> Duration {
-        let believed = self.closed.map_or(self.valid_until, |c| c.min(self.valid_until));
+        let believed = self.believed_end();
         self.last_decision.map_or(believed, |d| d.max(believed))
     }
 }
@@ -207,19 +217,12 @@ enum Fault {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver {
-        from: NodeId,
-        to: NodeId,
-        msg: Msg,
-    },
+    Deliver { from: NodeId, to: NodeId, msg: Msg },
     Sync(usize),
     ForwardTimeout(usize, u64, RequestId, u64),
     NodeTimer(usize, u64),
     AppTick(usize, u64),
-    WriteArrive {
-        task: String,
-        token: u64,
-    },
+    WriteArrive { task: String, token: u64 },
     FaultStart,
     FaultEnd(Fault),
     ViewDown(usize),
@@ -466,7 +469,14 @@ impl Sim {
         if self.rng.random_bool(self.dup) {
             let delay = Duration::from_micros(self.rng.random_range(200..2_000));
             let copy = msg.clone();
-            self.schedule(delay, Event::Deliver { from, to, msg: copy });
+            self.schedule(
+                delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    msg: copy,
+                },
+            );
         }
         let delay = Duration::from_micros(self.rng.random_range(200..2_000));
         self.schedule(delay, Event::Deliver { from, to, msg });
@@ -551,8 +561,20 @@ impl Sim {
         node.ops.insert(op, origin);
     }
 
-    /// The proposer of node `n` finished an op: its own, or one forwarded to it.
+    /// The proposer of node `n` finished an op: its own, or one forwarded to it. The
+    /// proposing node's watcher sees every table its proposer decided on (the preferred
+    /// proposer runs every change of its shards, so it learns each refresh as it commits).
     fn complete(&mut self, n: usize, c: Completion<ShardId, ShardTable, ClaimReject>) {
+        if let Ok(
+            Outcome::Applied(Some(t))
+            | Outcome::Rejected {
+                current: Some(t), ..
+            },
+        ) = &c.result
+        {
+            let local = self.local(n);
+            self.nodes[n].watcher.observe(local, c.key, t);
+        }
         match self.nodes[n].ops.remove(&c.op) {
             Some(Origin::Local(rid, hist)) => self.finish(n, c.key, rid, Some(hist), c.result),
             Some(Origin::Remote(rid, hist, origin)) => {
@@ -594,9 +616,7 @@ impl Sim {
             };
             if let Some(t) = table {
                 self.note_table(shard, invoked, t);
-                if rid.client == self.nodes[n].holder.client() {
-                    self.nodes[n].watcher.observe(local, shard, t);
-                }
+                self.nodes[n].watcher.observe(local, shard, t);
             }
         }
         let node = &mut self.nodes[n];
@@ -697,7 +717,9 @@ impl Sim {
         .flatten()
         .min();
         let Some(next) = next else { return };
-        let at = self.global(n, next).max(self.now + Duration::from_micros(1));
+        let at = self
+            .global(n, next)
+            .max(self.now + Duration::from_micros(1));
         if node.timer_at.is_none_or(|t| at < t || t < self.now) {
             let life = node.life;
             self.nodes[n].timer_at = Some(at);
@@ -718,12 +740,15 @@ impl Sim {
         self.record
             .grants
             .push((task.to_owned(), token, self.now, who.clone()));
+        let holder = &self.nodes[n].holder;
+        let session = holder.session(holder.shard_of(task)).cloned();
         self.record.windows.push(Window {
             task: task.to_owned(),
             token,
             who,
+            session,
             start: self.now,
-            valid_until: self.now,
+            valid_until: Duration::ZERO,
             closed: None,
             last_decision: None,
         });
@@ -750,7 +775,8 @@ impl Sim {
                     }
                     (AppCall::Claim(task), Err(_)) => {
                         // Held by someone else (or no quorum): look again later.
-                        let later = self.now + Duration::from_millis(self.rng.random_range(150..400));
+                        let later =
+                            self.now + Duration::from_millis(self.rng.random_range(250..600));
                         self.nodes[n].app.backoff.insert(task.clone(), later);
                         self.nodes[n].app.busy.remove(&task);
                     }
@@ -764,7 +790,8 @@ impl Sim {
                         self.nodes[n].app.names.remove(&name);
                     }
                     (AppCall::Name(name), _) => {
-                        let later = self.now + Duration::from_millis(self.rng.random_range(300..900));
+                        let later =
+                            self.now + Duration::from_millis(self.rng.random_range(300..900));
                         self.nodes[n].app.backoff.insert(name.clone(), later);
                         self.nodes[n].app.busy.remove(&name);
                     }
@@ -779,10 +806,17 @@ impl Sim {
                 self.stats.lost += 1;
                 if self.now >= LIVE_FROM {
                     let who = format!("{}#{}", self.nodes[n].name, self.nodes[n].life);
-                    self.record.lost_late.push((who, self.now, format!("{task} ({reason:?})")));
+                    let what = format!("{task} ({reason:?})");
+                    self.record.lost_late.push((who, self.now, what));
                 }
                 let keep = self.opts.ignore_deadline && reason == LostReason::Expired;
-                if !keep && self.nodes[n].app.held.get(&task).is_some_and(|h| h.0 == token) {
+                if !keep
+                    && self.nodes[n]
+                        .app
+                        .held
+                        .get(&task)
+                        .is_some_and(|h| h.0 == token)
+                {
                     self.drop_claim(n, &task);
                 }
             }
@@ -794,12 +828,22 @@ impl Sim {
     }
 
     fn backing_off(&self, n: usize, key: &str) -> bool {
-        self.nodes[n].app.backoff.get(key).is_some_and(|t| *t > self.now)
+        self.nodes[n]
+            .app
+            .backoff
+            .get(key)
+            .is_some_and(|t| *t > self.now)
     }
 
     fn app_tick(&mut self, n: usize) {
         let local = self.local(n);
-        let next = Duration::from_millis(self.rng.random_range(40..120));
+        // A busy application while the faults run, a quieter one in the calm phase
+        // (which checks liveness: renews, evictions, reclaims).
+        let next = if self.calm {
+            Duration::from_millis(self.rng.random_range(120..300))
+        } else {
+            Duration::from_millis(self.rng.random_range(70..170))
+        };
         let life = self.nodes[n].life;
         self.schedule(next, Event::AppTick(n, life));
         if self.nodes[n].app.calls.len() >= 2 {
@@ -816,8 +860,8 @@ impl Sim {
                         self.nodes[n].app.calls.insert(call, AppCall::Release);
                     }
                 } else {
-                    let valid =
-                        self.opts.ignore_deadline || self.nodes[n].holder.is_valid(local, task, token);
+                    let valid = self.opts.ignore_deadline
+                        || self.nodes[n].holder.is_valid(local, task, token);
                     if valid {
                         self.record.windows[w].last_decision = Some(self.now);
                         // Usually the write lands at once; sometimes the process stalls
@@ -859,11 +903,13 @@ impl Sim {
             );
             let ephemeral = self.rng.random_bool(0.5);
             let call = match self.nodes[n].app.names.get(name).copied() {
-                Some(v) if self.rng.random_bool(0.5) => {
-                    self.nodes[n].holder.transfer_name(local, name, v, me, ephemeral)
-                }
+                Some(v) if self.rng.random_bool(0.5) => self.nodes[n]
+                    .holder
+                    .transfer_name(local, name, v, me, ephemeral),
                 Some(v) => self.nodes[n].holder.release_name(local, name, v),
-                None => self.nodes[n].holder.register_strong(local, name, me, ephemeral),
+                None => self.nodes[n]
+                    .holder
+                    .register_strong(local, name, me, ephemeral),
             };
             if let Ok(call) = call {
                 self.nodes[n].app.busy.insert(name.to_owned());
@@ -884,7 +930,9 @@ impl Sim {
     // ------------------------------------------------------------ faults
 
     fn up_nodes(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].up).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .collect()
     }
 
     fn start_fault(&mut self) {
@@ -893,7 +941,8 @@ impl Sim {
         }
         let kind = self.rng.random_range(0..5u32);
         let nodes = self.nodes.len();
-        let ms = |sim: &mut Self, lo: u64, hi: u64| Duration::from_millis(sim.rng.random_range(lo..hi));
+        let ms =
+            |sim: &mut Self, lo: u64, hi: u64| Duration::from_millis(sim.rng.random_range(lo..hi));
         let (fault, dur) = match kind {
             0 => {
                 let v = self.rng.random_range(0..VOTERS.len());
@@ -906,7 +955,8 @@ impl Sim {
             }
             1 => {
                 let v = self.rng.random_range(0..VOTERS.len());
-                let mut cut: Vec<usize> = (0..nodes).filter(|_| self.rng.random_bool(0.5)).collect();
+                let mut cut: Vec<usize> =
+                    (0..nodes).filter(|_| self.rng.random_bool(0.5)).collect();
                 if cut.is_empty() {
                     cut.push(self.rng.random_range(0..nodes));
                 }
@@ -972,7 +1022,13 @@ impl Sim {
     }
 
     fn restart_node(&mut self, n: usize) {
-        if self.nodes[n].up || self.record.killed.as_ref().is_some_and(|k| k.0 == self.nodes[n].name) {
+        if self.nodes[n].up
+            || self
+                .record
+                .killed
+                .as_ref()
+                .is_some_and(|k| k.0 == self.nodes[n].name)
+        {
             return;
         }
         let life = self.nodes[n].life + 1;
@@ -1074,7 +1130,10 @@ impl Sim {
                     let (Some(o), Some(p)) = (self.node_index(from), self.node_index(to)) else {
                         return true;
                     };
-                    if self.nodes[p].up && !self.isolated.contains(&o) && !self.isolated.contains(&p) {
+                    if self.nodes[p].up
+                        && !self.isolated.contains(&o)
+                        && !self.isolated.contains(&p)
+                    {
                         self.propose(p, sub, hist, Some(from));
                         self.drain(p);
                     }
@@ -1161,6 +1220,8 @@ impl Sim {
             }
             Event::Calm => {
                 self.calm = true;
+                // Loss is a fault too: healed (duplication and reordering stay).
+                self.loss = 0.0;
                 for v in 0..VOTERS.len() {
                     self.voters[v].down = false;
                     self.voters[v].cut.clear();
@@ -1191,21 +1252,6 @@ impl Sim {
         true
     }
 
-    pub(crate) fn debug_stats(&self) -> String {
-        let mut out = format!("preferred: {:?} {:?}\n", self.preferred(ShardId(0)), self.preferred(ShardId(1)));
-        for n in &self.nodes {
-            out += &format!("{} up={} {:?} watched={:?}\n", n.name, n.up, n.proposer.stats(), n.watcher.watched().collect::<Vec<_>>());
-        }
-        for v in &self.voters {
-            out += &format!("voter {:?} down={} cut={:?}\n", v.live.stats(), v.down, v.cut);
-        }
-        out
-    }
-
-    pub(crate) fn run_until(&mut self, t: Duration) {
-        while self.now < t && self.step() {}
-    }
-
     /// Run to the end, then read every shard back from the voters' durable state, one
     /// voter "crashed" at a time.
     pub(crate) fn run(mut self) -> (Record, Stats) {
@@ -1227,7 +1273,12 @@ impl Sim {
         }
         let mut st = self.stats;
         st.ops = self.record.history.len();
-        st.acked = self.record.history.iter().filter(|o| o.done.is_some()).count();
+        st.acked = self
+            .record
+            .history
+            .iter()
+            .filter(|o| o.done.is_some())
+            .count();
         st.indeterminate = st.ops - st.acked;
         st.grants = self.record.grants.len();
         st.fenced_applied = self.resource.stats().applied;
@@ -1246,7 +1297,8 @@ impl Sim {
             let voters: Vec<NodeId> = pair.iter().map(|&i| VOTERS[i]).collect();
             let mut p = P::new(NodeId(99), 1 + k as u64, 1, voters, proposer_config());
             for s in 0..SHARDS {
-                let outcome = read_through(&mut p, &mut acceptors, ShardId(s), self.base, &mut self.rng);
+                let outcome =
+                    read_through(&mut p, &mut acceptors, ShardId(s), self.base, &mut self.rng);
                 self.record.history.push(HistOp {
                     shard: ShardId(s),
                     change: ShardChange::Read,
@@ -1275,7 +1327,9 @@ fn read_through(
         while let Some(out) = p.poll_output() {
             match out {
                 ProposerOutput::Send(env) => {
-                    let Some(v) = Sim::voter_index(env.to) else { continue };
+                    let Some(v) = Sim::voter_index(env.to) else {
+                        continue;
+                    };
                     acceptors[v].handle_request(p.id(), env.msg);
                     while let Some(o) = acceptors[v].poll_output() {
                         let (AcceptorOutput::Persist { then, .. } | AcceptorOutput::Send(then)) = o;
