@@ -130,8 +130,11 @@ fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
     }
 }
 
+/// One property over a run's record.
+type Check = fn(&Record) -> Result<(), String>;
+
 /// How many of `seeds` seeds run with `opts` fail each of `checks`.
-fn caught(seeds: u64, opts: Options, checks: &[fn(&Record) -> Result<(), String>]) -> Vec<u64> {
+fn caught(seeds: u64, opts: Options, checks: &[Check]) -> Vec<u64> {
     let seeds: Vec<u64> = (0..seeds).collect();
     let results = run_seeds(&seeds, &opts, |record, _| {
         checks.iter().map(|c| c(record)).collect::<Vec<_>>()
@@ -170,7 +173,7 @@ fn watchers_that_evict_after_ttl_instead_of_ttl_times_one_plus_rho_are_caught_un
         watcher_drift: Some(Drift::ZERO),
         ..Options::default()
     };
-    let checks = [
+    let checks: [Check; 2] = [
         invariants::validity_windows_never_overlap,
         invariants::evictions_follow_validity,
     ];

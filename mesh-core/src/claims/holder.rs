@@ -569,8 +569,19 @@ impl Holder {
                 self.renew_finished(now, shard, done.result.is_err());
             }
         }
+        if let Ok(Outcome::Rejected {
+            reason: ClaimReject::NoSession { sid },
+            ..
+        }) = &done.result
+        {
+            // The register has no such session (evicted, or an open whose outcome was
+            // unknown never took effect): forget it, so that the next call opens anew.
+            if Some(sid) == current.as_ref() {
+                self.lose_session(shard, LostReason::Evicted);
+            }
+        }
         if let Some(table) = &table {
-            self.learn(shard, table, refreshed.then_some(done.t0));
+            self.learn(now, shard, table, refreshed.then_some(done.t0));
         }
         // 3. Tell the caller.
         let call = match done.tag {
@@ -898,7 +909,13 @@ impl Holder {
     /// Learn from a table this holder's change saw (results of one shard arrive in
     /// commit order, one change at a time). `refreshed`: the change refreshed the current
     /// session, first sent at this `t0`.
-    fn learn(&mut self, shard: ShardId, table: &ShardTable, refreshed: Option<Instant>) {
+    fn learn(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        table: &ShardTable,
+        refreshed: Option<Instant>,
+    ) {
         let (drift, guard) = (self.config.drift, self.config.guard);
         let Some(st) = self.shards.get_mut(&shard) else {
             return;
@@ -912,6 +929,11 @@ impl Holder {
             }
             return;
         };
+        if !session.opened && refreshed.is_none() && !session.renewing {
+            // An open whose outcome was unknown did take effect: refresh at once, the
+            // session has no validity yet.
+            session.renew_at = Some(now);
+        }
         session.opened = true;
         if let Some(t0) = refreshed {
             let ttl = Duration::from_millis(entry.ttl_ms);

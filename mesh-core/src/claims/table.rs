@@ -65,6 +65,7 @@ impl fmt::Display for ShardId {
 pub fn shard_of(key: &[u8], shards: u32) -> ShardId {
     let n = u128::from(shards.max(1));
     let h = u128::from(pinned_hash(&[key]));
+    // (h·n) >> 64 < n ≤ u32::MAX: the cast cannot truncate.
     ShardId(((h * n) >> 64) as u32)
 }
 

@@ -1336,6 +1336,106 @@ fn a_linearizable_whereis_reports_owner_and_version() {
 }
 
 #[test]
+fn an_open_that_timed_out_but_took_effect_is_renewed_as_soon_as_a_result_shows_it() {
+    let mut h = Harness::new();
+    h.holder
+        .register_strong(h.now, "db", pid("n1", 1), true)
+        .expect("admitted");
+    // The open applies, but every answer is lost: the holder cannot know.
+    h.collect();
+    let open = h.pending.remove(0);
+    assert!(matches!(open.change, ShardChange::OpenSession { .. }));
+    h.table = open.change.apply(h.table.as_ref()).expect("applies");
+    for _ in 0..=h.holder.config().retries {
+        h.holder
+            .handle_completion(h.now, open.request, Err(ProposeError::Timeout));
+        h.collect();
+        h.pending.retain(|s| s.request != open.request);
+    }
+    // The registration's result shows the session: it is renewed at once.
+    h.answer_one();
+    h.tick();
+    h.collect();
+    assert!(
+        matches!(h.pending.as_slice(), [s] if matches!(s.change, ShardChange::Renew { .. })),
+        "{:?}",
+        h.pending
+    );
+    h.settle();
+    assert!(
+        h.holder.poll_timeout().is_some(),
+        "and renewed from then on"
+    );
+}
+
+#[test]
+fn a_session_the_register_never_saw_is_forgotten_and_the_next_claim_opens_a_new_one() {
+    let mut h = Harness::new();
+    h.holder.claim(h.now, "job").expect("admitted");
+    h.collect();
+    let open = h.pending.remove(0);
+    let first = h.holder.session(ShardId(0)).cloned().expect("session");
+    for _ in 0..=h.holder.config().retries {
+        h.holder
+            .handle_completion(h.now, open.request, Err(ProposeError::Timeout));
+        h.collect();
+        h.pending.retain(|s| s.request != open.request);
+    }
+    h.settle(); // the claim: refused, no such session
+    assert_eq!(done(&h.events()), [Err(ClaimsError::SessionLost)]);
+    assert_eq!(h.holder.session(ShardId(0)), None);
+    h.holder.claim(h.now, "job").expect("admitted");
+    h.settle();
+    let second = h.holder.session(ShardId(0)).cloned().expect("new session");
+    assert_ne!(second, first);
+    assert!(h.holder.validity("job").is_some());
+}
+
+#[test]
+fn an_idle_session_keeps_renewing_so_a_reassigned_task_arrives_valid() {
+    let mut h = Harness::new();
+    h.holder.claim(h.now, "mine").expect("admitted");
+    h.settle();
+    h.holder.release(h.now, "mine").expect("admitted");
+    h.settle();
+    h.events();
+    // Nothing held; a long while later the session is still alive and renewed.
+    let start = h.now;
+    while h.now < start + 3 * TTL {
+        h.tick();
+        h.settle();
+    }
+    let me = h.holder.session(ShardId(0)).cloned().expect("still open");
+    let dead = sid("n2", 1);
+    h.external(ShardChange::OpenSession {
+        sid: dead.clone(),
+        ttl_ms: 1000,
+    });
+    h.external(ShardChange::Claim {
+        task: "orphan".into(),
+        sid: dead.clone(),
+    });
+    let seen = h
+        .table
+        .as_ref()
+        .map(|t| t.sessions[&dead].renew_seq)
+        .expect("table");
+    h.external(ShardChange::Reassign {
+        sid: dead,
+        seen_renew_seq: seen,
+        to: [("orphan".to_owned(), me)].into(),
+    });
+    h.tick();
+    h.settle();
+    let tok = h.table.as_ref().map(|t| token(t, "orphan")).expect("table");
+    assert!(h.holder.is_valid(h.now, "orphan", tok));
+    assert!(h
+        .events()
+        .iter()
+        .all(|e| !matches!(e, HolderEvent::Lost { .. })));
+}
+
+#[test]
 fn completions_of_unknown_requests_are_counted_and_ignored() {
     let mut h = Harness::new();
     let other = RequestId {
