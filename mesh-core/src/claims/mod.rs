@@ -89,6 +89,54 @@
 //! Time: every input takes `now`. The shell must derive it from a clock that keeps
 //! counting while the machine is suspended (Linux `CLOCK_BOOTTIME`), so that a suspended
 //! holder does not believe less time passed than did.
+//!
+//! # What the shell must do
+//!
+//! - Propose every [`Submission`] with `Some(request)` (every change is at most once;
+//!   reads are not recorded by the register anyway) and route the completion back by
+//!   `request.client` to the holder or the watcher.
+//! - Route a shard's changes to its preferred proposer
+//!   ([`crate::quorum::preferred_proposer`] of the shard id's LE bytes over `V ∩ alive`),
+//!   over a reliable stream. If it does not answer within a short timeout, report a
+//!   timeout to the holder and propose the retry locally: any node may propose, only load
+//!   and the 1-RTT cache prefer the preferred one. One proposer per shard matters: the
+//!   register runs one change per key at a time, and duelling proposers starve renews
+//!   (the simulation showed 200–400 ms ops with five proposers on one shard).
+//! - Make the preferred proposer's node watch the shard ([`Watcher::watch`]) and feed its
+//!   watcher every table its proposer decides on for that shard ([`Watcher::observe`]):
+//!   it then learns every refresh as it commits and evicts promptly.
+//! - Tell the holder how many voters it reaches ([`Holder::set_reachable_voters`]) and the
+//!   watcher about SWIM downs ([`Watcher::node_down`]).
+//! - Give the holder and the watcher [`client_id`]s of this boot.
+//!
+//! # Decisions
+//!
+//! - **One fencing counter per shard** (`next_token`) stamps claim tokens, name versions
+//!   and sessions' `renew_seq`: all strictly increase without per-name tombstones (a
+//!   released and re-registered name gets a version above every earlier one), and an
+//!   evict can never match a later refresh or a later life of a session (no ABA).
+//!   Versions are therefore not dense (`v1 = 7`, `v2 = 12`), only increasing.
+//! - A session has no separate `holder` field: its holder is `sid.node`.
+//! - `Claim` refreshes the session (it proves the holder alive as well as a renew), so a
+//!   claim is valid from its own `t0`.
+//! - `Reassign` carries a target per task (`to: task → session`), so each task can go to
+//!   its own HRW-preferred live worker; tasks it does not list are freed. `TransferName`
+//!   carries the new owner's session binding (`sid`), since the old one's session rarely
+//!   suits the new owner.
+//! - A holder renews every open session, also an idle one: a session is the node's lease
+//!   in the shard, and a watcher may reassign tasks to any live session.
+//! - A holder runs one change per shard at a time, and retries a timed-out change under
+//!   the same request id before the next starts: the register's at-most-once table keeps
+//!   only the last request of each client per key.
+//!
+//! # Known limits (outside this module)
+//!
+//! - The register's [`Slot`](crate::quorum::Slot) keeps, per client that ever wrote a
+//!   shard, the last outcome — which here is a whole table — and never forgets a client.
+//!   Every holder and watcher life adds one; every Accept and Promise of the shard carries
+//!   all of them. Over many restarts a shard's slot grows past the transport's frame limit
+//!   (1 MiB). It needs a compact recorded outcome and retirement of dead clients in
+//!   `quorum` (e.g. a change that drops the entries of sessions' closed lives).
 
 pub mod fenced;
 pub mod holder;

@@ -200,8 +200,9 @@ impl Watcher {
         self.down.remove(node);
     }
 
-    /// Learn from a linearizable table of `shard` seen at `now` (a result of any change
-    /// on this node).
+    /// Learn from a linearizable table of `shard` seen at `now`: a result of any change
+    /// this node made or proposed. On the shard's preferred proposer that is every commit,
+    /// so each refresh is learned as it commits.
     pub fn observe(&mut self, now: Instant, shard: ShardId, table: &ShardTable) {
         let Some(w) = self.shards.get_mut(&shard) else {
             self.stats.dropped_unwatched += 1;

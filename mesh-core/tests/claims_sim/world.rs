@@ -217,15 +217,24 @@ enum Fault {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver { from: NodeId, to: NodeId, msg: Msg },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Msg,
+    },
     Sync(usize),
     ForwardTimeout(usize, u64, RequestId, u64),
     NodeTimer(usize, u64),
     AppTick(usize, u64),
-    WriteArrive { task: String, token: u64 },
+    WriteArrive {
+        task: String,
+        token: u64,
+    },
     FaultStart,
     FaultEnd(Fault),
     ViewDown(usize),
+    /// A frozen node may run again.
+    Unfreeze(usize),
     Calm,
     Kill,
 }
@@ -269,6 +278,8 @@ struct Node {
     incarnation: u64,
     up: bool,
     frozen_until: Duration,
+    /// Events that reached the node while it was frozen, in arrival order.
+    deferred: Vec<Event>,
     proposer: P,
     holder: Holder,
     watcher: Watcher,
@@ -321,7 +332,7 @@ fn proposer_config() -> ProposerConfig {
 impl Sim {
     pub(crate) fn new(seed: u64, opts: Options) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let n = rng.random_range(3..=4usize);
+        let n = rng.random_range(3..=5usize);
         let loss = rng.random_range(0.0..0.03);
         let dup = rng.random_range(0.0..0.03);
         let rates: Vec<f64> = (0..n)
@@ -418,6 +429,7 @@ impl Sim {
             incarnation,
             up: true,
             frozen_until: Duration::ZERO,
+            deferred: Vec::new(),
             ops: BTreeMap::new(),
             forwarded: BTreeMap::new(),
             attempts: 0,
@@ -984,6 +996,7 @@ impl Sim {
                 self.stats.freezes += 1;
                 let d = ms(self, 100, 1_200);
                 self.nodes[n].frozen_until = self.nodes[n].frozen_until.max(self.now + d);
+                self.schedule(d, Event::Unfreeze(n));
                 (Fault::HolderFreeze, d)
             }
         };
@@ -1076,6 +1089,13 @@ impl Sim {
 
     // ------------------------------------------------------------ the loop
 
+    /// Deliver what waited while node `n` was frozen, in order.
+    fn thaw(&mut self, n: usize) {
+        for ev in std::mem::take(&mut self.nodes[n].deferred) {
+            self.schedule_at(self.now, ev);
+        }
+    }
+
     fn frozen(&self, n: usize) -> Option<Duration> {
         (self.nodes[n].frozen_until > self.now).then_some(self.nodes[n].frozen_until)
     }
@@ -1097,8 +1117,8 @@ impl Sim {
             }
             _ => None,
         };
-        if let Some(until) = target.and_then(|n| self.frozen(n)) {
-            self.schedule_at(until, ev);
+        if let Some(n) = target.filter(|&n| self.frozen(n).is_some()) {
+            self.nodes[n].deferred.push(ev);
             return true;
         }
         match ev {
@@ -1218,6 +1238,11 @@ impl Sim {
                     self.rewatch();
                 }
             }
+            Event::Unfreeze(n) => {
+                if self.frozen(n).is_none() {
+                    self.thaw(n);
+                }
+            }
             Event::Calm => {
                 self.calm = true;
                 // Loss is a fault too: healed (duplication and reordering stay).
@@ -1229,6 +1254,7 @@ impl Sim {
                 let isolated = std::mem::take(&mut self.isolated);
                 for n in 0..self.nodes.len() {
                     self.nodes[n].frozen_until = self.nodes[n].frozen_until.min(self.now);
+                    self.thaw(n);
                     self.restart_node(n);
                 }
                 for n in isolated {
