@@ -4,13 +4,20 @@
 //! names), one seeded RNG, a discrete-event queue in global simulated time, and per-node
 //! clocks whose rates differ from real time by up to ±ρ.
 //!
+//! The shell is what DESIGN §8–9 and `claims` ask of the real one: every change goes to
+//! its shard's preferred proposer in the (simulated SWIM) view over a reliable stream, and
+//! is proposed locally if that proposer does not answer in `FORWARD_TIMEOUT`; the
+//! preferred proposer's node watches the shard and feeds its watcher every table its
+//! proposer decides on. Register messages are lossy datagrams (loss, duplication,
+//! reordering). Odd seeds run the watchers with reassignment.
+//!
 //! A run has two phases. **Faults** (`0..FAULTS_END`): one fault episode at a time —
-//! a voter crash, a voter cut off from some holders, a holder cut off from every voter,
-//! a holder crash and restart (a new incarnation), a holder frozen (a stopped process);
-//! and at any time, an application pausing between its validity check and its write.
-//! **Calm** (`FAULTS_END..END`): everything healed and restarted (no more loss;
-//! duplication and reordering stay), one voter isolated for the whole phase, and one
-//! holder killed for good at `KILL_AT`.
+//! a voter crash, a voter cut off from some holders, a holder cut off from everyone, a
+//! holder crash and restart (a new incarnation), a holder frozen (a stopped process:
+//! whatever reaches it waits) — and at any time, an application pausing between its
+//! validity check and its write. **Calm** (`FAULTS_END..END`): everything healed and
+//! restarted (no more loss; duplication and reordering stay), one voter isolated for the
+//! whole phase, and one holder killed for good at `KILL_AT`.
 //!
 //! Everything a checker needs goes into a [`Record`].
 
@@ -117,8 +124,6 @@ impl Window {
 pub(crate) struct Record {
     pub(crate) history: Vec<HistOp>,
     pub(crate) windows: Vec<Window>,
-    /// `(task, token, when, who)` for every grant a holder learned (claim or assignment).
-    pub(crate) grants: Vec<(String, u64, Duration, String)>,
     /// Per task, the tokens the fenced resource applied, in order.
     pub(crate) fenced: BTreeMap<String, Vec<u64>>,
     /// `(who, when, task)` of claims lost by holders alive at the end, after `LIVE_FROM`.
@@ -139,6 +144,7 @@ pub(crate) struct Stats {
     pub(crate) ops: usize,
     pub(crate) acked: usize,
     pub(crate) indeterminate: usize,
+    /// Tokens learned by holders (claims and assignments).
     pub(crate) grants: usize,
     pub(crate) fenced_applied: u64,
     pub(crate) fenced_refused: u64,
@@ -749,9 +755,6 @@ impl Sim {
             self.record.windows[w].closed.get_or_insert(self.now);
         }
         let who = format!("{}#{}", self.nodes[n].name, self.nodes[n].life);
-        self.record
-            .grants
-            .push((task.to_owned(), token, self.now, who.clone()));
         let holder = &self.nodes[n].holder;
         let session = holder.session(holder.shard_of(task)).cloned();
         self.record.windows.push(Window {
@@ -1306,7 +1309,7 @@ impl Sim {
             .filter(|o| o.done.is_some())
             .count();
         st.indeterminate = st.ops - st.acked;
-        st.grants = self.record.grants.len();
+        st.grants = self.record.windows.len();
         st.fenced_applied = self.resource.stats().applied;
         st.fenced_refused = self.resource.stats().refused_stale;
         (self.record, st)
