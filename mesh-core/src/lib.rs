@@ -11,6 +11,8 @@
 //! - [`registry`]: process groups (Erlang `pg` semantics) and eventual names, sans-IO,
 //!   on the owner-partitioned delta-ORSWOT of `mesh-crdt`.
 //! - [`node`]: every protocol of one peer composed into one sans-IO state machine.
+//! - [`quorum`]: the CASPaxos register of the quorum plane.
+//! - [`claims`]: task claims and strong names on the register (sans-IO).
 //! - [`config`]: agent configuration and validation.
 //! - [`runtime`]: the tokio shell (transport, timers, events).
 //! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
@@ -18,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod claims;
 pub mod codec;
 pub mod config;
 pub mod dissemination;
