@@ -139,11 +139,11 @@ impl GroupView {
                     self.insert(c.entry, c.dot, local);
                     gain.get_or_insert(c.reason);
                 } else {
+                    // One input removes a member's dots for one reason: a member lives in
+                    // one origin's partition, and a merge either joins that partition
+                    // (removals) or replaces it (purges), never both.
                     self.remove(c.entry, c.dot, local);
-                    // An owner's removal says more than a purge of the same member.
-                    if loss.is_none() || loss == Some(EventReason::NodeDown) {
-                        loss = Some(c.reason);
-                    }
+                    loss.get_or_insert(c.reason);
                 }
             }
             if watched {
