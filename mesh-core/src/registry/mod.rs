@@ -259,8 +259,8 @@ pub struct Registry {
     clock: HlcClock,
     /// Visible groups, indexed.
     view: GroupView,
-    /// Local PID -> the (scope, group) pairs it is a member of.
-    local_members: BTreeMap<Pid, BTreeSet<(String, String)>>,
+    /// Local PID -> scope -> the groups it is a member of.
+    local_members: BTreeMap<Pid, BTreeMap<String, BTreeSet<String>>>,
     /// Visible claims, indexed by name.
     claims: NameView,
     /// This node's live claims, by name (at most one per name).
@@ -762,9 +762,12 @@ impl Registry {
         let members: Vec<(Pid, String, String)> = self
             .local_members
             .iter()
-            .flat_map(|(pid, set)| {
-                set.iter()
-                    .map(move |(s, g)| (pid.clone(), s.clone(), g.clone()))
+            .flat_map(|(pid, scopes)| {
+                scopes.iter().flat_map(move |(s, groups)| {
+                    groups
+                        .iter()
+                        .map(move |g| (pid.clone(), s.clone(), g.clone()))
+                })
             })
             .collect();
         for (pid, scope, group) in members {

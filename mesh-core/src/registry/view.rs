@@ -8,8 +8,7 @@
 //! the view itself, so snapshot + events equals the view by construction; the tests
 //! check separately that the view equals the replicated state.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::pid::Pid;
 
@@ -50,13 +49,15 @@ impl Member {
 struct Group {
     members: BTreeMap<Pid, Member>,
     dots: usize,
+    /// Occurrences of local processes.
+    local_dots: usize,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Scope {
     groups: BTreeMap<String, Group>,
-    /// Groups with local members -> number of local occurrences.
-    local_groups: BTreeMap<String, usize>,
+    /// The groups with at least one local occurrence.
+    local_groups: BTreeSet<String>,
     dots: usize,
 }
 
@@ -74,23 +75,6 @@ pub(crate) struct Sink<'a> {
     pub(crate) monitors: &'a Monitors,
     pub(crate) out: &'a mut VecDeque<RegistryOutput>,
     pub(crate) events: &'a mut u64,
-}
-
-/// `map[key]`, inserted with its default if missing, allocating the owned key only then.
-fn slot<'m, K, Q, V>(map: &'m mut BTreeMap<K, V>, key: &Q) -> &'m mut V
-where
-    K: Ord + Borrow<Q>,
-    Q: Ord + ToOwned<Owned = K> + ?Sized,
-    V: Default,
-{
-    if map.contains_key(key) {
-        match map.get_mut(key) {
-            Some(v) => v,
-            None => unreachable!("the key was just found"),
-        }
-    } else {
-        map.entry(key.to_owned()).or_default()
-    }
 }
 
 fn member_key(e: &GroupEntry) -> (&str, &str, &Pid) {
@@ -160,13 +144,24 @@ impl GroupView {
         }
     }
 
+    // `get_mut` first, `entry` (which needs an owned key) only for a new key: one search
+    // per level on the common path and no allocation.
     fn insert(&mut self, e: &GroupEntry, dot: DotKey, local: bool) {
-        let scope = slot(&mut self.scopes, e.scope.as_str());
-        if !scope.groups.contains_key(e.group.as_str()) {
-            self.groups += 1;
-        }
-        let group = slot(&mut scope.groups, e.group.as_str());
-        let member = slot(&mut group.members, &e.pid);
+        let scope = match self.scopes.get_mut(e.scope.as_str()) {
+            Some(s) => s,
+            None => self.scopes.entry(e.scope.clone()).or_default(),
+        };
+        let group = match scope.groups.get_mut(e.group.as_str()) {
+            Some(g) => g,
+            None => {
+                self.groups += 1;
+                scope.groups.entry(e.group.clone()).or_default()
+            }
+        };
+        let member = match group.members.get_mut(&e.pid) {
+            Some(m) => m,
+            None => group.members.entry(e.pid.clone()).or_default(),
+        };
         if member.dots.insert(dot, e.meta.clone()).is_some() {
             return;
         }
@@ -174,16 +169,19 @@ impl GroupView {
         scope.dots += 1;
         self.dots += 1;
         if local {
-            *slot(&mut scope.local_groups, e.group.as_str()) += 1;
+            group.local_dots += 1;
             self.local_dots += 1;
+            if group.local_dots == 1 {
+                scope.local_groups.insert(e.group.clone());
+            }
         }
     }
 
     fn remove(&mut self, e: &GroupEntry, dot: DotKey, local: bool) {
-        let Some(scope) = self.scopes.get_mut(&e.scope) else {
+        let Some(scope) = self.scopes.get_mut(e.scope.as_str()) else {
             return;
         };
-        let Some(group) = scope.groups.get_mut(&e.group) else {
+        let Some(group) = scope.groups.get_mut(e.group.as_str()) else {
             return;
         };
         let Some(member) = group.members.get_mut(&e.pid) else {
@@ -196,23 +194,21 @@ impl GroupView {
         scope.dots -= 1;
         self.dots -= 1;
         if local {
+            group.local_dots -= 1;
             self.local_dots -= 1;
-            if let Some(n) = scope.local_groups.get_mut(&e.group) {
-                *n -= 1;
-                if *n == 0 {
-                    scope.local_groups.remove(&e.group);
-                }
+            if group.local_dots == 0 {
+                scope.local_groups.remove(e.group.as_str());
             }
         }
         if member.dots.is_empty() {
             group.members.remove(&e.pid);
         }
         if group.members.is_empty() {
-            scope.groups.remove(&e.group);
+            scope.groups.remove(e.group.as_str());
             self.groups -= 1;
         }
         if scope.groups.is_empty() {
-            self.scopes.remove(&e.scope);
+            self.scopes.remove(e.scope.as_str());
         }
     }
 
@@ -266,7 +262,7 @@ impl GroupView {
         self.scopes
             .get(scope)
             .into_iter()
-            .flat_map(|s| s.local_groups.keys())
+            .flat_map(|s| s.local_groups.iter())
     }
 
     pub(crate) fn scopes(&self) -> impl Iterator<Item = &String> {
