@@ -200,7 +200,9 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
 use mesh_crdt::{ChangeKind, Delta, Replica};
@@ -221,6 +223,9 @@ pub use types::{
 use monitor::Monitors;
 use names::NameView;
 use view::{DotChange, GroupView, Sink};
+
+/// SipHash with fixed keys: deterministic, and fine for keys only this node chooses.
+type FixedState = BuildHasherDefault<DefaultHasher>;
 
 /// A node that was declared down and is not yet purged or back.
 #[derive(Clone, Debug)]
@@ -259,8 +264,10 @@ pub struct Registry {
     clock: HlcClock,
     /// Visible groups, indexed.
     view: GroupView,
-    /// Local PID -> scope -> the groups it is a member of.
-    local_members: BTreeMap<Pid, BTreeMap<String, BTreeSet<String>>>,
+    /// Local PID -> scope -> the groups it is a member of. Never iterated in an order
+    /// that matters; hashed (with fixed keys: deterministic) because it is searched on
+    /// every join and leave.
+    local_members: HashMap<Pid, BTreeMap<String, BTreeSet<String>>, FixedState>,
     /// Visible claims, indexed by name.
     claims: NameView,
     /// This node's live claims, by name (at most one per name).
@@ -299,7 +306,7 @@ impl Registry {
             config,
             clock: HlcClock::new(),
             view: GroupView::default(),
-            local_members: BTreeMap::new(),
+            local_members: HashMap::default(),
             claims: NameView::default(),
             local_claims: BTreeMap::new(),
             claims_of: BTreeMap::new(),
