@@ -15,17 +15,22 @@
 //! "replica only" column is the floor under all of it: the same add + remove on a bare
 //! `mesh_crdt::Replica<String, GroupEntry>` holding the same entries. Each figure is
 //! the median of `--runs` timed runs of `--iters` join+leave pairs.
-//! Goal: at most 1 µs per join+leave, flat in N.
+//!
+//! Time is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) by default, so that a
+//! shared machine's other load does not count while this thread is descheduled (its
+//! cache pollution still does); `--clock wall` uses the monotonic clock instead. The
+//! load average is printed with the table. Goal: at most 1 µs per join+leave, flat in N.
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use mesh_bench::stats::SplitMix64;
 use mesh_core::pid::Pid;
 use mesh_core::registry::{GroupEntry, Registry, RegistryConfig};
 use mesh_crdt::Replica;
+use nix::time::{clock_gettime, ClockId};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -40,6 +45,47 @@ struct Args {
     /// Group counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
     groups: Vec<usize>,
+    /// Which clock times the runs.
+    #[arg(long, value_enum, default_value_t = Clock::ThreadCpu)]
+    clock: Clock,
+}
+
+/// The clock that times a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Clock {
+    /// CPU time of this thread.
+    ThreadCpu,
+    /// Monotonic wall-clock time.
+    Wall,
+}
+
+/// A start point on the chosen clock.
+enum Stamp {
+    Cpu(Duration),
+    Wall(Instant),
+}
+
+impl Clock {
+    fn start(self) -> Result<Stamp> {
+        Ok(match self {
+            Self::ThreadCpu => Stamp::Cpu(cpu_now()?),
+            Self::Wall => Stamp::Wall(Instant::now()),
+        })
+    }
+}
+
+impl Stamp {
+    fn elapsed_ns(&self) -> Result<f64> {
+        Ok(match self {
+            Self::Cpu(t0) => (cpu_now()? - *t0).as_nanos() as f64,
+            Self::Wall(t0) => t0.elapsed().as_nanos() as f64,
+        })
+    }
+}
+
+fn cpu_now() -> Result<Duration> {
+    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).context("thread CPU clock")?;
+    Ok(Duration::from(t))
 }
 
 const SCOPE: &str = "default";
@@ -58,9 +104,15 @@ fn registry(groups: &[String]) -> Result<Registry> {
 }
 
 /// ns per join+leave of `pid` over the groups at `picks`.
-fn time(reg: &mut Registry, groups: &[String], picks: &[usize], pid: &Pid) -> Result<f64> {
+fn time(
+    clock: Clock,
+    reg: &mut Registry,
+    groups: &[String],
+    picks: &[usize],
+    pid: &Pid,
+) -> Result<f64> {
     let now = Instant::now();
-    let start = Instant::now();
+    let start = clock.start()?;
     for &i in picks {
         let g = std::slice::from_ref(&groups[i]);
         reg.join(now, SCOPE, g, pid, None).context("join")?;
@@ -69,7 +121,7 @@ fn time(reg: &mut Registry, groups: &[String], picks: &[usize], pid: &Pid) -> Re
             black_box(out);
         }
     }
-    Ok(start.elapsed().as_nanos() as f64 / picks.len() as f64)
+    Ok(start.elapsed_ns()? / picks.len() as f64)
 }
 
 fn entry(group: &str, pid: &Pid) -> GroupEntry {
@@ -82,18 +134,18 @@ fn entry(group: &str, pid: &Pid) -> GroupEntry {
 }
 
 /// ns per add + remove on a bare replica holding one entry per group.
-fn time_replica(groups: &[String], picks: &[usize], pid: &Pid) -> Result<f64> {
+fn time_replica(clock: Clock, groups: &[String], picks: &[usize], pid: &Pid) -> Result<f64> {
     let mut replica: Replica<String, GroupEntry> = Replica::new(NODE.to_owned(), 1);
     for (i, g) in groups.iter().enumerate() {
         black_box(replica.add(entry(g, &Pid::new(NODE, 1, (i % 1_000) as u64))));
     }
-    let start = Instant::now();
+    let start = clock.start()?;
     for &i in picks {
         let e = entry(&groups[i], pid);
         black_box(replica.add(e.clone()));
         black_box(replica.remove(&e).context("remove")?);
     }
-    Ok(start.elapsed().as_nanos() as f64 / picks.len() as f64)
+    Ok(start.elapsed_ns()? / picks.len() as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -107,9 +159,13 @@ fn main() -> Result<()> {
         args.iters > 0 && args.runs > 0,
         "--iters and --runs must be positive"
     );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "local join+leave, ns per pair (median of {} runs of {} pairs)",
-        args.runs, args.iters
+        "local join+leave, ns per pair ({:?} clock, median of {} runs of {} pairs; load average {})",
+        args.clock,
+        args.runs,
+        args.iters,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!();
     println!(
@@ -126,26 +182,32 @@ fn main() -> Result<()> {
         let random: Vec<usize> = (0..args.iters).map(|_| rng.in_range(0, n)).collect();
         let same = vec![n / 2; args.iters];
         // Warm up once, then time.
-        time(&mut reg, &groups, &random[..args.iters.min(10_000)], &pid)?;
+        time(
+            args.clock,
+            &mut reg,
+            &groups,
+            &random[..args.iters.min(10_000)],
+            &pid,
+        )?;
         let r = median(
             (0..args.runs)
-                .map(|_| time(&mut reg, &groups, &random, &pid))
+                .map(|_| time(args.clock, &mut reg, &groups, &random, &pid))
                 .collect::<Result<_>>()?,
         );
         let s = median(
             (0..args.runs)
-                .map(|_| time(&mut reg, &groups, &same, &pid))
+                .map(|_| time(args.clock, &mut reg, &groups, &same, &pid))
                 .collect::<Result<_>>()?,
         );
         let (_id, _snapshot) = reg.monitor(None, SCOPE, None);
         let m = median(
             (0..args.runs)
-                .map(|_| time(&mut reg, &groups, &random, &pid))
+                .map(|_| time(args.clock, &mut reg, &groups, &random, &pid))
                 .collect::<Result<_>>()?,
         );
         let c = median(
             (0..args.runs)
-                .map(|_| time_replica(&groups, &random, &pid))
+                .map(|_| time_replica(args.clock, &groups, &random, &pid))
                 .collect::<Result<_>>()?,
         );
         let b = *base.get_or_insert(r);

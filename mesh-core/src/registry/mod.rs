@@ -200,9 +200,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
 use mesh_crdt::{ChangeKind, Delta, Replica};
@@ -222,10 +220,7 @@ pub use types::{
 
 use monitor::Monitors;
 use names::NameView;
-use view::{DotChange, GroupView, Sink};
-
-/// SipHash with fixed keys: deterministic, and fine for keys only this node chooses.
-type FixedState = BuildHasherDefault<DefaultHasher>;
+use view::{DotChange, FixedState, GroupView, Sink};
 
 /// A node that was declared down and is not yet purged or back.
 #[derive(Clone, Debug)]

@@ -8,12 +8,19 @@
 //! the view itself, so snapshot + events equals the view by construction; the tests
 //! check separately that the view equals the replicated state.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
 use crate::pid::Pid;
 
 use super::monitor::Monitors;
 use super::types::{EventReason, GroupEntry, GroupEvent, MemberInfo, RegistryOutput, ScopeStats};
+
+/// SipHash with fixed keys: deterministic (no seed), for indexes that are searched on
+/// every join and leave. Keys come from this node or from validated deltas, which only
+/// the cluster's authenticated peers send.
+pub(crate) type FixedState = BuildHasherDefault<DefaultHasher>;
 
 /// A dot key: `(origin incarnation, seq)`. Members are partitioned by origin (a PID's
 /// entries come only from its node), so the origin name is implied.
@@ -53,9 +60,14 @@ struct Group {
     local_dots: usize,
 }
 
+/// One scope: its groups hashed by name (searched on every change; a search in a large
+/// ordered map costs a string comparison, and a likely cache miss, per step) and the
+/// same names in order for the listing queries, touched only when a group appears or
+/// disappears.
 #[derive(Clone, Debug, Default)]
 struct Scope {
-    groups: BTreeMap<String, Group>,
+    groups: HashMap<String, Group, FixedState>,
+    names: BTreeSet<String>,
     /// The groups with at least one local occurrence.
     local_groups: BTreeSet<String>,
     dots: usize,
@@ -155,6 +167,7 @@ impl GroupView {
             Some(g) => g,
             None => {
                 self.groups += 1;
+                scope.names.insert(e.group.clone());
                 scope.groups.entry(e.group.clone()).or_default()
             }
         };
@@ -205,6 +218,7 @@ impl GroupView {
         }
         if group.members.is_empty() {
             scope.groups.remove(e.group.as_str());
+            scope.names.remove(e.group.as_str());
             self.groups -= 1;
         }
         if scope.groups.is_empty() {
@@ -252,10 +266,11 @@ impl GroupView {
     }
 
     pub(crate) fn group_counts(&self, scope: &str) -> impl Iterator<Item = (&String, usize)> {
-        self.scopes
-            .get(scope)
-            .into_iter()
-            .flat_map(|s| s.groups.iter().map(|(name, g)| (name, g.dots)))
+        self.scopes.get(scope).into_iter().flat_map(|s| {
+            s.names
+                .iter()
+                .filter_map(|name| s.groups.get(name).map(|g| (name, g.dots)))
+        })
     }
 
     pub(crate) fn local_groups(&self, scope: &str) -> impl Iterator<Item = &String> {
@@ -287,7 +302,11 @@ impl GroupView {
         };
         let groups: Box<dyn Iterator<Item = (&String, &Group)>> = match group {
             Some(g) => Box::new(s.groups.get_key_value(g).into_iter()),
-            None => Box::new(s.groups.iter()),
+            None => Box::new(
+                s.names
+                    .iter()
+                    .filter_map(|name| s.groups.get(name).map(|g| (name, g))),
+            ),
         };
         groups
             .flat_map(|(name, g)| {
