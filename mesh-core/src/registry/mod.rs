@@ -115,7 +115,9 @@
 //! removes the old dots and adds as many new ones), so the owner's newest dots always
 //! carry the newest value. A member's visible metadata is the one of its newest dot —
 //! on a peer that applied only part of a chunked rewrite, that is still the newest
-//! write it has seen.
+//! write it has seen; such a peer may meanwhile count the member's occurrences twice
+//! (new dots arrived, removal of the old ones not yet) or not at all (the reverse),
+//! until the rest of the rewrite arrives. A rewrite sent whole is applied atomically.
 //!
 //! # Events
 //!
