@@ -11,6 +11,9 @@
 //!   agent's own membership view ([`serf_rpc`] talks to serf);
 //! - [`scenario`]: the measurements; [`report`]: the tables and goals;
 //! - [`nft`]: byte counters on the agents' ports; [`ports`], [`stats`]: helpers.
+//!
+//! The `registry-bench` binary (`src/registry_bench.rs`) needs none of this: it times
+//! local join+leave in `mesh_core::registry` in-process as the number of groups grows.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

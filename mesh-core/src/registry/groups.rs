@@ -94,16 +94,14 @@ impl Registry {
                 continue; // the view and the replica agree; see the proptests
             };
             let inc = self.groups.incarnation();
-            let mut changes: Vec<DotChange<'_>> = self
-                .own_seqs(&d)
-                .map(|seq| DotChange {
+            if let Some(seq) = self.own_seqs(&d).next() {
+                self.apply_view(&mut [DotChange {
                     entry: &entry,
                     dot: (inc, seq),
                     add: false,
                     reason: EventReason::Left,
-                })
-                .collect();
-            self.apply_view(&mut changes);
+                }]);
+            }
             if count == 1 {
                 self.forget_local_member(scope, group, pid);
             }
@@ -236,6 +234,24 @@ impl Registry {
             pid: pid.clone(),
             meta,
         };
+        if count == 0 && extra > 0 {
+            self.remember_local_member(scope, group, pid);
+        }
+        if extra == 1 && (count == 0 || current == entry.meta) {
+            // The hot path (a plain join): one dot, and the view borrows the element
+            // from the delta instead of a copy.
+            let d = self.groups.add(entry);
+            let seq = self.own_seqs(&d).next();
+            if let (Some(seq), Some((entry, _))) = (seq, d.elements_of(&self.node).next()) {
+                self.apply_view(&mut [DotChange {
+                    entry,
+                    dot: (inc, seq),
+                    add: true,
+                    reason: EventReason::Joined,
+                }]);
+            }
+            return Some(d);
+        }
         let mut delta = None;
         let mut removed = Vec::new();
         let mut old = None;
@@ -274,21 +290,35 @@ impl Registry {
             reason: EventReason::Joined,
         }));
         self.apply_view(&mut changes);
-        if count == 0 && extra > 0 {
-            self.local_members
-                .entry(pid.clone())
-                .or_default()
-                .insert((scope.to_owned(), group.to_owned()));
-        }
         delta
     }
 
+    fn remember_local_member(&mut self, scope: &str, group: &str, pid: &Pid) {
+        let scopes = match self.local_members.get_mut(pid) {
+            Some(s) => s,
+            None => self.local_members.entry(pid.clone()).or_default(),
+        };
+        let groups = match scopes.get_mut(scope) {
+            Some(g) => g,
+            None => scopes.entry(scope.to_owned()).or_default(),
+        };
+        if !groups.contains(group) {
+            groups.insert(group.to_owned());
+        }
+    }
+
     fn forget_local_member(&mut self, scope: &str, group: &str, pid: &Pid) {
-        if let Some(set) = self.local_members.get_mut(pid) {
-            set.remove(&(scope.to_owned(), group.to_owned()));
-            if set.is_empty() {
-                self.local_members.remove(pid);
+        let Some(scopes) = self.local_members.get_mut(pid) else {
+            return;
+        };
+        if let Some(groups) = scopes.get_mut(scope) {
+            groups.remove(group);
+            if groups.is_empty() {
+                scopes.remove(scope);
             }
+        }
+        if scopes.is_empty() {
+            self.local_members.remove(pid);
         }
     }
 
@@ -298,7 +328,11 @@ impl Registry {
         let inc = self.groups.incarnation();
         let mut delta = None;
         let mut removed = Vec::new();
-        for (scope, group) in self.local_members.remove(pid).unwrap_or_default() {
+        let memberships = self.local_members.remove(pid).unwrap_or_default();
+        let pairs = memberships
+            .into_iter()
+            .flat_map(|(scope, groups)| groups.into_iter().map(move |g| (scope.clone(), g)));
+        for (scope, group) in pairs {
             let (count, meta) = self.local_member(&scope, &group, pid);
             if count == 0 {
                 continue;

@@ -1075,3 +1075,39 @@ fn an_unregister_both_loser_that_exits_still_gets_the_winner_retracted() {
         "the loser was told once"
     );
 }
+
+#[test]
+fn an_unregister_both_loser_keeps_waiting_while_the_winner_is_merely_hidden() {
+    let now = Instant::now();
+    let (mut n1, mut n2, mut n3) = (reg("n1"), reg("n2"), reg("n3"));
+    let policy = ConflictPolicy::UnregisterBoth;
+    n1.register(now, 100, "x", &pid("n1", 1), None, policy)
+        .expect("accepted");
+    n2.register(now, 200, "x", &pid("n2", 1), None, policy)
+        .expect("accepted");
+    drain(&mut n2);
+    flush(now, &mut n1, &mut n2);
+    assert_eq!(n2.stats().pending_retractions, 1);
+    n2.node_down(now, "n1");
+    // Something else touches the name while the winner is hidden.
+    n3.register(now, 300, "x", &pid("n3", 1), None, ConflictPolicy::Notify)
+        .expect("accepted");
+    flush(now, &mut n3, &mut n2);
+    assert_eq!(
+        n2.stats().pending_retractions,
+        1,
+        "a hidden winner is not a gone winner"
+    );
+    assert_eq!(n2.names().state().elements_of(&"n2".to_owned()).count(), 1);
+    // The winner's node returns, sees the loser, and gives up; then the loser goes.
+    n2.node_alive(now, "n1", n1.crdt_incarnation());
+    drain(&mut n2);
+    anti_entropy(now, &mut n1, &mut n2);
+    assert_eq!(
+        conflicts(&drain(&mut n1)),
+        vec![("x".into(), pid("n1", 1), pid("n1", 1))]
+    );
+    anti_entropy(now, &mut n1, &mut n2);
+    assert_eq!(n2.stats().pending_retractions, 0);
+    assert_eq!(n2.names().state().elements_of(&"n2".to_owned()).count(), 0);
+}

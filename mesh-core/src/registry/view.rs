@@ -8,13 +8,19 @@
 //! the view itself, so snapshot + events equals the view by construction; the tests
 //! check separately that the view equals the replicated state.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
 use crate::pid::Pid;
 
 use super::monitor::Monitors;
 use super::types::{EventReason, GroupEntry, GroupEvent, MemberInfo, RegistryOutput, ScopeStats};
+
+/// SipHash with fixed keys: deterministic (no seed), for indexes that are searched on
+/// every join and leave. Keys come from this node or from validated deltas, which only
+/// the cluster's authenticated peers send.
+pub(crate) type FixedState = BuildHasherDefault<DefaultHasher>;
 
 /// A dot key: `(origin incarnation, seq)`. Members are partitioned by origin (a PID's
 /// entries come only from its node), so the origin name is implied.
@@ -50,13 +56,20 @@ impl Member {
 struct Group {
     members: BTreeMap<Pid, Member>,
     dots: usize,
+    /// Occurrences of local processes.
+    local_dots: usize,
 }
 
+/// One scope: its groups hashed by name (searched on every change; a search in a large
+/// ordered map costs a string comparison, and a likely cache miss, per step) and the
+/// same names in order for the listing queries, touched only when a group appears or
+/// disappears.
 #[derive(Clone, Debug, Default)]
 struct Scope {
-    groups: BTreeMap<String, Group>,
-    /// Groups with local members -> number of local occurrences.
-    local_groups: BTreeMap<String, usize>,
+    groups: HashMap<String, Group, FixedState>,
+    names: BTreeSet<String>,
+    /// The groups with at least one local occurrence.
+    local_groups: BTreeSet<String>,
     dots: usize,
 }
 
@@ -74,23 +87,6 @@ pub(crate) struct Sink<'a> {
     pub(crate) monitors: &'a Monitors,
     pub(crate) out: &'a mut VecDeque<RegistryOutput>,
     pub(crate) events: &'a mut u64,
-}
-
-/// `map[key]`, inserted with its default if missing, allocating the owned key only then.
-fn slot<'m, K, Q, V>(map: &'m mut BTreeMap<K, V>, key: &Q) -> &'m mut V
-where
-    K: Ord + Borrow<Q>,
-    Q: Ord + ToOwned<Owned = K> + ?Sized,
-    V: Default,
-{
-    if map.contains_key(key) {
-        match map.get_mut(key) {
-            Some(v) => v,
-            None => unreachable!("the key was just found"),
-        }
-    } else {
-        map.entry(key.to_owned()).or_default()
-    }
 }
 
 fn member_key(e: &GroupEntry) -> (&str, &str, &Pid) {
@@ -139,11 +135,11 @@ impl GroupView {
                     self.insert(c.entry, c.dot, local);
                     gain.get_or_insert(c.reason);
                 } else {
+                    // One input removes a member's dots for one reason: a member lives in
+                    // one origin's partition, and a merge either joins that partition
+                    // (removals) or replaces it (purges), never both.
                     self.remove(c.entry, c.dot, local);
-                    // An owner's removal says more than a purge of the same member.
-                    if loss.is_none() || loss == Some(EventReason::NodeDown) {
-                        loss = Some(c.reason);
-                    }
+                    loss.get_or_insert(c.reason);
                 }
             }
             if watched {
@@ -160,13 +156,25 @@ impl GroupView {
         }
     }
 
+    // `get_mut` first, `entry` (which needs an owned key) only for a new key: one search
+    // per level on the common path and no allocation.
     fn insert(&mut self, e: &GroupEntry, dot: DotKey, local: bool) {
-        let scope = slot(&mut self.scopes, e.scope.as_str());
-        if !scope.groups.contains_key(e.group.as_str()) {
-            self.groups += 1;
-        }
-        let group = slot(&mut scope.groups, e.group.as_str());
-        let member = slot(&mut group.members, &e.pid);
+        let scope = match self.scopes.get_mut(e.scope.as_str()) {
+            Some(s) => s,
+            None => self.scopes.entry(e.scope.clone()).or_default(),
+        };
+        let group = match scope.groups.get_mut(e.group.as_str()) {
+            Some(g) => g,
+            None => {
+                self.groups += 1;
+                scope.names.insert(e.group.clone());
+                scope.groups.entry(e.group.clone()).or_default()
+            }
+        };
+        let member = match group.members.get_mut(&e.pid) {
+            Some(m) => m,
+            None => group.members.entry(e.pid.clone()).or_default(),
+        };
         if member.dots.insert(dot, e.meta.clone()).is_some() {
             return;
         }
@@ -174,16 +182,19 @@ impl GroupView {
         scope.dots += 1;
         self.dots += 1;
         if local {
-            *slot(&mut scope.local_groups, e.group.as_str()) += 1;
+            group.local_dots += 1;
             self.local_dots += 1;
+            if group.local_dots == 1 {
+                scope.local_groups.insert(e.group.clone());
+            }
         }
     }
 
     fn remove(&mut self, e: &GroupEntry, dot: DotKey, local: bool) {
-        let Some(scope) = self.scopes.get_mut(&e.scope) else {
+        let Some(scope) = self.scopes.get_mut(e.scope.as_str()) else {
             return;
         };
-        let Some(group) = scope.groups.get_mut(&e.group) else {
+        let Some(group) = scope.groups.get_mut(e.group.as_str()) else {
             return;
         };
         let Some(member) = group.members.get_mut(&e.pid) else {
@@ -196,23 +207,22 @@ impl GroupView {
         scope.dots -= 1;
         self.dots -= 1;
         if local {
+            group.local_dots -= 1;
             self.local_dots -= 1;
-            if let Some(n) = scope.local_groups.get_mut(&e.group) {
-                *n -= 1;
-                if *n == 0 {
-                    scope.local_groups.remove(&e.group);
-                }
+            if group.local_dots == 0 {
+                scope.local_groups.remove(e.group.as_str());
             }
         }
         if member.dots.is_empty() {
             group.members.remove(&e.pid);
         }
         if group.members.is_empty() {
-            scope.groups.remove(&e.group);
+            scope.groups.remove(e.group.as_str());
+            scope.names.remove(e.group.as_str());
             self.groups -= 1;
         }
         if scope.groups.is_empty() {
-            self.scopes.remove(&e.scope);
+            self.scopes.remove(e.scope.as_str());
         }
     }
 
@@ -256,17 +266,18 @@ impl GroupView {
     }
 
     pub(crate) fn group_counts(&self, scope: &str) -> impl Iterator<Item = (&String, usize)> {
-        self.scopes
-            .get(scope)
-            .into_iter()
-            .flat_map(|s| s.groups.iter().map(|(name, g)| (name, g.dots)))
+        self.scopes.get(scope).into_iter().flat_map(|s| {
+            s.names
+                .iter()
+                .filter_map(|name| s.groups.get(name).map(|g| (name, g.dots)))
+        })
     }
 
     pub(crate) fn local_groups(&self, scope: &str) -> impl Iterator<Item = &String> {
         self.scopes
             .get(scope)
             .into_iter()
-            .flat_map(|s| s.local_groups.keys())
+            .flat_map(|s| s.local_groups.iter())
     }
 
     pub(crate) fn scopes(&self) -> impl Iterator<Item = &String> {
@@ -291,7 +302,11 @@ impl GroupView {
         };
         let groups: Box<dyn Iterator<Item = (&String, &Group)>> = match group {
             Some(g) => Box::new(s.groups.get_key_value(g).into_iter()),
-            None => Box::new(s.groups.iter()),
+            None => Box::new(
+                s.names
+                    .iter()
+                    .filter_map(|name| s.groups.get(name).map(|g| (name, g))),
+            ),
         };
         groups
             .flat_map(|(name, g)| {
