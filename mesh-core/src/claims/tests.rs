@@ -1461,13 +1461,13 @@ fn a_config_whose_guard_leaves_no_time_to_renew_is_refused() {
     config.guard = Duration::from_millis(700);
     assert!(matches!(
         Holder::new(config.clone()),
-        Err(holder::HolderConfigError::Guard { .. })
+        Err(HolderConfigError::Guard { .. })
     ));
     config.guard = Duration::ZERO;
     config.ttl = Duration::from_millis(10);
     assert!(matches!(
         Holder::new(config),
-        Err(holder::HolderConfigError::Ttl { ttl_ms: 10 })
+        Err(HolderConfigError::Ttl { ttl_ms: 10 })
     ));
 }
 
