@@ -493,6 +493,12 @@ fn a_full_table_with_the_longest_keys_encodes_under_160_kib() {
         );
     }
     let named = rmp_serde::to_vec_named(&t).expect("encode");
+    let compact = rmp_serde::to_vec(&t).expect("encode");
+    println!(
+        "a full table: {} bytes of named MessagePack, {} compact",
+        named.len(),
+        compact.len()
+    );
     assert!(named.len() < 160 * 1024, "{} bytes", named.len());
     let back: ShardTable = rmp_serde::from_slice(&named).expect("decode");
     assert_eq!(back, t);
@@ -997,7 +1003,7 @@ fn a_retry_after_a_timeout_keeps_the_request_id_and_the_first_t0() {
 }
 
 #[test]
-fn sessions_with_claims_renew_every_third_of_the_ttl_and_extend_validity() {
+fn open_sessions_renew_every_third_of_the_ttl_and_extend_validity() {
     let mut h = Harness::new();
     h.holder.claim(h.now, "job").expect("admitted");
     let claim_t0 = h.now;

@@ -161,6 +161,10 @@ pub(crate) struct Stats {
     pub(crate) messages: u64,
     pub(crate) superseded: usize,
     pub(crate) events: u64,
+    /// The largest register slot at the end of a run (MessagePack bytes), and the most
+    /// clients recorded in one (each holds a whole table).
+    pub(crate) max_slot_bytes: usize,
+    pub(crate) max_slot_clients: usize,
 }
 
 impl Stats {
@@ -183,6 +187,8 @@ impl Stats {
         self.messages += o.messages;
         self.superseded += o.superseded;
         self.events += o.events;
+        self.max_slot_bytes = self.max_slot_bytes.max(o.max_slot_bytes);
+        self.max_slot_clients = self.max_slot_clients.max(o.max_slot_clients);
     }
 }
 
@@ -524,14 +530,9 @@ impl Sim {
 
     // ------------------------------------------------------------ nodes
 
-    /// The shard's preferred proposer in the view: all of a shard's changes go through
-    /// it (one proposer per shard: no duelling, and its 1-RTT cache works).
-    fn preferred(&self, shard: ShardId) -> Option<usize> {
-        self.preferred_by(None, shard)
-    }
-
-    /// The preferred proposer as node `n` sees it: the view without the proposers `n`
-    /// currently suspects.
+    /// The shard's preferred proposer in the view (as node `n` sees it: without the
+    /// proposers `n` currently suspects). All of a shard's changes go through it: one
+    /// proposer per shard, no duelling, and its 1-RTT cache works.
     fn preferred_by(&self, n: Option<usize>, shard: ShardId) -> Option<usize> {
         let suspected = |i: &usize| {
             n.and_then(|n| self.nodes[n].suspects.get(i))
@@ -1327,6 +1328,13 @@ impl Sim {
             .count();
         st.indeterminate = st.ops - st.acked;
         st.grants = self.record.windows.len();
+        for state in self.voters.iter().flat_map(|v| v.durable.values()) {
+            if let Some((_, slot)) = &state.accepted {
+                let bytes = rmp_serde::to_vec(slot).map_or(0, |b| b.len());
+                st.max_slot_bytes = st.max_slot_bytes.max(bytes);
+                st.max_slot_clients = st.max_slot_clients.max(slot.applied.len());
+            }
+        }
         st.fenced_applied = self.resource.stats().applied;
         st.fenced_refused = self.resource.stats().refused_stale;
         (self.record, st)
