@@ -98,10 +98,12 @@
 //! - Route a shard's changes to its preferred proposer
 //!   ([`crate::quorum::preferred_proposer`] of the shard id's LE bytes over `V ∩ alive`),
 //!   over a reliable stream. If it does not answer within a short timeout, report a
-//!   timeout to the holder and propose the retry locally: any node may propose, only load
-//!   and the 1-RTT cache prefer the preferred one. One proposer per shard matters: the
-//!   register runs one change per key at a time, and duelling proposers starve renews
-//!   (the simulation showed 200–400 ms ops with five proposers on one shard).
+//!   timeout to the holder, skip that node for a while and send the retry to the next
+//!   node in HRW order (any node may propose; only load and the 1-RTT cache prefer one).
+//!   One proposer per shard matters: the register runs one change per key at a time, and
+//!   duelling proposers starve renews — the simulation showed 200–400 ms ops with five
+//!   proposers on one shard, and a failover where every node proposed locally lost renews;
+//!   the next HRW choice is the same for every node, so a failover keeps one proposer.
 //! - Make the preferred proposer's node watch the shard ([`Watcher::watch`]) and feed its
 //!   watcher every table its proposer decides on for that shard ([`Watcher::observe`]):
 //!   it then learns every refresh as it commits and evicts promptly.
@@ -150,7 +152,9 @@ pub mod watcher;
 mod tests;
 
 pub use fenced::{FenceError, FencedResource, FencedStats};
-pub use holder::{CallId, CallOk, Holder, HolderConfig, HolderEvent, HolderStats, LostReason};
+pub use holder::{
+    CallId, CallOk, Holder, HolderConfig, HolderConfigError, HolderEvent, HolderStats, LostReason,
+};
 pub use names::{NameCache, NameCacheStats, SendRefused};
 pub use singleton::{run_while_holding, Cancelled};
 pub use submit::{Submission, SubmitStats};

@@ -493,6 +493,12 @@ fn a_full_table_with_the_longest_keys_encodes_under_160_kib() {
         );
     }
     let named = rmp_serde::to_vec_named(&t).expect("encode");
+    let compact = rmp_serde::to_vec(&t).expect("encode");
+    println!(
+        "a full table: {} bytes of named MessagePack, {} compact",
+        named.len(),
+        compact.len()
+    );
     assert!(named.len() < 160 * 1024, "{} bytes", named.len());
     let back: ShardTable = rmp_serde::from_slice(&named).expect("decode");
     assert_eq!(back, t);
@@ -997,7 +1003,7 @@ fn a_retry_after_a_timeout_keeps_the_request_id_and_the_first_t0() {
 }
 
 #[test]
-fn sessions_with_claims_renew_every_third_of_the_ttl_and_extend_validity() {
+fn open_sessions_renew_every_third_of_the_ttl_and_extend_validity() {
     let mut h = Harness::new();
     h.holder.claim(h.now, "job").expect("admitted");
     let claim_t0 = h.now;
@@ -1461,13 +1467,13 @@ fn a_config_whose_guard_leaves_no_time_to_renew_is_refused() {
     config.guard = Duration::from_millis(700);
     assert!(matches!(
         Holder::new(config.clone()),
-        Err(holder::HolderConfigError::Guard { .. })
+        Err(HolderConfigError::Guard { .. })
     ));
     config.guard = Duration::ZERO;
     config.ttl = Duration::from_millis(10);
     assert!(matches!(
         Holder::new(config),
-        Err(holder::HolderConfigError::Ttl { ttl_ms: 10 })
+        Err(HolderConfigError::Ttl { ttl_ms: 10 })
     ));
 }
 

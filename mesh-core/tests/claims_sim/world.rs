@@ -5,8 +5,9 @@
 //! clocks whose rates differ from real time by up to ±ρ.
 //!
 //! The shell is what DESIGN §8–9 and `claims` ask of the real one: every change goes to
-//! its shard's preferred proposer in the (simulated SWIM) view over a reliable stream, and
-//! is proposed locally if that proposer does not answer in `FORWARD_TIMEOUT`; the
+//! its shard's preferred proposer in the (simulated SWIM) view over a reliable stream; a
+//! proposer that does not answer in `FORWARD_TIMEOUT` is skipped for a while (the retry
+//! goes to the next node in HRW order, the same for everyone); the
 //! preferred proposer's node watches the shard and feeds its watcher every table its
 //! proposer decides on. Register messages are lossy datagrams (loss, duplication,
 //! reordering). Odd seeds run the watchers with reassignment.
@@ -160,6 +161,10 @@ pub(crate) struct Stats {
     pub(crate) messages: u64,
     pub(crate) superseded: usize,
     pub(crate) events: u64,
+    /// The largest register slot at the end of a run (MessagePack bytes), and the most
+    /// clients recorded in one (each holds a whole table).
+    pub(crate) max_slot_bytes: usize,
+    pub(crate) max_slot_clients: usize,
 }
 
 impl Stats {
@@ -182,6 +187,8 @@ impl Stats {
         self.messages += o.messages;
         self.superseded += o.superseded;
         self.events += o.events;
+        self.max_slot_bytes = self.max_slot_bytes.max(o.max_slot_bytes);
+        self.max_slot_clients = self.max_slot_clients.max(o.max_slot_clients);
     }
 }
 
@@ -207,10 +214,12 @@ enum Origin {
     Remote(RequestId, usize, NodeId),
 }
 
-/// How long a node waits for a forwarded change before it reports a timeout; the retry
-/// (same request id) is then proposed locally — any node may propose, only the load and
-/// the 1-RTT cache prefer the preferred proposer.
+/// How long a node waits for a forwarded change before it reports a timeout. It then
+/// suspects that proposer for `SUSPECT_FOR` and sends the retry (same request id) to the
+/// next node in HRW order — the same for every node, so a shard still has one proposer
+/// while SWIM catches up (falling back to proposing locally made every node duel).
 const FORWARD_TIMEOUT: Duration = Duration::from_millis(100);
+const SUSPECT_FOR: Duration = Duration::from_millis(1_000);
 
 #[derive(Clone, Debug)]
 enum Fault {
@@ -290,12 +299,12 @@ struct Node {
     holder: Holder,
     watcher: Watcher,
     ops: BTreeMap<OpId, Origin>,
-    /// Changes forwarded to another node's proposer and not answered yet, with the
-    /// number of the attempt (a retry reuses the request id).
-    forwarded: BTreeMap<RequestId, (ShardId, u64)>,
+    /// Changes forwarded to another node's proposer and not answered yet: the shard, the
+    /// number of the attempt (a retry reuses the request id) and the proposer.
+    forwarded: BTreeMap<RequestId, (ShardId, u64, usize)>,
     attempts: u64,
-    /// Requests whose forward timed out: their retries are proposed here.
-    fallback: BTreeSet<RequestId>,
+    /// Proposers that did not answer a forward, until when they are skipped.
+    suspects: BTreeMap<usize, Duration>,
     /// The history entry of each request (all its attempts are one op).
     hist: BTreeMap<RequestId, usize>,
     timer_at: Option<Duration>,
@@ -439,7 +448,7 @@ impl Sim {
             ops: BTreeMap::new(),
             forwarded: BTreeMap::new(),
             attempts: 0,
-            fallback: BTreeSet::new(),
+            suspects: BTreeMap::new(),
             hist: BTreeMap::new(),
             timer_at: None,
             app: App::default(),
@@ -521,10 +530,20 @@ impl Sim {
 
     // ------------------------------------------------------------ nodes
 
-    /// The shard's preferred proposer in the view: all of a shard's changes go through
-    /// it (one proposer per shard: no duelling, and its 1-RTT cache works).
-    fn preferred(&self, shard: ShardId) -> Option<usize> {
-        let ids: Vec<NodeId> = self.view.iter().map(|&i| self.nodes[i].id).collect();
+    /// The shard's preferred proposer in the view (as node `n` sees it: without the
+    /// proposers `n` currently suspects). All of a shard's changes go through it: one
+    /// proposer per shard, no duelling, and its 1-RTT cache works.
+    fn preferred_by(&self, n: Option<usize>, shard: ShardId) -> Option<usize> {
+        let suspected = |i: &usize| {
+            n.and_then(|n| self.nodes[n].suspects.get(i))
+                .is_some_and(|until| *until > self.now)
+        };
+        let ids: Vec<NodeId> = self
+            .view
+            .iter()
+            .filter(|i| !suspected(i))
+            .map(|&i| self.nodes[i].id)
+            .collect();
         let p = preferred_proposer(&shard.0.to_le_bytes(), &ids)?;
         self.node_index(p)
     }
@@ -549,15 +568,14 @@ impl Sim {
                 h
             }
         };
-        let fallback = self.nodes[n].fallback.remove(&sub.request);
-        match self.preferred(sub.shard) {
-            Some(p) if p != n && !fallback => {
+        match self.preferred_by(Some(n), sub.shard) {
+            Some(p) if p != n => {
                 let (from, to, life) = (self.nodes[n].id, self.nodes[p].id, self.nodes[n].life);
                 self.nodes[n].attempts += 1;
                 let attempt = self.nodes[n].attempts;
                 self.nodes[n]
                     .forwarded
-                    .insert(sub.request, (sub.shard, attempt));
+                    .insert(sub.request, (sub.shard, attempt, p));
                 let ev = Event::ForwardTimeout(n, life, sub.request, attempt);
                 self.schedule(FORWARD_TIMEOUT, ev);
                 self.send(from, to, Msg::Forward(sub, hist));
@@ -1182,8 +1200,8 @@ impl Sim {
                 let node = &mut self.nodes[n];
                 let current = node.forwarded.get(&rid).is_some_and(|f| f.1 == attempt);
                 if node.up && node.life == life && current {
-                    if let Some((shard, _)) = node.forwarded.remove(&rid) {
-                        node.fallback.insert(rid);
+                    if let Some((shard, _, proposer)) = node.forwarded.remove(&rid) {
+                        node.suspects.insert(proposer, self.now + SUSPECT_FOR);
                         self.finish(n, shard, rid, None, Err(ProposeError::Timeout));
                         self.drain(n);
                     }
@@ -1310,6 +1328,13 @@ impl Sim {
             .count();
         st.indeterminate = st.ops - st.acked;
         st.grants = self.record.windows.len();
+        for state in self.voters.iter().flat_map(|v| v.durable.values()) {
+            if let Some((_, slot)) = &state.accepted {
+                let bytes = rmp_serde::to_vec(slot).map_or(0, |b| b.len());
+                st.max_slot_bytes = st.max_slot_bytes.max(bytes);
+                st.max_slot_clients = st.max_slot_clients.max(slot.applied.len());
+            }
+        }
         st.fenced_applied = self.resource.stats().applied;
         st.fenced_refused = self.resource.stats().refused_stale;
         (self.record, st)
