@@ -53,6 +53,31 @@ pub struct AgentConfig {
     pub permdown: Duration,
     /// Capacity of a process mailbox, in messages.
     pub mailbox_capacity: usize,
+    /// The voters of the quorum plane (3 or 5 node names, the same on every node);
+    /// empty: claims and strong names are off.
+    #[serde(default)]
+    pub voters: Vec<String>,
+    /// Number of claim shards (fixed at cluster creation; the same on every node).
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Default TTL of claims.
+    #[serde(with = "crate::config::secs", default = "default_claims_ttl")]
+    pub claims_ttl: Duration,
+}
+
+/// Default number of claim shards.
+pub const DEFAULT_SHARDS: u32 = 64;
+/// Most claim shards.
+pub const MAX_SHARDS: u32 = 4096;
+/// Default claims TTL.
+pub const DEFAULT_CLAIMS_TTL: Duration = Duration::from_secs(10);
+
+fn default_shards() -> u32 {
+    DEFAULT_SHARDS
+}
+
+fn default_claims_ttl() -> Duration {
+    DEFAULT_CLAIMS_TTL
 }
 
 /// Default permdown period.
@@ -97,6 +122,9 @@ impl AgentConfig {
             packet_size: DEFAULT_PACKET_SIZE,
             permdown: DEFAULT_PERMDOWN,
             mailbox_capacity: crate::process::DEFAULT_MAILBOX_CAPACITY,
+            voters: Vec::new(),
+            shards: DEFAULT_SHARDS,
+            claims_ttl: DEFAULT_CLAIMS_TTL,
         }
     }
 
@@ -127,6 +155,16 @@ impl AgentConfig {
         }
         if !(1..=MAX_MAILBOX_CAPACITY).contains(&self.mailbox_capacity) {
             return Err(ConfigError::MailboxCapacity(self.mailbox_capacity));
+        }
+        if !self.voters.is_empty() {
+            crate::quorum::VoterNames::new(self.voters.iter().cloned())
+                .map_err(|e| ConfigError::Voters(e.to_string()))?;
+            if self.voters.contains(&self.name) && self.data_dir.is_none() {
+                return Err(ConfigError::VoterNeedsDataDir);
+            }
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(ConfigError::Shards(self.shards));
         }
         let token_set = self.admin_token.as_deref().is_some_and(|t| !t.is_empty());
         if !self.admin.ip().is_loopback() && !token_set {
@@ -171,6 +209,15 @@ pub enum ConfigError {
     /// setting today).
     #[error("dissemination: {0}")]
     Dissemination(String),
+    /// `voters` is not a list of 3 or 5 distinct node names.
+    #[error("voters: {0}")]
+    Voters(String),
+    /// This node is a voter but has no data directory for its durable state.
+    #[error("data_dir: this node is a voter, and a voter must keep its acceptor state in a data directory")]
+    VoterNeedsDataDir,
+    /// `shards` is out of range.
+    #[error("shards: {0} is outside 1..={MAX_SHARDS}")]
+    Shards(u32),
     /// `mailbox_capacity` is out of range.
     #[error("mailbox_capacity: {0} is outside 1..={MAX_MAILBOX_CAPACITY} messages")]
     MailboxCapacity(usize),
@@ -235,6 +282,23 @@ mod tests {
             .expect_err("zero")
             .to_string()
             .starts_with("mailbox_capacity:"));
+    }
+
+    #[test]
+    fn voters_are_three_or_five_names_and_a_voter_needs_a_data_dir() {
+        let mut c = base();
+        c.voters = vec!["n1".into(), "n2".into()];
+        assert!(c
+            .validate()
+            .expect_err("two")
+            .to_string()
+            .starts_with("voters:"));
+        c.voters = vec!["n1".into(), "n2".into(), "n3".into()];
+        assert_eq!(c.validate(), Err(ConfigError::VoterNeedsDataDir));
+        c.data_dir = Some("/tmp/x".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.shards = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Shards(0)));
     }
 
     #[test]

@@ -44,7 +44,9 @@ use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Profile, SwimTimer,
 };
-use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag, StateFrame};
+use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag, StateFrame, StoreBoot};
+use mesh_core::quorum::store::load_acceptor;
+use mesh_core::quorum::{AcceptorStore, MemStore};
 use mesh_transport::frame::Class;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -79,6 +81,18 @@ impl Default for LinkConfig {
         }
     }
 }
+
+/// A durable write in flight.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Acceptor states.
+    States(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The root record.
+    Root(mesh_core::quorum::RootRecord),
+}
+
+/// How long a simulated fsync takes.
+pub const FSYNC: Duration = Duration::from_micros(800);
 
 /// Something scheduled in simulated time.
 #[derive(Debug, Clone)]
@@ -135,6 +149,17 @@ pub enum Event {
         /// The response, or why there is none.
         result: Result<Bytes, RequestFailed>,
     },
+    /// A durable write of node `node` finishes.
+    Persisted {
+        /// The node.
+        node: usize,
+        /// Its life that asked for it (a kill loses it).
+        life: u64,
+        /// The commit id, or `None` for the root record.
+        id: Option<u64>,
+        /// What to write.
+        write: Write,
+    },
     /// A SWIM timer of node `node` is due.
     Timer {
         /// Owner.
@@ -160,7 +185,9 @@ impl Event {
             | Self::Frame { to, .. }
             | Self::Request { to, .. }
             | Self::Response { to, .. } => *to,
-            Self::Timer { node, .. } | Self::Tick { node, .. } => *node,
+            Self::Timer { node, .. } | Self::Tick { node, .. } | Self::Persisted { node, .. } => {
+                *node
+            }
         }
     }
 
@@ -171,6 +198,7 @@ impl Event {
             | Self::Request { life, .. }
             | Self::Response { life, .. }
             | Self::Timer { life, .. }
+            | Self::Persisted { life, .. }
             | Self::Tick { life, .. } => *life,
         }
     }
@@ -181,8 +209,9 @@ impl Event {
             Self::Frame { .. } => 1,
             Self::Request { .. } => 2,
             Self::Response { .. } => 3,
-            Self::Timer { .. } => 4,
-            Self::Tick { .. } => 5,
+            Self::Persisted { .. } => 4,
+            Self::Timer { .. } => 5,
+            Self::Tick { .. } => 6,
         }
     }
 }
@@ -211,6 +240,10 @@ pub struct SimNode {
     pub killed_at_incarnation: u64,
     /// When the node's next housekeeping tick is scheduled.
     pub next_tick: Option<Instant>,
+    /// A voter's durable store (it survives kills; a wipe replaces it).
+    pub store: Option<MemStore>,
+    /// Fatal stops the node reported (a failed fsync).
+    pub fatal: Vec<String>,
 }
 
 /// A membership event as observed by one node.
@@ -336,6 +369,8 @@ impl Sim {
             paused_until: None,
             killed_at_incarnation: 0,
             next_tick: None,
+            store: None,
+            fatal: Vec::new(),
         });
         self.boot(idx);
         idx
@@ -391,6 +426,23 @@ impl Sim {
             seeds,
             ..config.membership
         };
+        if let Some(q) = config.quorum.as_mut() {
+            let name = self.nodes[idx].name.clone();
+            q.store = q.config.voters.contains(&name).then(|| {
+                let store = match self.nodes[idx].store.take() {
+                    // A restart finds what was durable; what was not is gone.
+                    Some(old) => old.crash(),
+                    None => MemStore::new(&mut self.rng),
+                };
+                let boot = StoreBoot {
+                    acceptor_id: store.acceptor_id(),
+                    root: store.root().expect("memory store root"),
+                    states: load_acceptor(&store).expect("memory store states"),
+                };
+                self.nodes[idx].store = Some(store);
+                boot
+            });
+        }
         let wall = WALL_START_MS + u64::try_from((self.now - self.base).as_millis()).unwrap_or(0);
         let n = Node::new(id, config, rng_seed, now, wall)
             .expect("the simulator's node config is valid");
@@ -431,6 +483,63 @@ impl Sim {
         let r = self.nodes[n].node.as_mut().map(|node| f(node, now));
         self.drain(n);
         r
+    }
+
+    /// Configures the quorum plane with `voters` (node indices) for every node booted
+    /// from now on (call before adding nodes).
+    pub fn set_voters(&mut self, voters: &[usize]) {
+        let names: Vec<String> = voters.iter().map(|v| format!("n{v}")).collect();
+        let names = mesh_core::quorum::VoterNames::new(names).expect("3 or 5 voters");
+        self.node_config.quorum = Some(mesh_core::node::QuorumBoot {
+            config: mesh_core::node::quorum::QuorumConfig::new(names),
+            store: None,
+        });
+    }
+
+    /// Replaces node `n`'s durable store with an empty one (a wiped disk): its next
+    /// boot has a new acceptor id.
+    pub fn wipe(&mut self, n: usize) {
+        self.nodes[n].store = None;
+    }
+
+    /// Starts a claims call on node `n`; `None` if it is dead, `Some(Err)` if it was
+    /// refused at once.
+    pub fn claims_call(
+        &mut self,
+        n: usize,
+        ttl: Option<Duration>,
+        f: impl FnOnce(
+            &mut mesh_core::claims::Holder,
+            Instant,
+        ) -> Result<mesh_core::claims::CallId, mesh_core::claims::ClaimsError>,
+    ) -> Option<Result<mesh_core::node::quorum::ClaimCall, mesh_core::node::quorum::CallError>>
+    {
+        self.with_node(n, |node, now| node.claims_call(now, ttl, f))
+    }
+
+    /// The result of claims call `call` on node `n`, if it finished.
+    pub fn claim_result(
+        &self,
+        n: usize,
+        call: mesh_core::node::quorum::ClaimCall,
+    ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
+        self.results.iter().rev().find_map(|(node, out)| match out {
+            Output::ClaimDone { call: c, result } if *node == n && *c == call => {
+                Some(result.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Runs until claims call `call` on node `n` finished (or `limit` passes).
+    pub fn await_claim(
+        &mut self,
+        n: usize,
+        call: mesh_core::node::quorum::ClaimCall,
+        limit: Duration,
+    ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
+        self.run_until(limit, |s| s.claim_result(n, call).is_some());
+        self.claim_result(n, call)
     }
 
     /// Node `n`'s state machine, if it is running.
@@ -549,9 +658,32 @@ impl Sim {
                     observer: n,
                     event,
                 }),
-                // Outcomes of acknowledged sends and barriers stay in the node's
-                // outputs for tests that look for them; the simulator drops them.
-                Output::SendResult { .. } | Output::SyncDone { .. } => {
+                Output::Persist { id, entries } => self.schedule(
+                    self.now + FSYNC,
+                    Event::Persisted {
+                        node: n,
+                        life,
+                        id: Some(id),
+                        write: Write::States(entries),
+                    },
+                ),
+                Output::PersistRoot(root) => self.schedule(
+                    self.now + FSYNC,
+                    Event::Persisted {
+                        node: n,
+                        life,
+                        id: None,
+                        write: Write::Root(root),
+                    },
+                ),
+                Output::Fatal(why) => self.nodes[n].fatal.push(why),
+                // Outcomes of acknowledged sends, barriers and claims calls are kept for
+                // the tests, in order.
+                Output::SendResult { .. }
+                | Output::SyncDone { .. }
+                | Output::ClaimDone { .. }
+                | Output::ShardRead { .. }
+                | Output::ClaimEvent(_) => {
                     self.results.push((n, out));
                 }
             }
@@ -818,6 +950,22 @@ impl Sim {
                 self.schedule(self.now + delay, ev);
             }
             Event::Response { tag, result, .. } => node.handle_response(now, tag, result),
+            Event::Persisted { id, write, .. } => {
+                let store = self.nodes[n].store.as_mut();
+                let result = match (store, write) {
+                    (Some(st), Write::States(entries)) => st.commit(&entries).map(|_| ()),
+                    (Some(st), Write::Root(root)) => st.set_root(&root),
+                    (None, _) => Err(mesh_core::quorum::StoreError::Stopped),
+                }
+                .map_err(|e| e.to_string());
+                let Some(node) = self.nodes[n].node.as_mut() else {
+                    return;
+                };
+                match id {
+                    Some(id) => node.handle_persisted(now, id, result),
+                    None => node.handle_root_persisted(now, result),
+                }
+            }
             Event::Timer { timer, .. } => node.handle_timer(now, timer),
             Event::Tick { .. } => node.handle_tick(now),
         }

@@ -41,6 +41,7 @@
 //! - **N6 barrier.** [`Node::sync`] completes once the chosen peers' digests cover this
 //!   node's latest change, or fails at its deadline.
 
+pub mod quorum;
 pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -73,6 +74,8 @@ pub use wire::{
     AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, Undeliverable, UserFrame,
 };
 
+use quorum::{CallError, ClaimCall, QuorumConfig, QuorumOutput, QuorumPlane, QuorumSetupError};
+
 /// The dissemination channel of group deltas.
 pub const GROUPS: ChannelId = ChannelId(0);
 /// The dissemination channel of eventual-name deltas.
@@ -103,6 +106,8 @@ pub struct NodeConfig {
     pub dissemination: DisseminationConfig,
     /// Default mailbox capacity for [`Node::spawn`].
     pub mailbox_capacity: usize,
+    /// The quorum plane (claims, strong names); `None` when no voters are configured.
+    pub quorum: Option<QuorumBoot>,
 }
 
 impl Default for NodeConfig {
@@ -112,8 +117,44 @@ impl Default for NodeConfig {
             registry: RegistryConfig::default(),
             dissemination: DisseminationConfig::default(),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            quorum: None,
         }
     }
+}
+
+/// What the quorum plane starts from: its settings, and (on a voter) what the durable
+/// store held at boot.
+#[derive(Debug, Clone)]
+pub struct QuorumBoot {
+    /// Settings (the same on every node).
+    pub config: QuorumConfig,
+    /// The store's acceptor id, stored root and acceptor states (voters only).
+    pub store: Option<StoreBoot>,
+}
+
+/// A voter's durable state at boot.
+#[derive(Debug, Clone)]
+pub struct StoreBoot {
+    /// The store's acceptor id (new after a wipe).
+    pub acceptor_id: u64,
+    /// The root record it holds.
+    pub root: Option<crate::quorum::RootRecord>,
+    /// The acceptor states it holds.
+    pub states: Vec<(
+        crate::claims::ShardId,
+        crate::quorum::AcceptorState<crate::claims::ShardSlot>,
+    )>,
+}
+
+/// Why a node could not be built. Nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The dissemination settings are invalid.
+    #[error("dissemination: {0}")]
+    Dissemination(DisseminationConfigError),
+    /// The quorum settings are invalid.
+    #[error(transparent)]
+    Quorum(#[from] QuorumSetupError),
 }
 
 /// Where a message goes.
@@ -124,6 +165,9 @@ pub enum Dest {
     Pid(Pid),
     /// The process holding an eventual name (as this node sees it).
     Name(String),
+    /// The owner of a strong name, as this node's cache has it; the message carries
+    /// the version and the owner's node refuses it unless that version is current.
+    Strong(String),
     /// Members of a group.
     Group {
         /// The scope.
@@ -358,6 +402,35 @@ pub enum Output {
         /// What happened remotely.
         outcome: SendOutcome,
     },
+    /// Write these acceptor states durably (one transaction, fsync), then call
+    /// [`Node::handle_persisted`] with `id`. Replies wait for it.
+    Persist {
+        /// The commit.
+        id: u64,
+        /// Encoded `(key, state)` pairs.
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Write the voter root record durably, then call [`Node::handle_root_persisted`].
+    PersistRoot(crate::quorum::RootRecord),
+    /// Stop the process: durable state could not be written.
+    Fatal(String),
+    /// A claims or strong-name call finished.
+    ClaimDone {
+        /// Which call.
+        call: ClaimCall,
+        /// Its result.
+        result: Result<crate::claims::CallOk, crate::claims::ClaimsError>,
+    },
+    /// A linearizable shard read ([`Node::read_shard`]) finished.
+    ShardRead {
+        /// The read.
+        id: u64,
+        /// The table (`None`: never written), or a timeout.
+        result: Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>,
+    },
+    /// A claim was lost or assigned without a call (see
+    /// [`HolderEvent`](crate::claims::HolderEvent)).
+    ClaimEvent(crate::claims::HolderEvent),
     /// A [`Node::sync`] finished.
     SyncDone {
         /// Which barrier.
@@ -462,6 +535,7 @@ pub struct Node {
     outputs: VecDeque<Output>,
     lags: Vec<Duration>,
     stats: NodeStats,
+    quorum: Option<QuorumPlane>,
 }
 
 impl std::fmt::Debug for Node {
@@ -493,6 +567,8 @@ pub const DROP_REASONS: &[&str] = &[
     "swim_too_large",
     "encode_failed",
     "no_handler",
+    "malformed_control_frame",
+    "peer_unreachable",
 ];
 
 fn bump(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
@@ -515,9 +591,20 @@ impl Node {
         rng_seed: u64,
         now: Instant,
         wall_ms: u64,
-    ) -> Result<Self, DisseminationConfigError> {
+    ) -> Result<Self, NodeError> {
         let name = identity.name.clone();
         let boot_incarnation = identity.incarnation;
+        let quorum = match &config.quorum {
+            Some(boot) => Some(QuorumPlane::new(
+                &name,
+                boot_incarnation,
+                boot.config.clone(),
+                boot.store.clone(),
+                rng_seed ^ 0x7175_6f72,
+                now,
+            )?),
+            None => None,
+        };
         let membership = Membership::new(identity, config.membership.clone(), rng_seed, now);
         let mut registry = Registry::new(name.clone(), boot_incarnation, config.registry.clone());
         registry.announce();
@@ -525,7 +612,8 @@ impl Node {
             config.dissemination.clone(),
             &[(GROUPS, "groups"), (NAMES, "names")],
             rng_seed ^ 0x6469_7373,
-        )?;
+        )
+        .map_err(NodeError::Dissemination)?;
         let mut node = Self {
             name,
             boot_incarnation,
@@ -551,6 +639,7 @@ impl Node {
             outputs: VecDeque::new(),
             lags: Vec::new(),
             stats: NodeStats::default(),
+            quorum,
         };
         node.drain_registry(now);
         Ok(node)
@@ -620,6 +709,7 @@ impl Node {
         let acks = self.acks.values().map(|a| a.deadline).min();
         let syncs = self.syncs.iter().map(|s| s.deadline).min();
         [
+            self.quorum.as_ref().and_then(QuorumPlane::poll_timeout),
             self.membership.poll_timeout(),
             self.registry.poll_timeout(),
             self.dissem.poll_timeout(),
@@ -675,10 +765,14 @@ impl Node {
                 Ok(frame) => self.on_user_frame(now, from, frame),
                 Err(_) => bump(&mut self.stats.dropped, "malformed_user_frame"),
             },
-            Class::Control => {
-                // The quorum plane is not wired into the node yet.
-                bump(&mut self.stats.dropped, "no_handler");
-            }
+            Class::Control => match wire::decode::<ControlFrame>(payload) {
+                Ok(ControlFrame::Quorum(bytes)) => match self.quorum.as_mut() {
+                    Some(q) => q.handle_message(now, from, &bytes),
+                    // No voters configured here: nothing speaks the quorum plane.
+                    None => bump(&mut self.stats.dropped, "no_handler"),
+                },
+                Err(_) => bump(&mut self.stats.dropped, "malformed_control_frame"),
+            },
         }
         self.after_input(now);
     }
@@ -762,10 +856,65 @@ impl Node {
     pub fn handle_tick(&mut self, now: Instant) {
         self.membership.handle_tick(now);
         self.registry.handle_tick(now);
+        if let Some(q) = self.quorum.as_mut() {
+            q.handle_tick(now);
+        }
         self.dissem.handle_tick(now);
         self.expire_acks(now);
         self.check_syncs(now);
         self.after_input(now);
+    }
+
+    /// The commit `id` of an [`Output::Persist`] finished (the states are durable, or the
+    /// write failed and the node must stop).
+    pub fn handle_persisted(&mut self, now: Instant, id: u64, result: Result<(), String>) {
+        if let Some(q) = self.quorum.as_mut() {
+            q.handle_persisted(now, id, result);
+        }
+        self.after_input(now);
+    }
+
+    /// The [`Output::PersistRoot`] write finished.
+    pub fn handle_root_persisted(&mut self, now: Instant, result: Result<(), String>) {
+        if let Some(q) = self.quorum.as_mut() {
+            q.handle_root_persisted(now, result);
+        }
+        self.after_input(now);
+    }
+
+    /// The quorum plane, if voters are configured.
+    pub fn quorum(&self) -> Option<&QuorumPlane> {
+        self.quorum.as_ref()
+    }
+
+    /// Starts a claims or strong-name call on the holder of `ttl` (the default TTL if
+    /// `None`); its result comes as [`Output::ClaimDone`]. Fails at once, with nothing
+    /// submitted, when no voters are configured or too few are reachable.
+    pub fn claims_call(
+        &mut self,
+        now: Instant,
+        ttl: Option<Duration>,
+        f: impl FnOnce(
+            &mut crate::claims::Holder,
+            Instant,
+        ) -> Result<crate::claims::CallId, crate::claims::ClaimsError>,
+    ) -> Result<ClaimCall, CallError> {
+        let Some(q) = self.quorum.as_mut() else {
+            return Err(CallError::Claims(crate::claims::ClaimsError::Unavailable {
+                reason: crate::claims::Unavailable::NoVoters,
+            }));
+        };
+        let r = q.call(now, ttl, f);
+        self.after_input(now);
+        r
+    }
+
+    /// Starts a linearizable read of a shard table; the result comes as
+    /// [`Output::ShardRead`]. `None` if the quorum plane is off or not formed yet.
+    pub fn read_shard(&mut self, now: Instant, shard: crate::claims::ShardId) -> Option<u64> {
+        let id = self.quorum.as_mut()?.read(now, shard);
+        self.after_input(now);
+        id
     }
 
     /// Leaves the cluster gracefully (peers see `left`).
@@ -984,12 +1133,27 @@ impl Node {
                 max: MAX_PAYLOAD,
             });
         }
+        let mut strong = None;
         let (targets, strict) = match dest {
             Dest::Pid(pid) => (vec![pid.clone()], true),
             Dest::Name(name) => match self.registry.whereis(name) {
                 Some(info) => (vec![info.pid], true),
                 None => return Err(SendError::NoSuchName(name.clone())),
             },
+            Dest::Strong(name) => {
+                let entry = self
+                    .quorum
+                    .as_ref()
+                    .and_then(|q| q.name_cache().whereis(name))
+                    .cloned();
+                match entry {
+                    Some(e) => {
+                        strong = Some((name.clone(), e.version));
+                        (vec![e.owner], true)
+                    }
+                    None => return Err(SendError::NoSuchName(name.clone())),
+                }
+            }
             Dest::Group { scope, group, mode } => {
                 let t = self.group_targets(scope, group, *mode);
                 if t.is_empty() {
@@ -1026,6 +1190,15 @@ impl Node {
         remote.retain(|node, _| self.peers.contains_key(node));
         let mut receipt = SendReceipt::default();
         for pid in &local {
+            if let Some((name, version)) = &strong {
+                let current = self
+                    .quorum
+                    .as_mut()
+                    .is_some_and(|q| q.check_strong_send(name, *version, pid));
+                if !current {
+                    return Err(SendError::NoSuchName(name.clone()));
+                }
+            }
             let delivery = Delivery::Message {
                 from: from.clone(),
                 payload: payload.clone(),
@@ -1076,7 +1249,7 @@ impl Node {
                 from: from.clone(),
                 incarnation: *incarnation,
                 targets: targets.clone(),
-                strong: None,
+                strong: strong.clone(),
                 payload: payload.clone(),
             };
             let Ok(bytes) = wire::encode(&frame) else {
@@ -1178,12 +1351,27 @@ impl Node {
                 from: sender,
                 incarnation,
                 targets,
-                strong: _,
+                strong,
                 payload,
             } => {
                 let mut delivered = 0u32;
                 let mut failed = Vec::new();
                 for local_id in targets {
+                    if let Some((name, version)) = &strong {
+                        let pid = Pid::new(self.name.clone(), incarnation, local_id);
+                        let current = self
+                            .quorum
+                            .as_mut()
+                            .is_some_and(|q| q.check_strong_send(name, *version, &pid));
+                        if !current {
+                            bump(
+                                &mut self.stats.refused_in,
+                                Undeliverable::StaleVersion.as_str(),
+                            );
+                            failed.push((local_id, Undeliverable::StaleVersion));
+                            continue;
+                        }
+                    }
                     let entry = (incarnation == self.boot_incarnation)
                         .then(|| self.processes.get(&local_id))
                         .flatten();
@@ -1527,6 +1715,7 @@ impl Node {
             }
         }
         self.drain_registry(now);
+        self.drain_quorum(now);
         while let Some(out) = self.dissem.poll_output() {
             match out {
                 DisseminationOutput::Batch { to, frame } => {
@@ -1581,11 +1770,61 @@ impl Node {
                 }
             }
         }
+        if let Some(q) = self.quorum.as_mut() {
+            q.set_live(now, self.peers.keys().cloned());
+        }
         self.outputs.push_back(Output::Membership(ev));
     }
 
     fn peer_names(&self) -> Vec<String> {
         self.peers.keys().cloned().collect()
+    }
+
+    fn drain_quorum(&mut self, now: Instant) {
+        let Some(q) = self.quorum.as_mut() else {
+            return;
+        };
+        let mut outs = Vec::new();
+        while let Some(o) = q.poll_output() {
+            outs.push(o);
+        }
+        for o in outs {
+            match o {
+                QuorumOutput::Send { to, payload } => {
+                    let Some(addr) = self.peers.get(&to).map(|p| p.addr) else {
+                        // Not a live member (yet): formation retries, proposers time out.
+                        bump(&mut self.stats.dropped, "peer_unreachable");
+                        continue;
+                    };
+                    match wire::encode(&ControlFrame::Quorum(payload)) {
+                        Ok(payload) => self.outputs.push_back(Output::Frame {
+                            to: PeerRef {
+                                name: Some(to),
+                                addr,
+                            },
+                            class: Class::Control,
+                            payload,
+                        }),
+                        Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
+                    }
+                }
+                QuorumOutput::Persist { id, entries } => {
+                    self.outputs.push_back(Output::Persist { id, entries });
+                }
+                QuorumOutput::PersistRoot(root) => {
+                    self.outputs.push_back(Output::PersistRoot(root))
+                }
+                QuorumOutput::Fatal(why) => self.outputs.push_back(Output::Fatal(why)),
+                QuorumOutput::CallDone { call, result } => {
+                    self.outputs.push_back(Output::ClaimDone { call, result });
+                }
+                QuorumOutput::Holder(ev) => self.outputs.push_back(Output::ClaimEvent(ev)),
+                QuorumOutput::ReadDone { id, result } => {
+                    self.outputs.push_back(Output::ShardRead { id, result });
+                }
+            }
+        }
+        let _ = now;
     }
 
     fn drain_registry(&mut self, now: Instant) {

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use metrics::counter;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Command, Shell};
+use crate::claims::{CallId, CallOk, ClaimReject, ClaimsError, Holder, HolderEvent, StrongName};
+use crate::node::quorum::CallError;
 use crate::node::{
     Dest, MonitorItem, Node, NodeOpError, ProcessError, SendError, SendOutcome, SendReceipt,
     SyncError, SyncMode,
@@ -224,6 +226,241 @@ impl AgentHandle {
             .await?;
         // The node may have finished the barrier in the same step; flush delivered it.
         rx.await.map_err(|_| ApiError::Stopped)
+    }
+}
+
+impl AgentHandle {
+    /// Runs a claims or strong-name call on the holder of `ttl` (the default claims TTL
+    /// if `None`) and waits for its result. `Err(CallError)` inside means it never
+    /// started (unavailable, bad input); a started call ends in `Ok` or a
+    /// [`ClaimsError`] (timeout, refused).
+    pub async fn claims_call(
+        &self,
+        ttl: Option<Duration>,
+        f: impl FnOnce(&mut Holder, std::time::Instant) -> Result<CallId, ClaimsError> + Send + 'static,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let started = self
+            .call_shell(move |shell, now| {
+                let call = shell.node.claims_call(now, ttl, f)?;
+                let (tx, rx) = oneshot::channel();
+                shell.claim_waiters.insert(call, tx);
+                Ok::<_, CallError>(rx)
+            })
+            .await?;
+        let rx = match started {
+            Ok(rx) => rx,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result = rx.await.map_err(|_| ApiError::Stopped)?;
+        Ok(result.map_err(CallError::Claims))
+    }
+
+    /// Claims `task` for this node (its session renews itself until the task is
+    /// released or the node dies). Its fencing token comes in [`CallOk::Claimed`].
+    pub async fn claim(
+        &self,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let task = task.to_owned();
+        self.claims_call(ttl, move |h, now| h.claim(now, &task))
+            .await
+    }
+
+    /// Releases a task this node holds, if `token` is its current token (else
+    /// `StaleToken`, changing nothing).
+    pub async fn release(
+        &self,
+        task: &str,
+        token: u64,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let task = task.to_owned();
+        let held_ttl = self
+            .call({
+                let task = task.clone();
+                move |n, _| n.quorum().and_then(|q| q.holder_ttl_of(&task))
+            })
+            .await?;
+        self.claims_call(held_ttl, move |h, now| {
+            if let Some((current, _)) = h.validity(&task) {
+                if current != token {
+                    return Err(ClaimsError::Rejected(ClaimReject::StaleToken { current }));
+                }
+            }
+            h.release(now, &task)
+        })
+        .await
+    }
+
+    /// The token and the end of validity (boot clock) of a task this node holds.
+    pub async fn validity(
+        &self,
+        task: &str,
+    ) -> Result<Option<(u64, std::time::Instant)>, ApiError> {
+        let task = task.to_owned();
+        self.call(move |n, _| n.quorum().and_then(|q| q.validity(&task)))
+            .await
+    }
+
+    /// Registers strong name `name` for `owner` if it has no owner; its version (the
+    /// fencing token) comes in [`CallOk::Registered`]. An `ephemeral` name is bound to
+    /// this node's session and vanishes with it.
+    pub async fn register_strong(
+        &self,
+        name: &str,
+        owner: Pid,
+        ephemeral: bool,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let name = name.to_owned();
+        self.claims_call(None, move |h, now| {
+            h.register_strong(now, &name, owner, ephemeral)
+        })
+        .await
+    }
+
+    /// Transfers strong name `name`, held at `version`, to `to`.
+    pub async fn transfer_strong(
+        &self,
+        name: &str,
+        version: u64,
+        to: Pid,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let name = name.to_owned();
+        self.claims_call(None, move |h, now| {
+            h.transfer_name(now, &name, version, to, false)
+        })
+        .await
+    }
+
+    /// Releases strong name `name` held at `version`.
+    pub async fn release_strong(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let name = name.to_owned();
+        self.claims_call(None, move |h, now| h.release_name(now, &name, version))
+            .await
+    }
+
+    /// The owner and version of strong name `name`: with `linearizable`, one quorum
+    /// round; else this node's cache (possibly stale, versioned). `Ok(None)`: no owner.
+    pub async fn whereis_strong(
+        &self,
+        name: &str,
+        linearizable: bool,
+    ) -> Result<Result<Option<StrongName>, CallError>, ApiError> {
+        let name = name.to_owned();
+        if linearizable {
+            let r = self
+                .claims_call(None, move |h, now| h.whereis(now, &name))
+                .await?;
+            return Ok(r.map(|ok| match ok {
+                CallOk::Whereis { entry, .. } => entry,
+                _ => None,
+            }));
+        }
+        self.call(move |n, _| match n.quorum() {
+            Some(q) => Ok(q.name_cache().whereis(&name).cloned()),
+            None => Err(CallError::Claims(ClaimsError::Unavailable {
+                reason: crate::claims::Unavailable::NoVoters,
+            })),
+        })
+        .await
+    }
+
+    /// A linearizable read of one shard's table (`Ok(None)`: quorum plane off or not
+    /// formed yet; `Err` inside: no quorum answered in time).
+    pub async fn read_shard(
+        &self,
+        shard: crate::claims::ShardId,
+    ) -> Result<
+        Option<Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>>,
+        ApiError,
+    > {
+        let rx = self
+            .call_shell(move |shell, now| {
+                let id = shell.node.read_shard(now, shard)?;
+                let (tx, rx) = oneshot::channel();
+                shell.read_waiters.insert(id, tx);
+                Some(rx)
+            })
+            .await?;
+        match rx {
+            Some(rx) => Ok(Some(rx.await.map_err(|_| ApiError::Stopped)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The quorum plane as this node sees it.
+    pub async fn quorum_status(&self) -> Result<Option<QuorumStatus>, ApiError> {
+        self.call(|n, _| n.quorum().map(QuorumStatus::of)).await
+    }
+
+    /// Claim events (lost, assigned) from now on.
+    pub fn subscribe_claims(&self) -> broadcast::Receiver<HolderEvent> {
+        self.shared.claim_events.subscribe()
+    }
+}
+
+/// The quorum plane as one node sees it (`meshctl quorum status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumStatus {
+    /// The configured voters.
+    pub voters: Vec<String>,
+    /// The root record's epoch, once formation finished.
+    pub epoch: Option<u64>,
+    /// Formation state: `forming`, `persisting`, `voter`, `non_voter`, `not_a_voter`,
+    /// `config_mismatch`.
+    pub state: String,
+    /// Why, for `not_a_voter` and `config_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Voters this node reaches (itself included).
+    pub reachable: Vec<String>,
+    /// Votes needed for a quorum.
+    pub quorum: usize,
+    /// Whether this node acts as an acceptor.
+    pub acceptor: bool,
+    /// Number of shards.
+    pub shards: u32,
+    /// Per voter, how many shards it is the preferred proposer of.
+    pub preferred: std::collections::BTreeMap<String, u32>,
+    /// Shards this node watches (evicts expired sessions of).
+    pub watched: Vec<u32>,
+}
+
+impl QuorumStatus {
+    fn of(q: &crate::node::quorum::QuorumPlane) -> Self {
+        use crate::quorum::FormationState as F;
+        let (state, reason) = match q.formation().state() {
+            F::Forming => ("forming", None),
+            F::Persisting(_) => ("persisting", None),
+            F::Voter(_) => ("voter", None),
+            F::NonVoter(_) => ("non_voter", None),
+            F::NotAVoter { reason, .. } => ("not_a_voter", Some(reason.clone())),
+            F::ConfigMismatch { reason } => ("config_mismatch", Some(reason.clone())),
+        };
+        let voters: Vec<String> = q.config().voters.names().to_vec();
+        let reachable = q.reachable_names();
+        let mut preferred = std::collections::BTreeMap::new();
+        for s in 0..q.config().shards {
+            if let Some(p) = q.preferred(crate::claims::ShardId(s)) {
+                *preferred.entry(p).or_insert(0) += 1;
+            }
+        }
+        Self {
+            epoch: q.root().map(|r| r.epoch),
+            quorum: crate::quorum::majority(voters.len()),
+            voters,
+            state: state.to_owned(),
+            reason,
+            reachable,
+            acceptor: q.is_acceptor(),
+            shards: q.config().shards,
+            preferred,
+            watched: q.watcher().watched().map(|s| s.0).collect(),
+        }
     }
 }
 

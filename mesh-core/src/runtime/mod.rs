@@ -27,8 +27,9 @@
 
 mod api;
 mod clock;
+mod store;
 
-pub use api::{ApiError, MonitorHandle, ProcessHandle};
+pub use api::{ApiError, MonitorHandle, ProcessHandle, QuorumStatus};
 pub use clock::Clock;
 
 use std::cmp::Reverse;
@@ -46,15 +47,19 @@ use metrics::{counter, gauge};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::claims::{CallOk, ClaimsError, HolderEvent};
 use crate::config::AgentConfig;
 use crate::identity::NodeId;
 use crate::membership::{
     EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
 };
+use crate::node::quorum::{ClaimCall, QuorumConfig};
 use crate::node::{
-    AckId, Node, NodeConfig, Output, RequestFailed, RequestTag, SendOutcome, SyncError, SyncId,
+    AckId, Node, NodeConfig, Output, QuorumBoot, RequestFailed, RequestTag, SendOutcome, SyncError,
+    SyncId,
 };
 use crate::registry::RegistryConfig;
+use store::{Persisted, Store};
 
 /// How often the loop turns even when nothing happens (drives `/livez`).
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -142,6 +147,7 @@ struct Shared {
     last_turn_ms: AtomicU64,
     stopping: AtomicBool,
     events: broadcast::Sender<MembershipEvent>,
+    claim_events: broadcast::Sender<HolderEvent>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     admin: SocketAddr,
 }
@@ -179,6 +185,7 @@ impl Agent {
             .await
             .map_err(|e| StartError::Bind(e.to_string()))?;
 
+        let (quorum, store) = quorum_boot(&config)?;
         let clock = Clock::new();
         let now = clock.now();
         let identity = NodeId::new(config.name.clone(), config.advertise_addr(), incarnation);
@@ -193,6 +200,7 @@ impl Agent {
                 permdown: config.permdown,
             },
             mailbox_capacity: config.mailbox_capacity,
+            quorum,
             ..NodeConfig::default()
         };
         let node = Node::new(
@@ -203,9 +211,17 @@ impl Agent {
             clock.wall_ms(),
         )
         .map_err(|e| {
-            StartError::Config(crate::config::ConfigError::Dissemination(e.to_string()))
+            StartError::Config(match e {
+                crate::node::NodeError::Dissemination(e) => {
+                    crate::config::ConfigError::Dissemination(e.to_string())
+                }
+                crate::node::NodeError::Quorum(e) => {
+                    crate::config::ConfigError::Voters(e.to_string())
+                }
+            })
         })?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (claim_events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             snapshot: RwLock::new(Snapshot {
                 me: identity,
@@ -217,6 +233,7 @@ impl Agent {
             last_turn_ms: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             events,
+            claim_events,
             metrics,
             admin: admin_addr,
         });
@@ -242,7 +259,12 @@ impl Agent {
         let seeds_configured = !config.seeds.is_empty();
         tokio::spawn(async move {
             let (done_tx, done_rx) = mpsc::unbounded_channel();
+            let (persist_tx, persist_rx) = mpsc::unbounded_channel();
             let mut shell = Shell {
+                store,
+                persist_tx,
+                claim_waiters: HashMap::new(),
+                read_waiters: HashMap::new(),
                 node,
                 transport: transport.clone(),
                 timers: BinaryHeap::new(),
@@ -254,7 +276,7 @@ impl Agent {
                 syncs: HashMap::new(),
                 next_publish: now,
             };
-            shell.run(inbound, command_rx, done_rx).await;
+            shell.run(inbound, command_rx, done_rx, persist_rx).await;
             transport.shutdown().await;
             let _ = admin_stop_tx.send(());
             let _ = admin_task.await;
@@ -262,6 +284,46 @@ impl Agent {
         });
         Ok(handle)
     }
+}
+
+/// A durable write failed: the process must stop, because replies that depend on it
+/// may not go out and the state in memory may already be ahead of the disk.
+fn fatal(why: &str) -> ! {
+    tracing::error!(reason = why, "fatal: stopping the process");
+    eprintln!("fatal: {why}");
+    std::process::exit(70);
+}
+
+/// The quorum plane's boot state: settings from the config, and a voter's store.
+fn quorum_boot(config: &AgentConfig) -> Result<(Option<QuorumBoot>, Option<Store>), StartError> {
+    if config.voters.is_empty() {
+        return Ok((None, None));
+    }
+    let voters = crate::quorum::VoterNames::new(config.voters.iter().cloned())
+        .map_err(|e| StartError::Config(crate::config::ConfigError::Voters(e.to_string())))?;
+    let mut qc = QuorumConfig::new(voters.clone());
+    qc.shards = config.shards;
+    qc.ttl = config.claims_ttl;
+    let (store, boot) = if voters.contains(&config.name) {
+        let dir = config
+            .data_dir
+            .as_deref()
+            .ok_or(StartError::Config(
+                crate::config::ConfigError::VoterNeedsDataDir,
+            ))?
+            .join("quorum");
+        let (store, boot) = Store::open(&dir).map_err(StartError::DataDir)?;
+        (Some(store), Some(boot))
+    } else {
+        (None, None)
+    };
+    Ok((
+        Some(QuorumBoot {
+            config: qc,
+            store: boot,
+        }),
+        store,
+    ))
 }
 
 /// Reads the boot counter in `data_dir`, bumps it and writes it back (fsynced) before
@@ -303,11 +365,21 @@ fn boot_incarnation(data_dir: Option<&Path>) -> Result<u64, StartError> {
     Ok(next)
 }
 
+/// A shard read's outcome.
+type ShardReadResult = Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>;
+
 /// A finished request: its tag and outcome.
 type Done = (RequestTag, Result<Bytes, RequestFailed>);
 
 /// The task that owns the state machine.
 struct Shell {
+    /// A voter's durable store.
+    store: Option<Store>,
+    persist_tx: mpsc::UnboundedSender<Persisted>,
+    /// Callers waiting for a claims or strong-name call.
+    claim_waiters: HashMap<ClaimCall, oneshot::Sender<Result<CallOk, ClaimsError>>>,
+    /// Callers waiting for a shard read.
+    read_waiters: HashMap<u64, oneshot::Sender<ShardReadResult>>,
     node: Node,
     transport: Transport,
     timers: BinaryHeap<Reverse<(Instant, SwimTimer, u64)>>,
@@ -337,6 +409,7 @@ impl Shell {
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: mpsc::Receiver<Command>,
         mut done: mpsc::UnboundedReceiver<Done>,
+        mut persisted: mpsc::UnboundedReceiver<Persisted>,
     ) {
         let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
         let now = self.now();
@@ -383,6 +456,13 @@ impl Shell {
                 Some((tag, result)) = done.recv() => {
                     let now = self.now();
                     self.node.handle_response(now, tag, result);
+                }
+                Some(p) = persisted.recv() => {
+                    let now = self.now();
+                    match p {
+                        Persisted::Commit(id, result) => self.node.handle_persisted(now, id, result),
+                        Persisted::Root(result) => self.node.handle_root_persisted(now, result),
+                    }
                 }
                 () = tokio::time::sleep(sleep_for) => {
                     self.fire_due_timers();
@@ -503,6 +583,29 @@ impl Shell {
                     if let Some(tx) = self.syncs.remove(&id) {
                         let _ = tx.send(result);
                     }
+                }
+                Output::Persist { id, entries } => match &self.store {
+                    Some(store) => store.commit(id, entries, self.persist_tx.clone()),
+                    None => fatal("an acceptor state must be persisted but this node has no store"),
+                },
+                Output::PersistRoot(root) => match &self.store {
+                    Some(store) => store.set_root(root, self.persist_tx.clone()),
+                    None => fatal("the root record must be persisted but this node has no store"),
+                },
+                Output::Fatal(why) => fatal(&why),
+                Output::ClaimDone { call, result } => {
+                    if let Some(tx) = self.claim_waiters.remove(&call) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Output::ShardRead { id, result } => {
+                    if let Some(tx) = self.read_waiters.remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Output::ClaimEvent(ev) => {
+                    tracing::info!(event = ?ev, "claims");
+                    let _ = self.shared.claim_events.send(ev);
                 }
             }
         }

@@ -1,0 +1,1075 @@
+//! The quorum plane inside the node: voter formation, the acceptor with group commit,
+//! the proposer, forwarding to a shard's preferred proposer, the claims holders and the
+//! watcher, and the strong-name cache. Sans-IO like the rest of the node: the shell
+//! persists what [`QuorumOutput::Persist`] asks (fsync) and hands the result back.
+//!
+//! ```text
+//!  API ─▶ Holder(ttl) ─┐                      ┌─▶ Control frame: Forward ─▶ preferred proposer
+//!         Watcher ─────┴─ submission ─▶ route ┤
+//!                                             └─▶ Proposer ─▶ Request frames ─▶ acceptors
+//!  Request frame ─▶ Acceptor ─▶ GroupCommit ─▶ Persist (fsync) ─▶ Reply frames
+//!  Reply frame ─▶ Proposer ─▶ completion ─▶ holder / watcher / Forwarded frame
+//! ```
+//!
+//! # Properties
+//!
+//! - **Q1 persist before reply.** An acceptor's reply leaves only after every state
+//!   its outputs wrote up to it is durable (one commit in flight at a time, replies
+//!   released in output order; a failed commit stops the node, [`QuorumOutput::Fatal`]).
+//! - **Q2 the root decides who votes.** Requests are addressed to an acceptor id from
+//!   the root record; a node answers only as the acceptor its store holds and the root
+//!   lists (a wiped voter never answers under its old id), and a proposer counts
+//!   replies only from the root's acceptor ids.
+//! - **Q3 one proposer per shard when possible.** A change goes to the shard's
+//!   HRW-preferred proposer among the live voters; if it does not answer within
+//!   [`QuorumConfig::forward_timeout`] the caller sees a timeout and its retry (same
+//!   request id, so at most once) is proposed locally. Safety never depends on who
+//!   proposes.
+//! - **Q4 unavailable is explicit.** With no voters configured, before the root is in
+//!   force, or with fewer than a majority of voters reachable, calls fail at once with
+//!   [`Unavailable`]; they never fall back to eventual names.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::claims::{
+    CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, NameCache, ShardChange,
+    ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable, Watcher,
+    WatcherConfig,
+};
+use crate::pid::Pid;
+use crate::quorum::{
+    majority, preferred_proposer, proposer_id, Acceptor, AcceptorState, Formation, FormationConfig,
+    FormationOutput, GroupCommit, Hello, NodeId, OpId, ProposeError, Proposer, ProposerConfig,
+    ProposerOutput, Reply, Request, RequestId, RootRecord, VoterNames,
+};
+
+use super::wire;
+
+/// The quorum plane's settings (the same on every node of a cluster).
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// The voters (3 or 5 names).
+    pub voters: VoterNames,
+    /// Number of shards, fixed at cluster creation.
+    pub shards: u32,
+    /// Default session TTL for claims.
+    pub ttl: Duration,
+    /// Clock-rate error bound ρ of every node.
+    pub drift: Drift,
+    /// Subtracted from every validity.
+    pub guard: Duration,
+    /// Proposer timings.
+    pub proposer: ProposerConfig,
+    /// How long a change forwarded to the preferred proposer may take before the
+    /// caller's retry is proposed locally.
+    pub forward_timeout: Duration,
+    /// How often formation repeats an unanswered hello.
+    pub formation_retry: Duration,
+    /// How often the preferred proposer of a shard re-gossips its strong names.
+    pub names_gossip: Duration,
+}
+
+impl QuorumConfig {
+    /// Defaults for `voters`: 64 shards, TTL 10 s, ρ = 0.1 %, guard 100 ms.
+    pub fn new(voters: VoterNames) -> Self {
+        Self {
+            voters,
+            shards: 64,
+            ttl: Duration::from_secs(10),
+            drift: HolderConfig::new("n", 0, 1, 3).drift,
+            guard: Duration::from_millis(100),
+            proposer: ProposerConfig::default(),
+            forward_timeout: Duration::from_millis(1500),
+            formation_retry: Duration::from_millis(500),
+            names_gossip: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Control-class messages of the quorum plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumMsg {
+    /// Voter formation.
+    Hello(Hello),
+    /// A proposer's request to acceptor `to`.
+    Request {
+        /// The acceptor id it is for.
+        to: u64,
+        /// The request.
+        req: Request<ShardId, ShardSlot>,
+    },
+    /// An acceptor's reply to proposer `to`.
+    Reply {
+        /// The proposer id it is for.
+        to: u64,
+        /// The acceptor that answers.
+        from: u64,
+        /// The reply.
+        rep: Reply<ShardId, ShardSlot>,
+    },
+    /// A change for the receiver to propose (it is the shard's preferred proposer).
+    Forward {
+        /// The register.
+        shard: ShardId,
+        /// The change.
+        change: ShardChange,
+        /// Its at-most-once id.
+        request: RequestId,
+    },
+    /// The outcome of a forwarded change.
+    Forwarded {
+        /// The change's id.
+        request: RequestId,
+        /// The decision, or `None` for a timeout (indeterminate).
+        outcome: Option<ShardOutcome>,
+    },
+    /// A shard's strong names as of stamp `next_token` (the cached `whereis`).
+    Names {
+        /// The register.
+        shard: ShardId,
+        /// The table's `next_token` when these names were current.
+        stamp: u64,
+        /// The names.
+        names: BTreeMap<String, StrongName>,
+    },
+}
+
+/// Identifies a caller's pending claims or strong-name call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClaimCall {
+    /// The TTL (ms) of the holder that runs it.
+    pub ttl_ms: u64,
+    /// The holder's call id.
+    pub call: CallId,
+}
+
+/// What the quorum plane asks of the node and the shell.
+#[derive(Debug, Clone)]
+pub enum QuorumOutput {
+    /// Send a control frame to node `to`.
+    Send {
+        /// Node name.
+        to: String,
+        /// Encoded [`QuorumMsg`].
+        payload: Bytes,
+    },
+    /// Write these acceptor states durably (one transaction, fsync), then call
+    /// [`QuorumPlane::handle_persisted`] with `id`.
+    Persist {
+        /// The commit.
+        id: u64,
+        /// `(key, state)` pairs (encoded by the store helpers).
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Write the root record durably, then call [`QuorumPlane::handle_root_persisted`].
+    PersistRoot(RootRecord),
+    /// Something that must stop the process happened (a failed fsync).
+    Fatal(String),
+    /// A claims or strong-name call finished.
+    CallDone {
+        /// Which call.
+        call: ClaimCall,
+        /// Its result.
+        result: Result<CallOk, ClaimsError>,
+    },
+    /// A holder event other than a call's completion (a claim lost or assigned).
+    Holder(HolderEvent),
+    /// A linearizable read of a shard table (see [`QuorumPlane::read`]) finished.
+    ReadDone {
+        /// The read.
+        id: u64,
+        /// The table (`None`: never written), or a timeout.
+        result: Result<Option<ShardTable>, ProposeError>,
+    },
+}
+
+/// Counters the shell publishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumStats {
+    /// Round trips (requests sent by the proposer), by phase.
+    pub requests_prepare: u64,
+    /// Accept requests sent.
+    pub requests_accept: u64,
+    /// Changes committed with a decision, and timed out.
+    pub committed: u64,
+    /// Changes that timed out.
+    pub timeouts: u64,
+    /// Changes forwarded to a preferred proposer / forwarded to us.
+    pub forwarded_out: u64,
+    /// Changes proposed here for another node.
+    pub forwarded_in: u64,
+    /// Forwarded changes that timed out here (their retry goes local).
+    pub forward_timeouts: u64,
+    /// Durable commits and their keys.
+    pub commits: u64,
+    /// Keys written by those commits.
+    pub commit_keys: u64,
+    /// Messages dropped, by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Evictions proposed by the watcher.
+    pub evictions: u64,
+    /// Commit latency samples (ms since submission) not yet drained.
+    pub commit_samples: Vec<Duration>,
+}
+
+/// Why a quorum message was dropped.
+pub const QUORUM_DROP_REASONS: &[&str] = &[
+    "malformed",
+    "not_for_this_acceptor",
+    "not_a_voter",
+    "unknown_proposer",
+    "no_root",
+    "late_forward",
+    "encode_failed",
+];
+
+enum Origin {
+    /// A local holder's or watcher's change.
+    Local(RequestId, Instant),
+    /// An administrative read.
+    Read(u64),
+    /// A change forwarded by another node.
+    Remote(RequestId, String),
+}
+
+/// The quorum plane of one node. See the module docs.
+pub struct QuorumPlane {
+    name: String,
+    incarnation: u64,
+    config: QuorumConfig,
+    formation: Formation,
+    acceptor_id: Option<u64>,
+    root: Option<RootRecord>,
+    restored: Vec<(ShardId, AcceptorState<ShardSlot>)>,
+    acceptor: Option<Acceptor<ShardId, ShardSlot>>,
+    open: GroupCommit<ShardId, ShardSlot>,
+    in_flight: Option<(u64, GroupCommit<ShardId, ShardSlot>)>,
+    next_commit: u64,
+    next_read: u64,
+    proposer: Option<Proposer<ShardId, ShardTable, ShardChange>>,
+    holders: BTreeMap<u64, Holder>,
+    watcher: Watcher,
+    names: NameCache,
+    ops: HashMap<OpId, Origin>,
+    /// Changes forwarded to a preferred proposer: their deadline and shard.
+    forwarded: HashMap<RequestId, (Instant, ShardId)>,
+    fallback: HashSet<RequestId>,
+    live: BTreeSet<String>,
+    proposer_nodes: HashMap<NodeId, String>,
+    next_gossip: Instant,
+    rng: StdRng,
+    outputs: VecDeque<QuorumOutput>,
+    /// Messages this node sends itself (its acceptor and its proposer).
+    loopback: VecDeque<QuorumMsg>,
+    stats: QuorumStats,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for QuorumPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuorumPlane")
+            .field("name", &self.name)
+            .field("root", &self.root)
+            .field("acceptor", &self.acceptor.is_some())
+            .finish()
+    }
+}
+
+fn bump(stats: &mut QuorumStats, reason: &'static str) {
+    debug_assert!(QUORUM_DROP_REASONS.contains(&reason));
+    *stats.dropped.entry(reason).or_default() += 1;
+}
+
+/// Why a claims or strong-name call was refused before it started. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The holder refused the call (unavailable, bad input, overloaded, ...).
+    #[error(transparent)]
+    Claims(ClaimsError),
+    /// The TTL asked for cannot work (too short, too long, or no time to renew).
+    #[error("ttl: {0}")]
+    BadTtl(String),
+}
+
+/// Why the quorum plane could not be built. Nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuorumSetupError {
+    /// The formation configuration is invalid.
+    #[error("voters: {0}")]
+    Formation(String),
+    /// The claims settings are invalid.
+    #[error("claims: {0}")]
+    Holder(String),
+}
+
+impl QuorumPlane {
+    /// The plane of node `name` (this boot's `incarnation`), with the acceptor id and the
+    /// durable state of its store if it has one (voters must), and a seeded RNG.
+    pub fn new(
+        name: &str,
+        incarnation: u64,
+        config: QuorumConfig,
+        store: Option<super::StoreBoot>,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<Self, QuorumSetupError> {
+        let (acceptor_id, stored_root, restored) = match store {
+            Some(b) if config.voters.contains(name) => (Some(b.acceptor_id), b.root, b.states),
+            _ => (None, None, Vec::new()),
+        };
+        let formation = Formation::new(
+            FormationConfig {
+                name: name.to_owned(),
+                voters: config.voters.clone(),
+                acceptor_id,
+                stored_root,
+                retry: config.formation_retry,
+                seed: rng_seed ^ 0x726f_6f74,
+            },
+            now,
+        )
+        .map_err(|e| QuorumSetupError::Formation(e.to_string()))?;
+        let mut holder_config = HolderConfig::new(
+            name,
+            incarnation,
+            config.shards,
+            config.voters.names().len(),
+        );
+        holder_config.ttl = config.ttl;
+        holder_config.drift = config.drift;
+        holder_config.guard = config.guard;
+        let holder =
+            Holder::new(holder_config).map_err(|e| QuorumSetupError::Holder(e.to_string()))?;
+        let mut wc = WatcherConfig::new(name, incarnation);
+        wc.drift = config.drift;
+        // The preferred proposer's watcher sees every change of its shards as it
+        // commits; periodic reads only catch sessions that go silent, which the
+        // eviction timer does anyway. A read per shard per second would cost every
+        // voter an fsync a second per shard for nothing.
+        wc.refresh = config.ttl.max(Duration::from_secs(5));
+        let mut holders = BTreeMap::new();
+        holders.insert(ms(config.ttl), holder);
+        let mut plane = Self {
+            name: name.to_owned(),
+            incarnation,
+            names: NameCache::new(config.shards),
+            config,
+            formation,
+            acceptor_id,
+            root: None,
+            restored,
+            acceptor: None,
+            open: GroupCommit::new(),
+            in_flight: None,
+            next_commit: 1,
+            next_read: 1,
+            proposer: None,
+            holders,
+            watcher: Watcher::new(wc),
+            ops: HashMap::new(),
+            forwarded: HashMap::new(),
+            fallback: HashSet::new(),
+            live: BTreeSet::new(),
+            proposer_nodes: HashMap::new(),
+            next_gossip: now,
+            rng: StdRng::seed_from_u64(rng_seed ^ 0x7175_6f72),
+            outputs: VecDeque::new(),
+            loopback: VecDeque::new(),
+            stats: QuorumStats::default(),
+            stopped: false,
+        };
+        plane.set_reachable();
+        plane.drain(now);
+        Ok(plane)
+    }
+
+    /// The root record in force, if formation finished.
+    pub fn root(&self) -> Option<&RootRecord> {
+        self.root.as_ref()
+    }
+
+    /// Whether this node acts as an acceptor.
+    pub fn is_acceptor(&self) -> bool {
+        self.acceptor.is_some()
+    }
+
+    /// The formation's state, for `meshctl quorum status`.
+    pub fn formation(&self) -> &Formation {
+        &self.formation
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &QuorumConfig {
+        &self.config
+    }
+
+    /// Counters (commit samples are drained by [`QuorumPlane::drain_commit_samples`]).
+    pub fn stats(&self) -> &QuorumStats {
+        &self.stats
+    }
+
+    /// Commit latencies measured since the last call.
+    pub fn drain_commit_samples(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.stats.commit_samples)
+    }
+
+    /// The holders (one per TTL in use), read-only.
+    pub fn holders(&self) -> impl Iterator<Item = &Holder> {
+        self.holders.values()
+    }
+
+    /// The watcher, read-only.
+    pub fn watcher(&self) -> &Watcher {
+        &self.watcher
+    }
+
+    /// The cached strong names.
+    pub fn name_cache(&self) -> &NameCache {
+        &self.names
+    }
+
+    /// The receiver's check of a message sent to strong name `name` at `version` for
+    /// the local process `to` (see [`NameCache::check_send`]).
+    pub fn check_strong_send(&mut self, name: &str, version: u64, to: &Pid) -> bool {
+        self.names.check_send(name, version, to).is_ok()
+    }
+
+    /// The voters currently reachable (live in SWIM, or this node), by name.
+    pub fn reachable_names(&self) -> Vec<String> {
+        self.config
+            .voters
+            .names()
+            .iter()
+            .filter(|v| **v == self.name || self.live.contains(*v))
+            .cloned()
+            .collect()
+    }
+
+    /// Voters currently reachable (live in SWIM, or this node).
+    pub fn reachable_voters(&self) -> usize {
+        self.config
+            .voters
+            .names()
+            .iter()
+            .filter(|v| **v == self.name || self.live.contains(*v))
+            .count()
+    }
+
+    /// The shard's preferred proposer among the live voters.
+    pub fn preferred(&self, shard: ShardId) -> Option<String> {
+        let ids: Vec<(NodeId, &String)> = self
+            .config
+            .voters
+            .names()
+            .iter()
+            .filter(|v| **v == self.name || self.live.contains(*v))
+            .map(|v| (proposer_id(v), v))
+            .collect();
+        let only: Vec<NodeId> = ids.iter().map(|(i, _)| *i).collect();
+        let best = preferred_proposer(&shard.0.to_le_bytes(), &only)?;
+        ids.into_iter()
+            .find(|(i, _)| *i == best)
+            .map(|(_, n)| n.clone())
+    }
+
+    /// Next output.
+    pub fn poll_output(&mut self) -> Option<QuorumOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`QuorumPlane::handle_tick`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let forwards = self.forwarded.values().map(|(at, _)| *at).min();
+        let holders = self.holders.values().filter_map(Holder::poll_timeout).min();
+        [
+            self.formation.poll_timeout(),
+            self.proposer.as_ref().and_then(Proposer::poll_timeout),
+            holders,
+            self.watcher.poll_timeout(),
+            forwards,
+            self.root.as_ref().map(|_| self.next_gossip),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- inputs ------------------------------------------------------------------
+
+    /// The live peers changed (SWIM).
+    pub fn set_live(&mut self, now: Instant, live: impl IntoIterator<Item = String>) {
+        let new: BTreeSet<String> = live.into_iter().collect();
+        for gone in self.live.difference(&new) {
+            self.watcher.node_down(now, gone);
+        }
+        for back in new.difference(&self.live) {
+            self.watcher.node_up(back);
+        }
+        self.live = new;
+        self.set_reachable();
+        self.rewatch(now);
+        self.drain(now);
+    }
+
+    /// A control frame from `from`.
+    pub fn handle_message(&mut self, now: Instant, from: &str, payload: &[u8]) {
+        let Ok(msg) = wire::decode::<QuorumMsg>(payload) else {
+            bump(&mut self.stats, "malformed");
+            return;
+        };
+        self.on_message(now, from, msg);
+        self.drain(now);
+    }
+
+    fn on_message(&mut self, now: Instant, from: &str, msg: QuorumMsg) {
+        match msg {
+            QuorumMsg::Hello(h) => self.formation.handle_hello(now, h),
+            QuorumMsg::Request { to, req } => self.on_request(from, to, req),
+            QuorumMsg::Reply { to, from: acc, rep } => {
+                let mine = proposer_id(&self.name);
+                match self.proposer.as_mut() {
+                    Some(p) if to == mine.0 => p.handle_reply(now, NodeId(acc), rep, &mut self.rng),
+                    Some(_) => bump(&mut self.stats, "unknown_proposer"),
+                    None => bump(&mut self.stats, "no_root"),
+                }
+            }
+            QuorumMsg::Forward {
+                shard,
+                change,
+                request,
+            } => match self.proposer.as_mut() {
+                Some(p) => {
+                    let op = p.propose(now, shard, Some(request), change);
+                    self.ops
+                        .insert(op, Origin::Remote(request, from.to_owned()));
+                    self.stats.forwarded_in += 1;
+                }
+                None => bump(&mut self.stats, "no_root"),
+            },
+            QuorumMsg::Forwarded { request, outcome } => {
+                match self.forwarded.remove(&request) {
+                    // Timed out here already; the retry went local.
+                    None => bump(&mut self.stats, "late_forward"),
+                    Some((_, shard)) => {
+                        let result = outcome.ok_or(ProposeError::Timeout);
+                        self.learn(now, shard, &result);
+                        self.complete_local(now, request, result);
+                    }
+                }
+            }
+            QuorumMsg::Names {
+                shard,
+                stamp,
+                names,
+            } => {
+                self.names.learn_names(shard, stamp, &names);
+            }
+        }
+    }
+
+    fn on_request(&mut self, from: &str, to: u64, req: Request<ShardId, ShardSlot>) {
+        let Some(acceptor) = self.acceptor.as_mut() else {
+            bump(&mut self.stats, "not_a_voter");
+            return;
+        };
+        if Some(to) != self.acceptor_id {
+            bump(&mut self.stats, "not_for_this_acceptor");
+            return;
+        }
+        let pid = proposer_id(from);
+        self.proposer_nodes.insert(pid, from.to_owned());
+        acceptor.handle_request(pid, req);
+    }
+
+    /// The commit `id` asked for by [`QuorumOutput::Persist`] finished.
+    pub fn handle_persisted(&mut self, now: Instant, id: u64, result: Result<(), String>) {
+        let Some((expected, mut batch)) = self.in_flight.take() else {
+            return;
+        };
+        debug_assert_eq!(expected, id);
+        match result {
+            Ok(()) => {
+                self.stats.commits += 1;
+                self.stats.commit_keys += batch.batch().len() as u64;
+                let replies = batch.finish(&Ok::<(), crate::quorum::StoreError>(()));
+                self.send_replies(replies);
+            }
+            Err(e) => {
+                let _ = batch.finish(&Err::<(), _>(crate::quorum::StoreError::Write(e.clone())));
+                self.stop(format!("acceptor state could not be made durable: {e}"));
+            }
+        }
+        self.drain(now);
+    }
+
+    /// The root record asked for by [`QuorumOutput::PersistRoot`] is durable (or not).
+    pub fn handle_root_persisted(&mut self, now: Instant, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.formation.handle_persisted(now) {
+                    tracing::warn!(error = %e, "root persisted with nothing pending");
+                }
+            }
+            Err(e) => self.stop(format!("the root record could not be made durable: {e}")),
+        }
+        self.drain(now);
+    }
+
+    /// Periodic work.
+    pub fn handle_tick(&mut self, now: Instant) {
+        self.formation.handle_timeout(now);
+        if let Some(p) = self.proposer.as_mut() {
+            p.handle_timeout(now, &mut self.rng);
+        }
+        for h in self.holders.values_mut() {
+            h.handle_timeout(now);
+        }
+        self.watcher.handle_timeout(now);
+        let due: Vec<RequestId> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in due {
+            self.forwarded.remove(&request);
+            self.stats.forward_timeouts += 1;
+            self.fallback.insert(request);
+            self.complete_local(now, request, Err(ProposeError::Timeout));
+        }
+        if self.root.is_some() && now >= self.next_gossip {
+            self.next_gossip = now + self.config.names_gossip;
+            self.gossip_names();
+        }
+        self.drain(now);
+    }
+
+    // ----- calls -------------------------------------------------------------------
+
+    fn holder(&mut self, ttl: Option<Duration>) -> Result<(u64, &mut Holder), CallError> {
+        if self.stopped {
+            return Err(CallError::Claims(ClaimsError::Unavailable {
+                reason: Unavailable::NoQuorum {
+                    reachable: 0,
+                    needed: majority(self.config.voters.names().len()),
+                },
+            }));
+        }
+        let ttl_ms = ms(ttl.unwrap_or(self.config.ttl));
+        if !self.holders.contains_key(&ttl_ms) {
+            let mut hc = HolderConfig::new(
+                &self.name,
+                self.incarnation,
+                self.config.shards,
+                self.config.voters.names().len(),
+            );
+            hc.client =
+                crate::claims::client_id(&self.name, self.incarnation, &format!("holder-{ttl_ms}"));
+            hc.ttl = Duration::from_millis(ttl_ms);
+            hc.drift = self.config.drift;
+            hc.guard = self.config.guard;
+            let mut h = Holder::new(hc).map_err(|e| CallError::BadTtl(e.to_string()))?;
+            h.set_reachable_voters(self.effective_reachable());
+            self.holders.insert(ttl_ms, h);
+        }
+        let h =
+            self.holders
+                .get_mut(&ttl_ms)
+                .ok_or(CallError::Claims(ClaimsError::Unavailable {
+                    reason: Unavailable::NoVoters,
+                }))?;
+        Ok((ttl_ms, h))
+    }
+
+    /// Runs `f` on the holder of `ttl` (the default TTL if `None`) and returns the call.
+    pub fn call(
+        &mut self,
+        now: Instant,
+        ttl: Option<Duration>,
+        f: impl FnOnce(&mut Holder, Instant) -> Result<CallId, ClaimsError>,
+    ) -> Result<ClaimCall, CallError> {
+        let (ttl_ms, h) = self.holder(ttl)?;
+        let call = f(h, now).map_err(CallError::Claims)?;
+        self.drain(now);
+        Ok(ClaimCall { ttl_ms, call })
+    }
+
+    /// Starts a linearizable read of `shard`'s table on this node's proposer; the
+    /// result comes as [`QuorumOutput::ReadDone`]. `None` before the root is in force.
+    pub fn read(&mut self, now: Instant, shard: ShardId) -> Option<u64> {
+        let p = self.proposer.as_mut()?;
+        let id = self.next_read;
+        self.next_read += 1;
+        let op = p.propose(now, shard, None, ShardChange::Read);
+        self.ops.insert(op, Origin::Read(id));
+        self.drain(now);
+        Some(id)
+    }
+
+    /// Whether `token` is this node's valid token for `task` now (any TTL).
+    pub fn is_valid(&self, now: Instant, task: &str, token: u64) -> bool {
+        self.holders.values().any(|h| h.is_valid(now, task, token))
+    }
+
+    /// The TTL of the holder that holds `task`, if one does.
+    pub fn holder_ttl_of(&self, task: &str) -> Option<Duration> {
+        self.holders
+            .iter()
+            .find(|(_, h)| h.validity(task).is_some())
+            .map(|(ttl, _)| Duration::from_millis(*ttl))
+    }
+
+    /// The token and end of validity of a task this node holds.
+    pub fn validity(&self, task: &str) -> Option<(u64, Instant)> {
+        self.holders.values().find_map(|h| h.validity(task))
+    }
+
+    // ----- plumbing ----------------------------------------------------------------
+
+    fn stop(&mut self, why: String) {
+        if !self.stopped {
+            self.stopped = true;
+            self.acceptor = None;
+            self.outputs.push_back(QuorumOutput::Fatal(why));
+        }
+    }
+
+    fn effective_reachable(&self) -> usize {
+        if self.root.is_some() && !self.stopped {
+            self.reachable_voters()
+        } else {
+            0
+        }
+    }
+
+    fn set_reachable(&mut self) {
+        let r = self.effective_reachable();
+        for h in self.holders.values_mut() {
+            h.set_reachable_voters(r);
+        }
+    }
+
+    fn rewatch(&mut self, now: Instant) {
+        if self.root.is_none() {
+            return;
+        }
+        for s in 0..self.config.shards {
+            let shard = ShardId(s);
+            if self.preferred(shard).as_deref() == Some(self.name.as_str()) {
+                self.watcher.watch(now, shard);
+            } else {
+                self.watcher.unwatch(shard);
+            }
+        }
+    }
+
+    fn gossip_names(&mut self) {
+        let watched: Vec<ShardId> = self.watcher.watched().collect();
+        for shard in watched {
+            let Some((stamp, names)) = self.names.snapshot(shard) else {
+                continue;
+            };
+            if names.is_empty() {
+                continue;
+            }
+            let msg = QuorumMsg::Names {
+                shard,
+                stamp,
+                names: names.clone(),
+            };
+            let peers: Vec<String> = self.live.iter().cloned().collect();
+            for p in peers {
+                self.send(&p, &msg);
+            }
+        }
+    }
+
+    fn send(&mut self, to: &str, msg: &QuorumMsg) {
+        if to == self.name {
+            // Our own acceptor or proposer: no network, handled in `drain`.
+            self.loopback.push_back(msg.clone());
+            return;
+        }
+        match wire::encode(msg) {
+            Ok(payload) => self.outputs.push_back(QuorumOutput::Send {
+                to: to.to_owned(),
+                payload,
+            }),
+            Err(_) => bump(&mut self.stats, "encode_failed"),
+        }
+    }
+
+    fn send_replies(&mut self, replies: Vec<crate::quorum::Envelope<Reply<ShardId, ShardSlot>>>) {
+        let Some(acc) = self.acceptor_id else {
+            return;
+        };
+        for env in replies {
+            let Some(node) = self.proposer_nodes.get(&env.to).cloned() else {
+                bump(&mut self.stats, "unknown_proposer");
+                continue;
+            };
+            let msg = QuorumMsg::Reply {
+                to: env.to.0,
+                from: acc,
+                rep: env.msg,
+            };
+            self.send(&node, &msg);
+        }
+    }
+
+    /// Routes a submission: to the preferred proposer, or here.
+    fn submit(&mut self, now: Instant, sub: Submission) {
+        let fallback = self.fallback.remove(&sub.request);
+        match self.preferred(sub.shard) {
+            Some(p) if p != self.name && !fallback => {
+                self.forwarded
+                    .insert(sub.request, (now + self.config.forward_timeout, sub.shard));
+                self.stats.forwarded_out += 1;
+                let msg = QuorumMsg::Forward {
+                    shard: sub.shard,
+                    change: sub.change,
+                    request: sub.request,
+                };
+                self.send(&p, &msg);
+            }
+            _ => match self.proposer.as_mut() {
+                Some(prop) => {
+                    let op = prop.propose(now, sub.shard, Some(sub.request), sub.change);
+                    self.ops.insert(op, Origin::Local(sub.request, now));
+                }
+                None => self.complete_local(now, sub.request, Err(ProposeError::Timeout)),
+            },
+        }
+    }
+
+    fn learn(&mut self, now: Instant, shard: ShardId, result: &Result<ShardOutcome, ProposeError>) {
+        if let Ok(
+            crate::quorum::Outcome::Applied(Some(t))
+            | crate::quorum::Outcome::Rejected {
+                current: Some(t), ..
+            },
+        ) = result
+        {
+            self.watcher.observe(now, shard, t);
+            if self.names.learn(shard, t) && self.watcher.watched().any(|s| s == shard) {
+                // A change of a shard's names: tell the others now, not at the next
+                // periodic gossip.
+                self.next_gossip = now;
+            }
+        }
+    }
+
+    fn complete_local(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        result: Result<ShardOutcome, ProposeError>,
+    ) {
+        if request.client == self.watcher.client() {
+            self.watcher.handle_completion(now, request, result);
+            return;
+        }
+        if let Some(h) = self
+            .holders
+            .values_mut()
+            .find(|h| h.client() == request.client)
+        {
+            h.handle_completion(now, request, result);
+        }
+    }
+
+    /// Moves every sub-machine's outputs along until nothing moves.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(msg) = self.loopback.pop_front() {
+                progressed = true;
+                let me = self.name.clone();
+                self.on_message(now, &me, msg);
+            }
+            while let Some(out) = self.formation.poll_output() {
+                progressed = true;
+                match out {
+                    FormationOutput::Send { to, hello } => self.send(&to, &QuorumMsg::Hello(hello)),
+                    FormationOutput::Persist(root) => {
+                        self.outputs.push_back(QuorumOutput::PersistRoot(root));
+                    }
+                    FormationOutput::RootInForce(root) => self.root_in_force(now, root),
+                    FormationOutput::ConfigMismatch { peer, reason } => {
+                        tracing::error!(peer = ?peer, %reason, "voter configuration mismatch");
+                    }
+                    FormationOutput::RootConflict { peer, theirs } => {
+                        tracing::error!(%peer, ?theirs, "a voter holds another root record");
+                    }
+                }
+            }
+            let mut subs = Vec::new();
+            for h in self.holders.values_mut() {
+                while let Some(s) = h.poll_submit() {
+                    subs.push(s);
+                }
+            }
+            while let Some(s) = self.watcher.poll_submit() {
+                subs.push(s);
+            }
+            for s in subs {
+                progressed = true;
+                self.submit(now, s);
+            }
+            let mut proposer_out = Vec::new();
+            if let Some(p) = self.proposer.as_mut() {
+                while let Some(o) = p.poll_output() {
+                    proposer_out.push(o);
+                }
+            }
+            for o in proposer_out {
+                progressed = true;
+                match o {
+                    ProposerOutput::Send(env) => {
+                        let target = self
+                            .root
+                            .as_ref()
+                            .and_then(|r| r.voter_of(env.to))
+                            .map(str::to_owned);
+                        match target {
+                            Some(node) => {
+                                if matches!(env.msg, Request::Prepare { .. }) {
+                                    self.stats.requests_prepare += 1;
+                                } else {
+                                    self.stats.requests_accept += 1;
+                                }
+                                let msg = QuorumMsg::Request {
+                                    to: env.to.0,
+                                    req: env.msg,
+                                };
+                                self.send(&node, &msg);
+                            }
+                            None => bump(&mut self.stats, "no_root"),
+                        }
+                    }
+                    ProposerOutput::Complete(c) => {
+                        match &c.result {
+                            Ok(_) => self.stats.committed += 1,
+                            Err(_) => self.stats.timeouts += 1,
+                        }
+                        self.learn(now, c.key, &c.result);
+                        match self.ops.remove(&c.op) {
+                            Some(Origin::Local(request, started)) => {
+                                self.stats
+                                    .commit_samples
+                                    .push(now.saturating_duration_since(started));
+                                self.complete_local(now, request, c.result);
+                            }
+                            Some(Origin::Read(id)) => {
+                                let result = c.result.map(|o| match o {
+                                    crate::quorum::Outcome::Applied(t)
+                                    | crate::quorum::Outcome::Rejected { current: t, .. } => t,
+                                    crate::quorum::Outcome::Superseded => None,
+                                });
+                                self.outputs
+                                    .push_back(QuorumOutput::ReadDone { id, result });
+                            }
+                            Some(Origin::Remote(request, origin)) => {
+                                let msg = QuorumMsg::Forwarded {
+                                    request,
+                                    outcome: c.result.ok(),
+                                };
+                                self.send(&origin, &msg);
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+            // Acceptor outputs join the open batch; one commit is in flight at a time.
+            let mut acc_out = Vec::new();
+            if let Some(a) = self.acceptor.as_mut() {
+                while let Some(o) = a.poll_output() {
+                    acc_out.push(o);
+                }
+            }
+            for o in acc_out {
+                progressed = true;
+                if self.open.push(o).is_err() {
+                    self.stop("an acceptor state could not be encoded".to_owned());
+                }
+            }
+            if self.in_flight.is_none()
+                && (self.open.pending_replies() > 0 || !self.open.batch().is_empty())
+            {
+                progressed = true;
+                let batch = std::mem::take(&mut self.open);
+                if batch.batch().is_empty() {
+                    // Only replies that changed nothing, and nothing before them is
+                    // pending: release them now.
+                    let mut batch = batch;
+                    let replies = batch.finish(&Ok::<(), crate::quorum::StoreError>(()));
+                    self.send_replies(replies);
+                } else {
+                    let id = self.next_commit;
+                    self.next_commit += 1;
+                    let entries = batch.batch().to_vec();
+                    self.in_flight = Some((id, batch));
+                    self.outputs
+                        .push_back(QuorumOutput::Persist { id, entries });
+                }
+            }
+            let mut events = Vec::new();
+            for (ttl_ms, h) in &mut self.holders {
+                while let Some(ev) = h.poll_event() {
+                    events.push((*ttl_ms, ev));
+                }
+            }
+            for (ttl_ms, ev) in events {
+                progressed = true;
+                match ev {
+                    HolderEvent::Done { call, result } => {
+                        self.outputs.push_back(QuorumOutput::CallDone {
+                            call: ClaimCall { ttl_ms, call },
+                            result,
+                        });
+                    }
+                    other => self.outputs.push_back(QuorumOutput::Holder(other)),
+                }
+            }
+            while let Some(ev) = self.watcher.poll_event() {
+                progressed = true;
+                let crate::claims::WatcherEvent::Evicted { .. } = ev;
+                self.stats.evictions += 1;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn root_in_force(&mut self, now: Instant, root: RootRecord) {
+        if self.formation.is_acceptor() {
+            if let Some(id) = self.acceptor_id {
+                let restored = std::mem::take(&mut self.restored);
+                self.acceptor = Some(Acceptor::restore(NodeId(id), root.epoch, restored));
+            }
+        }
+        self.proposer = Some(Proposer::new(
+            proposer_id(&self.name),
+            self.incarnation,
+            root.epoch,
+            root.acceptor_ids(),
+            self.config.proposer.clone(),
+        ));
+        self.root = Some(root);
+        self.set_reachable();
+        self.rewatch(now);
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
