@@ -11,11 +11,17 @@
 //!   agent's own membership view ([`serf_rpc`] talks to serf);
 //! - [`scenario`]: the measurements; [`report`]: the tables and goals;
 //! - [`nft`]: byte counters on the agents' ports; [`ports`], [`stats`]: helpers.
+//!
+//! The `groups-bench` binary compares mesh's process groups and group sends with
+//! Erlang/OTP `pg`: join visibility across a cluster and group-send throughput
+//! ([`groups`]; the Erlang side is driven by [`erlang`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cleanup;
 pub mod cluster;
+pub mod erlang;
+pub mod groups;
 pub mod nft;
 pub mod ports;
 pub mod report;
