@@ -22,6 +22,12 @@ use crate::ports::free_ports;
 /// The Erlang source of the benchmark's entry points.
 pub const MODULE_SOURCE: &str = include_str!("erlang/meshbench_pg.erl");
 
+/// Scheduler flags of every VM: no busy waiting. By default an idle BEAM scheduler
+/// spins before it sleeps; with several VMs on two shared cores the spinning VMs take
+/// the CPU from the ones with work (measured here: distributed throughput 68 k/s with
+/// spinning, see BENCHMARKS.md), which would be a handicap of the setup, not of Erlang.
+pub const NO_BUSY_WAIT: [&str; 6] = ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"];
+
 /// Where the Erlang tools are.
 #[derive(Debug, Clone)]
 pub struct ErlangOptions {
@@ -149,7 +155,8 @@ impl ErlangCluster {
 
     fn erl_command(&self, name: &str, hidden: bool) -> Command {
         let mut erl = Command::new(&self.opts.erl);
-        erl.args(["-sname", name, "-setcookie", &self.cookie])
+        erl.args(NO_BUSY_WAIT)
+            .args(["-sname", name, "-setcookie", &self.cookie])
             .args(["-noshell", "-noinput", "-start_epmd", "false"])
             .args(["-kernel", "start_pg", "true"])
             .arg("-pa")
@@ -179,7 +186,8 @@ impl ErlangCluster {
             self.erl_command(&format!("ctl{}", self.controllers), true)
         } else {
             let mut erl = Command::new(&self.opts.erl);
-            erl.args(["-noshell", "-noinput", "-kernel", "start_pg", "true", "-pa"])
+            erl.args(NO_BUSY_WAIT)
+                .args(["-noshell", "-noinput", "-kernel", "start_pg", "true", "-pa"])
                 .arg(self.dir.path())
                 .stdin(Stdio::null());
             erl

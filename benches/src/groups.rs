@@ -78,6 +78,9 @@ pub struct VisResult {
     /// mesh: time until the joiner's agent answered the listen request (the member is
     /// in place there), seconds.
     pub join_call: Vec<f64>,
+    /// mesh: per join seen everywhere, every agent's time, sorted (how the join
+    /// spread: gossip rounds show as steps), seconds.
+    pub spread: Vec<Vec<f64>>,
     /// Time until the cluster was fully connected / converged, seconds.
     pub converged: Option<f64>,
     /// Set when the run could not be completed.
@@ -173,7 +176,12 @@ fn mesh_visibility_into(
         let group = format!("vis-{salt:x}-{j}");
         let sample = one_mesh_join(&admins, &pollers, &listener, &group, s)?;
         match sample.seen {
-            Some(d) => result.samples.push(d.as_secs_f64()),
+            Some(d) => {
+                result.samples.push(d.as_secs_f64());
+                result
+                    .spread
+                    .push(sample.each.iter().map(Duration::as_secs_f64).collect());
+            }
             None => {
                 result.censored += 1;
                 progress(
@@ -194,6 +202,8 @@ struct MeshJoin {
     join_call: Duration,
     /// Until every agent listed the member; `None` if not by the deadline.
     seen: Option<Duration>,
+    /// Each agent's time, sorted, when all saw it.
+    each: Vec<Duration>,
 }
 
 fn one_mesh_join(
@@ -272,12 +282,17 @@ fn one_mesh_join(
             .map(|h| h.join().unwrap_or(None))
             .collect();
         drop(stream.take());
-        let all = seen.iter().copied().collect::<Option<Vec<Instant>>>();
+        let mut each: Vec<Duration> = seen
+            .iter()
+            .flatten()
+            .map(|at| at.saturating_duration_since(t0))
+            .collect();
+        each.sort_unstable();
+        let everywhere = seen.iter().all(Option::is_some);
         Ok(MeshJoin {
             join_call: joined.saturating_duration_since(t0),
-            seen: all
-                .and_then(|v| v.into_iter().max())
-                .map(|at| at.saturating_duration_since(t0)),
+            seen: everywhere.then(|| each.last().copied().unwrap_or_default()),
+            each,
         })
     })
 }

@@ -77,6 +77,10 @@ struct Args {
     /// 500 ms for 5 s after a member joins the cluster; the default waits that out).
     #[arg(long, default_value_t = 6)]
     settle_secs: u64,
+    /// mesh SWIM timing profile (`lan`, or `local` to see how the gossip period
+    /// moves join visibility).
+    #[arg(long, default_value = "lan")]
+    profile: String,
     /// Pause between joins, milliseconds.
     #[arg(long, default_value_t = 100)]
     gap_ms: u64,
@@ -180,7 +184,7 @@ fn main() -> Result<()> {
         let opts = ClusterOptions {
             meshctl: meshctl.clone(),
             serf: "serf".into(),
-            profile: "lan".to_owned(),
+            profile: args.profile.clone(),
             serf_retry_interval: "1s".to_owned(),
             poll_timeout: Duration::from_secs(2),
             keep_files: args.keep_files,
@@ -334,6 +338,10 @@ fn render_visibility(rows: &[VisRow], s: &VisSettings) -> String {
                 format!("  N={n} mesh listen answered p50"),
                 call.map_or("n/a".to_owned(), |p| ms(p.p50))
             ));
+            out.push_str(&format!(
+                "  N={n} mesh spread, p50 over joins of the time the k-th agent saw it (ms): {}\n",
+                render_spread(&m.spread)
+            ));
         }
         let conv = |r: &Option<VisResult>| {
             r.as_ref()
@@ -353,6 +361,30 @@ fn render_visibility(rows: &[VisRow], s: &VisSettings) -> String {
         }
     }
     out
+}
+
+/// `2nd 3.1 | 25% 210.0 | 50% 405.2 | 75% ... | last ...`: for a few ranks k, the
+/// median over joins of the time the k-th agent (sorted) saw the member.
+fn render_spread(spread: &[Vec<f64>]) -> String {
+    let Some(n) = spread.first().map(Vec::len).filter(|&n| n > 1) else {
+        return "n/a".to_owned();
+    };
+    let ranks = [
+        ("2nd", 1),
+        ("25%", n / 4),
+        ("50%", n / 2),
+        ("75%", 3 * n / 4),
+        ("last", n - 1),
+    ];
+    let parts: Vec<String> = ranks
+        .iter()
+        .map(|(label, k)| {
+            let at: Vec<f64> = spread.iter().filter_map(|v| v.get(*k).copied()).collect();
+            let p50 = Percentiles::of(&at, 0, 0.0).map_or("n/a".to_owned(), |p| ms(p.p50));
+            format!("{label} {p50}")
+        })
+        .collect();
+    parts.join(" | ")
 }
 
 fn visibility_goal(m: &VisResult, s: &VisSettings) -> String {
