@@ -577,3 +577,48 @@ fn load_average() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_reports_the_median_join_per_rank() {
+        // Three joins over four agents: rank 1 (2nd) is 10, 20, 30 ms -> median 20 ms.
+        let spread = vec![
+            vec![0.001, 0.010, 0.200, 0.400],
+            vec![0.001, 0.020, 0.210, 0.500],
+            vec![0.001, 0.030, 0.220, 0.600],
+        ];
+        assert_eq!(
+            render_spread(&spread),
+            "2nd 20.0 | 25% 20.0 | 50% 210.0 | 75% 500.0 | last 500.0"
+        );
+        assert_eq!(render_spread(&[]), "n/a");
+    }
+
+    #[test]
+    fn a_censored_p99_fails_the_visibility_goal_even_if_p50_is_fast() {
+        let s = VisSettings {
+            joins: 2,
+            poll: Duration::from_millis(5),
+            join_timeout: Duration::from_secs(10),
+            converge_timeout: Duration::from_secs(1),
+            settle: Duration::ZERO,
+            gap: Duration::ZERO,
+        };
+        let fast = VisResult {
+            samples: vec![0.005, 0.006],
+            ..VisResult::default()
+        };
+        assert!(visibility_goal(&fast, &s).ends_with("-> MET"));
+        let one_lost = VisResult {
+            samples: vec![0.005],
+            censored: 1,
+            ..VisResult::default()
+        };
+        let goal = visibility_goal(&one_lost, &s);
+        assert!(goal.contains("p99 >10000"), "{goal}");
+        assert!(goal.ends_with("NOT MET"), "{goal}");
+    }
+}
