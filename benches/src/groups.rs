@@ -486,6 +486,7 @@ pub fn mesh_in_process(s: &TpSettings) -> Result<Throughput> {
     }
     tp.elapsed = t0.elapsed();
     tp.settled = tp.delivered;
+    // Sender and members share the node: a full mailbox is counted as a send error.
     tp.refused_in = node.stats().send_errors.values().sum();
     Ok(tp)
 }
