@@ -61,7 +61,7 @@ pub fn install_signal_handler() -> Result<()> {
         .name("signals".to_owned())
         .spawn(move || {
             let name = set.wait().map_or("a signal", Signal::as_str);
-            eprintln!("\nmembership-bench: got {name}: killing agents and cleaning up");
+            eprintln!("\nbench: got {name}: killing agents and cleaning up");
             undo_everything();
             std::process::exit(130);
         })
@@ -123,6 +123,20 @@ impl ChildGuard {
     /// The child's process id.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The child's stdin and stdout pipes, if the command asked for them (each can be
+    /// taken once).
+    pub fn take_pipes(
+        &mut self,
+    ) -> (
+        Option<std::process::ChildStdin>,
+        Option<std::process::ChildStdout>,
+    ) {
+        match self.child.as_mut() {
+            Some(child) => (child.stdin.take(), child.stdout.take()),
+            None => (None, None),
+        }
     }
 
     /// `Some(status)` if the child has exited on its own (it is then reaped).

@@ -278,6 +278,11 @@ impl Node {
         Ok(())
     }
 
+    /// The admin API (mesh) or RPC (serf) address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control
+    }
+
     /// The agent's process id, if running.
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(ChildGuard::pid)
@@ -603,7 +608,7 @@ fn serf_args(
 }
 
 /// Runs a short command to completion, failing with its stderr if it fails.
-fn run_checked(command: &mut Command) -> Result<()> {
+pub(crate) fn run_checked(command: &mut Command) -> Result<()> {
     let out = command
         .stdin(Stdio::null())
         .output()

@@ -14,11 +14,17 @@
 //!
 //! The `registry-bench` binary (`src/registry_bench.rs`) needs none of this: it times
 //! local join+leave in `mesh_core::registry` in-process as the number of groups grows.
+//!
+//! The `groups-bench` binary compares mesh's process groups and group sends with
+//! Erlang/OTP `pg`: join visibility across a cluster and group-send throughput
+//! ([`groups`]; the Erlang side is driven by [`erlang`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cleanup;
 pub mod cluster;
+pub mod erlang;
+pub mod groups;
 pub mod nft;
 pub mod ports;
 pub mod report;
