@@ -98,7 +98,8 @@ pub(crate) fn run(args: SendArgs) -> Result<()> {
             if answer.remote_nodes == 1 { "" } else { "s" },
         ))?;
     }
-    if !answer.failed.is_empty() || !answer.timed_out.is_empty() {
+    if !answer.failed.is_empty() || !answer.timed_out.is_empty() || !answer.backpressure.is_empty()
+    {
         let mut parts: Vec<String> = answer
             .failed
             .iter()

@@ -223,6 +223,11 @@ pub struct DisseminationConfig {
     /// Bound on each channel's piggyback queue and on each channel's batch buffer, in
     /// item bytes. Must hold the largest accepted item.
     pub queue_max_bytes: usize,
+    /// Also batch small items (they still ride SWIM datagrams too): an item then goes
+    /// out at the next batch round instead of waiting for SWIM traffic, which foca only
+    /// sends on its probe period when membership is quiet. Costs a second copy of each
+    /// small item; each copy counts in `pushed`.
+    pub eager: bool,
 }
 
 impl Default for DisseminationConfig {
@@ -234,6 +239,7 @@ impl Default for DisseminationConfig {
             batch_max_bytes: 64 * 1024,
             anti_entropy_interval: Some(Duration::from_secs(1)),
             queue_max_bytes: 256 * 1024,
+            eager: false,
         }
     }
 }
@@ -760,14 +766,23 @@ impl Dissemination {
             self.stats.channels[c].rejected += 1;
             return Err(PushError::TooLarge { len, max });
         }
-        let lane = if len <= self.config.piggyback_max_item {
-            Lane::Piggyback
-        } else {
+        let small = len <= self.config.piggyback_max_item;
+        if small {
+            self.enqueue(c, Lane::Piggyback, item.clone());
+        }
+        if !small || self.config.eager {
             if self.batch_is_empty() {
                 self.batch_due = Some(now + self.config.batch_interval);
             }
-            Lane::Batch
-        };
+            self.enqueue(c, Lane::Batch, item);
+        }
+        Ok(())
+    }
+
+    /// Queues an accepted item in one lane, dropping (and counting) the oldest items of
+    /// that lane if it overflows.
+    fn enqueue(&mut self, c: usize, lane: Lane, item: Bytes) {
+        let len = item.len();
         let queue_max = self.config.queue_max_bytes;
         let queue = &mut self.channels[c].queues[lane as usize];
         queue.items.push_back(Item {
@@ -787,7 +802,6 @@ impl Dissemination {
             stats.dropped_overflow_bytes += oldest.bytes.len() as u64;
         }
         self.refresh_queued(c);
-        Ok(())
     }
 
     /// Wraps a SWIM packet for `to` into a datagram of at most [`MAX_DATAGRAM`] bytes,

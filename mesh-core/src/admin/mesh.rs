@@ -301,6 +301,9 @@ pub struct SendAnswer {
     pub failed: Vec<Failed>,
     /// Nodes that did not confirm in time (their targets' fate is unknown).
     pub timed_out: Vec<String>,
+    /// Nodes whose send queue was full: their targets got nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backpressure: Vec<String>,
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -404,6 +407,7 @@ async fn send(
         remote_nodes: receipt.remote_nodes,
         failed,
         timed_out: outcome.timed_out,
+        backpressure: outcome.refused,
     };
     // A single destination that refused is an error to the sender, not a success with
     // a footnote.

@@ -939,6 +939,36 @@ fn items_above_piggyback_max_item_are_batched_and_smaller_ones_piggybacked() {
 }
 
 #[test]
+fn eager_small_items_go_out_in_the_next_batch_round_and_still_ride_datagrams() {
+    let mut config = quiet();
+    config.eager = true;
+    let mut d = node(config, 1);
+    let now = Instant::now();
+    d.set_peers(now, &peers(3));
+    d.push(now, GROUPS, item(1, 40)).expect("accepted");
+    // Without any SWIM traffic, the batch round carries it.
+    assert_eq!(d.poll_timeout(), Some(now + d.config().batch_interval));
+    d.handle_tick(now + d.config().batch_interval);
+    let sent = batches(&outputs(&mut d));
+    assert_eq!(sent.len(), 2, "fanout(3) = 2 peers: {sent:?}");
+    for (_, items) in &sent {
+        assert_eq!(items, &vec![(GROUPS, item(1, 40))]);
+    }
+    // The piggyback copy is still there for SWIM packets, to a peer the batch missed.
+    let missed = peers(3)
+        .into_iter()
+        .find(|p| sent.iter().all(|(to, _)| to != p))
+        .expect("one peer left");
+    assert_eq!(wrap(&mut d, now, &missed, 0), vec![(GROUPS, item(1, 40))]);
+    // Without eager, the same item waits for a datagram.
+    let mut lazy = node(quiet(), 1);
+    lazy.set_peers(now, &peers(3));
+    lazy.push(now, GROUPS, item(1, 40)).expect("accepted");
+    lazy.handle_tick(now + Duration::from_millis(100));
+    assert!(batches(&outputs(&mut lazy)).is_empty());
+}
+
+#[test]
 fn batch_fanout_targets_are_distinct_live_peers_and_scale_as_log2() {
     let table = [
         (1, 1),

@@ -115,7 +115,14 @@ impl Default for NodeConfig {
         Self {
             membership: MembershipConfig::default(),
             registry: RegistryConfig::default(),
-            dissemination: DisseminationConfig::default(),
+            dissemination: DisseminationConfig {
+                // Push every delta at once (batch rounds every 5 ms while anything is
+                // queued) rather than waiting for SWIM traffic to carry it: a quiet
+                // cluster sends SWIM packets only on its probe period.
+                eager: true,
+                batch_interval: Duration::from_millis(5),
+                ..DisseminationConfig::default()
+            },
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             quorum: None,
         }
@@ -276,6 +283,9 @@ pub struct SendReceipt {
     /// Set for an acknowledged send with remote targets: the outcome comes as
     /// [`Output::SendResult`].
     pub pending: Option<AckId>,
+    /// Remote nodes whose send queue was full, so their frame was not sent (set by the
+    /// shell, which carries the frames out; see [`Node::refuse_ack`]).
+    pub refused_nodes: Vec<String>,
 }
 
 /// The outcome of an acknowledged send's remote part.
@@ -287,6 +297,8 @@ pub struct SendOutcome {
     pub failed: Vec<(Pid, Undeliverable)>,
     /// Nodes that did not answer within [`ACK_TIMEOUT`] (their outcome is unknown).
     pub timed_out: Vec<String>,
+    /// Nodes whose send queue was full: their targets got nothing.
+    pub refused: Vec<String>,
 }
 
 /// How many peers a [`Node::sync`] waits for.
@@ -1286,12 +1298,31 @@ impl Node {
         Ok(receipt)
     }
 
-    /// The shell could not queue a frame (the stream is full): the send it belonged to
-    /// fails for that node.
+    /// The shell could not queue a frame (the stream is full). Counted; for a user
+    /// message the shell reports it to the sender (see [`Node::refuse_ack`]).
     pub fn frame_refused(&mut self, to: &str, class: Class) {
         bump(&mut self.stats.send_errors, "backpressure");
         if class == Class::User {
             tracing::debug!(peer = to, "user frame refused by the transport");
+        }
+    }
+
+    /// The frame of acknowledged send `id` to `node` was refused by the transport: do
+    /// not wait for that node's ack (its targets got nothing).
+    pub fn refuse_ack(&mut self, id: AckId, node: &str) {
+        let Some(pending) = self.acks.get_mut(&id) else {
+            return;
+        };
+        if pending.waiting.remove(node).is_some() {
+            pending.outcome.refused.push(node.to_owned());
+        }
+        if pending.waiting.is_empty() {
+            if let Some(done) = self.acks.remove(&id) {
+                self.outputs.push_back(Output::SendResult {
+                    id,
+                    outcome: done.outcome,
+                });
+            }
         }
     }
 

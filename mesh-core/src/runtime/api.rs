@@ -150,7 +150,7 @@ impl AgentHandle {
         dest: Dest,
         payload: Bytes,
     ) -> Result<Result<SendReceipt, SendError>, ApiError> {
-        self.call(move |n, now| n.send(now, from, &dest, payload, false))
+        self.call_shell(move |shell, now| shell.send_now(now, from, &dest, payload, false))
             .await
     }
 
@@ -164,7 +164,9 @@ impl AgentHandle {
     ) -> Result<Result<(SendReceipt, SendOutcome), SendError>, ApiError> {
         let started = self
             .call_shell(move |shell, now| {
-                let receipt = shell.node.send(now, from, &dest, payload, true)?;
+                // An outcome resolved during the send (every frame refused) is flushed
+                // only after this closure returns, so the waiter is in place for it.
+                let receipt = shell.send_now(now, from, &dest, payload, true)?;
                 let rx = receipt.pending.map(|id| {
                     let (tx, rx) = oneshot::channel();
                     shell.acks.insert(id, tx);

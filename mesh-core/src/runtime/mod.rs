@@ -275,6 +275,7 @@ impl Agent {
                 acks: HashMap::new(),
                 syncs: HashMap::new(),
                 next_publish: now,
+                refused_user: Vec::new(),
             };
             shell.run(inbound, command_rx, done_rx, persist_rx).await;
             transport.shutdown().await;
@@ -393,6 +394,8 @@ struct Shell {
     syncs: HashMap<SyncId, oneshot::Sender<Result<(), SyncError>>>,
     /// When the node's metrics are next published.
     next_publish: Instant,
+    /// Peers whose user frame the transport refused during the current flush.
+    refused_user: Vec<String>,
 }
 
 /// How often the node's counters are copied into the metrics (the membership gauges
@@ -402,6 +405,40 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 impl Shell {
     fn now(&self) -> Instant {
         self.shared.clock.now()
+    }
+
+    /// Runs a send and carries its frames out at once, so that a full send queue is the
+    /// sender's error (`Backpressure` for one destination; `refused_nodes` in a group
+    /// send's receipt), not a silent drop.
+    fn send_now(
+        &mut self,
+        now: Instant,
+        from: Option<crate::pid::Pid>,
+        dest: &crate::node::Dest,
+        payload: Bytes,
+        ack: bool,
+    ) -> Result<crate::node::SendReceipt, crate::node::SendError> {
+        self.flush();
+        self.refused_user.clear();
+        let mut receipt = self.node.send(now, from, dest, payload, ack)?;
+        self.flush();
+        let refused = std::mem::take(&mut self.refused_user);
+        if refused.is_empty() {
+            return Ok(receipt);
+        }
+        // The ack's outcome (if every frame was refused) stays queued in the node until
+        // the loop's next flush, after the caller has put its waiter in.
+        if let Some(id) = receipt.pending {
+            for node in &refused {
+                self.node.refuse_ack(id, node);
+            }
+        }
+        use crate::node::Dest;
+        if matches!(dest, Dest::Pid(_) | Dest::Name(_) | Dest::Strong(_)) {
+            return Err(crate::node::SendError::Backpressure(refused[0].clone()));
+        }
+        receipt.refused_nodes = refused;
+        Ok(receipt)
     }
 
     async fn run(
@@ -549,10 +586,14 @@ impl Shell {
                     self.transport.send_datagram(&peer, data);
                 }
                 Output::Frame { to, class, payload } => {
-                    // A refused frame is counted by the transport; the node learns of it.
+                    // A refused frame is counted by the transport; the node learns of it,
+                    // and a user message's sender is told (see `Shell::send_now`).
                     if self.transport.send_frame(&to, class, payload).is_err() {
-                        let name = to.name.as_deref().unwrap_or_default();
-                        self.node.frame_refused(name, class);
+                        let name = to.name.clone().unwrap_or_default();
+                        self.node.frame_refused(&name, class);
+                        if class == mesh_transport::frame::Class::User {
+                            self.refused_user.push(name);
+                        }
                     }
                 }
                 Output::Request {
