@@ -23,13 +23,15 @@
 //! - **Q3 one proposer per shard when possible.** A change goes to the shard's
 //!   HRW-preferred proposer among the live voters; if it does not answer within
 //!   [`QuorumConfig::forward_timeout`] the caller sees a timeout and its retry (same
-//!   request id, so at most once) is proposed locally. Safety never depends on who
-//!   proposes.
+//!   request id, so at most once) goes to the next voter in HRW order, and only when
+//!   every live voter timed out is it proposed here. (The claims simulation showed that
+//!   falling back to local proposals at once makes every node duel on the shard and
+//!   renews get lost.) Safety never depends on who proposes.
 //! - **Q4 unavailable is explicit.** With no voters configured, before the root is in
 //!   force, or with fewer than a majority of voters reachable, calls fail at once with
 //!   [`Unavailable`]; they never fall back to eventual names.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,8 +69,12 @@ pub struct QuorumConfig {
     /// Proposer timings.
     pub proposer: ProposerConfig,
     /// How long a change forwarded to the preferred proposer may take before the
-    /// caller's retry is proposed locally.
+    /// caller's retry goes to the next voter (at most a quarter of the TTL, so that a
+    /// session can still be renewed in time).
     pub forward_timeout: Duration,
+    /// How long a voter that let a forwarded change time out is skipped as a preferred
+    /// proposer (unless it is heard from sooner).
+    pub slow_voter_backoff: Duration,
     /// How often formation repeats an unanswered hello.
     pub formation_retry: Duration,
     /// How often the preferred proposer of a shard re-gossips its strong names.
@@ -86,6 +92,7 @@ impl QuorumConfig {
             guard: Duration::from_millis(100),
             proposer: ProposerConfig::default(),
             forward_timeout: Duration::from_millis(1500),
+            slow_voter_backoff: Duration::from_secs(10),
             formation_retry: Duration::from_millis(500),
             names_gossip: Duration::from_secs(5),
         }
@@ -258,9 +265,14 @@ pub struct QuorumPlane {
     watcher: Watcher,
     names: NameCache,
     ops: HashMap<OpId, Origin>,
-    /// Changes forwarded to a preferred proposer: their deadline and shard.
-    forwarded: HashMap<RequestId, (Instant, ShardId)>,
-    fallback: HashSet<RequestId>,
+    /// Changes forwarded to a preferred proposer: their deadline, shard and target.
+    forwarded: HashMap<RequestId, (Instant, ShardId, String)>,
+    /// Per change, the voters that timed out on it: its retry goes to the next one.
+    excluded: HashMap<RequestId, BTreeSet<String>>,
+    /// Voters that let a forward time out, skipped as preferred proposers until then
+    /// (or until heard from): SWIM may take seconds to declare an isolated voter down,
+    /// and every new change would otherwise wait a forward timeout on it.
+    slow: HashMap<String, Instant>,
     live: BTreeSet<String>,
     proposer_nodes: HashMap<NodeId, String>,
     next_gossip: Instant,
@@ -375,7 +387,8 @@ impl QuorumPlane {
             watcher: Watcher::new(wc),
             ops: HashMap::new(),
             forwarded: HashMap::new(),
-            fallback: HashSet::new(),
+            excluded: HashMap::new(),
+            slow: HashMap::new(),
             live: BTreeSet::new(),
             proposer_nodes: HashMap::new(),
             next_gossip: now,
@@ -464,12 +477,18 @@ impl QuorumPlane {
 
     /// The shard's preferred proposer among the live voters.
     pub fn preferred(&self, shard: ShardId) -> Option<String> {
+        self.preferred_excluding(shard, &BTreeSet::new())
+    }
+
+    /// The shard's preferred proposer among the live voters not in `excluded`.
+    fn preferred_excluding(&self, shard: ShardId, excluded: &BTreeSet<String>) -> Option<String> {
         let ids: Vec<(NodeId, &String)> = self
             .config
             .voters
             .names()
             .iter()
             .filter(|v| **v == self.name || self.live.contains(*v))
+            .filter(|v| !excluded.contains(*v))
             .map(|v| (proposer_id(v), v))
             .collect();
         let only: Vec<NodeId> = ids.iter().map(|(i, _)| *i).collect();
@@ -486,7 +505,7 @@ impl QuorumPlane {
 
     /// When [`QuorumPlane::handle_tick`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let forwards = self.forwarded.values().map(|(at, _)| *at).min();
+        let forwards = self.forwarded.values().map(|(at, _, _)| *at).min();
         let holders = self.holders.values().filter_map(Holder::poll_timeout).min();
         [
             self.formation.poll_timeout(),
@@ -529,6 +548,8 @@ impl QuorumPlane {
     }
 
     fn on_message(&mut self, now: Instant, from: &str, msg: QuorumMsg) {
+        // Heard from: no longer skipped as a slow proposer.
+        self.slow.remove(from);
         match msg {
             QuorumMsg::Hello(h) => self.formation.handle_hello(now, h),
             QuorumMsg::Request { to, req } => self.on_request(from, to, req),
@@ -557,7 +578,7 @@ impl QuorumPlane {
                 match self.forwarded.remove(&request) {
                     // Timed out here already; the retry went local.
                     None => bump(&mut self.stats, "late_forward"),
-                    Some((_, shard)) => {
+                    Some((_, shard, _)) => {
                         let result = outcome.ok_or(ProposeError::Timeout);
                         self.learn(now, shard, &result);
                         self.complete_local(now, request, result);
@@ -635,13 +656,19 @@ impl QuorumPlane {
         let due: Vec<RequestId> = self
             .forwarded
             .iter()
-            .filter(|(_, (at, _))| *at <= now)
+            .filter(|(_, (at, _, _))| *at <= now)
             .map(|(r, _)| *r)
             .collect();
         for request in due {
-            self.forwarded.remove(&request);
+            if let Some((_, _, target)) = self.forwarded.remove(&request) {
+                self.excluded
+                    .entry(request)
+                    .or_default()
+                    .insert(target.clone());
+                self.slow
+                    .insert(target, now + self.config.slow_voter_backoff);
+            }
             self.stats.forward_timeouts += 1;
-            self.fallback.insert(request);
             self.complete_local(now, request, Err(ProposeError::Timeout));
         }
         if self.root.is_some() && now >= self.next_gossip {
@@ -824,13 +851,17 @@ impl QuorumPlane {
         }
     }
 
-    /// Routes a submission: to the preferred proposer, or here.
+    /// Routes a submission: to the preferred proposer (the next one in HRW order for a
+    /// retry of a change that timed out there), or here.
     fn submit(&mut self, now: Instant, sub: Submission) {
-        let fallback = self.fallback.remove(&sub.request);
-        match self.preferred(sub.shard) {
-            Some(p) if p != self.name && !fallback => {
+        self.slow.retain(|_, until| *until > now);
+        let mut excluded = self.excluded.get(&sub.request).cloned().unwrap_or_default();
+        excluded.extend(self.slow.keys().cloned());
+        match self.preferred_excluding(sub.shard, &excluded) {
+            Some(p) if p != self.name => {
+                let timeout = self.config.forward_timeout.min(self.config.ttl / 4);
                 self.forwarded
-                    .insert(sub.request, (now + self.config.forward_timeout, sub.shard));
+                    .insert(sub.request, (now + timeout, sub.shard, p.clone()));
                 self.stats.forwarded_out += 1;
                 let msg = QuorumMsg::Forward {
                     shard: sub.shard,
@@ -872,6 +903,12 @@ impl QuorumPlane {
         request: RequestId,
         result: Result<ShardOutcome, ProposeError>,
     ) {
+        if result.is_ok() {
+            self.excluded.remove(&request);
+        } else if self.excluded.len() > 4096 {
+            // Retries of long-gone changes: forget the oldest bookkeeping wholesale.
+            self.excluded.clear();
+        }
         if request.client == self.watcher.client() {
             self.watcher.handle_completion(now, request, result);
             return;

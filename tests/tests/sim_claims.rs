@@ -1,0 +1,335 @@
+//! Task claims and strong names through the whole node on the simulator: voter
+//! formation, forwarding to the preferred proposer, group commit to (in-memory) stores,
+//! holders, watchers and SWIM, under loss, partitions, kills and wiped disks. The
+//! protocol itself is checked far harder (linearizability, validity windows, clock skew)
+//! by `mesh-core/tests/claims_sim.rs` on the bare sans-IO pieces; these tests check that
+//! the node wires them so that those properties reach the caller.
+//!
+//! `MESH_SIM_SEEDS=N` runs N seeds per test; `MESH_SIM_SEED=S` replays one.
+
+use std::time::Duration;
+
+use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, Unavailable};
+use mesh_core::membership::MemberState;
+use mesh_core::node::quorum::CallError;
+use mesh_core::node::Dest;
+use mesh_core::process::Delivery;
+use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
+
+const SEEDS: u64 = 24;
+const TTL: Duration = Duration::from_secs(2);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Five nodes, voters n0..n2, claims TTL 2 s; returns once every node has the root.
+fn cluster(seed: u64) -> Result<Sim, String> {
+    let mut sim = Sim::new(seed);
+    sim.set_voters(&[0, 1, 2]);
+    if let Some(q) = sim.node_config.quorum.as_mut() {
+        q.config.ttl = TTL;
+    }
+    sim.add_cluster(5);
+    if !sim.run_until(secs(20), Sim::all_see_all_alive) {
+        return Err(format!("membership: {}", sim.describe()));
+    }
+    let formed = sim.run_until(secs(20), |s| {
+        s.live_nodes().iter().all(|&i| {
+            s.node(i)
+                .and_then(|n| n.quorum())
+                .is_some_and(|q| q.root().is_some())
+        })
+    });
+    if !formed {
+        return Err("the voters never formed a root".into());
+    }
+    Ok(sim)
+}
+
+fn claim(sim: &mut Sim, n: usize, task: &str) -> Result<CallOk, String> {
+    let task = task.to_owned();
+    let call = match sim.claims_call(n, None, move |h, now| h.claim(now, &task)) {
+        Some(Ok(c)) => c,
+        other => return Err(format!("n{n}: claim refused at once: {other:?}")),
+    };
+    match sim.await_claim(n, call, secs(10)) {
+        Some(Ok(ok)) => Ok(ok),
+        Some(Err(e)) => Err(format!("n{n}: {e}")),
+        None => Err(format!("n{n}: no result within 10 s")),
+    }
+}
+
+fn token_of(ok: &CallOk) -> u64 {
+    match ok {
+        CallOk::Claimed { token, .. } => *token,
+        other => panic!("not a claim: {other:?}"),
+    }
+}
+
+/// L2 through the node: a killed holder's task is claimable elsewhere within
+/// TTL·(1+ρ) + detection + one commit, and with a higher token (S2); meanwhile every
+/// attempt is refused with the holder and its token.
+#[test]
+fn a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token() {
+    for_each_seed(
+        "a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let first = token_of(&claim(&mut sim, 3, "job")?);
+            match claim(&mut sim, 4, "job") {
+                Err(e) if e.contains("held by") => {}
+                other => {
+                    return Err(format!(
+                        "a second holder must be refused with the holder: {other:?}"
+                    ))
+                }
+            }
+            sim.kill(3);
+            let killed = sim.elapsed();
+            // TTL·(1+ρ) on the watcher's clock, SWIM detection (LAN ≈ 3 s), one commit and
+            // a forward timeout if the watcher's node was the preferred proposer that moved.
+            let bound = TTL.mul_f64(1.001) + secs(6);
+            loop {
+                match claim(&mut sim, 4, "job") {
+                    Ok(ok) => {
+                        let took = sim.elapsed() - killed;
+                        let token = token_of(&ok);
+                        if token <= first {
+                            return Err(format!("token {token} after {first}: tokens went back"));
+                        }
+                        if took > bound {
+                            return Err(format!("claimable only after {took:?} (bound {bound:?})"));
+                        }
+                        return Ok(());
+                    }
+                    Err(e) if e.contains("held by") => {}
+                    Err(e) => return Err(format!("unexpected failure: {e}")),
+                }
+                if sim.elapsed() - killed > bound + secs(5) {
+                    return Err("never claimable again".into());
+                }
+                sim.run_for(Duration::from_millis(200));
+            }
+        },
+    );
+}
+
+/// L3 through the node: under 5 % loss, a holder that keeps renewing (by itself,
+/// every TTL/3) never loses its claim, and its validity never lapses.
+#[test]
+fn a_renewing_holder_never_loses_its_claim_under_loss() {
+    for_each_seed(
+        "a_renewing_holder_never_loses_its_claim_under_loss",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let token = token_of(&claim(&mut sim, 3, "steady")?);
+            sim.set_network(LinkConfig {
+                loss: 0.05,
+                ..LinkConfig::default()
+            });
+            for step in 0..100 {
+                sim.run_for(Duration::from_millis(200));
+                let valid = sim.with_node(3, |n, now| {
+                    n.quorum().is_some_and(|q| q.is_valid(now, "steady", token))
+                });
+                if valid != Some(true) {
+                    return Err(format!(
+                        "the claim lapsed at step {step} ({:?})",
+                        sim.elapsed()
+                    ));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// L4: one isolated voter stalls nothing — claims from other nodes complete promptly.
+#[test]
+fn one_isolated_voter_stalls_nothing() {
+    for_each_seed("one_isolated_voter_stalls_nothing", SEEDS, |seed| {
+        let mut sim = cluster(seed)?;
+        let voter = usize::try_from(seed % 3).unwrap_or(0);
+        sim.isolate(voter);
+        for k in 0..5 {
+            let n = 3 + k % 2;
+            let t0 = sim.elapsed();
+            claim(&mut sim, n, &format!("task{k}"))?;
+            let took = sim.elapsed() - t0;
+            // A forward to the isolated voter (if it was preferred) times out once.
+            if took > secs(4) {
+                return Err(format!("a claim took {took:?} with n{voter} isolated"));
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Q4: on the minority side of a partition calls answer Unavailable with the reason,
+/// at once; the majority side carries on.
+#[test]
+fn the_minority_side_answers_unavailable_and_the_majority_carries_on() {
+    for_each_seed(
+        "the_minority_side_answers_unavailable_and_the_majority_carries_on",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            sim.partition(&[0, 3], &[1, 2, 4]);
+            let apart = sim.run_until(secs(20), |s| {
+                s.all_see(&[3], 1, &[MemberState::Down]) && s.all_see(&[3], 2, &[MemberState::Down])
+            });
+            if !apart {
+                return Err("the partition was never seen".into());
+            }
+            let r = sim.claims_call(3, None, |h, now| h.claim(now, "x"));
+            match r {
+                Some(Err(CallError::Claims(ClaimsError::Unavailable {
+                    reason:
+                        Unavailable::NoQuorum {
+                            reachable: 1,
+                            needed: 2,
+                        },
+                }))) => {}
+                other => {
+                    return Err(format!(
+                        "minority: want Unavailable(NoQuorum 1/2), got {other:?}"
+                    ))
+                }
+            }
+            claim(&mut sim, 4, "x").map(|_| ())
+        },
+    );
+}
+
+/// Strong names: two concurrent registrations of one name — exactly one wins, the other
+/// is refused with the winner; a send to the name reaches the winner with its version.
+#[test]
+fn concurrent_strong_registrations_have_exactly_one_winner() {
+    for_each_seed(
+        "concurrent_strong_registrations_have_exactly_one_winner",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let mut calls = Vec::new();
+            for n in [3, 4] {
+                let made = sim.with_node(n, |node, now| {
+                    let (pid, mb) = node.spawn(None);
+                    let owner = pid.clone();
+                    let call = node.claims_call(now, None, move |h, now| {
+                        h.register_strong(now, "leader", owner, false)
+                    });
+                    (pid, mb, call)
+                });
+                match made {
+                    Some((pid, mb, Ok(call))) => calls.push((n, pid, mb, call)),
+                    other => return Err(format!("n{n}: {other:?}")),
+                }
+            }
+            let mut winners = Vec::new();
+            let mut losers = Vec::new();
+            for (n, pid, _, call) in &calls {
+                match sim.await_claim(*n, *call, secs(10)) {
+                    Some(Ok(CallOk::Registered { version, .. })) => {
+                        winners.push((pid.clone(), version))
+                    }
+                    Some(Err(ClaimsError::Rejected(ClaimReject::NameTaken { owner, .. }))) => {
+                        losers.push(owner)
+                    }
+                    other => return Err(format!("n{n}: {other:?}")),
+                }
+            }
+            let [(winner, version)] = winners.as_slice() else {
+                return Err(format!("winners {winners:?}, losers {losers:?}"));
+            };
+            if losers != vec![winner.clone()] {
+                return Err(format!(
+                    "the loser must be told the winner {winner:?}: {losers:?}"
+                ));
+            }
+            // The cache reaches every node (gossip); a send carries the version.
+            let cached = sim.run_until(secs(10), |s| {
+                s.node(0)
+                    .and_then(|n| n.quorum())
+                    .and_then(|q| q.name_cache().whereis("leader").cloned())
+                    .is_some_and(|e| e.owner == *winner && e.version == *version)
+            });
+            if !cached {
+                return Err("the strong name never reached n0's cache".into());
+            }
+            let sent = sim.with_node(0, |n, now| {
+                n.send(
+                    now,
+                    None,
+                    &Dest::Strong("leader".into()),
+                    bytes::Bytes::from_static(b"hi"),
+                    false,
+                )
+            });
+            if !matches!(sent, Some(Ok(_))) {
+                return Err(format!("send to the strong name: {sent:?}"));
+            }
+            sim.run_for(secs(1));
+            let (_, _, mb, _) = calls
+                .iter()
+                .find(|(_, p, _, _)| p == winner)
+                .ok_or("the winner is one of the two")?;
+            match mb.try_recv() {
+                Some(Delivery::Message { payload, .. }) if payload.as_ref() == b"hi" => Ok(()),
+                other => Err(format!("the owner did not get the message: {other:?}")),
+            }
+        },
+    );
+}
+
+/// Q2: a voter whose disk was wiped comes back with a new acceptor id and does not vote
+/// under its old one; with the other two voters claims keep working.
+#[test]
+fn a_wiped_voter_comes_back_not_voting_and_claims_keep_working() {
+    for_each_seed(
+        "a_wiped_voter_comes_back_not_voting_and_claims_keep_working",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let before = token_of(&claim(&mut sim, 3, "w")?);
+            sim.kill(2);
+            sim.wipe(2);
+            sim.run_for(secs(1));
+            sim.restart(2);
+            let refused = sim.run_until(secs(20), |s| {
+                s.node(2)
+                    .and_then(|n| n.quorum())
+                    .is_some_and(|q| q.root().is_some() && !q.is_acceptor())
+            });
+            if !refused {
+                return Err(
+                    "the wiped voter acts as an acceptor (or never learned the root)".into(),
+                );
+            }
+            let state = format!(
+                "{:?}",
+                sim.node(2)
+                    .and_then(|n| n.quorum())
+                    .map(|q| q.formation().state().clone())
+            );
+            if !state.contains("wiped") {
+                return Err(format!("its state must say it was wiped: {state}"));
+            }
+            claim(&mut sim, 4, "w2")?;
+            // What was acknowledged before the wipe survived it (the other two voters hold
+            // it): n3 still holds "w" with its token, renewing.
+            let kept = sim.with_node(3, |n, now| {
+                n.quorum().is_some_and(|q| q.is_valid(now, "w", before))
+            });
+            if kept != Some(true) {
+                return Err("the claim acknowledged before the wipe was lost".into());
+            }
+            match claim(&mut sim, 4, "w") {
+                Err(e) if e.contains("held by") => Ok(()),
+                other => Err(format!("the task must still be held by n3: {other:?}")),
+            }
+        },
+    );
+}
