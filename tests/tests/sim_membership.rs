@@ -11,6 +11,8 @@ use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
 
 /// Seeds per test in an ordinary run; CI runs at least this many.
 const SEEDS: u64 = 200;
+/// Seeds for the scenarios that simulate a minute of a 10-node or a 50-node cluster.
+const HEAVY_SEEDS: u64 = 60;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -40,15 +42,19 @@ fn ten_nodes_converge() {
 /// L1 at scale: fifty nodes converge, and nobody was ever declared down on the way.
 #[test]
 fn fifty_nodes_converge_without_false_downs() {
-    for_each_seed("fifty_nodes_converge_without_false_downs", SEEDS, |seed| {
-        let sim = converge(50, seed, secs(20))?;
-        let downs = sim.false_downs_since(Duration::ZERO);
-        if downs.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("false downs while joining: {:?}", downs.first()))
-        }
-    });
+    for_each_seed(
+        "fifty_nodes_converge_without_false_downs",
+        HEAVY_SEEDS,
+        |seed| {
+            let sim = converge(50, seed, secs(20))?;
+            let downs = sim.false_downs_since(Duration::ZERO);
+            if downs.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("false downs while joining: {:?}", downs.first()))
+            }
+        },
+    );
 }
 
 /// L2: a killed node is declared down by every live node, and only it.
@@ -214,7 +220,7 @@ fn whole_cluster_restart_heals() {
 /// L4: at 10 % loss on every link, no healthy node is declared down.
 #[test]
 fn no_false_down_at_ten_percent_loss() {
-    for_each_seed("no_false_down_at_ten_percent_loss", SEEDS, |seed| {
+    for_each_seed("no_false_down_at_ten_percent_loss", HEAVY_SEEDS, |seed| {
         let mut sim = converge(10, seed, secs(15))?;
         let since = sim.elapsed();
         sim.set_loss(0.10);
@@ -274,7 +280,7 @@ fn no_healthy_peer_down(sim: &Sim, since: Duration, degraded: usize) -> Result<(
 fn lossy_peer_does_not_take_healthy_peers_down() {
     for_each_seed(
         "lossy_peer_does_not_take_healthy_peers_down",
-        SEEDS,
+        HEAVY_SEEDS,
         |seed| {
             let mut sim = converge(10, seed, secs(15))?;
             let lossy = 1 + usize::try_from(seed % 9).unwrap_or(0);
@@ -301,7 +307,7 @@ fn lossy_peer_does_not_take_healthy_peers_down() {
 fn starved_peer_does_not_take_healthy_peers_down() {
     for_each_seed(
         "starved_peer_does_not_take_healthy_peers_down",
-        SEEDS,
+        HEAVY_SEEDS,
         |seed| {
             let mut sim = converge(10, seed, secs(15))?;
             let starved = 1 + usize::try_from(seed % 9).unwrap_or(0);
