@@ -47,7 +47,11 @@ const CHANGE_HINTS: StatusHints = &[
         "pass the name's current version (`meshctl names whereis --strong NAME \
          --linearizable`)",
     ),
-    (404, "the name has no owner"),
+    (
+        404,
+        "nothing to change: see the name's owner with `meshctl names whereis --strong NAME \
+         --linearizable`",
+    ),
     (400, "fix the name or the PID"),
 ];
 

@@ -677,6 +677,11 @@ impl Drop for HoldGuard {
                 rt.spawn(async move {
                     match settle(agent.release(&task, token)).await {
                         Ok(_) => tracing::info!(%task, token, "hold ended; claim released"),
+                        // Released already: by the client before it closed the stream.
+                        Err(CallFailure::Call(CallError::Claims(
+                            ClaimsError::NotHeld { .. }
+                            | ClaimsError::Rejected(ClaimReject::StaleToken { .. }),
+                        ))) => tracing::debug!(%task, token, "hold ended; already released"),
                         Err(f) => {
                             tracing::warn!(%task, token, error = ?f, "hold ended; release failed")
                         }
