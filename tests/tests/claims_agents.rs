@@ -74,14 +74,14 @@ fn voters_cluster() -> Cluster {
     });
     c.wait_until(CONVERGE, "every agent has the quorum plane formed", || {
         let mut wrong = String::new();
-        for i in 0..5 {
+        for (i, who) in NAMES.iter().enumerate() {
             match quorum_view(&c, i) {
                 Ok(v) if v.status.epoch == Some(1) && v.status.reachable.len() == 3 => {}
                 Ok(v) => wrong.push_str(&format!(
-                    "{}: {} epoch {:?} reachable {:?}; ",
-                    NAMES[i], v.status.state, v.status.epoch, v.status.reachable
+                    "{who}: {} epoch {:?} reachable {:?}; ",
+                    v.status.state, v.status.epoch, v.status.reachable
                 )),
-                Err(e) => wrong.push_str(&format!("{}: {e}; ", NAMES[i])),
+                Err(e) => wrong.push_str(&format!("{who}: {e}; ")),
             }
         }
         if wrong.is_empty() {
@@ -400,7 +400,7 @@ fn two_concurrent_strong_registrations_of_one_name_have_exactly_one_winner() {
             "every cache has the winner",
             || {
                 let mut wrong = String::new();
-                for i in 0..5 {
+                for (i, who) in NAMES.iter().enumerate() {
                     let (status, body) =
                         call(&c, i, "GET", &format!("/v1/names/strong/{name}"), None);
                     match serde_json::from_str::<WhereisAnswer>(&body) {
@@ -408,7 +408,7 @@ fn two_concurrent_strong_registrations_of_one_name_have_exactly_one_winner() {
                             if status == 200
                                 && a.entry.pid == won.pid
                                 && a.entry.version == won.version => {}
-                        _ => wrong.push_str(&format!("{}: {status} {body}; ", NAMES[i])),
+                        _ => wrong.push_str(&format!("{who}: {status} {body}; ")),
                     }
                 }
                 if wrong.is_empty() {

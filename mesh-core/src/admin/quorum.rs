@@ -1384,8 +1384,10 @@ mod tests {
 
     #[test]
     fn a_shard_view_lists_sessions_claims_and_names_with_their_holders() {
-        let mut t = ShardTable::default();
-        t.next_token = 9;
+        let mut t = ShardTable {
+            next_token: 9,
+            ..ShardTable::default()
+        };
         t.sessions.insert(
             sid("n4"),
             crate::claims::Session {
