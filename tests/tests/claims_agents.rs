@@ -280,8 +280,10 @@ fn a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!(
-        "job-1 claimable again {:?} after kill -9 (bound {bound:?}), token {t1} -> {}",
+        "job-1 claimable again {:?} after kill -9 (bound {bound:?}), {:?} after the old \
+         validity's estimated end; token {t1} -> {}",
         granted_at.duration_since(killed),
+        granted_at.saturating_duration_since(old_end),
         answer.token
     );
     assert!(
