@@ -414,6 +414,11 @@ fn register_quorum() {
          stale_observation and unwatched (watcher), unknown_completion (a duplicate or \
          another life's completion)."
     );
+    describe_counter!(
+        "mesh_claims_hold_releases_total",
+        "Releases of claims whose hold stream ended (admin API), by result: released, \
+         gone (lost or released already), failed (given up after two minutes of retries)."
+    );
     describe_gauge!(
         "mesh_strong_names",
         "Strong names in this node's cache (the cached whereis)."
@@ -457,6 +462,9 @@ fn register_quorum() {
     }
     for result in ["accepted", "refused"] {
         counter!("mesh_strong_sends_total", "result" => result).increment(0);
+    }
+    for result in ["released", "gone", "failed"] {
+        counter!("mesh_claims_hold_releases_total", "result" => result).increment(0);
     }
     for name in [
         "mesh_quorum_failed_rounds_total",

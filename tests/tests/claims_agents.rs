@@ -341,6 +341,57 @@ fn a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token
 }
 
 #[test]
+fn a_hold_releases_its_claim_on_ctrl_c_and_when_its_client_vanishes() {
+    let c = voters_cluster();
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let start = |task: &str| {
+        let hold = LineChild::spawn(&["claim", task, "--hold", "--admin", &admin(&c, n5)]);
+        let (_, line) = hold.next(CALL_BOUND).expect("a claimed line");
+        assert!(
+            line.starts_with(&format!("claimed {task} with token ")),
+            "{line}"
+        );
+        let (status, body) = claim(&c, n4, task);
+        assert_eq!(status, 409, "held while the hold runs: {body}");
+        hold
+    };
+    // Ctrl-C: the command releases the claim itself, says so, and exits 0.
+    let mut hold = start("job-h1");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(hold.child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let (_, line) = hold.next(CALL_BOUND).expect("a released line");
+    assert!(line.starts_with("released job-h1 (token "), "{line}");
+    let (code, stderr) = hold.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (status, body) = claim(&c, n4, "job-h1");
+    assert_eq!(status, 200, "released at once: {body}");
+
+    // kill -9 of the command: the agent notices the closed stream and releases.
+    let mut hold = start("job-h2");
+    let _ = hold.child.kill();
+    let _ = hold.child.wait();
+    let gone = Instant::now();
+    c.wait_until(
+        Duration::from_secs(10),
+        "n4 can claim job-h2",
+        || match claim(&c, n4, "job-h2") {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        },
+    );
+    eprintln!(
+        "a vanished hold client's claim was released within {:?}",
+        gone.elapsed()
+    );
+    let m = c.agents[n5].metrics().expect("metrics");
+    assert_eq!(
+        metric_value(&m, r#"mesh_claims_hold_releases_total{result="released"}"#),
+        Some(1.0),
+        "the agent released job-h2 (job-h1 was released by the command)"
+    );
+}
+
+#[test]
 fn two_concurrent_strong_registrations_of_one_name_have_exactly_one_winner() {
     let c = voters_cluster();
     let (n4, n5) = (c.index("n4"), c.index("n5"));

@@ -44,7 +44,9 @@
 //! - **`/v1/claims/hold` binds the claim to the stream**: the first line is `claimed`
 //!   with the token; `renewed` lines follow each acknowledged renew, `heartbeat` lines
 //!   every second otherwise (so a departed client is noticed); `lost` (with why) ends the
-//!   stream if the claim is lost. When the client goes away the agent releases the claim.
+//!   stream if the claim is lost. When the client goes away the agent releases the claim,
+//!   retrying for up to two minutes while the quorum is unavailable or the outcome is
+//!   unknown (`mesh_claims_hold_releases_total{result}` counts how it ended).
 //!   A hold refuses a task the agent already holds, and a plain claim refuses a task
 //!   under an open hold: otherwise the hold's release would pull the task from under the
 //!   other caller.
@@ -662,6 +664,8 @@ struct HoldGuard {
     api: QuorumApi,
     task: String,
     token: u64,
+    /// The claim's TTL (for how long a release is retried).
+    ttl: Duration,
     release: bool,
 }
 
@@ -671,26 +675,70 @@ impl Drop for HoldGuard {
         if !self.release {
             return;
         }
-        let (agent, task, token) = (self.api.agent.clone(), self.task.clone(), self.token);
+        let agent = self.api.agent.clone();
+        let (task, token, ttl) = (self.task.clone(), self.token, self.ttl);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(async move {
-                    match settle(agent.release(&task, token)).await {
-                        Ok(_) => tracing::info!(%task, token, "hold ended; claim released"),
-                        // Released already: by the client before it closed the stream.
-                        Err(CallFailure::Call(CallError::Claims(
-                            ClaimsError::NotHeld { .. }
-                            | ClaimsError::Rejected(ClaimReject::StaleToken { .. }),
-                        ))) => tracing::debug!(%task, token, "hold ended; already released"),
-                        Err(f) => {
-                            tracing::warn!(%task, token, error = ?f, "hold ended; release failed")
-                        }
-                    }
-                });
+                rt.spawn(release_hold(agent, task, token, ttl));
             }
             // Only when the runtime itself is going away: the agent stops with it.
             Err(_) => tracing::warn!(%task, token, "hold ended without a runtime to release"),
         }
+    }
+}
+
+/// Pause between the attempts of [`release_hold`].
+const HOLD_RELEASE_RETRY: Duration = Duration::from_secs(1);
+/// Attempts of [`release_hold`] before it gives up (and counts it).
+const HOLD_RELEASE_ATTEMPTS: u32 = 120;
+
+/// Releases the claim of a hold that ended. A claim left behind would be renewed by the
+/// agent for ever, so the release is retried while the quorum is unavailable or the
+/// outcome is unknown. "Not held" may be transient: after a release whose outcome was
+/// unknown, the holder adopts the claim again at its next renew (every TTL/3) if the
+/// release did not take effect; so the release stops only once the claim has stayed
+/// away for a whole TTL. Counted in `mesh_claims_hold_releases_total{result}`.
+async fn release_hold(agent: AgentHandle, task: String, token: u64, ttl: Duration) {
+    let mut away_since: Option<Instant> = None;
+    let mut outcome = "failed";
+    for attempt in 0..HOLD_RELEASE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(HOLD_RELEASE_RETRY).await;
+        }
+        match settle(agent.release(&task, token)).await {
+            Ok(_) => {
+                outcome = "released";
+                break;
+            }
+            // The agent is stopping: its sessions go with it.
+            Err(CallFailure::Api(_)) => return,
+            // Held again with a newer token: that is another claim, not ours.
+            Err(CallFailure::Call(CallError::Claims(ClaimsError::Rejected(
+                ClaimReject::StaleToken { .. },
+            )))) => {
+                outcome = "gone";
+                break;
+            }
+            Err(CallFailure::Call(CallError::Claims(
+                ClaimsError::NotHeld { .. } | ClaimsError::Rejected(ClaimReject::NotHeld { .. }),
+            ))) => {
+                let since = *away_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ttl {
+                    outcome = "gone";
+                    break;
+                }
+            }
+            Err(f) => {
+                away_since = None;
+                tracing::warn!(%task, token, error = ?f, attempt, "hold ended; release failed, retrying");
+            }
+        }
+    }
+    counter!("mesh_claims_hold_releases_total", "result" => outcome).increment(1);
+    match outcome {
+        "released" => tracing::info!(%task, token, "hold ended; claim released"),
+        "gone" => tracing::debug!(%task, token, "hold ended; the claim was already gone"),
+        _ => tracing::warn!(%task, token, "hold ended; gave up releasing the claim"),
     }
 }
 
@@ -812,15 +860,22 @@ async fn hold(
         );
     }
     // From here on the guard owns the hold (and, once claimed, the release).
+    let ttl = body.ttl_ms.map(Duration::from_millis);
+    let default_ttl = api
+        .agent
+        .call(|n, _| n.quorum().map(|q| q.config().ttl))
+        .await;
     let mut guard = HoldGuard {
         api: api.clone(),
         task: task.clone(),
         token: 0,
+        ttl: ttl
+            .or(default_ttl.ok().flatten())
+            .unwrap_or(crate::config::DEFAULT_CLAIMS_TTL),
         release: false,
     };
     // Subscribe before claiming, so that no loss can slip in between.
     let events = api.agent.subscribe_claims();
-    let ttl = body.ttl_ms.map(Duration::from_millis);
     let (token, until) = match settle(api.agent.claim(&task, ttl)).await {
         Ok(CallOk::Claimed {
             token, valid_until, ..
