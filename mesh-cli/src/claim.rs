@@ -39,8 +39,8 @@ const CLAIM_HINTS: StatusHints = &[
     ),
     (
         409,
-        "the task is held: wait for its release or eviction (`meshctl claims` shows the \
-         holder), or release it on the agent that holds it",
+        "if the task is held, wait for its release or eviction (`meshctl claims` shows the \
+         holder); if the agent's session was lost, run the command again",
     ),
     (
         400,
