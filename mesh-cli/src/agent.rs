@@ -77,6 +77,23 @@ pub(crate) struct AgentArgs {
     /// Capacity of a process mailbox in messages [default: 1024].
     #[arg(long, env = "MESH_MAILBOX_CAPACITY", value_name = "N")]
     mailbox_capacity: Option<usize>,
+    /// The voters of the quorum plane (task claims, strong names): 3 or 5 node names,
+    /// the same on every agent, e.g. n1,n2,n3 [default: none, claims are off].
+    #[arg(
+        long,
+        env = "MESH_VOTERS",
+        value_name = "NAMES",
+        value_delimiter = ',',
+        value_parser = parse_voter
+    )]
+    voters: Vec<Option<String>>,
+    /// Number of claim shards, fixed when the cluster is created; the same on every
+    /// agent [default: 64].
+    #[arg(long, env = "MESH_SHARDS", value_name = "N")]
+    shards: Option<u32>,
+    /// Default lease TTL of task claims, e.g. 10s [default: 10s].
+    #[arg(long, env = "MESH_CLAIMS_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    claims_ttl: Option<Duration>,
     /// TOML config file; keys are the long option names with underscores.
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -98,6 +115,17 @@ fn parse_seed(s: &str) -> Result<Option<SocketAddr>, String> {
     s.parse()
         .map(Some)
         .map_err(|_| format!("{s:?} is not an IP:PORT address, e.g. 10.0.0.2:7946"))
+}
+
+/// One voter name; an empty item (`MESH_VOTERS=`) is none, as for seeds.
+fn parse_voter(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    mesh_core::identity::validate_name(s)
+        .map(|()| Some(s.to_owned()))
+        .map_err(|e| format!("{s:?} is not a node name: {e}"))
 }
 
 /// Log output format.
@@ -128,6 +156,10 @@ impl AgentArgs {
             packet_size: self.packet_size,
             permdown: self.permdown,
             mailbox_capacity: self.mailbox_capacity,
+            voters: Some(self.voters.iter().flatten().cloned().collect::<Vec<_>>())
+                .filter(|voters| !voters.is_empty()),
+            shards: self.shards,
+            claims_ttl: self.claims_ttl,
         }
     }
 
@@ -216,7 +248,7 @@ fn start_failure(err: &StartError) -> anyhow::Error {
         "cert" => "issue a certificate for this node name with `meshctl cert issue --name NAME`",
         "data_dir" => "check that --data-dir exists and is writable by this user",
         "name" | "advertise" | "packet_size" | "admin_token" | "seeds" | "permdown"
-        | "mailbox_capacity" => {
+        | "mailbox_capacity" | "voters" | "shards" | "claims_ttl" => {
             "fix that setting: a flag, a MESH_* variable or a key in the config file"
         }
         _ => "see the log lines above for details",

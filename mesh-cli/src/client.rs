@@ -12,23 +12,27 @@ use serde::Serialize;
 use crate::config_file::io_reason;
 use crate::error::failure;
 
-/// The `--admin` and `--token` options every query command takes.
+/// The `--admin` and `--token` options every query command takes (global, so they may
+/// also follow a subcommand: `meshctl names whereis X --admin ...`).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct AdminArgs {
     /// Admin API of the agent to ask (HOST:PORT).
-    #[arg(long, env = "MESH_ADMIN", value_name = "ADDR", default_value_t = default_admin())]
+    #[arg(long, env = "MESH_ADMIN", value_name = "ADDR", default_value_t = default_admin(),
+          global = true)]
     pub(crate) admin: String,
-    /// Bearer token of that admin API.
+    /// Bearer token of that admin API (also --admin-token).
     #[arg(
         long,
+        visible_alias = "admin-token",
         env = "MESH_ADMIN_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub(crate) token: Option<String>,
 }
 
-fn default_admin() -> String {
+pub(crate) fn default_admin() -> String {
     format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
 }
 
@@ -41,6 +45,13 @@ impl AdminArgs {
 
 /// Longest we wait for an agent to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest we wait for a quorum call: the agent's own deadline
+/// ([`mesh_core::admin::CALL_DEADLINE`]) plus room for the answer to come back.
+const QUORUM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Hints a command gives for answers of a given HTTP status, instead of the generic
+/// ones (for example "check `meshctl quorum status`" for a 503 of a claims call).
+pub(crate) type StatusHints = &'static [(u16, &'static str)];
 /// Longest we wait for a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -53,6 +64,8 @@ pub(crate) struct AdminClient {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    timeout: Duration,
+    hints: StatusHints,
 }
 
 impl AdminClient {
@@ -76,7 +89,17 @@ impl AdminClient {
             base,
             token: token.filter(|t| !t.is_empty()),
             agent,
+            timeout: TIMEOUT,
+            hints: &[],
         }
+    }
+
+    /// This client for quorum calls: it waits up to 30 s (the agent answers 504 after
+    /// its own 20 s deadline) and gives `hints` for the statuses they list.
+    pub(crate) fn for_quorum(mut self, hints: StatusHints) -> Self {
+        self.timeout = QUORUM_TIMEOUT;
+        self.hints = hints;
+        self
     }
 
     /// The raw JSON of `GET /v1/members`.
@@ -99,7 +122,12 @@ impl AdminClient {
 
     /// The body of a successful `GET path`; every failure says what to do.
     pub(crate) fn get(&self, path: &str) -> Result<String> {
-        let mut request = self.agent.get(format!("{}{path}", self.base));
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(self.timeout))
+            .build();
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -121,7 +149,12 @@ impl AdminClient {
 
     /// The body of a successful `POST path` with a JSON body.
     pub(crate) fn post(&self, path: &str, body: &impl Serialize) -> Result<String> {
-        let mut request = self.agent.post(format!("{}{path}", self.base));
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(self.timeout))
+            .build();
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -180,6 +213,11 @@ impl AdminClient {
     }
 
     fn check(&self, path: &str, status: u16, body: String) -> Result<String> {
+        let hinted = self
+            .hints
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, h)| *h);
         match status {
             200..=299 => Ok(body),
             401 => Err(failure(
@@ -199,6 +237,7 @@ impl AdminClient {
                 format!("the admin API at {} has no {path} (404)", self.shown),
                 "is --admin the admin port of a mesh agent of the same version?",
             )),
+            _ if hinted.is_some() => Err(failure(error_text(&body), hinted.unwrap_or_default())),
             404 => Err(failure(
                 error_text(&body),
                 "check the name, group or PID (`meshctl groups`, `meshctl names`)",

@@ -20,7 +20,8 @@ use crate::error::{failure, one_line};
 
 /// Keys a config file may hold, for error messages.
 pub(crate) const KEYS: &str = "name, bind, advertise, seeds, data_dir, admin, admin_token, ca, \
-                               cert, key, profile, packet_size, permdown, mailbox_capacity";
+                               cert, key, profile, packet_size, permdown, mailbox_capacity, \
+                               voters, shards, claims_ttl";
 
 /// One layer of agent settings; `None` means "not set here".
 ///
@@ -45,6 +46,12 @@ pub(crate) struct Layer {
     #[serde(default, deserialize_with = "duration_opt")]
     pub(crate) permdown: Option<Duration>,
     pub(crate) mailbox_capacity: Option<usize>,
+    /// Voter names (3 or 5), the same on every agent.
+    pub(crate) voters: Option<Vec<String>>,
+    pub(crate) shards: Option<u32>,
+    /// A duration such as `"10s"`.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub(crate) claims_ttl: Option<Duration>,
 }
 
 fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -128,6 +135,9 @@ impl Layer {
             packet_size: self.packet_size.or(lower.packet_size),
             permdown: self.permdown.or(lower.permdown),
             mailbox_capacity: self.mailbox_capacity.or(lower.mailbox_capacity),
+            voters: self.voters.or(lower.voters),
+            shards: self.shards.or(lower.shards),
+            claims_ttl: self.claims_ttl.or(lower.claims_ttl),
         }
     }
 
@@ -185,6 +195,14 @@ impl Layer {
         if let Some(capacity) = self.mailbox_capacity {
             config.mailbox_capacity = capacity;
         }
+        config.voters = self.voters.unwrap_or_default();
+        if let Some(shards) = self.shards {
+            config.shards = shards;
+        }
+        if let Some(ttl) = self.claims_ttl {
+            config.claims_ttl = ttl;
+        }
+        check_claims_ttl(config.claims_ttl)?;
         config.validate().map_err(|e| {
             failure(
                 e.to_string(),
@@ -193,6 +211,22 @@ impl Layer {
         })?;
         Ok(config)
     }
+}
+
+/// Refuses a claims TTL the holder cannot work with (out of range, or too short to
+/// renew in time), naming the key: the agent would otherwise fail only at start.
+fn check_claims_ttl(ttl: Duration) -> Result<()> {
+    // The holder's own check, on the settings the agent uses.
+    let mut probe = mesh_core::claims::HolderConfig::new("n", 0, 1, 3);
+    probe.ttl = ttl;
+    mesh_core::claims::Holder::new(probe)
+        .map(drop)
+        .map_err(|e| {
+            failure(
+                format!("claims_ttl: {e}"),
+                "use a TTL from 200ms to 1 day, e.g. --claims-ttl 10s (renews go every TTL/3)",
+            )
+        })
 }
 
 /// An IO error as a short lower-case reason ("no such file or directory").
@@ -331,6 +365,8 @@ mod tests {
         let config = layer.resolve().expect("config.example.toml is valid");
         assert_eq!(config.name, "n1");
         assert_eq!(config.seeds.len(), 2);
+        assert_eq!(config.voters, ["n1", "n2", "n3"]);
+        assert_eq!(config.claims_ttl, Duration::from_secs(10));
     }
 
     #[test]
@@ -375,6 +411,70 @@ mod tests {
         for bad in ["", "s", "5 weeks", "-3s", "1e400s", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn voters_shards_and_claims_ttl_come_from_the_file_and_are_checked() {
+        let layer = Layer::from_toml(
+            "voters = [\"n1\", \"n2\", \"n3\"]\nshards = 16\nclaims_ttl = \"2s\"\n",
+        )
+        .expect("valid");
+        let config = Layer {
+            data_dir: Some("/d".into()),
+            ..named("n2")
+        }
+        .over(layer)
+        .resolve()
+        .expect("valid");
+        assert_eq!(config.voters, ["n1", "n2", "n3"]);
+        assert_eq!(config.shards, 16);
+        assert_eq!(config.claims_ttl, Duration::from_secs(2));
+
+        let two = Layer {
+            voters: Some(vec!["n1".into(), "n2".into()]),
+            ..named("n1")
+        };
+        let err = two.resolve().expect_err("two voters");
+        assert!(message(&err).starts_with("voters:"), "{err:#}");
+
+        let short = Layer {
+            claims_ttl: Some(Duration::from_millis(50)),
+            ..named("n1")
+        };
+        let err = short.resolve().expect_err("too short");
+        assert!(message(&err).starts_with("claims_ttl:"), "{err:#}");
+        // 150 ms is in range, but a renew at TTL/3 plus the 100 ms guard leaves no time.
+        let tight = Layer {
+            claims_ttl: Some(Duration::from_millis(150)),
+            ..named("n1")
+        };
+        assert!(message(&tight.resolve().expect_err("no time to renew")).starts_with("claims_ttl:"));
+
+        let zero = Layer {
+            shards: Some(0),
+            ..named("n1")
+        };
+        assert!(message(&zero.resolve().expect_err("no shards")).starts_with("shards:"));
+    }
+
+    #[test]
+    fn a_flag_layer_of_voters_replaces_the_files() {
+        let flags = Layer {
+            voters: Some(vec!["a1".into(), "a2".into(), "a3".into()]),
+            ..Layer::default()
+        };
+        let file = Layer {
+            voters: Some(vec!["n1".into(), "n2".into(), "n3".into()]),
+            claims_ttl: Some(Duration::from_secs(4)),
+            ..named("a1")
+        };
+        let config = flags.over(file).resolve().expect("valid");
+        assert_eq!(config.voters, ["a1", "a2", "a3"], "not merged");
+        assert_eq!(config.claims_ttl, Duration::from_secs(4), "file");
+        assert!(
+            named("n1").resolve().expect("valid").voters.is_empty(),
+            "no voters by default: claims are off"
+        );
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //!
 //! Everything lives in a temporary directory: the CA, one data directory per agent
 //! (holding its certificate and key) and one log file per agent. Agents are named
-//! `n1..nN`; `n1` has no seed and every other agent joins through it.
+//! `n1..nN`; `n1` has no seed and every other agent joins through it. With three
+//! agents or more, `n1`, `n2` and `n3` are the voters of the quorum plane: once the
+//! cluster formed, the demo waits for every agent to have the voters' root record in
+//! force, then claims and releases a task through the last agent, to show task claims
+//! working end to end.
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use mesh_core::admin::{ClaimAnswer, ClaimBody, QuorumView, ReleaseBody};
 use mesh_core::membership::MemberState;
 use mesh_transport::certs::{generate_ca, issue_node_cert, write_pair};
 use nix::sys::signal::{kill, Signal};
@@ -34,6 +39,10 @@ const STOP_DEADLINE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 /// Log lines shown when an agent fails.
 const TAIL_LINES: usize = 20;
+/// The demo's voters, when it has at least three agents.
+const VOTERS: &str = "n1,n2,n3";
+/// The task the demo claims and releases.
+const DEMO_TASK: &str = "demo-task";
 
 /// `meshctl demo` options.
 #[derive(Debug, Args)]
@@ -98,6 +107,7 @@ fn run_in(args: &DemoArgs, dir: &Path, stop: &StopSignal) -> Result<()> {
     let ca = generate_ca("demo").hint("this is a bug in meshctl; please report it")?;
     write_pair(&ca_dir, "ca", &ca).hint("check that $TMPDIR is writable")?;
     let ports = choose_ports(n, args.base_port)?;
+    let voters = (n >= 3).then_some(VOTERS);
 
     let mut cluster = Cluster {
         nodes: Vec::with_capacity(n),
@@ -122,6 +132,7 @@ fn run_in(args: &DemoArgs, dir: &Path, stop: &StopSignal) -> Result<()> {
             &data_dir,
             &ca_dir,
             seed,
+            voters,
             args.profile,
         )?;
         cluster.nodes.push(node);
@@ -148,6 +159,14 @@ fn run_in(args: &DemoArgs, dir: &Path, stop: &StopSignal) -> Result<()> {
     for node in &cluster.nodes {
         println!("  meshctl members --admin {}", node.admin_shown());
     }
+    if let Some(last) = cluster.nodes.last().filter(|_| voters.is_some()) {
+        println!("  meshctl quorum status --admin {}", last.admin_shown());
+        println!(
+            "  meshctl claim job-1 --hold --admin {}",
+            last.admin_shown()
+        );
+        println!("  meshctl claims --admin {}", last.admin_shown());
+    }
     println!("waiting for every agent to see {n} alive members ...");
     let started = Instant::now();
     cluster.wait_converged(n, stop)?;
@@ -157,6 +176,18 @@ fn run_in(args: &DemoArgs, dir: &Path, stop: &StopSignal) -> Result<()> {
     );
     if let Some(first) = cluster.nodes.first() {
         print!("{}", render_table(&first.client()?.members()?));
+    }
+    match voters {
+        Some(voters) => {
+            let started = Instant::now();
+            cluster.wait_quorum(stop)?;
+            println!(
+                "claims: voters {voters} formed the quorum plane after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            cluster.show_claim()?;
+        }
+        None => println!("claims: off (they need 3 voters; run with --peers 3 or more)"),
     }
     if args.exit_when_ready {
         cluster.stop_all();
@@ -208,15 +239,16 @@ fn choose_ports(n: usize, base: Option<u16>) -> Result<Vec<(SocketAddr, SocketAd
         .hint("cannot bind UDP sockets on 127.0.0.1; is loopback up?")
 }
 
-/// SIGINT/SIGTERM turned into a flag, checked by the polling loops.
-struct StopSignal {
+/// SIGINT/SIGTERM turned into a flag, checked by the polling loops (here and in
+/// `meshctl claim --hold`).
+pub(crate) struct StopSignal {
     flag: Arc<AtomicBool>,
     // Owns the task that listens for signals.
     _runtime: tokio::runtime::Runtime,
 }
 
 impl StopSignal {
-    fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -242,7 +274,7 @@ impl StopSignal {
         })
     }
 
-    fn requested(&self) -> bool {
+    pub(crate) fn requested(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 }
@@ -267,6 +299,7 @@ impl Node {
         data_dir: &Path,
         ca_dir: &Path,
         seed: Option<SocketAddr>,
+        voters: Option<&str>,
         profile: DemoProfile,
     ) -> Result<Self> {
         let log = data_dir.with_extension("log");
@@ -294,6 +327,9 @@ impl Node {
             .stderr(err);
         if let Some(seed) = seed {
             command.arg("--seed").arg(seed.to_string());
+        }
+        if let Some(voters) = voters {
+            command.args(["--voters", voters]);
         }
         // Our own MESH_* settings (a config file, an advertise address...) are not
         // meant for the demo agents.
@@ -468,6 +504,85 @@ impl Cluster {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Waits until every agent has the voters' root record in force and reaches a
+    /// majority of the voters.
+    fn wait_quorum(&mut self, stop: &StopSignal) -> Result<()> {
+        let deadline = Instant::now() + FORM_DEADLINE;
+        let clients = self
+            .nodes
+            .iter()
+            .map(Node::client)
+            .collect::<Result<Vec<_>>>()?;
+        loop {
+            if stop.requested() {
+                return Err(Self::interrupted());
+            }
+            self.check_running()?;
+            let mut lagging = Vec::new();
+            for (i, client) in clients.iter().enumerate() {
+                let seen = match client.get_json::<QuorumView>("/v1/quorum") {
+                    Ok((_, v))
+                        if v.status.epoch.is_some()
+                            && v.status.reachable.len() >= v.status.quorum =>
+                    {
+                        continue
+                    }
+                    Ok((_, v)) => format!(
+                        "{} with {} of {} voters reachable",
+                        v.status.state,
+                        v.status.reachable.len(),
+                        v.status.voters.len()
+                    ),
+                    Err(e) => format!("no answer ({e})"),
+                };
+                lagging.push((i, seen));
+            }
+            let Some((worst, _)) = lagging.first() else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                let states: Vec<String> = lagging
+                    .iter()
+                    .map(|(i, seen)| format!("{} is {seen}", self.nodes[*i].name))
+                    .collect();
+                let what = format!(
+                    "the voters did not form the quorum plane within {}s: {}",
+                    FORM_DEADLINE.as_secs(),
+                    states.join("; ")
+                );
+                return Err(self.agent_failed(*worst, what));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Claims and releases [`DEMO_TASK`] through the last agent and says so.
+    fn show_claim(&self) -> Result<()> {
+        let Some(last) = self.nodes.last() else {
+            return Ok(());
+        };
+        let client = last.client()?.for_quorum(&[(
+            503,
+            "the voters formed the quorum plane but it is unavailable now: see the logs",
+        )]);
+        let body = ClaimBody {
+            task: DEMO_TASK.to_owned(),
+            ttl_ms: None,
+        };
+        let answer: ClaimAnswer = client.parse(&client.post("/v1/claims", &body)?)?;
+        println!(
+            "claims: {} claimed {DEMO_TASK} with fencing token {}",
+            answer.node, answer.token
+        );
+        let release = ReleaseBody {
+            task: DEMO_TASK.to_owned(),
+            token: answer.token,
+        };
+        client.post("/v1/claims/release", &release)?;
+        println!("claims: {} released {DEMO_TASK}", answer.node);
+        Ok(())
     }
 
     /// SIGTERM to every agent, a grace period to leave, then SIGKILL.

@@ -5,7 +5,8 @@
 //! and node certificates, and `meshctl demo` starts a throw-away local cluster.
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
-//! `send.rs`, `listen.rs`, `cert.rs`, `demo.rs`), plus `client.rs` (the admin API
+//! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `cert.rs`,
+//! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
 //! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
 //! code 1; usage errors are clap's, exit code 2).
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod cert;
+mod claim;
 mod client;
 mod config_file;
 mod demo;
@@ -27,6 +29,7 @@ mod listen;
 mod members;
 mod names;
 mod out;
+mod quorum;
 mod send;
 
 /// The `meshctl` command line.
@@ -53,13 +56,24 @@ enum Command {
     Members(members::MembersArgs),
     /// List the groups an agent sees with member counts, or one group's members.
     Groups(groups::GroupsArgs),
-    /// List the eventual names an agent sees, or find one.
+    /// List the eventual names an agent sees, or find one; with --strong, strong names
+    /// (register, whereis, release, transfer through a quorum).
     Names(names::NamesArgs),
-    /// Send a message to a group, a name or a process.
+    /// Send a message to a group, an eventual or strong name, or a process.
     Send(send::SendArgs),
     /// Hold a process on an agent that joins groups and/or registers a name, and
     /// print what it receives until interrupted.
     Listen(listen::ListenArgs),
+    /// Claim a task for an agent (fenced by a token; the agent renews it until
+    /// released), or with --hold for as long as this command runs.
+    Claim(claim::ClaimArgs),
+    /// List the claims (and strong names) of every shard, read through a quorum.
+    Claims(claim::ClaimsArgs),
+    /// Release a task claimed on this agent, given its current token.
+    Release(claim::ReleaseArgs),
+    /// The quorum plane of claims and strong names.
+    #[command(subcommand)]
+    Quorum(quorum::QuorumCommand),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -86,6 +100,10 @@ pub fn main_entry() -> ExitCode {
         Command::Names(args) => names::run(args),
         Command::Send(args) => send::run(args),
         Command::Listen(args) => listen::run(args),
+        Command::Claim(args) => claim::run_claim(args),
+        Command::Claims(args) => claim::run_claims(args),
+        Command::Release(args) => claim::run_release(args),
+        Command::Quorum(command) => quorum::run(command),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
     };

@@ -1,5 +1,5 @@
-//! `meshctl send`: send one message to a group, a name or a PID, and say what became
-//! of it.
+//! `meshctl send`: send one message to a group, an eventual or strong name, or a PID,
+//! and say what became of it.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use crate::out::print_stdout;
 
 /// `meshctl send` options.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("dest").required(true).args(["group", "name", "pid"])))]
+#[command(group(ArgGroup::new("dest").required(true).args(["group", "name", "strong", "pid"])))]
 #[command(group(ArgGroup::new("which").args(["one", "local", "nearest"])))]
 pub(crate) struct SendArgs {
     /// Send to every member of this group.
@@ -37,6 +37,10 @@ pub(crate) struct SendArgs {
     /// Send to the process registered under this eventual name.
     #[arg(long)]
     name: Option<String>,
+    /// Send to the owner of this strong name (as the agent's cache has it); the message
+    /// carries the name's version and the owner's node refuses a stale one.
+    #[arg(long, value_name = "NAME")]
+    strong: Option<String>,
     /// Send to this process (`node/incarnation/local_id`, as `meshctl groups G` shows).
     #[arg(long)]
     pid: Option<String>,
@@ -80,6 +84,7 @@ pub(crate) fn run(args: SendArgs) -> Result<()> {
         group: args.group.clone(),
         mode: args.group.as_ref().and(mode),
         name: args.name.clone(),
+        strong: args.strong.clone(),
         pid: args.pid.clone(),
         payload,
         payload_base64,

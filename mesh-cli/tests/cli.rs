@@ -2,8 +2,11 @@
 //! precedence through real environment variables, and `members` against a served
 //! admin API. Tests that need running agents live in `tests/tests/agents.rs`.
 
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::mpsc::{self, Receiver};
 
 use mesh_core::admin::{router, serve, AdminView};
 use mesh_core::membership::MemberState;
@@ -251,4 +254,274 @@ fn members_uses_the_token_and_prints_a_table_or_the_exact_json() {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
+}
+
+/// A one-connection HTTP server that answers `status` with `body` and hands back the
+/// request it got (request line, body). Enough to check what `meshctl` sends and how it
+/// reports each answer, without agents.
+fn answer_once(
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> (String, Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let response = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut request_line = String::new();
+        let _ = reader.read_line(&mut request_line);
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let _ = conn.write_all(response.as_bytes());
+        let _ = tx.send((
+            request_line.trim_end().to_owned(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+    });
+    (addr, rx)
+}
+
+fn json_error(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+#[test]
+fn claim_sends_the_task_and_ttl_and_prints_the_token() {
+    let answer = r#"{"task":"job-1","token":7,"valid_for_ms":1900,"node":"n4"}"#;
+    let (admin, request) = answer_once(200, "application/json", answer);
+    let out = meshctl(&["claim", "job-1", "--ttl", "2s", "--admin", &admin], &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (line, body) = request.recv().expect("a request");
+    assert_eq!(line, "POST /v1/claims HTTP/1.1");
+    let sent: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(sent, serde_json::json!({"task": "job-1", "ttl_ms": 2000}));
+    let text = stdout_of(&out);
+    assert!(
+        text.starts_with("claimed job-1 with token 7 on n4 (valid for 1.9s"),
+        "{text}"
+    );
+    assert!(text.contains("meshctl release job-1 --token 7"), "{text}");
+}
+
+#[test]
+fn an_unavailable_quorum_is_an_error_that_points_to_quorum_status() {
+    let message = "claims unavailable: only 1 of the 2 voters needed for a quorum are reachable";
+    let (admin, _) = answer_once(503, "application/json", &json_error(message));
+    let (error, hint) = assert_failure(&meshctl(&["claim", "job-1", "--admin", &admin], &[]));
+    assert_eq!(error, format!("error: {message}"));
+    assert!(hint.contains("meshctl quorum status"), "{hint}");
+    assert!(hint.contains("--voters"), "{hint}");
+}
+
+#[test]
+fn a_claim_without_a_decision_says_it_may_or_may_not_have_taken_effect() {
+    let message =
+        "task \"job-1\": no quorum answered in time; the change may or may not have taken effect";
+    let (admin, _) = answer_once(504, "application/json", &json_error(message));
+    let (error, hint) = assert_failure(&meshctl(&["claim", "job-1", "--admin", &admin], &[]));
+    assert!(
+        error.ends_with("may or may not have taken effect"),
+        "{error}"
+    );
+    assert!(hint.contains("same token"), "retrying is safe: {hint}");
+}
+
+#[test]
+fn a_held_task_and_a_stale_token_name_the_holder_and_the_current_token() {
+    let held = "task \"job-1\" is held by node n4 (session n4/5/1) with token 7";
+    let (admin, _) = answer_once(409, "application/json", &json_error(held));
+    let (error, hint) = assert_failure(&meshctl(&["claim", "job-1", "--admin", &admin], &[]));
+    assert_eq!(error, format!("error: {held}"));
+    assert!(hint.contains("meshctl claims"), "{hint}");
+
+    let stale = "task \"job-1\": stale token; the current one is 9";
+    let (admin, request) = answer_once(409, "application/json", &json_error(stale));
+    let out = meshctl(
+        &["release", "job-1", "--token", "7", "--admin", &admin],
+        &[],
+    );
+    let (error, hint) = assert_failure(&out);
+    assert!(error.ends_with("the current one is 9"), "{error}");
+    assert!(hint.contains("current token"), "{hint}");
+    let (line, body) = request.recv().expect("a request");
+    assert_eq!(line, "POST /v1/claims/release HTTP/1.1");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON"),
+        serde_json::json!({"task": "job-1", "token": 7})
+    );
+}
+
+#[test]
+fn a_strong_registration_that_lost_names_the_winner() {
+    let taken = "strong name \"leader\" is taken by n5/9/3 (node n5) at version 12";
+    let (admin, request) = answer_once(409, "application/json", &json_error(taken));
+    let out = meshctl(
+        &["names", "register", "--strong", "leader", "--admin", &admin],
+        &[],
+    );
+    let (error, _) = assert_failure(&out);
+    assert!(error.contains("taken by n5/9/3"), "{error}");
+    let (line, body) = request.recv().expect("a request");
+    assert_eq!(line, "POST /v1/names/strong HTTP/1.1");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON"),
+        serde_json::json!({"name": "leader", "ephemeral": false}),
+        "no pid: the agent keeps a process for the name"
+    );
+}
+
+#[test]
+fn a_strong_whereis_never_falls_back_to_an_eventual_name() {
+    let (admin, request) = answer_once(
+        404,
+        "application/json",
+        &json_error("strong name \"x\" has no owner"),
+    );
+    let out = meshctl(
+        &["names", "whereis", "x", "--linearizable", "--admin", &admin],
+        &[],
+    );
+    let (error, hint) = assert_failure(&out);
+    assert_eq!(error, "error: strong name \"x\" has no owner");
+    assert!(hint.contains("without --strong"), "{hint}");
+    let (line, _) = request.recv().expect("a request");
+    assert_eq!(
+        line, "GET /v1/names/strong/x?linearizable=true HTTP/1.1",
+        "--linearizable implies --strong, and asks the quorum"
+    );
+}
+
+#[test]
+fn a_held_claim_that_is_lost_says_why_and_exits_1() {
+    let lines = concat!(
+        r#"{"event":"claimed","task":"job-1","token":7,"valid_for_ms":1900}"#,
+        "\n",
+        r#"{"event":"renewed","token":7,"valid_for_ms":1950}"#,
+        "\n",
+        r#"{"event":"heartbeat"}"#,
+        "\n",
+        r#"{"event":"lost","task":"job-1","token":7,"reason":"expired"}"#,
+        "\n",
+    );
+    let (admin, request) = answer_once(200, "application/x-ndjson", lines);
+    let out = meshctl(&["claim", "job-1", "--hold", "--admin", &admin], &[]);
+    let (error, hint) = assert_failure(&out);
+    assert_eq!(
+        error,
+        "error: lost the claim of \"job-1\" (token 7): expired"
+    );
+    assert!(hint.contains("stop using the token"), "{hint}");
+    assert!(
+        stdout_of(&out).starts_with("claimed job-1 with token 7"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_eq!(
+        request.recv().expect("a request").0,
+        "POST /v1/claims/hold HTTP/1.1"
+    );
+}
+
+#[test]
+fn claims_commands_refuse_bad_usage_before_asking_anyone() {
+    for args in [
+        &["claim"][..],
+        &["claim", "job-1", "--ttl", "soon"],
+        &["release", "job-1"],
+        &["release", "job-1", "--token", "-3"],
+        &["names", "register"],
+        &["names", "register", "--strong"],
+        &["names", "release", "--strong", "x"],
+        &["names", "transfer", "--strong", "x", "--version", "3"],
+        &["send", "--strong", "a", "--name", "b", "hi"],
+        &["claims", "--shard", "x"],
+        &["quorum"],
+    ] {
+        let out = meshctl(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+    }
+    let err = stderr_of(&meshctl(&["claim", "job-1", "--ttl", "soon"], &[]));
+    assert!(err.contains("not a duration"), "{err}");
+}
+
+#[test]
+fn voters_shards_and_claims_ttl_are_agent_settings_with_named_errors() {
+    let out = meshctl(
+        &[
+            "agent",
+            "--check-config",
+            "--name",
+            "n4",
+            "--data-dir",
+            "/srv/mesh",
+            "--shards",
+            "16",
+        ],
+        &[("MESH_VOTERS", "n1,n2,n3"), ("MESH_CLAIMS_TTL", "2s")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let shown: toml::Table = stdout_of(&out).parse().expect("TOML config");
+    assert_eq!(shown["voters"].to_string(), "[\"n1\", \"n2\", \"n3\"]");
+    assert_eq!(shown["shards"].to_string(), "16");
+    assert_eq!(shown["claims_ttl"].to_string(), "2.0");
+
+    let base = [
+        "agent",
+        "--check-config",
+        "--name",
+        "n1",
+        "--data-dir",
+        "/srv/mesh",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+    };
+    for (extra, key) in [
+        (&["--voters", "n1,n2"][..], "voters:"),
+        (&["--voters", "n1,n1,n2"], "voters:"),
+        (&["--claims-ttl", "50ms"], "claims_ttl:"),
+        (&["--shards", "0"], "shards:"),
+    ] {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (error, hint) = assert_failure(&meshctl(&args, &[]));
+        assert!(
+            error.starts_with(&format!("error: {key}")),
+            "{extra:?}: {error}"
+        );
+        assert!(!hint.is_empty());
+    }
+    let out = meshctl(
+        &with(&["--voters", "n 1,n2,n3"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed name is a usage error"
+    );
 }

@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::claims::ShardId;
 use crate::membership::{EventKind, MemberState, Rejected};
+use crate::node::quorum::{QuorumPlane, QUORUM_DROP_REASONS};
 use crate::node::Undeliverable;
 use crate::node::{Node, SendError, DROP_REASONS};
 
@@ -30,6 +32,22 @@ const LAG_BUCKETS: &[f64] = &[
 const RTT_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
 ];
+
+/// Histogram buckets for quorum commits (submission to decision), in seconds.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Histogram buckets for the acceptor store's fsyncs and whole commits, in seconds.
+const FSYNC_BUCKETS: &[f64] = &[
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+];
+
+/// Kinds of `mesh_claims_token_rejections_total`: a release with a token that is not
+/// the task's current one, a name release or transfer with a stale version (both
+/// counted by the admin API, see `admin/quorum.rs`), and a send to a strong name that
+/// its receiving node refused for a stale version.
+pub const TOKEN_REJECTION_KINDS: [&str; 3] = ["release", "name_version", "strong_send"];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -48,6 +66,21 @@ pub fn install() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(
                     Matcher::Full("mesh_crdt_propagation_lag_seconds".into()),
                     LAG_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("mesh_quorum_commit_seconds".into()),
+                    COMMIT_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("mesh_quorum_fsync_seconds".into()),
+                    FSYNC_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("mesh_quorum_persist_seconds".into()),
+                    FSYNC_BUCKETS,
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
@@ -116,6 +149,7 @@ fn register() {
     gauge!("mesh_membership_joined").set(0.0);
     gauge!("mesh_membership_local_health").set(0.0);
     register_node();
+    register_quorum();
     mesh_transport::register_metrics();
 }
 
@@ -274,9 +308,370 @@ fn register_node() {
     }
 }
 
+/// The series of the quorum plane, task claims and strong names.
+fn register_quorum() {
+    describe_counter!(
+        "mesh_quorum_round_trips_total",
+        "Proposer rounds by phase (prepare, accept) and result: started, or ok (a quorum \
+         promised / accepted). Started minus ok is failed (conflict, round-trip timeout), \
+         cut short by the op timeout, or in flight."
+    );
+    describe_counter!(
+        "mesh_quorum_failed_rounds_total",
+        "Proposer rounds that failed (conflict or round-trip timeout, either phase) and \
+         backed off."
+    );
+    describe_counter!(
+        "mesh_quorum_promise_cache_hits_total",
+        "Changes that skipped phase 1 thanks to the cached promise (one round trip)."
+    );
+    describe_counter!(
+        "mesh_quorum_ops_total",
+        "Changes and reads this node's proposer finished, by result (committed, timeout)."
+    );
+    describe_counter!(
+        "mesh_quorum_forwards_total",
+        "Changes forwarded to a shard's preferred proposer (out), proposed here for \
+         another node (in), and forwards that timed out here (timeout; retried locally)."
+    );
+    describe_histogram!(
+        "mesh_quorum_commit_seconds",
+        "Submission to decision of the changes this node's proposer ran for local callers."
+    );
+    describe_histogram!(
+        "mesh_quorum_fsync_seconds",
+        "fsync of the acceptor store, per commit (voters only)."
+    );
+    describe_histogram!(
+        "mesh_quorum_persist_seconds",
+        "Whole durable commit of the acceptor store (write and fsync), per batch."
+    );
+    describe_counter!(
+        "mesh_quorum_commits_total",
+        "Durable group commits of acceptor state (voters only)."
+    );
+    describe_counter!(
+        "mesh_quorum_commit_keys_total",
+        "Acceptor states (shards) written by those commits."
+    );
+    describe_counter!(
+        "mesh_quorum_dropped_total",
+        "Quorum messages dropped, by reason."
+    );
+    describe_counter!(
+        "mesh_quorum_acceptor_total",
+        "Acceptor answers by kind: promise, accept, conflict (a higher promise), \
+         wrong_epoch."
+    );
+    describe_gauge!(
+        "mesh_quorum_voters",
+        "Configured voters (0: claims are off)."
+    );
+    describe_gauge!(
+        "mesh_quorum_reachable_voters",
+        "Voters this node reaches (itself included); below a majority, calls are Unavailable."
+    );
+    describe_gauge!(
+        "mesh_quorum_formed",
+        "1 once the voters' root record is in force on this node."
+    );
+    describe_gauge!(
+        "mesh_quorum_acceptor",
+        "1 when this node acts as an acceptor."
+    );
+    describe_gauge!(
+        "mesh_claims_active",
+        "Task claims this node holds (acknowledged, not lost or released)."
+    );
+    describe_counter!(
+        "mesh_claims_evictions_total",
+        "Expired sessions this node's watcher evicted (with their claims)."
+    );
+    describe_counter!(
+        "mesh_claims_lost_total",
+        "Claims this node lost, by reason (evicted, expired)."
+    );
+    describe_counter!(
+        "mesh_claims_calls_total",
+        "Claims and strong-name calls, by result: accepted, or refused at once \
+         (unavailable, overloaded, bad_input)."
+    );
+    describe_counter!(
+        "mesh_claims_renews_total",
+        "Session renews, by result (submitted, timed_out)."
+    );
+    describe_counter!(
+        "mesh_claims_assigned_total",
+        "Claims adopted from a result (reassigned here, or a timed-out claim that took effect)."
+    );
+    describe_counter!(
+        "mesh_claims_token_rejections_total",
+        "Stale fencing tokens refused, by kind (release, name_version, strong_send)."
+    );
+    describe_counter!(
+        "mesh_claims_dropped_total",
+        "Claims inputs dropped, by reason: old_session (a result for a forgotten session), \
+         stale_observation and unwatched (watcher), unknown_completion (a duplicate or \
+         another life's completion)."
+    );
+    describe_counter!(
+        "mesh_claims_hold_releases_total",
+        "Releases of claims whose hold stream ended (admin API), by result: released, \
+         gone (lost or released already), failed (given up after two minutes of retries)."
+    );
+    describe_gauge!(
+        "mesh_strong_names",
+        "Strong names in this node's cache (the cached whereis)."
+    );
+    describe_counter!(
+        "mesh_strong_sends_total",
+        "Sends to a strong name checked on arrival here, by result (accepted, refused)."
+    );
+    for phase in ["prepare", "accept"] {
+        for result in ["started", "ok"] {
+            counter!("mesh_quorum_round_trips_total", "phase" => phase, "result" => result)
+                .increment(0);
+        }
+    }
+    for result in ["committed", "timeout"] {
+        counter!("mesh_quorum_ops_total", "result" => result).increment(0);
+    }
+    for kind in ["out", "in", "timeout"] {
+        counter!("mesh_quorum_forwards_total", "kind" => kind).increment(0);
+    }
+    for reason in QUORUM_DROP_REASONS {
+        counter!("mesh_quorum_dropped_total", "reason" => *reason).increment(0);
+    }
+    for kind in ["promise", "accept", "conflict", "wrong_epoch"] {
+        counter!("mesh_quorum_acceptor_total", "kind" => kind).increment(0);
+    }
+    for reason in ["evicted", "expired"] {
+        counter!("mesh_claims_lost_total", "reason" => reason).increment(0);
+    }
+    for result in ["accepted", "unavailable", "overloaded", "bad_input"] {
+        counter!("mesh_claims_calls_total", "result" => result).increment(0);
+    }
+    for result in ["submitted", "timed_out"] {
+        counter!("mesh_claims_renews_total", "result" => result).increment(0);
+    }
+    for kind in TOKEN_REJECTION_KINDS {
+        counter!("mesh_claims_token_rejections_total", "kind" => kind).increment(0);
+    }
+    for reason in CLAIMS_DROP_REASONS {
+        counter!("mesh_claims_dropped_total", "reason" => reason).increment(0);
+    }
+    for result in ["accepted", "refused"] {
+        counter!("mesh_strong_sends_total", "result" => result).increment(0);
+    }
+    for result in ["released", "gone", "failed"] {
+        counter!("mesh_claims_hold_releases_total", "result" => result).increment(0);
+    }
+    for name in [
+        "mesh_quorum_failed_rounds_total",
+        "mesh_quorum_promise_cache_hits_total",
+        "mesh_quorum_commits_total",
+        "mesh_quorum_commit_keys_total",
+        "mesh_claims_evictions_total",
+        "mesh_claims_assigned_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        "mesh_quorum_voters",
+        "mesh_quorum_reachable_voters",
+        "mesh_quorum_formed",
+        "mesh_quorum_acceptor",
+        "mesh_claims_active",
+        "mesh_strong_names",
+    ] {
+        gauge!(name).set(0.0);
+    }
+    for name in [
+        "mesh_quorum_commit_seconds",
+        "mesh_quorum_fsync_seconds",
+        "mesh_quorum_persist_seconds",
+    ] {
+        // Touching a histogram registers it, so it renders with zero counts.
+        let _ = histogram!(name);
+    }
+}
+
+/// Reasons of `mesh_claims_dropped_total`.
+const CLAIMS_DROP_REASONS: [&str; 4] = [
+    "old_session",
+    "stale_observation",
+    "unwatched",
+    "unknown_completion",
+];
+
+/// The quorum plane's figures as Prometheus values: counters are cumulative (set with
+/// `absolute`), gauges are current. One plain struct, so that what is published is
+/// computed (and unit-tested) apart from the recorder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct QuorumFigures {
+    prepares: u64,
+    prepares_ok: u64,
+    accepts: u64,
+    accepts_ok: u64,
+    failed_rounds: u64,
+    cache_hits: u64,
+    committed: u64,
+    timeouts: u64,
+    forwarded_out: u64,
+    forwarded_in: u64,
+    forward_timeouts: u64,
+    commits: u64,
+    commit_keys: u64,
+    acceptor: [u64; 4],
+    voters: usize,
+    reachable: usize,
+    formed: bool,
+    is_acceptor: bool,
+    active: usize,
+    evictions: u64,
+    lost_evicted: u64,
+    lost_expired: u64,
+    calls: [u64; 4],
+    renews: u64,
+    renews_timed_out: u64,
+    assigned: u64,
+    dropped: [u64; 4],
+    strong_names: usize,
+    sends_accepted: u64,
+    sends_refused: u64,
+}
+
+impl QuorumFigures {
+    fn of(q: &QuorumPlane) -> Self {
+        let mut f = Self::default();
+        if let Some(p) = q.proposer_stats() {
+            f.prepares = p.prepares;
+            // Every accept round that did not start from the cache followed a prepare
+            // that a quorum promised; every commit is an accept round a quorum accepted.
+            f.prepares_ok = p.accepts.saturating_sub(p.cache_hits);
+            f.accepts = p.accepts;
+            f.accepts_ok = p.committed;
+            f.failed_rounds = p.failed_rounds;
+            f.cache_hits = p.cache_hits;
+        }
+        let s = q.stats();
+        f.committed = s.committed;
+        f.timeouts = s.timeouts;
+        f.forwarded_out = s.forwarded_out;
+        f.forwarded_in = s.forwarded_in;
+        f.forward_timeouts = s.forward_timeouts;
+        f.commits = s.commits;
+        f.commit_keys = s.commit_keys;
+        if let Some(a) = q.acceptor_stats() {
+            f.acceptor = [a.promises, a.accepts, a.conflicts, a.wrong_epoch];
+        }
+        f.voters = q.config().voters.names().len();
+        f.reachable = q.reachable_voters();
+        f.formed = q.root().is_some();
+        f.is_acceptor = q.is_acceptor();
+        for h in q.holders() {
+            let hs = h.stats();
+            f.active += h.held();
+            f.lost_evicted += hs.lost_evicted;
+            f.lost_expired += hs.lost_expired;
+            f.calls[0] += hs.calls;
+            f.calls[1] += hs.refused_unavailable;
+            f.calls[2] += hs.refused_overloaded;
+            f.calls[3] += hs.refused_bad_input;
+            f.renews += hs.renews;
+            f.renews_timed_out += hs.renews_timed_out;
+            f.assigned += hs.assigned;
+            f.dropped[0] += hs.dropped_old_session;
+            f.dropped[3] += hs.submit.dropped_unknown;
+        }
+        let w = q.watcher().stats();
+        f.evictions = w.evicted;
+        f.dropped[1] = w.dropped_stale;
+        f.dropped[2] = w.dropped_unwatched;
+        f.dropped[3] += w.submit.dropped_unknown;
+        let cache = q.name_cache();
+        f.strong_names = (0..q.config().shards)
+            .filter_map(|s| cache.snapshot(ShardId(s)))
+            .map(|(_, names)| names.len())
+            .sum();
+        f.sends_accepted = cache.stats().sends_accepted;
+        f.sends_refused = cache.stats().sends_refused;
+        f
+    }
+
+    fn publish(&self) {
+        for (phase, result, v) in [
+            ("prepare", "started", self.prepares),
+            ("prepare", "ok", self.prepares_ok),
+            ("accept", "started", self.accepts),
+            ("accept", "ok", self.accepts_ok),
+        ] {
+            counter!("mesh_quorum_round_trips_total", "phase" => phase, "result" => result)
+                .absolute(v);
+        }
+        counter!("mesh_quorum_failed_rounds_total").absolute(self.failed_rounds);
+        counter!("mesh_quorum_promise_cache_hits_total").absolute(self.cache_hits);
+        counter!("mesh_quorum_ops_total", "result" => "committed").absolute(self.committed);
+        counter!("mesh_quorum_ops_total", "result" => "timeout").absolute(self.timeouts);
+        for (kind, v) in [
+            ("out", self.forwarded_out),
+            ("in", self.forwarded_in),
+            ("timeout", self.forward_timeouts),
+        ] {
+            counter!("mesh_quorum_forwards_total", "kind" => kind).absolute(v);
+        }
+        counter!("mesh_quorum_commits_total").absolute(self.commits);
+        counter!("mesh_quorum_commit_keys_total").absolute(self.commit_keys);
+        for (kind, v) in ["promise", "accept", "conflict", "wrong_epoch"]
+            .into_iter()
+            .zip(self.acceptor)
+        {
+            counter!("mesh_quorum_acceptor_total", "kind" => kind).absolute(v);
+        }
+        gauge!("mesh_quorum_voters").set(self.voters as f64);
+        gauge!("mesh_quorum_reachable_voters").set(self.reachable as f64);
+        gauge!("mesh_quorum_formed").set(if self.formed { 1.0 } else { 0.0 });
+        gauge!("mesh_quorum_acceptor").set(if self.is_acceptor { 1.0 } else { 0.0 });
+        gauge!("mesh_claims_active").set(self.active as f64);
+        counter!("mesh_claims_evictions_total").absolute(self.evictions);
+        counter!("mesh_claims_lost_total", "reason" => "evicted").absolute(self.lost_evicted);
+        counter!("mesh_claims_lost_total", "reason" => "expired").absolute(self.lost_expired);
+        for (result, v) in ["accepted", "unavailable", "overloaded", "bad_input"]
+            .into_iter()
+            .zip(self.calls)
+        {
+            counter!("mesh_claims_calls_total", "result" => result).absolute(v);
+        }
+        counter!("mesh_claims_renews_total", "result" => "submitted").absolute(self.renews);
+        counter!("mesh_claims_renews_total", "result" => "timed_out")
+            .absolute(self.renews_timed_out);
+        counter!("mesh_claims_assigned_total").absolute(self.assigned);
+        for (reason, v) in CLAIMS_DROP_REASONS.into_iter().zip(self.dropped) {
+            counter!("mesh_claims_dropped_total", "reason" => reason).absolute(v);
+        }
+        counter!("mesh_claims_token_rejections_total", "kind" => "strong_send")
+            .absolute(self.sends_refused);
+        gauge!("mesh_strong_names").set(self.strong_names as f64);
+        counter!("mesh_strong_sends_total", "result" => "accepted").absolute(self.sends_accepted);
+        counter!("mesh_strong_sends_total", "result" => "refused").absolute(self.sends_refused);
+    }
+}
+
+/// Publishes the quorum plane's figures and the commit latencies measured since the
+/// last call. Nothing (the series stay at zero) when no voters are configured.
+fn publish_quorum(node: &mut Node) {
+    for d in node.drain_commit_samples() {
+        histogram!("mesh_quorum_commit_seconds").record(d.as_secs_f64());
+    }
+    if let Some(q) = node.quorum() {
+        QuorumFigures::of(q).publish();
+    }
+}
+
 /// Publishes the node's counters and gauges (cumulative values, set absolutely) and
 /// the samples it measured since the last call.
 pub fn publish_node(node: &mut Node) {
+    publish_quorum(node);
     for rtt in node.drain_probe_rtts() {
         histogram!("mesh_membership_probe_rtt_seconds").record(rtt.as_secs_f64());
     }
@@ -353,5 +748,75 @@ pub fn publish_node(node: &mut Node) {
     }
     for (reason, v) in &n.dropped {
         counter!("mesh_node_dropped_total", "reason" => *reason).absolute(*v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::node::quorum::{QuorumConfig, QuorumPlane};
+    use crate::quorum::VoterNames;
+
+    fn plane(name: &str) -> QuorumPlane {
+        let voters = VoterNames::new(["n1", "n2", "n3"]).expect("three voters");
+        QuorumPlane::new(name, 7, QuorumConfig::new(voters), None, 1, Instant::now())
+            .expect("a valid plane")
+    }
+
+    #[test]
+    fn the_required_quorum_series_are_rendered_at_zero_after_install() {
+        let handle = install().expect("the first recorder of this test process");
+        let text = handle.render();
+        for series in [
+            "mesh_quorum_round_trips_total{phase=\"prepare\",result=\"started\"} 0",
+            "mesh_quorum_round_trips_total{phase=\"accept\",result=\"ok\"} 0",
+            "mesh_quorum_commit_seconds_count 0",
+            "mesh_quorum_fsync_seconds_count 0",
+            "mesh_claims_active 0",
+            "mesh_claims_evictions_total 0",
+            "mesh_claims_token_rejections_total{kind=\"release\"} 0",
+            "mesh_claims_token_rejections_total{kind=\"strong_send\"} 0",
+            "mesh_strong_names 0",
+            "mesh_quorum_dropped_total{reason=\"malformed\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "missing {series:?} in:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("mesh_quorum_fsync_seconds_bucket{le=\"0.001\"} 0"),
+            "the fsync histogram has its buckets (not a summary)"
+        );
+    }
+
+    #[test]
+    fn a_plane_without_a_root_counts_a_refused_call_as_unavailable_and_nothing_else() {
+        let mut q = plane("n9");
+        let before = QuorumFigures::of(&q);
+        assert_eq!(
+            (
+                before.voters,
+                before.reachable,
+                before.formed,
+                before.is_acceptor
+            ),
+            (3, 0, false, false),
+            "a non-voter without peers reaches no voter, and is none"
+        );
+        let refused = q.call(Instant::now(), None, |h, now| h.claim(now, "job-1"));
+        assert!(refused.is_err(), "no root in force: {refused:?}");
+        let after = QuorumFigures::of(&q);
+        assert_eq!(after.calls, [0, 1, 0, 0], "one call refused as unavailable");
+        assert_eq!(
+            QuorumFigures {
+                calls: before.calls,
+                ..after
+            },
+            before,
+            "nothing else moved"
+        );
     }
 }

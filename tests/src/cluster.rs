@@ -31,6 +31,9 @@ use tempfile::TempDir;
 
 /// How long an agent has to print its "listening" line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Agent::call`] waits for an answer: quorum calls answer within the agent's
+/// `CALL_DEADLINE` (20 s), plus room.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between polls in [`wait_until`].
 const POLL: Duration = Duration::from_millis(50);
 /// Log lines shown per agent when a wait fails.
@@ -148,6 +151,8 @@ pub struct Agent {
     pub log: PathBuf,
     ca_file: PathBuf,
     seeds: Vec<SocketAddr>,
+    /// Extra `meshctl agent` flags (e.g. `--voters n1,n2,n3`), kept across restarts.
+    args: Vec<String>,
     child: Option<Child>,
     http: ureq::Agent,
 }
@@ -164,6 +169,41 @@ impl Agent {
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string()?;
         Ok((status, body))
+    }
+
+    /// `method path` on the admin API with an optional JSON body, waiting up to 30 s (a
+    /// quorum call answers within the agent's 20 s deadline): status and body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String)> {
+        let url = format!("http://{}{path}", self.admin);
+        let response = match (method, body) {
+            ("GET", None) => self
+                .http
+                .get(&url)
+                .config()
+                .timeout_global(Some(CALL_TIMEOUT))
+                .build()
+                .call(),
+            ("POST", Some(body)) => self
+                .http
+                .post(&url)
+                .config()
+                .timeout_global(Some(CALL_TIMEOUT))
+                .build()
+                .send_json(body),
+            _ => bail!(
+                "unsupported request {method} {path} (body: {})",
+                body.is_some()
+            ),
+        };
+        let mut response = response.with_context(|| format!("{method} {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        Ok((status, text))
     }
 
     /// `GET /v1/members`, parsed.
@@ -245,6 +285,7 @@ impl Agent {
             .arg("--ca")
             .arg(&self.ca_file)
             .args(["--profile", "local"])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -303,6 +344,8 @@ impl Drop for Agent {
 pub struct Cluster {
     /// The agents, in start order.
     pub agents: Vec<Agent>,
+    /// Extra flags for the agents started from now on (see [`Cluster::agent_args`]).
+    args: Vec<String>,
     ca: Ca,
     dir: TempDir,
     _exclusive: MutexGuard<'static, ()>,
@@ -319,10 +362,17 @@ impl Cluster {
         let ca = make_ca(dir.path(), "ca", "test");
         Self {
             agents: Vec::new(),
+            args: Vec::new(),
             ca,
             dir,
             _exclusive: exclusive,
         }
+    }
+
+    /// Extra `meshctl agent` flags for every agent started from now on (and kept for
+    /// their restarts), e.g. `["--voters", "n1,n2,n3", "--claims-ttl", "2s"]`.
+    pub fn agent_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
     }
 
     /// The temporary directory.
@@ -366,6 +416,7 @@ impl Cluster {
             data_dir,
             ca_file: ca.cert_file.clone(),
             seeds: seeds.to_vec(),
+            args: self.args.clone(),
             child: None,
             http,
         };

@@ -8,7 +8,7 @@
 //! | `GET /v1/groups/{group}` | `?scope=S` | `{"scope", "group", "members": [{"pid", "node", "count", "meta"}]}` |
 //! | `GET /v1/names` | | `[{"name", "pid", "node", "hlc", "meta", "policy"}]` |
 //! | `GET /v1/names/{name}` | | one of those, or 404 |
-//! | `POST /v1/send` | [`SendBody`] | [`SendAnswer`]: delivered counts, failures, nodes that did not answer |
+//! | `POST /v1/send` | [`SendBody`] (`group`, `name`, `strong` or `pid`) | [`SendAnswer`]: delivered counts, failures, nodes that did not answer |
 //! | `POST /v1/listen` | [`ListenBody`] | NDJSON stream of [`ListenLine`]s while the client stays connected |
 //! | `POST /v1/sync` | `{"mode": "quorum"\|"all", "timeout_ms"}` | `{"ok": true}` or 504 |
 //!
@@ -58,7 +58,7 @@ pub(crate) fn routes() -> Router<AgentHandle> {
         .route("/v1/sync", post(sync))
 }
 
-fn stopped(e: &ApiError) -> Response {
+pub(crate) fn stopped(e: &ApiError) -> Response {
     let status = match e {
         ApiError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
@@ -253,7 +253,7 @@ async fn name(State(h): State<AgentHandle>, Path(name): Path<String>) -> Respons
     }
 }
 
-/// `POST /v1/send`: exactly one of `group`, `name`, `pid`; exactly one of `payload`
+/// `POST /v1/send`: exactly one of `group`, `name`, `strong`, `pid`; exactly one of `payload`
 /// (text) and `payload_base64`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +270,11 @@ pub struct SendBody {
     /// An eventual name to send to.
     #[serde(default)]
     pub name: Option<String>,
+    /// A strong name to send to: its owner as this agent's cache has it. The message
+    /// carries the version, and the owner's node refuses it unless that version is
+    /// current there (`stale_version`).
+    #[serde(default)]
+    pub strong: Option<String>,
     /// A PID to send to (`node/incarnation/local_id`).
     #[serde(default)]
     pub pid: Option<String>,
@@ -306,7 +311,7 @@ pub struct SendAnswer {
     pub backpressure: Vec<String>,
 }
 
-fn bad_request(msg: impl Into<String>) -> Response {
+pub(crate) fn bad_request(msg: impl Into<String>) -> Response {
     json_error(StatusCode::BAD_REQUEST, msg)
 }
 
@@ -321,10 +326,13 @@ impl SendBody {
         let given = [
             self.group.is_some(),
             self.name.is_some(),
+            self.strong.is_some(),
             self.pid.is_some(),
         ];
         if given.iter().filter(|g| **g).count() != 1 {
-            return Err("give exactly one destination: \"group\", \"name\" or \"pid\"".into());
+            return Err(
+                "give exactly one destination: \"group\", \"name\", \"strong\" or \"pid\"".into(),
+            );
         }
         if self.group.is_none() && (self.scope.is_some() || self.mode.is_some()) {
             return Err("\"scope\" and \"mode\" only go with \"group\"".into());
@@ -341,6 +349,9 @@ impl SendBody {
         }
         if let Some(name) = &self.name {
             return Ok(Dest::Name(name.clone()));
+        }
+        if let Some(name) = &self.strong {
+            return Ok(Dest::Strong(name.clone()));
         }
         let pid = self.pid.as_deref().unwrap_or_default();
         pid.parse::<Pid>().map(Dest::Pid).map_err(|e| e.to_string())
@@ -386,7 +397,7 @@ async fn send(
         Ok(p) => p,
         Err(why) => return bad_request(why),
     };
-    let single = matches!(dest, Dest::Pid(_) | Dest::Name(_));
+    let single = matches!(dest, Dest::Pid(_) | Dest::Name(_) | Dest::Strong(_));
     let (receipt, outcome) = match h.send_confirmed(None, dest, payload).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return send_error(&e),

@@ -10,6 +10,7 @@
 //! | `GET /livez`   | `200 ok` while the membership loop turns, else `503`      | no    |
 //! | `GET /readyz`  | `200 ok` once joined (or alone by design), else `503` + why | no  |
 //! | `/v1/groups`, `/v1/names`, `/v1/send`, `/v1/listen`, ... | groups, names and messaging (see `mesh.rs`) | yes |
+//! | `/v1/claims`, `/v1/names/strong`, `/v1/quorum`, ... | task claims, strong names, the quorum plane (see `quorum.rs`) | yes |
 //!
 //! When a token is configured, every route except the two probes needs
 //! `Authorization: Bearer <token>`; the probes stay open because orchestrators call
@@ -36,10 +37,16 @@ use tokio::net::TcpListener;
 use crate::runtime::{AgentHandle, MemberView};
 
 mod mesh;
+mod quorum;
 
 pub use mesh::{
     Failed, GroupCount, GroupMember, GroupView, ListenBody, ListenLine, NameView, Policy,
     SendAnswer, SendBody, SyncBody, DEFAULT_SCOPE,
+};
+pub use quorum::{
+    ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, QuorumView, ReleaseBody, SessionView,
+    ShardView, StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
+    CALL_DEADLINE,
 };
 
 /// Content type of the Prometheus text exposition format.
@@ -85,10 +92,12 @@ pub fn router<V: AdminView>(view: V, token: Option<String>) -> Router {
 }
 
 /// The whole admin API of a running agent: [`router`]'s routes plus groups, names,
-/// send, listen (see the `mesh` routes' table in the crate docs of this module).
+/// send, listen (the `mesh` routes) and claims, strong names and the quorum (the
+/// `quorum` routes; see the tables in those modules' docs).
 pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
     let mesh = mesh::routes().with_state(handle.clone());
-    finish(base_routes(handle).merge(mesh), token)
+    let quorum = quorum::routes(handle.clone());
+    finish(base_routes(handle).merge(mesh).merge(quorum), token)
 }
 
 fn base_routes<V: AdminView>(view: V) -> Router {

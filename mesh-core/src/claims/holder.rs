@@ -366,6 +366,12 @@ impl Holder {
         Some((token, until))
     }
 
+    /// How many claims this holder holds (read-only, for metrics): tasks whose claim it
+    /// has seen acknowledged and not lost or released.
+    pub fn held(&self) -> usize {
+        self.shards.values().map(|st| st.claims.len()).sum()
+    }
+
     /// Whether `token` is this holder's valid token for `task` at `now`: check it right
     /// before every effect, and send the token with the effect.
     pub fn is_valid(&self, now: Instant, task: &str, token: u64) -> bool {

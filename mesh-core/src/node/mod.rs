@@ -899,6 +899,15 @@ impl Node {
         self.quorum.as_ref()
     }
 
+    /// Commit latencies of the changes this node's proposer committed since the last
+    /// call (drained, so they do not pile up; see [`QuorumPlane::drain_commit_samples`]).
+    pub fn drain_commit_samples(&mut self) -> Vec<Duration> {
+        self.quorum
+            .as_mut()
+            .map(QuorumPlane::drain_commit_samples)
+            .unwrap_or_default()
+    }
+
     /// Starts a claims or strong-name call on the holder of `ttl` (the default TTL if
     /// `None`); its result comes as [`Output::ClaimDone`]. Fails at once, with nothing
     /// submitted, when no voters are configured or too few are reachable.

@@ -443,6 +443,17 @@ impl QuorumPlane {
         &self.watcher
     }
 
+    /// The proposer's counters, once the root is in force (read-only, for metrics).
+    pub fn proposer_stats(&self) -> Option<&crate::quorum::ProposerStats> {
+        self.proposer.as_ref().map(Proposer::stats)
+    }
+
+    /// The acceptor's counters, on a voter that acts as an acceptor (read-only, for
+    /// metrics).
+    pub fn acceptor_stats(&self) -> Option<&crate::quorum::AcceptorStats> {
+        self.acceptor.as_ref().map(Acceptor::stats)
+    }
+
     /// The cached strong names.
     pub fn name_cache(&self) -> &NameCache {
         &self.names
