@@ -333,3 +333,36 @@ fn a_wiped_voter_comes_back_not_voting_and_claims_keep_working() {
         },
     );
 }
+
+/// Claims with different TTLs on one node use different holders; their sessions in one
+/// shard must not collide (each holder numbers its sessions apart).
+#[test]
+fn claims_with_two_ttls_in_one_shard_both_hold() {
+    let mut sim = cluster(11).expect("cluster");
+    let shards = sim
+        .node(3)
+        .and_then(|n| n.quorum())
+        .map(|q| q.config().shards)
+        .expect("quorum");
+    let shard = |t: &str| mesh_core::claims::shard_of(t.as_bytes(), shards);
+    let a = "ttl-a".to_owned();
+    let b = (0..10_000)
+        .map(|i| format!("ttl-b{i}"))
+        .find(|t| shard(t) == shard(&a))
+        .expect("a task in the same shard");
+    let first = claim(&mut sim, 3, &a).expect("default TTL claim");
+    let call = sim
+        .claims_call(3, Some(secs(5)), move |h, now| h.claim(now, &b))
+        .expect("n3 runs")
+        .expect("accepted");
+    match sim.await_claim(3, call, secs(10)) {
+        Some(Ok(CallOk::Claimed { .. })) => {}
+        other => panic!("the 5 s claim in the same shard: {other:?}"),
+    }
+    sim.run_for(secs(6));
+    let valid = sim.with_node(3, |n, now| {
+        n.quorum()
+            .is_some_and(|q| q.is_valid(now, "ttl-a", token_of(&first)))
+    });
+    assert_eq!(valid, Some(true), "both holders keep renewing");
+}

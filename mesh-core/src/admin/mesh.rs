@@ -375,7 +375,9 @@ fn send_error(e: &SendError) -> Response {
             StatusCode::NOT_FOUND
         }
         SendError::MailboxFull(_) => StatusCode::TOO_MANY_REQUESTS,
-        SendError::NodeDown(_) | SendError::Backpressure(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SendError::NodeDown(_) | SendError::Backpressure(_) | SendError::NoVoters => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         SendError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
     };
     json_error(status, e.to_string())

@@ -66,6 +66,10 @@ pub struct HolderConfig {
     pub retries: u32,
     /// Most calls queued or in flight.
     pub max_calls: usize,
+    /// The `n` of this holder's first session. Several holders of one node life (one
+    /// per TTL) must number their sessions apart, or one's `OpenSession` would collide
+    /// with another's open session of the same id.
+    pub first_session: u64,
 }
 
 impl HolderConfig {
@@ -83,6 +87,7 @@ impl HolderConfig {
             guard: Duration::from_millis(100),
             retries: 2,
             max_calls: 1024,
+            first_session: 1,
         }
     }
 
@@ -312,12 +317,13 @@ impl Holder {
     /// A holder for this node's life; refuses a bad configuration.
     pub fn new(config: HolderConfig) -> Result<Self, HolderConfigError> {
         config.validate()?;
+        let first_session = config.first_session.max(1);
         Ok(Self {
             submitter: Submitter::new(config.client, config.retries),
             reachable: config.voters,
             config,
             shards: BTreeMap::new(),
-            next_session: 1,
+            next_session: first_session,
             next_call: 1,
             events: VecDeque::new(),
             stats: HolderStats::default(),

@@ -229,6 +229,10 @@ pub enum SendError {
     /// The stream to the destination's node is full: it is slow or unreachable.
     #[error("the send queue to node {0} is full")]
     Backpressure(String),
+    /// A strong name was asked for, but no voters are configured: strong names are
+    /// off (they never fall back to eventual names).
+    #[error("strong names are unavailable: no voters are configured")]
+    NoVoters,
     /// The payload is larger than [`MAX_PAYLOAD`].
     #[error("the payload of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge {
@@ -241,7 +245,7 @@ pub enum SendError {
 
 impl SendError {
     /// Every metric label, for registering at zero.
-    pub const REASONS: [&'static str; 7] = [
+    pub const REASONS: [&'static str; 8] = [
         "no_process",
         "no_such_name",
         "empty_group",
@@ -249,6 +253,7 @@ impl SendError {
         "mailbox_full",
         "backpressure",
         "too_large",
+        "no_voters",
     ];
 
     /// Metric label.
@@ -261,6 +266,7 @@ impl SendError {
             Self::MailboxFull(_) => "mailbox_full",
             Self::Backpressure(_) => "backpressure",
             Self::TooLarge { .. } => "too_large",
+            Self::NoVoters => "no_voters",
         }
     }
 }
@@ -1162,11 +1168,10 @@ impl Node {
                 None => return Err(SendError::NoSuchName(name.clone())),
             },
             Dest::Strong(name) => {
-                let entry = self
-                    .quorum
-                    .as_ref()
-                    .and_then(|q| q.name_cache().whereis(name))
-                    .cloned();
+                let Some(q) = self.quorum.as_ref() else {
+                    return Err(SendError::NoVoters);
+                };
+                let entry = q.name_cache().whereis(name).cloned();
                 match entry {
                     Some(e) => {
                         strong = Some((name.clone(), e.version));

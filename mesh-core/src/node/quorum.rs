@@ -265,8 +265,9 @@ pub struct QuorumPlane {
     watcher: Watcher,
     names: NameCache,
     ops: HashMap<OpId, Origin>,
-    /// Changes forwarded to a preferred proposer: their deadline, shard and target.
-    forwarded: HashMap<RequestId, (Instant, ShardId, String)>,
+    /// Changes forwarded to a preferred proposer: their deadline, shard, target and when
+    /// they were sent.
+    forwarded: HashMap<RequestId, (Instant, ShardId, String, Instant)>,
     /// Per change, the voters that timed out on it: its retry goes to the next one.
     excluded: HashMap<RequestId, BTreeSet<String>>,
     /// Voters that let a forward time out, skipped as preferred proposers until then
@@ -516,7 +517,7 @@ impl QuorumPlane {
 
     /// When [`QuorumPlane::handle_tick`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let forwards = self.forwarded.values().map(|(at, _, _)| *at).min();
+        let forwards = self.forwarded.values().map(|(at, _, _, _)| *at).min();
         let holders = self.holders.values().filter_map(Holder::poll_timeout).min();
         [
             self.formation.poll_timeout(),
@@ -589,8 +590,11 @@ impl QuorumPlane {
                 match self.forwarded.remove(&request) {
                     // Timed out here already; the retry went local.
                     None => bump(&mut self.stats, "late_forward"),
-                    Some((_, shard, _)) => {
+                    Some((_, shard, _, sent)) => {
                         let result = outcome.ok_or(ProposeError::Timeout);
+                        self.stats
+                            .commit_samples
+                            .push(now.saturating_duration_since(sent));
                         self.learn(now, shard, &result);
                         self.complete_local(now, request, result);
                     }
@@ -667,11 +671,11 @@ impl QuorumPlane {
         let due: Vec<RequestId> = self
             .forwarded
             .iter()
-            .filter(|(_, (at, _, _))| *at <= now)
+            .filter(|(_, (at, _, _, _))| *at <= now)
             .map(|(r, _)| *r)
             .collect();
         for request in due {
-            if let Some((_, _, target)) = self.forwarded.remove(&request) {
+            if let Some((_, _, target, _)) = self.forwarded.remove(&request) {
                 self.excluded
                     .entry(request)
                     .or_default()
@@ -711,6 +715,8 @@ impl QuorumPlane {
             hc.client =
                 crate::claims::client_id(&self.name, self.incarnation, &format!("holder-{ttl_ms}"));
             hc.ttl = Duration::from_millis(ttl_ms);
+            // Session numbers apart from every other holder of this life (2^40 each).
+            hc.first_session = ((self.holders.len() as u64) << 40) + 1;
             hc.drift = self.config.drift;
             hc.guard = self.config.guard;
             let mut h = Holder::new(hc).map_err(|e| CallError::BadTtl(e.to_string()))?;
@@ -872,7 +878,7 @@ impl QuorumPlane {
             Some(p) if p != self.name => {
                 let timeout = self.config.forward_timeout.min(self.config.ttl / 4);
                 self.forwarded
-                    .insert(sub.request, (now + timeout, sub.shard, p.clone()));
+                    .insert(sub.request, (now + timeout, sub.shard, p.clone(), now));
                 self.stats.forwarded_out += 1;
                 let msg = QuorumMsg::Forward {
                     shard: sub.shard,
