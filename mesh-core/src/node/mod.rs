@@ -116,11 +116,11 @@ impl Default for NodeConfig {
             membership: MembershipConfig::default(),
             registry: RegistryConfig::default(),
             dissemination: DisseminationConfig {
-                // Push every delta at once (batch rounds every 5 ms while anything is
+                // Push every delta at once (batch rounds every 1 ms while anything is
                 // queued) rather than waiting for SWIM traffic to carry it: a quiet
                 // cluster sends SWIM packets only on its probe period.
                 eager: true,
-                batch_interval: Duration::from_millis(5),
+                batch_interval: Duration::from_millis(1),
                 ..DisseminationConfig::default()
             },
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
