@@ -206,6 +206,20 @@ impl Agent {
         Ok((status, text))
     }
 
+    /// `POST path` with a raw body and content type (for malformed-input tests).
+    pub fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Result<(u16, String)> {
+        let url = format!("http://{}{path}", self.admin);
+        let mut response = self
+            .http
+            .post(&url)
+            .header("Content-Type", content_type)
+            .send(body)
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        Ok((status, text))
+    }
+
     /// `GET /v1/members`, parsed.
     pub fn members(&self) -> Result<Vec<MemberView>> {
         let (status, body) = self.get("/v1/members")?;

@@ -302,3 +302,73 @@ fn two_agents_registering_one_name_at_once_end_with_one_holder_and_one_notice() 
         "the winner saw only the message: {events:?}"
     );
 }
+
+#[test]
+fn malformed_requests_get_a_4xx_json_error_and_change_nothing() {
+    let cluster = start_three();
+    let a = Listener::start(cluster.agents[0].admin, &["--group", "g"]).expect("listen on n1");
+    wait_group(&cluster, &[0], "g", &[&a.pid], CONVERGE);
+    let agent = &cluster.agents[0];
+    let json = "application/json";
+    let cases: [(&str, &str, &str, &str); 9] = [
+        ("/v1/send", json, "{not json", "bad request body"),
+        (
+            "/v1/send",
+            "text/plain",
+            r#"{"group":"g","payload":"x"}"#,
+            "bad request body",
+        ),
+        ("/v1/send", json, r#"{"grup":"g","payload":"x"}"#, "grup"),
+        (
+            "/v1/send",
+            json,
+            r#"{"group":"g","pid":"n1/1/1","payload":"x"}"#,
+            "exactly one destination",
+        ),
+        (
+            "/v1/send",
+            json,
+            r#"{"pid":"n1//1","payload":"x"}"#,
+            "invalid PID",
+        ),
+        ("/v1/send", json, r#"{"group":"g"}"#, "payload"),
+        (
+            "/v1/send",
+            json,
+            r#"{"group":"g","payload_base64":"%%%"}"#,
+            "base64",
+        ),
+        (
+            "/v1/listen",
+            json,
+            r#"{"scope":"default"}"#,
+            "at least one group",
+        ),
+        ("/v1/sync", json, r#"{"timeout_ms":0}"#, "timeout_ms"),
+    ];
+    for (path, content_type, body, says) in cases {
+        let (status, text) = agent.post_raw(path, content_type, body).expect("answer");
+        assert!(
+            (400..500).contains(&status),
+            "{path} {body}: {status} {text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON error body");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(says),
+            "{path} {body}: {error:?} should mention {says:?}"
+        );
+    }
+    // Nothing changed: the listener got nothing, the group is as it was.
+    assert_eq!(
+        group_pids(&cluster, 0, "g").expect("groups"),
+        vec![a.pid.clone()]
+    );
+    meshctl_ok(agent.admin, &["send", "--group", "g", "marker"]);
+    let events = a.events_until_message("marker", CONVERGE);
+    assert_eq!(
+        events.len(),
+        1,
+        "no stray message reached the listener: {events:?}"
+    );
+}

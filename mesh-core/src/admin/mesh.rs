@@ -321,6 +321,26 @@ pub(crate) fn json_rejection(e: &JsonRejection) -> Response {
     json_error(e.status(), format!("bad request body: {}", e.body_text()))
 }
 
+/// A JSON request body whose rejection is answered like every other error of the API
+/// (`{"error": ...}` with axum's status and reason), so handlers take the value itself.
+#[derive(Debug)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(e) => Err(json_rejection(&e)),
+        }
+    }
+}
+
 impl SendBody {
     fn dest(&self) -> Result<Dest, String> {
         let given = [
@@ -383,14 +403,7 @@ fn send_error(e: &SendError) -> Response {
     json_error(status, e.to_string())
 }
 
-async fn send(
-    State(h): State<AgentHandle>,
-    body: Result<Json<SendBody>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
+async fn send(State(h): State<AgentHandle>, ApiJson(body): ApiJson<SendBody>) -> Response {
     let dest = match body.dest() {
         Ok(d) => d,
         Err(why) => return bad_request(why),
@@ -545,14 +558,7 @@ impl ListenLine {
     }
 }
 
-async fn listen(
-    State(h): State<AgentHandle>,
-    body: Result<Json<ListenBody>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
+async fn listen(State(h): State<AgentHandle>, ApiJson(body): ApiJson<ListenBody>) -> Response {
     if body.groups.is_empty() && body.name.is_none() {
         return bad_request("give at least one group (\"groups\") or a \"name\"");
     }

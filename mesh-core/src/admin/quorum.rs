@@ -70,7 +70,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -82,7 +82,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::json_error;
-use super::mesh::{bad_request, json_rejection, stopped, HEARTBEAT};
+use super::mesh::{bad_request, stopped, ApiJson, HEARTBEAT};
 use crate::claims::{
     CallOk, ClaimReject, ClaimsError, HolderEvent, LostReason, ShardId, ShardTable, StrongName,
     Unavailable,
@@ -602,14 +602,7 @@ fn ndjson(line: &impl Serialize) -> Bytes {
 
 // ----- claims ------------------------------------------------------------------------
 
-async fn claim(
-    State(api): State<QuorumApi>,
-    body: Result<Json<ClaimBody>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
+async fn claim(State(api): State<QuorumApi>, ApiJson(body): ApiJson<ClaimBody>) -> Response {
     let subject = task_subject(&body.task);
     if api.local().holds.contains(&body.task) {
         return json_error(
@@ -637,14 +630,7 @@ async fn claim(
     }
 }
 
-async fn release(
-    State(api): State<QuorumApi>,
-    body: Result<Json<ReleaseBody>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
+async fn release(State(api): State<QuorumApi>, ApiJson(body): ApiJson<ReleaseBody>) -> Response {
     let subject = task_subject(&body.task);
     match settle(api.agent.release(&body.task, body.token)).await {
         Ok(CallOk::Released { .. }) => Json(body).into_response(),
@@ -827,14 +813,7 @@ impl Hold {
     }
 }
 
-async fn hold(
-    State(api): State<QuorumApi>,
-    body: Result<Json<ClaimBody>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
+async fn hold(State(api): State<QuorumApi>, ApiJson(body): ApiJson<ClaimBody>) -> Response {
     let task = body.task.clone();
     let subject = task_subject(&task);
     let held = {
@@ -1054,14 +1033,7 @@ fn forget_kept(api: &QuorumApi, name: &str) {
     drop(removed);
 }
 
-async fn register(
-    State(api): State<QuorumApi>,
-    body: Result<Json<StrongBody>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
+async fn register(State(api): State<QuorumApi>, ApiJson(body): ApiJson<StrongBody>) -> Response {
     let subject = name_subject(&body.name);
     sweep_kept(&api).await;
     let (owner, process) = match &body.pid {
@@ -1176,12 +1148,8 @@ async fn whereis(
 
 async fn release_name(
     State(api): State<QuorumApi>,
-    body: Result<Json<StrongReleaseBody>, JsonRejection>,
+    ApiJson(body): ApiJson<StrongReleaseBody>,
 ) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
     let subject = name_subject(&body.name);
     match settle(api.agent.release_strong(&body.name, body.version)).await {
         Ok(CallOk::NameReleased { .. }) => {
@@ -1201,12 +1169,8 @@ async fn release_name(
 
 async fn transfer(
     State(api): State<QuorumApi>,
-    body: Result<Json<StrongTransferBody>, JsonRejection>,
+    ApiJson(body): ApiJson<StrongTransferBody>,
 ) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return json_rejection(&e),
-    };
     let subject = name_subject(&body.name);
     let to = match body.pid.parse::<Pid>() {
         Ok(p) => p,
