@@ -85,9 +85,11 @@ class Workload:
 
     # -- negative controls 
     def hidden_close(self, node: str) -> None:
-        """Close one open listener on node, recorded as `hidden_close` (a kind the
-        checkers do not know): the checkers still expect it everywhere."""
-        mine = self.pool.open_listeners(NAME, node=node)
-        if not mine:
-            raise HarnessError(f"hidden_close: no open groups listener on {node}")
-        mine[0].close(kind="hidden_close", confirm=False)
+        """Open a listener of the control's own on node (recorded like any other, and out
+        of the schedule's reach, so the churn cannot have closed every listener there
+        first), then close it recorded as `hidden_close` (a kind the checkers do not
+        know): the checkers still expect it everywhere."""
+        x = self.pool.open(node, [SCOPES["default"][0]], "default", owner=f"{NAME}-control")
+        if x is None:
+            raise HarnessError(f"hidden_close: could not open a listener on {node}")
+        x.close(kind="hidden_close", confirm=False)
