@@ -31,3 +31,4 @@ pub mod report;
 pub mod scenario;
 pub mod serf_rpc;
 pub mod stats;
+pub mod worker;
