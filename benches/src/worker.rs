@@ -26,6 +26,7 @@ use mesh_core::config::AgentConfig;
 use mesh_core::runtime::Agent;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{ClaimsCommand, ClaimsReply, ClaimsWorker};
 use crate::cleanup::ChildGuard;
 use crate::cluster::run_checked;
 use crate::groups::{GroupsCommand, GroupsReply, GroupsWorker};
@@ -36,6 +37,8 @@ use crate::groups::{GroupsCommand, GroupsReply, GroupsWorker};
 pub enum WorkerCommand {
     /// A `groups-bench` command.
     Groups(GroupsCommand),
+    /// A `claims-bench` command.
+    Claims(ClaimsCommand),
 }
 
 impl WorkerCommand {
@@ -50,6 +53,7 @@ impl WorkerCommand {
         let cmd: Self = serde_json::from_str(line).ok()?;
         let valid = match &cmd {
             Self::Groups(c) => c.is_valid(),
+            Self::Claims(c) => c.is_valid(),
         };
         valid.then_some(cmd)
     }
@@ -63,6 +67,8 @@ pub enum WorkerReply {
     Ready,
     /// A `groups-bench` answer.
     Groups(GroupsReply),
+    /// A `claims-bench` answer.
+    Claims(ClaimsReply),
     /// The command (or the worker) failed.
     Error(String),
 }
@@ -248,6 +254,7 @@ async fn worker_main(args: WorkerArgs) -> Result<()> {
     let config = args.agent_config()?;
     let agent = Agent::start(config).await.context("starting the agent")?;
     let mut groups = GroupsWorker::start(&agent, args.members).await?;
+    let mut claims = ClaimsWorker::new(&agent, &args.name, args.shards);
     say(&WorkerReply::Ready);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
     std::thread::spawn(move || {
@@ -261,6 +268,7 @@ async fn worker_main(args: WorkerArgs) -> Result<()> {
     while let Some(line) = rx.recv().await {
         let reply = match WorkerCommand::parse(&line) {
             Some(WorkerCommand::Groups(cmd)) => groups.handle(cmd).await.map(WorkerReply::Groups),
+            Some(WorkerCommand::Claims(cmd)) => claims.handle(cmd).await.map(WorkerReply::Claims),
             None => Err(anyhow!("unknown command {line:?}")),
         };
         say(&reply.unwrap_or_else(|e| WorkerReply::Error(format!("{e:#}"))));
