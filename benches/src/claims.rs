@@ -200,6 +200,64 @@ impl QuorumCounters {
     }
 }
 
+/// Time the voters spent in durable commits (from their `mesh_quorum_persist_seconds`
+/// and `mesh_quorum_fsync_seconds` histograms), summed over the three.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommitTime {
+    /// Commits.
+    pub count: f64,
+    /// Seconds from a commit's hand-off to its end (the transaction and its fsync,
+    /// on the blocking thread).
+    pub persist_secs: f64,
+    /// Seconds of the redb commit itself (the write and its fsync).
+    pub fsync_secs: f64,
+}
+
+impl CommitTime {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            count: self.count - before.count,
+            persist_secs: self.persist_secs - before.persist_secs,
+            fsync_secs: self.fsync_secs - before.fsync_secs,
+        }
+    }
+
+    /// Mean persist time of one commit, milliseconds.
+    pub fn mean_persist_ms(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.persist_secs * 1000.0 / self.count)
+    }
+
+    /// Mean redb commit (write + fsync) time, milliseconds.
+    pub fn mean_fsync_ms(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.fsync_secs * 1000.0 / self.count)
+    }
+}
+
+/// The sum of every sample of metric `name` (any labels) in Prometheus text.
+pub fn metric_total(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = if let Some(labelled) = rest.strip_prefix('{') {
+            labelled.split_once('}').map(|(_, v)| v)
+        } else if rest.starts_with(' ') {
+            Some(rest)
+        } else {
+            None
+        };
+        if let Some(Ok(v)) = value
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::parse::<f64>)
+        {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
 /// What a worker answers to a [`ClaimsCommand`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -752,6 +810,33 @@ impl MeshCluster {
         }
     }
 
+    /// The voters' commit time so far, summed (from their metrics endpoints).
+    pub fn voter_commit_time(&self) -> Result<CommitTime> {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut total = CommitTime::default();
+        for v in VOTERS {
+            let w = self
+                .workers
+                .get(v)
+                .with_context(|| format!("no worker {v}"))?;
+            let url = format!("http://{}/metrics", w.admin());
+            let text = http
+                .get(&url)
+                .call()
+                .with_context(|| format!("GET {url}"))?
+                .body_mut()
+                .read_to_string()?;
+            let get = |name: &str| metric_total(&text, name).unwrap_or(0.0);
+            total.count += get("mesh_quorum_persist_seconds_count");
+            total.persist_secs += get("mesh_quorum_persist_seconds_sum");
+            total.fsync_secs += get("mesh_quorum_fsync_seconds_sum");
+        }
+        Ok(total)
+    }
+
     /// The voters' quorum counters, summed.
     pub fn voter_counters(&mut self) -> Result<QuorumCounters> {
         let mut total = QuorumCounters::default();
@@ -772,7 +857,10 @@ impl MeshCluster {
             ttl_ms: ms_u64(self.settings.ttl),
         };
         let timeout = Duration::from_secs(60) + Duration::from_secs(2) * ops as u32;
-        match self.ask(from, cmd, timeout)? {
+        let before = self.voter_commit_time()?;
+        let reply = self.ask(from, cmd, timeout)?;
+        let commits = self.voter_commit_time()?.since(&before);
+        match reply {
             ClaimsReply::Latency {
                 samples_us,
                 release_us,
@@ -781,6 +869,7 @@ impl MeshCluster {
                 acquire: samples_us,
                 release: release_us,
                 errors,
+                commits: Some(commits),
             }),
             other => bail!("{from}: expected a latency report, got {other:?}"),
         }
@@ -789,6 +878,7 @@ impl MeshCluster {
     /// A throughput window of `clients` clients on `n4`, with the voters' commits.
     pub fn window(&mut self, clients: usize, window: Duration) -> Result<WindowRun> {
         let before = self.voter_counters()?;
+        let time_before = self.voter_commit_time()?;
         let cmd = ClaimsCommand::Window {
             ms: ms_u64(window),
             clients,
@@ -796,6 +886,7 @@ impl MeshCluster {
         };
         let reply = self.ask(CLIENT, cmd, window + Duration::from_secs(60))?;
         let after = self.voter_counters()?;
+        let commits = self.voter_commit_time()?.since(&time_before);
         match reply {
             ClaimsReply::Window {
                 claims,
@@ -808,6 +899,7 @@ impl MeshCluster {
                 latency,
                 errors,
                 voters: after.since(&before),
+                commits: Some(commits),
             }),
             other => bail!("{CLIENT}: expected a window report, got {other:?}"),
         }
@@ -899,6 +991,8 @@ pub struct LatencyRun {
     pub release: Vec<u64>,
     /// Failures by kind.
     pub errors: ErrorCounts,
+    /// mesh: the voters' commit time during the run.
+    pub commits: Option<CommitTime>,
 }
 
 /// One throughput window.
@@ -914,6 +1008,8 @@ pub struct WindowRun {
     pub errors: ErrorCounts,
     /// What the three voters did meanwhile (summed).
     pub voters: QuorumCounters,
+    /// mesh: the voters' commit time meanwhile.
+    pub commits: Option<CommitTime>,
 }
 
 impl WindowRun {
@@ -1033,6 +1129,39 @@ mod tests {
         let s = LatencySummary::of(&samples);
         assert_eq!((s.n, s.p50_us, s.p99_us, s.max_us), (200, 100, 198, 200));
         assert_eq!(LatencySummary::of(&[]), LatencySummary::default());
+    }
+
+    #[test]
+    fn metric_totals_add_every_series_of_that_name_only() {
+        let text = "# TYPE mesh_quorum_persist_seconds histogram\n\
+            mesh_quorum_persist_seconds_bucket{le=\"0.005\"} 3\n\
+            mesh_quorum_persist_seconds_sum 0.25\n\
+            mesh_quorum_persist_seconds_count 40\n\
+            mesh_quorum_persist_seconds_count_other 7\n\
+            x_total{a=\"1\"} 2\nx_total{a=\"2\"} 3\n";
+        assert_eq!(
+            metric_total(text, "mesh_quorum_persist_seconds_count"),
+            Some(40.0)
+        );
+        assert_eq!(
+            metric_total(text, "mesh_quorum_persist_seconds_sum"),
+            Some(0.25)
+        );
+        assert_eq!(metric_total(text, "x_total"), Some(5.0));
+        assert_eq!(metric_total(text, "missing"), None);
+        let d = CommitTime {
+            count: 50.0,
+            persist_secs: 0.5,
+            fsync_secs: 0.4,
+        }
+        .since(&CommitTime {
+            count: 40.0,
+            persist_secs: 0.25,
+            fsync_secs: 0.2,
+        });
+        assert_eq!(d.mean_persist_ms(), Some(25.0));
+        assert!((d.mean_fsync_ms().unwrap_or(0.0) - 20.0).abs() < 1e-9);
+        assert_eq!(CommitTime::default().mean_persist_ms(), None);
     }
 
     #[test]

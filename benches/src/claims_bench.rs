@@ -492,12 +492,40 @@ fn latency_rows(label: &str, mesh: Option<&LatencyRun>, etcd: Option<&LatencyRun
         rel(etcd),
         3,
     );
+    if let Some(c) = mesh.and_then(|r| r.commits) {
+        commit_rows(&c, None);
+    }
     for (name, r) in [("mesh", mesh), ("etcd", etcd)] {
         if let Some(r) = r {
             if !r.errors.is_empty() {
                 println!("  {name} errors: {}", errors_text(&r.errors));
             }
         }
+    }
+}
+
+/// The voters' commit rows: mean time of a commit, and how much of the window a voter
+/// had a commit in flight.
+fn commit_rows(c: &mesh_bench::claims::CommitTime, window_secs: Option<f64>) {
+    row(
+        "  mesh: voter commit, mean ms (persist)",
+        c.mean_persist_ms(),
+        None,
+        2,
+    );
+    row(
+        "  mesh: voter commit, mean ms (redb write+fsync)",
+        c.mean_fsync_ms(),
+        None,
+        2,
+    );
+    if let Some(secs) = window_secs {
+        row(
+            "  mesh: share of the window a voter is committing",
+            Some(c.persist_secs / 3.0 / secs),
+            None,
+            2,
+        );
     }
 }
 
@@ -583,6 +611,9 @@ fn print_throughput(args: &Args, mesh: &Results, etcd: &Results) {
                 None,
                 0,
             );
+            if let Some(c) = m.commits {
+                commit_rows(&c, Some(secs));
+            }
             row(
                 "  mesh: prepare rounds per decided change",
                 (v.committed > 0).then(|| v.requests_prepare as f64 / 3.0 / v.committed as f64),
