@@ -699,6 +699,45 @@ fn print_failover(args: &Args, mesh: &Results, etcd: &Results) {
             format!("{up}/{}", runs.len())
         });
         text_row("  mesh: new token > old token", &tokens_up, "");
+        for (name, x) in [("mesh", m), ("etcd", e)] {
+            if let Some((_, runs)) = x {
+                let mut errors = ErrorCounts::new();
+                let mut attempts = 0;
+                for r in runs {
+                    attempts += r.attempts;
+                    for (k, v) in &r.errors {
+                        *errors.entry(k.clone()).or_default() += v;
+                    }
+                }
+                println!(
+                    "  {name}: {attempts} attempts in all; refused: {}",
+                    errors_text(&errors)
+                );
+            }
+        }
+        let slow: Vec<String> = m
+            .map(|(_, runs)| {
+                runs.iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.took.is_none_or(|d| d.as_secs_f64() > bound))
+                    .map(|(i, r)| {
+                        format!(
+                            "run {}: {} after {} attempts, refused: {}",
+                            i + 1,
+                            r.took.map_or("not acquired".to_owned(), |d| format!(
+                                "{:.3} s",
+                                d.as_secs_f64()
+                            )),
+                            r.attempts,
+                            errors_text(&r.errors)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for line in slow {
+            println!("  mesh over the bound: {line}");
+        }
     }
 }
 
