@@ -652,8 +652,13 @@ fn print_failover(args: &Args, mesh: &Results, etcd: &Results) {
         "{:<44}{:>10} {:>10} {:>10}",
         "", "mesh", "etcd", "mesh/etcd"
     );
-    let ttls: std::collections::BTreeSet<u64> =
-        args.ttls.iter().chain(&args.etcd_ttls).copied().collect();
+    // The TTLs some system measured.
+    let ttls: std::collections::BTreeSet<u64> = mesh
+        .failover
+        .keys()
+        .chain(etcd.failover.keys())
+        .copied()
+        .collect();
     for ttl in ttls {
         let m = mesh.failover.get(&ttl);
         let e = etcd.failover.get(&ttl);
