@@ -184,10 +184,16 @@ pub struct ScratchDir {
 impl ScratchDir {
     /// Creates a fresh directory under the system temp dir, named with `prefix`.
     pub fn new(prefix: &str) -> Result<Self> {
+        Self::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// Creates a fresh directory under `parent`, named with `prefix` (to choose the
+    /// disk that data directories live on).
+    pub fn new_in(parent: &Path, prefix: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
-            .tempdir()
-            .context("creating a scratch directory")?;
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a scratch directory in {}", parent.display()))?;
         let path = dir.path().to_path_buf();
         registry().dirs.push(path.clone());
         Ok(Self {

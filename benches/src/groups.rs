@@ -22,32 +22,30 @@
 //!   allows. Erlang's counterparts live in the controller module (`throughput/5`,
 //!   `local_throughput/3`).
 //!
-//! The worker speaks a line protocol on stdin/stdout ([`WorkerCommand`],
-//! [`WorkerReply`]) so the harness can count before and after the window.
+//! The worker ([`crate::worker`]) takes [`GroupsCommand`]s on stdin and answers
+//! [`GroupsReply`]s on stdout, so the harness can count before and after the window.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use mesh_core::admin::{GroupView, ListenLine, DEFAULT_SCOPE};
-use mesh_core::config::AgentConfig;
 use mesh_core::identity::NodeId;
 use mesh_core::node::{Dest, GroupMode, Node, NodeConfig};
 use mesh_core::process::Mailbox;
-use mesh_core::runtime::{Agent, AgentHandle, ApiError};
+use mesh_core::runtime::{AgentHandle, ApiError};
 
-use crate::cleanup::{ChildGuard, ScratchDir};
-use crate::cluster::{run_checked, Cluster, ClusterOptions, SystemKind};
+use crate::cleanup::ScratchDir;
+use crate::cluster::{Cluster, ClusterOptions, SystemKind};
 use crate::erlang::{self, ErlangCluster, ErlangOptions};
 use crate::ports::free_ports;
+use crate::worker::{issue_certs, Worker, WorkerArgs, WorkerCommand, WorkerReply};
 
 // ----- join visibility -------------------------------------------------------------
 
@@ -592,9 +590,10 @@ pub fn erlang_distributed(s: &TpSettings, opts: &ErlangOptions, salt: u64) -> Re
 
 // ----- mesh over QUIC: worker processes ----------------------------------------------
 
-/// What the harness tells a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerCommand {
+/// What the harness tells a worker in the groups benchmark (see [`crate::worker`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupsCommand {
     /// Report deliveries so far.
     Count,
     /// Send to the group for `ms` milliseconds, `batch` sends per call, `bytes` each.
@@ -608,35 +607,20 @@ pub enum WorkerCommand {
     },
 }
 
-impl WorkerCommand {
-    /// The line sent on the worker's stdin.
-    pub fn to_line(&self) -> String {
+impl GroupsCommand {
+    /// Whether the numbers can work (a zero batch would spin).
+    pub fn is_valid(&self) -> bool {
         match self {
-            Self::Count => "count".to_owned(),
-            Self::Send { ms, bytes, batch } => format!("send {ms} {bytes} {batch}"),
-        }
-    }
-
-    /// Parses a line; `None` if it is not a command.
-    pub fn parse(line: &str) -> Option<Self> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["count"] => Some(Self::Count),
-            ["send", ms, bytes, batch] => Some(Self::Send {
-                ms: ms.parse().ok()?,
-                bytes: bytes.parse().ok()?,
-                batch: batch.parse().ok().filter(|b| *b > 0)?,
-            }),
-            _ => None,
+            Self::Count => true,
+            Self::Send { batch, .. } => *batch > 0,
         }
     }
 }
 
-/// What a worker answers on stdout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerReply {
-    /// The agent runs and its members have joined.
-    Ready,
+/// What a worker answers to a [`GroupsCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupsReply {
     /// Deliveries counted by its members, and deliveries its node refused.
     Count {
         /// Counted by the members' consumers.
@@ -659,160 +643,57 @@ pub enum WorkerReply {
         /// Members one send reached.
         targets: u64,
     },
-    /// The worker failed.
-    Error(String),
 }
 
-impl WorkerReply {
-    /// The line written on stdout.
-    pub fn to_line(&self) -> String {
-        match self {
-            Self::Ready => "ready".to_owned(),
-            Self::Count {
-                delivered,
-                refused_in,
-            } => format!("count {delivered} {refused_in}"),
-            Self::Sent {
-                sends,
-                errors,
-                frames_refused,
-                busy,
-                elapsed_us,
-                targets,
-            } => format!("sent {sends} {errors} {frames_refused} {busy} {elapsed_us} {targets}"),
-            Self::Error(e) => format!("error {}", e.replace('\n', " ")),
+/// The groups side of a worker: its members (consumers counting deliveries) and the
+/// sender's loop.
+pub(crate) struct GroupsWorker {
+    agent: AgentHandle,
+    delivered: Arc<AtomicU64>,
+}
+
+impl GroupsWorker {
+    /// Spawns `members` processes in the benchmark's group, each counting what it gets.
+    pub(crate) async fn start(agent: &AgentHandle, members: usize) -> Result<Self> {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let group = [TP_GROUP.to_owned()];
+        for _ in 0..members {
+            let process = agent.spawn(None).await?;
+            agent
+                .join(DEFAULT_SCOPE, &group, process.pid(), None)
+                .await?
+                .map_err(|e| anyhow!("join: {e}"))?;
+            let count = delivered.clone();
+            tokio::spawn(async move {
+                while process.recv().await.is_some() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
+        Ok(Self {
+            agent: agent.clone(),
+            delivered,
+        })
     }
 
-    /// Parses a line; `None` if it is not a reply (log noise).
-    pub fn parse(line: &str) -> Option<Self> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let num = |w: &str| w.parse::<u64>().ok();
-        match words.as_slice() {
-            ["ready"] => Some(Self::Ready),
-            ["count", d, r] => Some(Self::Count {
-                delivered: num(d)?,
-                refused_in: num(r)?,
-            }),
-            ["sent", s, e, f, b, t, g] => Some(Self::Sent {
-                sends: num(s)?,
-                errors: num(e)?,
-                frames_refused: num(f)?,
-                busy: num(b)?,
-                elapsed_us: num(t)?,
-                targets: num(g)?,
-            }),
-            ["error", ..] => Some(Self::Error(line["error".len()..].trim().to_owned())),
-            _ => None,
-        }
-    }
-}
-
-/// How a worker is started (`groups-bench worker ...`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorkerArgs {
-    /// Node name (must match the certificate).
-    #[arg(long)]
-    pub name: String,
-    /// QUIC address.
-    #[arg(long)]
-    pub bind: SocketAddr,
-    /// Admin API address.
-    #[arg(long)]
-    pub admin: SocketAddr,
-    /// Seed to join through.
-    #[arg(long)]
-    pub seed: Option<SocketAddr>,
-    /// CA certificate.
-    #[arg(long)]
-    pub ca: PathBuf,
-    /// Node certificate.
-    #[arg(long)]
-    pub cert: PathBuf,
-    /// Node key.
-    #[arg(long)]
-    pub key: PathBuf,
-    /// Members this agent holds in the group.
-    #[arg(long, default_value_t = 0)]
-    pub members: usize,
-    /// SWIM profile.
-    #[arg(long, default_value = "lan")]
-    pub profile: String,
-}
-
-/// Runs a worker until its stdin closes: an embedded agent, its members draining their
-/// mailboxes, the line protocol on stdin/stdout.
-pub fn run_worker(args: WorkerArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    let result = rt.block_on(worker_main(args));
-    if let Err(e) = &result {
-        say(&WorkerReply::Error(format!("{e:#}")));
-    }
-    result
-}
-
-fn say(reply: &WorkerReply) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", reply.to_line());
-    let _ = out.flush();
-}
-
-async fn worker_main(args: WorkerArgs) -> Result<()> {
-    let mut config = AgentConfig::new(args.name, args.ca, args.cert, args.key);
-    config.bind = args.bind;
-    config.admin = args.admin;
-    config.seeds = args.seed.into_iter().collect();
-    config.profile = args.profile.parse().map_err(|e: String| anyhow!(e))?;
-    let agent = Agent::start(config).await.context("starting the agent")?;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let group = [TP_GROUP.to_owned()];
-    for _ in 0..args.members {
-        let process = agent.spawn(None).await?;
-        agent
-            .join(DEFAULT_SCOPE, &group, process.pid(), None)
-            .await?
-            .map_err(|e| anyhow!("join: {e}"))?;
-        let count = delivered.clone();
-        tokio::spawn(async move {
-            while process.recv().await.is_some() {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    say(&WorkerReply::Ready);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(line) = rx.recv().await {
-        match WorkerCommand::parse(&line) {
-            Some(WorkerCommand::Count) => {
-                let refused_in = agent
+    /// Runs one command.
+    pub(crate) async fn handle(&mut self, cmd: GroupsCommand) -> Result<GroupsReply> {
+        match cmd {
+            GroupsCommand::Count => {
+                let refused_in = self
+                    .agent
                     .call(|n, _| n.stats().refused_in.values().sum::<u64>())
                     .await?;
-                say(&WorkerReply::Count {
-                    delivered: delivered.load(Ordering::Relaxed),
+                Ok(GroupsReply::Count {
+                    delivered: self.delivered.load(Ordering::Relaxed),
                     refused_in,
-                });
+                })
             }
-            Some(WorkerCommand::Send { ms, bytes, batch }) => {
-                let reply = send_window(&agent, Duration::from_millis(ms), bytes, batch).await?;
-                say(&reply);
+            GroupsCommand::Send { ms, bytes, batch } => {
+                send_window(&self.agent, Duration::from_millis(ms), bytes, batch).await
             }
-            None => say(&WorkerReply::Error(format!("unknown command {line:?}"))),
         }
     }
-    agent.leave(Duration::from_secs(1)).await;
-    Ok(())
 }
 
 /// The node's count of frames the transport refused.
@@ -831,7 +712,7 @@ async fn send_window(
     window: Duration,
     bytes: usize,
     batch: usize,
-) -> Result<WorkerReply> {
+) -> Result<GroupsReply> {
     let dest = group_dest();
     let payload = Bytes::from(vec![b'x'; bytes]);
     let start_bp = agent.call(|n, _| backpressure(n)).await?;
@@ -876,7 +757,7 @@ async fn send_window(
     }
     let elapsed = t0.elapsed();
     let end_bp = agent.call(|n, _| backpressure(n)).await?;
-    Ok(WorkerReply::Sent {
+    Ok(GroupsReply::Sent {
         sends,
         errors,
         frames_refused: end_bp.saturating_sub(start_bp),
@@ -886,111 +767,24 @@ async fn send_window(
     })
 }
 
-/// A running worker process as the harness sees it.
-struct Worker {
-    name: String,
-    admin: SocketAddr,
-    child: ChildGuard,
-    stdin: ChildStdin,
-    replies: Receiver<WorkerReply>,
-    log: PathBuf,
-}
-
-impl Worker {
-    fn ask(&mut self, cmd: &WorkerCommand, timeout: Duration) -> Result<WorkerReply> {
-        writeln!(self.stdin, "{}", cmd.to_line())
-            .and_then(|()| self.stdin.flush())
-            .with_context(|| format!("writing to worker {}", self.name))?;
-        self.expect(timeout)
-    }
-
-    fn expect(&mut self, timeout: Duration) -> Result<WorkerReply> {
-        match self.replies.recv_timeout(timeout) {
-            Ok(WorkerReply::Error(e)) => bail!("worker {}: {e}", self.name),
-            Ok(reply) => Ok(reply),
-            Err(RecvTimeoutError::Timeout) => bail!(
-                "worker {} did not answer within {:.0} s; end of its log:\n{}",
-                self.name,
-                timeout.as_secs_f64(),
-                crate::cluster::log_tail(&self.log, 2000)
-            ),
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.exit_status().ok().flatten();
-                bail!(
-                    "worker {} exited ({status:?}); end of its log:\n{}",
-                    self.name,
-                    crate::cluster::log_tail(&self.log, 2000)
-                )
-            }
-        }
-    }
-
-    fn count(&mut self) -> Result<(u64, u64)> {
-        match self.ask(&WorkerCommand::Count, Duration::from_secs(10))? {
-            WorkerReply::Count {
-                delivered,
-                refused_in,
-            } => Ok((delivered, refused_in)),
-            other => bail!("worker {}: expected a count, got {other:?}", self.name),
-        }
+fn ask_groups(w: &mut Worker, cmd: GroupsCommand, timeout: Duration) -> Result<GroupsReply> {
+    match w.ask(&WorkerCommand::Groups(cmd), timeout)? {
+        WorkerReply::Groups(reply) => Ok(reply),
+        other => bail!(
+            "worker {}: expected a groups reply, got {other:?}",
+            w.name()
+        ),
     }
 }
 
-fn start_worker(
-    exe: &Path,
-    dir: &Path,
-    name: &str,
-    ports: (u16, u16),
-    seed: Option<SocketAddr>,
-    members: usize,
-) -> Result<Worker> {
-    let certs = dir.join("certs");
-    let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.0));
-    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.1));
-    let log = dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(exe);
-    cmd.arg("worker")
-        .args(["--name", name])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .arg("--ca")
-        .arg(certs.join("ca.crt"))
-        .arg("--cert")
-        .arg(certs.join(format!("{name}.crt")))
-        .arg("--key")
-        .arg(certs.join(format!("{name}.key")))
-        .args(["--members", &members.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
-        .env("RUST_LOG", "warn");
-    if let Some(seed) = seed {
-        cmd.args(["--seed", &seed.to_string()]);
+fn count(w: &mut Worker) -> Result<(u64, u64)> {
+    match ask_groups(w, GroupsCommand::Count, Duration::from_secs(10))? {
+        GroupsReply::Count {
+            delivered,
+            refused_in,
+        } => Ok((delivered, refused_in)),
+        other => bail!("worker {}: expected a count, got {other:?}", w.name()),
     }
-    let mut child = ChildGuard::spawn(&mut cmd)?;
-    let (stdin, stdout) = child.take_pipes();
-    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
-        bail!("worker {name}: no pipes");
-    };
-    let (tx, replies) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(reply) = WorkerReply::parse(&line) {
-                if tx.send(reply).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    Ok(Worker {
-        name: name.to_owned(),
-        admin,
-        child,
-        stdin,
-        replies,
-        log,
-    })
 }
 
 /// Distinct members of the group as the agent at `admin` sees them.
@@ -1023,43 +817,21 @@ pub fn mesh_quic(
         dir.keep();
     }
     let certs = dir.path().join("certs");
-    run_checked(
-        Command::new(meshctl)
-            .args(["cert", "ca", "--out"])
-            .arg(&certs),
-    )?;
     let names: Vec<String> = std::iter::once("s0".to_owned())
         .chain((1..=s.peers).map(|i| format!("m{i}")))
         .collect();
-    for name in &names {
-        run_checked(
-            Command::new(meshctl)
-                .args(["cert", "issue", "--ca-dir"])
-                .arg(&certs)
-                .args(["--name", name, "--out"])
-                .arg(&certs),
-        )?;
-    }
+    issue_certs(meshctl, &certs, &names)?;
     let ports = free_ports(2 * names.len(), salt)?;
     let seed = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[0]));
     let mut workers = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let members = if i == 0 { 0 } else { s.per_peer };
         let join = (i > 0).then_some(seed);
-        workers.push(start_worker(
-            exe,
-            dir.path(),
-            name,
-            (ports[2 * i], ports[2 * i + 1]),
-            join,
-            members,
-        )?);
+        let mut args = WorkerArgs::new(name, &certs, (ports[2 * i], ports[2 * i + 1]), join);
+        args.members = if i == 0 { 0 } else { s.per_peer };
+        workers.push(Worker::start(exe, dir.path(), &args)?);
     }
     for w in &mut workers {
-        match w.expect(Duration::from_secs(60))? {
-            WorkerReply::Ready => {}
-            other => bail!("worker {}: expected ready, got {other:?}", w.name),
-        }
+        w.wait_ready(Duration::from_secs(60))?;
     }
     // The sender routes by its own view: wait until it lists every member.
     let http: ureq::Agent = ureq::Agent::config_builder()
@@ -1069,7 +841,7 @@ pub fn mesh_quic(
     let want = s.members();
     let t0 = Instant::now();
     loop {
-        let seen = members_seen(&http, workers[0].admin).unwrap_or(0);
+        let seen = members_seen(&http, workers[0].admin()).unwrap_or(0);
         if seen == want {
             break;
         }
@@ -1092,23 +864,23 @@ pub fn mesh_quic(
     let count_all = |workers: &mut Vec<Worker>| -> Result<(u64, u64)> {
         let mut total = (0, 0);
         for w in workers.iter_mut().skip(1) {
-            let (d, r) = w.count()?;
+            let (d, r) = count(w)?;
             total.0 += d;
             total.1 += r;
         }
         Ok(total)
     };
     let before = count_all(&mut workers)?;
-    let cmd = WorkerCommand::Send {
+    let cmd = GroupsCommand::Send {
         ms: u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
         bytes: s.payload,
         batch: s.batch,
     };
-    let sent = workers[0].ask(&cmd, s.duration + Duration::from_secs(60))?;
+    let sent = ask_groups(&mut workers[0], cmd, s.duration + Duration::from_secs(60))?;
     let after = count_all(&mut workers)?;
     std::thread::sleep(Duration::from_secs(1));
     let settled = count_all(&mut workers)?;
-    let WorkerReply::Sent {
+    let GroupsReply::Sent {
         sends,
         errors,
         frames_refused,
@@ -1137,40 +909,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worker_lines_round_trip_and_noise_is_ignored() {
+    fn groups_lines_round_trip_and_a_zero_batch_is_refused() {
         let replies = [
             WorkerReply::Ready,
-            WorkerReply::Count {
+            WorkerReply::Groups(GroupsReply::Count {
                 delivered: 12,
                 refused_in: 3,
-            },
-            WorkerReply::Sent {
+            }),
+            WorkerReply::Groups(GroupsReply::Sent {
                 sends: 1,
                 errors: 2,
                 frames_refused: 3,
                 busy: 4,
                 elapsed_us: 5,
                 targets: 100,
-            },
+            }),
             WorkerReply::Error("boom at once".to_owned()),
         ];
         for r in replies {
             assert_eq!(WorkerReply::parse(&r.to_line()), Some(r));
         }
-        assert_eq!(WorkerReply::parse("2026-11-24 WARN something"), None);
-        assert_eq!(WorkerReply::parse("count 1"), None);
-        let send = WorkerCommand::Send {
+        let send = WorkerCommand::Groups(GroupsCommand::Send {
             ms: 5000,
             bytes: 100,
             batch: 16,
-        };
+        });
         assert_eq!(WorkerCommand::parse(&send.to_line()), Some(send));
+        let zero = WorkerCommand::Groups(GroupsCommand::Send {
+            ms: 10,
+            bytes: 100,
+            batch: 0,
+        });
         assert_eq!(
-            WorkerCommand::parse("send 10 100 0"),
+            WorkerCommand::parse(&zero.to_line()),
             None,
             "a zero batch would spin"
         );
-        assert_eq!(WorkerCommand::parse("sned"), None);
     }
 
     #[test]

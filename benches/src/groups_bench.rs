@@ -115,14 +115,14 @@ struct Args {
 enum Internal {
     /// An embedded mesh agent holding group members (started by the throughput run).
     #[command(hide = true)]
-    Worker(groups::WorkerArgs),
+    Worker(mesh_bench::worker::WorkerArgs),
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(Internal::Worker(w)) = args.command {
         // A worker is killed by the harness; it installs no handler of its own.
-        return groups::run_worker(w);
+        return mesh_bench::worker::run_worker(w);
     }
     cleanup::install_signal_handler()?;
     if args.joins == 0 || args.peers.iter().any(|&n| n < 2) {

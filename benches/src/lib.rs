@@ -21,9 +21,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod claims;
 pub mod cleanup;
 pub mod cluster;
 pub mod erlang;
+pub mod etcd;
 pub mod groups;
 pub mod nft;
 pub mod ports;
@@ -31,3 +33,4 @@ pub mod report;
 pub mod scenario;
 pub mod serf_rpc;
 pub mod stats;
+pub mod worker;
