@@ -253,7 +253,7 @@ fn main() -> Result<()> {
     }
     println!();
     println!("== goals ==");
-    println!("0. local join+leave cost <= 1 us, flat to 100 000 groups: measured by registry-bench (not on this branch)");
+    println!("0. local join+leave cost <= 1 us, flat to 100 000 groups: measured by registry-bench (cargo run --release -p mesh-bench --bin registry-bench)");
     for g in goals {
         println!("{g}");
     }

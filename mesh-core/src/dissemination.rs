@@ -112,6 +112,15 @@
 //! - **F4 convergence without broadcasts.** Because of F3 and push-pull exchanges, state
 //!   converges even when every datagram trailer and batch frame is lost
 //!   (`tests/dissemination_sim.rs`).
+//! - **D1 direct push.** With `direct_max_peers ≥ n`, an item made here
+//!   ([`push_own`](Dissemination::push_own)) on the batch path is sent to every live peer
+//!   — each batch round with such an item waiting picks all `n` peers, in random order —
+//!   and retires only once every live peer has it (it is exempt from `transmissions(n)`;
+//!   S2 and S3 hold as stated otherwise). A join is then one hop from everyone, as in
+//!   Erlang `pg`, at the cost of `n` frames per local change. Relayed items keep the
+//!   gossip limit, and small ones are not batched eagerly then (they ride datagrams
+//!   only: every peer already got the item from its origin); a frame that was lost is
+//!   made up for by those datagrams and by anti-entropy.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -228,6 +237,11 @@ pub struct DisseminationConfig {
     /// sends on its probe period when membership is quiet. Costs a second copy of each
     /// small item; each copy counts in `pushed`.
     pub eager: bool,
+    /// Direct push: while there are at most this many live peers, an item made here
+    /// ([`Dissemination::push_own`]) that goes on the batch path is sent to *every*
+    /// live peer (one hop, as Erlang `pg` does) instead of `transmissions(n)` of them;
+    /// relayed items keep the gossip limit. 0 turns it off.
+    pub direct_max_peers: usize,
 }
 
 impl Default for DisseminationConfig {
@@ -240,6 +254,7 @@ impl Default for DisseminationConfig {
             anti_entropy_interval: Some(Duration::from_secs(1)),
             queue_max_bytes: 256 * 1024,
             eager: false,
+            direct_max_peers: 0,
         }
     }
 }
@@ -575,6 +590,8 @@ struct Item {
     bytes: Bytes,
     /// The peers it was sent to, each once (S3); its transmissions so far.
     sent_to: Vec<String>,
+    /// Made here and to be pushed to every live peer (batch lane, direct push).
+    direct: bool,
 }
 
 impl Item {
@@ -750,6 +767,28 @@ impl Dissemination {
     /// piggyback queue, larger ones to its batch buffer; if that overflows
     /// `queue_max_bytes`, its oldest items are dropped and counted.
     pub fn push(&mut self, now: Instant, channel: ChannelId, item: Bytes) -> Result<(), PushError> {
+        self.push_item(now, channel, item, false)
+    }
+
+    /// [`push`](Self::push) for a delta made on this node: with
+    /// [`DisseminationConfig::direct_max_peers`] set and at most that many live peers,
+    /// its batch copy goes to every live peer (D1 in the module docs).
+    pub fn push_own(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        item: Bytes,
+    ) -> Result<(), PushError> {
+        self.push_item(now, channel, item, true)
+    }
+
+    fn push_item(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        item: Bytes,
+        own: bool,
+    ) -> Result<(), PushError> {
         self.start(now);
         let Some(c) = self.channels.iter().position(|ch| ch.id == channel) else {
             self.stats.rejected_unknown_channel += 1;
@@ -768,26 +807,32 @@ impl Dissemination {
         }
         let small = len <= self.config.piggyback_max_item;
         if small {
-            self.enqueue(c, Lane::Piggyback, item.clone());
+            self.enqueue(c, Lane::Piggyback, item.clone(), false);
         }
-        if !small || self.config.eager {
+        // While direct push is on (D1) every peer got an own item from its origin, so a
+        // small relayed one only rides datagrams: eager batching of relays would send
+        // each change n·transmissions(n) more frames that almost nobody needs.
+        let eager = self.config.eager && (own || !self.direct_active());
+        if !small || eager {
             if self.batch_is_empty() {
                 self.batch_due = Some(now + self.config.batch_interval);
             }
-            self.enqueue(c, Lane::Batch, item);
+            let direct = own && self.config.direct_max_peers > 0;
+            self.enqueue(c, Lane::Batch, item, direct);
         }
         Ok(())
     }
 
     /// Queues an accepted item in one lane, dropping (and counting) the oldest items of
     /// that lane if it overflows.
-    fn enqueue(&mut self, c: usize, lane: Lane, item: Bytes) {
+    fn enqueue(&mut self, c: usize, lane: Lane, item: Bytes, direct: bool) {
         let len = item.len();
         let queue_max = self.config.queue_max_bytes;
         let queue = &mut self.channels[c].queues[lane as usize];
         queue.items.push_back(Item {
             bytes: item,
             sent_to: Vec::new(),
+            direct,
         });
         queue.bytes += len;
         let stats = &mut self.stats.channels[c];
@@ -936,6 +981,20 @@ impl Dissemination {
             .all(|ch| ch.queues[Lane::Batch as usize].items.is_empty())
     }
 
+    /// Whether direct push is on for the current number of live peers (D1).
+    fn direct_active(&self) -> bool {
+        self.config.direct_max_peers > 0 && self.peers.len() <= self.config.direct_max_peers
+    }
+
+    fn has_direct_batch(&self) -> bool {
+        self.channels.iter().any(|ch| {
+            ch.queues[Lane::Batch as usize]
+                .items
+                .iter()
+                .any(|i| i.direct)
+        })
+    }
+
     /// One batch round: a frame of the items each of `fanout(n)` random live peers has
     /// not had yet, of at most `batch_max_bytes`.
     fn batch_round(&mut self, now: Instant) {
@@ -943,8 +1002,17 @@ impl Dissemination {
         if self.peers.is_empty() {
             self.stats.batch_rounds_without_peers += 1;
         } else {
-            let picked =
-                rand::seq::index::sample(&mut self.rng, self.peers.len(), fanout(self.peers.len()));
+            // A direct item waiting (D1): every live peer, in random order (so that
+            // relayed items, which stop at their transmissions, still go to random
+            // peers); otherwise `fanout(n)` random ones.
+            let n = self.peers.len();
+            let count = if self.direct_active() && self.has_direct_batch() {
+                n
+            } else {
+                fanout(n)
+            };
+            // `sample` returns the indices in random order.
+            let picked = rand::seq::index::sample(&mut self.rng, n, count);
             let room = self.config.batch_max_bytes - BATCH_HEADER;
             for i in picked {
                 let to = self.peers[i].clone();
@@ -1087,9 +1155,10 @@ impl Dissemination {
     /// live peer has (S2, S3).
     fn retire(&mut self, c: usize, lane: Lane) {
         let limit = self.config.transmissions.for_peers(self.peers.len());
+        let direct = self.direct_active();
         let peers = &self.peers;
         let done = |item: &Item| {
-            item.sent_to.len() >= limit
+            (item.sent_to.len() >= limit && !(direct && item.direct))
                 || (!peers.is_empty()
                     && item.sent_to.len() >= peers.len()
                     && peers.iter().all(|p| item.sent_to.contains(p)))

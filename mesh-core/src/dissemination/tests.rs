@@ -349,6 +349,7 @@ proptest! {
 #[derive(Debug, Clone)]
 enum Op {
     Push { channel: usize, len: usize },
+    PushOwn { channel: usize, len: usize },
     Wrap { to: usize, swim_len: usize },
     Tick { advance_ms: u64 },
     Peers { n: usize },
@@ -358,6 +359,7 @@ enum Op {
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0usize..3, 4usize..=400).prop_map(|(channel, len)| Op::Push { channel, len }),
+        2 => (0usize..3, 4usize..=400).prop_map(|(channel, len)| Op::PushOwn { channel, len }),
         4 => (0usize..12, 0usize..=MAX_SWIM).prop_map(|(to, swim_len)| Op::Wrap { to, swim_len }),
         2 => (0u64..400).prop_map(|advance_ms| Op::Tick { advance_ms }),
         1 => (0usize..12).prop_map(|n| Op::Peers { n }),
@@ -372,6 +374,8 @@ fn tight() -> DisseminationConfig {
         batch_max_bytes: 900,
         queue_max_bytes: 2_000,
         anti_entropy_interval: Some(Duration::from_millis(700)),
+        // Peers go up to 12: direct push is on at times and off at others.
+        direct_max_peers: 6,
         ..DisseminationConfig::default()
     }
 }
@@ -404,6 +408,11 @@ fn run_ops(seed: u64, ops: &[Op]) -> Vec<String> {
         match *op {
             Op::Push { channel, len } => {
                 d.push(now, channels(3)[channel].0, item(next_id, len))
+                    .expect("accepted");
+                next_id += 1;
+            }
+            Op::PushOwn { channel, len } => {
+                d.push_own(now, channels(3)[channel].0, item(next_id, len))
                     .expect("accepted");
                 next_id += 1;
             }
@@ -1002,6 +1011,78 @@ fn batch_fanout_targets_are_distinct_live_peers_and_scale_as_log2() {
         assert!(targets.iter().all(|t| live.contains(t)), "live, n = {n}");
     }
     assert_eq!(fanout(0), 0);
+}
+
+#[test]
+fn an_own_item_goes_to_every_live_peer_up_to_direct_max_peers_and_a_relayed_one_gossips() {
+    let mut config = quiet();
+    config.eager = true;
+    config.direct_max_peers = 30;
+    let now = Instant::now();
+    let due = now + config.batch_interval;
+    let live = peers(20);
+    let limit = config.transmissions.for_peers(20);
+    assert!(limit < 20, "the gossip limit is below the cluster size");
+
+    // Made here: one batch round reaches all 20 peers, each once, then it retires.
+    let mut d = node(config.clone(), 1);
+    d.set_peers(now, &live);
+    d.push_own(now, GROUPS, item(1, 40)).expect("accepted");
+    d.push(now, GROUPS, item(2, 1000)).expect("accepted");
+    d.push(now, GROUPS, item(5, 40)).expect("accepted");
+    d.handle_tick(due);
+    let sent = batches(&outputs(&mut d));
+    let got = |id: u32| -> BTreeSet<String> {
+        sent.iter()
+            .filter(|(_, items)| items.iter().any(|(_, b)| id_of(b) == id))
+            .map(|(to, _)| to.clone())
+            .collect()
+    };
+    assert_eq!(
+        got(1),
+        live.iter().cloned().collect(),
+        "own item: every live peer"
+    );
+    assert_eq!(sent.len(), 20, "one frame per peer");
+    // A large relayed item rode the same round but stopped at its transmissions; a
+    // small relayed one is not batched at all while direct push is on.
+    assert_eq!(got(2).len(), limit, "relayed item: transmissions(n) peers");
+    assert!(got(5).is_empty(), "small relayed item: datagrams only");
+    assert_accounting(&d);
+    assert_eq!(
+        d.stats().channels[0].queued_items,
+        2,
+        "the batch copies retired; the piggyback copies of 1 and 5 wait for SWIM packets"
+    );
+    assert_eq!(
+        wrap(&mut d, now, &live[0], 0).len(),
+        2,
+        "1 and 5 ride a datagram"
+    );
+
+    // Beyond direct_max_peers an own item gossips like any other.
+    let mut big = node(config.clone(), 1);
+    big.set_peers(now, &peers(40));
+    big.push_own(now, GROUPS, item(3, 40)).expect("accepted");
+    big.handle_tick(due);
+    assert_eq!(
+        batches(&outputs(&mut big)).len(),
+        fanout(40),
+        "fanout(40) peers"
+    );
+
+    // Without direct push (the default) an own item gossips too.
+    let mut off = node(
+        DisseminationConfig {
+            direct_max_peers: 0,
+            ..config
+        },
+        1,
+    );
+    off.set_peers(now, &live);
+    off.push_own(now, GROUPS, item(4, 40)).expect("accepted");
+    off.handle_tick(due);
+    assert_eq!(batches(&outputs(&mut off)).len(), fanout(20));
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub const GROUPS: ChannelId = ChannelId(0);
 /// The dissemination channel of eventual-name deltas.
 pub const NAMES: ChannelId = ChannelId(1);
 
+/// Up to this many live peers, a change made on this node is pushed to every peer
+/// directly (dissemination's direct push, D1): one hop, `n` small frames per change.
+pub const DIRECT_MAX_PEERS: usize = 64;
+
 /// Largest anti-entropy response (bytes of deltas); the rest comes in later rounds.
 pub const AE_RESPONSE_BUDGET: usize = 4 << 20;
 /// Largest anti-entropy push frame.
@@ -121,6 +125,8 @@ impl Default for NodeConfig {
                 // cluster sends SWIM packets only on its probe period.
                 eager: true,
                 batch_interval: Duration::from_millis(1),
+                // Up to 64 peers, a local change goes straight to every peer (one hop).
+                direct_max_peers: DIRECT_MAX_PEERS,
                 ..DisseminationConfig::default()
             },
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
@@ -1623,9 +1629,16 @@ impl Node {
         }
     }
 
-    /// Hands an item to dissemination; a refusal is counted there and here.
-    fn spread(&mut self, now: Instant, channel: ChannelId, item: Bytes) {
-        if self.dissem.push(now, channel, item).is_err() {
+    /// Hands an item to dissemination (`own`: made here, so pushed directly to every
+    /// peer in a cluster of up to [`DIRECT_MAX_PEERS`] peers); a refusal is counted there
+    /// and here.
+    fn spread(&mut self, now: Instant, channel: ChannelId, item: Bytes, own: bool) {
+        let pushed = if own {
+            self.dissem.push_own(now, channel, item)
+        } else {
+            self.dissem.push(now, channel, item)
+        };
+        if pushed.is_err() {
             bump(&mut self.stats.dropped, "dissemination_refused");
         }
     }
@@ -1673,7 +1686,7 @@ impl Node {
         if changed {
             self.stats.deltas_applied += 1;
             // Rumor mongering: what was news here is passed on.
-            self.spread(now, channel, item);
+            self.spread(now, channel, item, false);
         }
     }
 
@@ -1884,7 +1897,7 @@ impl Node {
                             sent_at,
                         };
                         match wire::encode(&item) {
-                            Ok(bytes) => self.spread(now, GROUPS, bytes),
+                            Ok(bytes) => self.spread(now, GROUPS, bytes, true),
                             Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
                         }
                     }
@@ -1892,7 +1905,7 @@ impl Node {
                 RegistryOutput::NamesDelta(delta) => {
                     for piece in delta.chunks(DELTA_PIECE).unwrap_or_default() {
                         match wire::encode(&piece) {
-                            Ok(bytes) => self.spread(now, NAMES, bytes),
+                            Ok(bytes) => self.spread(now, NAMES, bytes, true),
                             Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
                         }
                     }
