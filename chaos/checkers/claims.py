@@ -76,7 +76,7 @@ def overlaps(ws: list[dict]) -> list[tuple[dict, dict]]:
 
 def grants(events: list[dict]) -> dict[str, list[dict]]:
     """Per task, the first grant of each (node, token): {node, token, invoke, complete}."""
-    invokes = {e["k"]: e["t"] for e in events if e["kind"] == "claim"}
+    invokes = {e["k"]: e.get("t_send", e["t"]) for e in events if e["kind"] == "claim"}
     seen = set()
     out: dict[str, list[dict]] = {}
     for e in events:
@@ -88,7 +88,7 @@ def grants(events: list[dict]) -> dict[str, list[dict]]:
         seen.add(key)
         out.setdefault(e["task"], []).append(
             {"node": e["node"], "token": e["token"], "invoke": invokes.get(e["k"], e["t"]),
-             "complete": e["t"], "k": e["k"]})
+             "complete": e.get("at", e["t"]), "k": e["k"]})
     return out
 
 

@@ -1,7 +1,8 @@
 """Strong names: the recorded history of every name is linearizable.
 
 Safety: for each name, the `strong-names` workload's operations (register, release,
-linearizable whereis; each with its invocation and completion on the oracle clock) can
+linearizable whereis; each with its invocation and completion on the oracle clock, `at`
+in microseconds where recorded) can
 be put in one total order that respects real time (an operation completed before
 another was invoked comes first) and in which every answer is what a single register
 would have given (`not_linearizable`). Names are independent (linearizability is
@@ -185,15 +186,15 @@ def history(events: list[dict]) -> tuple[dict[str, list[Op]], dict]:
             result, complete = ("unknown",), None
         elif kind == "register":
             result = ("ok", e["pid"], e["version"]) if status == 200 else ("taken",)
-            complete = e["t"]
+            complete = e.get("at", e["t"])
         elif kind == "release":
             result = ("ok",) if status == 200 else ("stale",) if status == 409 else ("free",)
-            complete = e["t"]
+            complete = e.get("at", e["t"])
         else:
             result = (("owned", e["pid"], e["version"]) if status == 200 else ("free",))
-            complete = e["t"]
+            complete = e.get("at", e["t"])
         out.setdefault(inv["name"], []).append(
-            Op(oid=e["oid"], node=inv["node"], kind=kind, invoke=inv["t"],
+            Op(oid=e["oid"], node=inv["node"], kind=kind, invoke=inv.get("at", inv["t"]),
                complete=complete, result=result, version=inv.get("version")))
     # Invoked and never answered (the run ended first): indeterminate.
     for oid, inv in invokes.items():
@@ -201,7 +202,8 @@ def history(events: list[dict]) -> tuple[dict[str, list[Op]], dict]:
             continue
         counts["indeterminate"] += 1
         out.setdefault(inv["name"], []).append(
-            Op(oid=oid, node=inv["node"], kind=inv["op"], invoke=inv["t"], complete=None,
+            Op(oid=oid, node=inv["node"], kind=inv["op"], invoke=inv.get("at", inv["t"]),
+               complete=None,
                result=("unknown",), version=inv.get("version")))
     return out, counts
 
