@@ -4,9 +4,10 @@ Safety, from the `claims` workload's history (chaos/workloads/claims.py lists th
 kinds; every time is on the oracle clock):
 
 - **No overlap** (`window_overlap`). Each `claim_done` that granted or renewed a claim
-  carries the holder's validity window `[t_send, t_send + valid_for/rate − guard)`:
-  from just before the request was sent, for as long as the agent said, on the
-  holder's own clock (its configured faketime rate), minus the client's guard. A
+  carries the holder's validity window `[t_answer, t_send + valid_for/rate − guard)`:
+  from when the holder had the token until as long as the agent said from just before
+  the request was sent, on the holder's own clock (its configured faketime rate), minus
+  the client's guard. A
   release cuts the windows of its token at the moment it was sent. For each task, no
   two windows of *different* tokens overlap in real time.
 - **Tokens strictly increase** (`token_not_increasing`, `token_reused`). For one task,
@@ -52,6 +53,7 @@ def windows(events: list[dict]) -> dict[str, list[dict]]:
         if e["kind"] != "claim_done" or e.get("outcome") != "ok" or not e.get("window"):
             continue
         start, end = e["window"]
+        start = max(start, e.get("at", start))  # the token is known from its answer on
         end = min(end, cut.get((e["node"], e["task"], e["token"]), end))
         if end <= start:
             continue

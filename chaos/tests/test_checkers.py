@@ -608,7 +608,8 @@ def grant(node: str, task: str, token: int, t_send: float, valid: float = 2.0,
     cid = f"c-{node}"
     return [{"t": t_send, "kind": "claim", "k": k, "cid": cid, "node": node, "task": task,
              "ttl_ms": 2000, "t_send": t_send},
-            {"t": t_send + took, "kind": "claim_done", "k": k, "cid": cid, "node": node,
+            {"t": t_send + took, "at": t_send + took, "kind": "claim_done", "k": k,
+             "cid": cid, "node": node,
              "task": task, "status": 200, "outcome": "ok", "token": token,
              "valid_for_ms": int(valid * 1000), "window": [t_send, t_send + valid]}]
 
@@ -651,11 +652,11 @@ class Claims(unittest.TestCase):
         self.assertEqual(res.details["writes"]["late_refused"], 1)
 
     def test_windows_of_two_tokens_that_overlap_in_real_time_are_caught(self):
-        # n1's renewal at 2.0 runs to 4.0; n2 was granted token 9 at 3.5.
+        # n1's renewal at 2.0 runs to 4.0; n2 had token 9 from 3.55.
         ev = grant("n1", "t1", 5, 1.0) + grant("n1", "t1", 5, 2.0) + grant("n2", "t1", 9, 3.5)
         res = claims.check(claims_run(ev))
         self.assertEqual(kinds(res), {"window_overlap"})
-        self.assertIn("by 0.500s", res.violations[0]["message"])
+        self.assertIn("by 0.450s", res.violations[0]["message"])
 
     def test_a_release_ends_the_window_so_an_immediate_successor_does_not_overlap(self):
         ev = grant("n1", "t1", 5, 1.0) + release("n1", "t1", 5, 1.5) + grant("n2", "t1", 6, 1.6)
@@ -663,6 +664,13 @@ class Claims(unittest.TestCase):
         # Without the release the same windows overlap.
         ev = grant("n1", "t1", 5, 1.0) + grant("n2", "t1", 6, 1.6)
         self.assertEqual(kinds(claims.check(claims_run(ev))), {"window_overlap"})
+
+    def test_a_claim_sent_before_the_release_but_answered_after_it_does_not_overlap(self):
+        # n2 asks at 1.49, n1 releases at 1.5, n2's grant arrives at 1.6: n2 held the
+        # token only from 1.6 (chaos/reports/07-clock-skew-claims-20261201-232453).
+        ev = (grant("n1", "t1", 5, 1.0) + release("n1", "t1", 5, 1.5)
+              + grant("n2", "t1", 6, 1.49, took=0.11))
+        self.assertTrue(claims.check(claims_run(ev)).ok)
 
     def test_windows_of_one_token_may_overlap_and_other_tasks_do_not_matter(self):
         ev = (grant("n1", "t1", 5, 1.0) + grant("n1", "t1", 5, 1.5)

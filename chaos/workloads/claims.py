@@ -3,15 +3,17 @@
 One client per agent (its own seeded schedule), in the root namespace, acting as that
 agent's worker. Once the cluster has formed, while its agent runs, a client tries the
 tasks (`task-0` .. `task-{TASKS-1}`, in a random order) with `POST /v1/claims {task,
-ttl_ms: TTL_MS}` until one is granted, then works on it: WRITES_MIN..WRITES_MAX writes to
+ttl_ms: TTL_MS}` until one is granted (0.1-0.4 s apart when none is), then works on it: WRITES_MIN..WRITES_MAX writes to
 the fenced resource, one every 0.15-0.35 s, renewing by claiming again every RENEW_S (a
 repeat claim by the holding agent returns the same token with the validity left), then
 `POST /v1/claims/release {task, token}`.
 
 **Validity.** Every answer that grants or renews gives the holder a window on the oracle
-clock: `[t_send, t_send + valid_for_ms / rate − GUARD_S)`, from just before the request
-was sent, `rate` being the holder agent's configured clock rate (faketime; 1 without
-skew), so the window is what the holder itself believes. Before each write the client
+clock: `[t_answer, t_send + valid_for_ms / rate − GUARD_S)`. It ends `valid_for_ms`
+after just before the request was sent, `rate` being the holder agent's configured
+clock rate (faketime; 1 without skew), so the end is what the holder itself believes;
+it starts when the answer arrived, since the holder cannot act on a token before it has
+it (a claim sent before the previous holder's release can be granted after it). Before each write the client
 checks that the window has not ended (else it records `write_skipped` and stops using
 the token). The write carries the token.
 
@@ -192,17 +194,20 @@ class Workload:
                 order.remove(retry)
                 order.insert(0, retry)
                 retry = None
+            worked = False
             for task in order:
                 done = self.claim(node, task)
                 if done["outcome"] == "ok":
                     self.work(node, task, done, rng)
+                    worked = True
                     break
                 if done["outcome"] == "indeterminate":
                     retry = task
                     break
                 if done["outcome"] == "failed":
                     break
-            if not self._sleep(rng.uniform(0.05, 0.25)):
+            # Every task held elsewhere (or no quorum): back off a little longer.
+            if not self._sleep(rng.uniform(0.05, 0.25) if worked else rng.uniform(0.1, 0.4)):
                 return
 
     def claim(self, node: str, task: str) -> dict:
@@ -227,7 +232,7 @@ class Workload:
                 rate = self.c.agents[node].skew or 1.0
                 end = t_send + valid / 1000.0 / rate - GUARD_S
                 done.update(token=token, valid_for_ms=valid,
-                            window=[round(t_send, 6), round(end, 6)])
+                            window=[round(self.rec.now(), 6), round(end, 6)])
         else:
             done["error"] = str(ans.get("error", ""))[:300]
         self.rec.op("claim_done", at=round(self.rec.now(), 6), **done)
