@@ -59,6 +59,12 @@ class NegativeControls(unittest.TestCase):
     def test_a_payload_sent_twice_unannounced_is_a_duplicate_for_sends(self):
         self._assert_fails_as_declared("control-replayed-send")
 
+    def test_a_fence_that_skips_its_check_takes_the_paused_holders_stale_write(self):
+        self._assert_fails_as_declared("control-unfenced-resource")
+
+    def test_a_cached_strong_read_used_as_linearizable_is_not_linearizable(self):
+        self._assert_fails_as_declared("control-cached-strong-read")
+
 
 if __name__ == "__main__":
     unittest.main()
