@@ -889,7 +889,7 @@ class Registries(unittest.TestCase):
         for n in (6, 7):
             self.assertIn("claims", by_num[n].workloads, n)
             self.assertIn("claims", by_num[n].checkers, n)
-        for n in (90, 91, 92, 93, 94, 95, 96):
+        for n in (90, 91, 92, 93, 94, 95, 96, 97):
             self.assertTrue(by_num[n].control, n)
         for n in (1, 2, 3, 5, 8, 9, 15):
             self.assertTrue({"membership", "groups", "names", "sends"}

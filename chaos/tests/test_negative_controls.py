@@ -65,6 +65,9 @@ class NegativeControls(unittest.TestCase):
     def test_a_cached_strong_read_used_as_linearizable_is_not_linearizable(self):
         self._assert_fails_as_declared("control-cached-strong-read")
 
+    def test_a_holder_clock_far_beyond_rho_makes_validity_windows_overlap(self):
+        self._assert_fails_as_declared("control-skew-beyond-rho")
+
 
 if __name__ == "__main__":
     unittest.main()
