@@ -197,9 +197,9 @@ class QuorumClients(unittest.TestCase):
         # starts when the answer arrived.
         sent = {e["k"]: e["t_send"] for e in self.kinds("claim")}
         for done in [e for e in self.kinds("claim_done") if e["outcome"] == "ok"][:5]:
-            self.assertEqual(done["window"][1], pytest_approx(
+            self.assertEqual(done["window"][1], approx(
                 sent[done["k"]] + done["valid_for_ms"] / 1000 - claims_wl.GUARD_S))
-            self.assertEqual(done["window"][0], pytest_approx(done["at"]))
+            self.assertEqual(done["window"][0], approx(done["at"]))
         # Repeat claims renewed: some token has more than one window.
         per_token = {}
         for e in self.kinds("claim_done"):
@@ -278,7 +278,7 @@ class QuorumClients(unittest.TestCase):
         self.assertEqual(r.violations[0]["name"], "sn-ctl-1")
 
 
-def pytest_approx(x: float):
+def approx(x: float):
     """Equal to x within 1 ms (the recorder keeps microseconds)."""
     class Approx:
         def __eq__(self, other):

@@ -41,9 +41,10 @@ indeterminate (a claim may have been granted: the client claims that task again 
 
 from __future__ import annotations
 
+import json
 import random
 import threading
-import time
+import traceback
 import urllib.error
 
 from harness.cluster import RUNNING
@@ -81,7 +82,6 @@ def outcome_of(status: int | None, error: BaseException | None) -> str:
 def call(cluster, node: str, path: str, body: dict | None,
          timeout: float = CALL_TIMEOUT_S) -> tuple[int | None, dict, BaseException | None]:
     """One admin call: (status, answer JSON or {"error": text}, exception or None)."""
-    import json
     try:
         if body is None:
             status, text = cluster.http_get(node, path, timeout=timeout)
@@ -167,7 +167,6 @@ class Workload:
             self.ops[{"ok": "succeeded", "refused": "failed"}.get(outcome, outcome)] += 1
 
     def _guarded(self, node: str) -> None:
-        import traceback
         try:
             self._run(node)
         except Exception as e:  # a workload bug: the run is an error, not a pass
