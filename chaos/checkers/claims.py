@@ -17,6 +17,10 @@ kinds; every time is on the oracle clock):
   write it accepted or refused, in its own order; per task, no accepted token is lower
   than a token it accepted before.
 
+Availability under a cut (`minority_answered`, `majority_stalled`; checkers/_quorum.py):
+from 5 s after a partition or isolation until its heal, the side with a majority of the
+voters answers claims (200 or 409) and the other side only refuses them (503).
+
 Evidence (a bound, so that a scenario cannot pass vacuously): `claims_min_grants`
 (default 1: at least one claim was granted) and `claims_min_late_refused` (default 0;
 scenario 6 sets 1: at least one write made after its window ended, by a holder that was
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import bisect
 
-from . import Result
+from . import Result, _quorum
 
 NAME = "claims"
 DESCRIPTION = "validity windows never overlap; tokens strictly increase; no stale token accepted"
@@ -167,6 +171,10 @@ def check(run) -> Result:
     for task, g in sorted(gs.items()):
         check_grants(task, g, res)
     fence = check_fence(ev, res)
+    sent = {e["k"]: e.get("t_send", e["t"]) for e in ev if e["kind"] == "claim"}
+    cut_calls = [(e["node"], sent.get(e["k"], e["t"]), e.get("at", e["t"]), e.get("status"))
+                 for e in calls]
+    res.details["cuts"] = _quorum.judge(res, _quorum.cuts(run), cut_calls, "claim calls")
     outcomes: dict[str, int] = {}
     for e in calls:
         key = e.get("outcome", "?")

@@ -27,7 +27,10 @@ The search is Wing & Gong's with Lowe's memoisation, as Porcupine does it: a dep
 search over (operations linearized, state) that linearizes next only an operation
 invoked before every remaining completed operation completed, never visiting a
 configuration twice. A search longer than MAX_STEPS is reported `undecided` (never a
-pass). A violation names the operations that could not be linearized and the states
+pass). Availability under a cut (`minority_answered`, `majority_stalled`;
+checkers/_quorum.py): from 5 s after a partition or isolation until its heal, the side
+with the voters' majority answers (200, 404, 409) and the other side answers no
+linearizable operation (503). A violation names the operations that could not be linearized and the states
 the longest linearizable prefix allowed.
 """
 
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import Result
+from . import Result, _quorum
 
 NAME = "strong-names"
 DESCRIPTION = "strong-name register/release/linearizable whereis history is linearizable"
@@ -235,6 +238,14 @@ def check(run) -> Result:
                           f"next: " + "; ".join(_describe(o) for o in r["stuck"][:6]),
                           name=name, stuck=[_describe(o) for o in r["stuck"]],
                           states=[list(s) for s in r["states"]])
+    invs = {e["oid"]: e for e in run.events if e["kind"] == "sn"}
+    cut_calls = [(invs[e["oid"]]["node"], invs[e["oid"]].get("at", invs[e["oid"]]["t"]),
+                  e.get("at", e["t"]), e.get("status"))
+                 for e in run.events if e["kind"] == "sn_done" and e["oid"] in invs
+                 and not invs[e["oid"]].get("cached")
+                 and invs[e["oid"]].get("via") != "cache"]
+    res.details["cuts"] = _quorum.judge(res, _quorum.cuts(run), cut_calls,
+                                        "strong-name operations")
     res.details.update(names=searched, operations=counts)
     res.notes.append(f"{sum(len(v) for v in per_name.values())} operations on "
                      f"{len(per_name)} names checked ({counts['indeterminate']} "

@@ -91,6 +91,9 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         steps = Steps(cluster, faults, observer, rec, scn.bounds, opts.scale)
         faults.start(cluster.names())
         observer.start()
+        voters = [a.voters for a in cluster.agents.values() if a.voters]
+        if voters:
+            rec.event("voters", voters=voters[0].split(","))
         seed = opts.seed if opts.seed is not None else random.randrange(1, 1 << 31)
         ctx = _Ctx(cluster, rec, observer, steps, scn.bounds, seed)
         if len(scn.workloads) > 1:

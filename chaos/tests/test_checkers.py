@@ -711,6 +711,34 @@ class Claims(unittest.TestCase):
         res = claims.check(claims_run(ev, claims_min_late_refused=1))
         self.assertEqual(kinds(res), {"no_late_write_refused"})
 
+    def cut(self, minority_status: int, majority_status: int, t: float = 16.0) -> list:
+        """Voters n1-n3, n1 | n2,n3 from 10 s to 30 s; one call on each side at t."""
+        call = grant("n2", "t1", 5, t)
+        call[1].update(status=majority_status, outcome="ok" if majority_status == 200
+                       else "failed")
+        other = grant("n1", "t2", 7, t)
+        other[1].update(status=minority_status, outcome="ok" if minority_status == 200
+                        else "failed")
+        return ([{"t": 0.5, "kind": "voters", "voters": ["n1", "n2", "n3"]},
+                 {"t": 10.0, "kind": "partition", "sides": [["n1"], ["n2", "n3"]]},
+                 {"t": 30.0, "kind": "heal"}] + grant("n3", "t3", 1, 2.0) + call + other)
+
+    def test_under_a_cut_the_minority_refuses_and_the_majority_answers(self):
+        res = claims.check(claims_run(self.cut(503, 200)))
+        self.assertTrue(res.ok, res.violations)
+        self.assertEqual(res.details["cuts"], [{"cut_at": 10.0, "minority_503": 1,
+                                                "majority_200": 1}])
+
+    def test_a_grant_on_the_minority_side_of_a_cut_is_caught(self):
+        res = claims.check(claims_run(self.cut(200, 200)))
+        self.assertEqual(kinds(res), {"minority_answered"})
+        # Before the cut has settled (5 s) the minority may still answer.
+        self.assertTrue(claims.check(claims_run(self.cut(200, 200, t=12.0))).ok)
+
+    def test_a_majority_side_that_only_refuses_under_a_cut_is_stalled(self):
+        res = claims.check(claims_run(self.cut(503, 503)))
+        self.assertEqual(kinds(res), {"majority_stalled"})
+
     def test_a_run_that_never_granted_a_claim_fails(self):
         ev = [{"t": 1.0, "kind": "claim", "k": 1, "cid": "c-n1", "node": "n1", "task": "t1",
                "ttl_ms": 2000, "t_send": 1.0},
@@ -829,6 +857,18 @@ class StrongNames(unittest.TestCase):
         self.assertTrue(res.ok, res.violations)
         self.assertEqual(res.details["operations"]["cached_reads"], 1)
         self.assertEqual(res.details["operations"]["failed"], 1)
+
+    def test_a_linearizable_answer_on_the_minority_side_of_a_cut_is_caught(self):
+        cut = [{"t": 0.5, "kind": "voters", "voters": ["n1", "n2", "n3"]},
+               {"t": 10.0, "kind": "isolate", "node": "n1"}, {"t": 30.0, "kind": "heal"}]
+        ops = [cut, sn("n2", "register", "x", 1.0, 1.1, 200, P_B, 4),
+               sn("n2", "whereis", "x", 16.0, 16.1, 200, P_B, 4)]
+        self.assertTrue(strong_names.check(sn_run(
+            *ops, sn("n1", "whereis", "x", 16.0, 16.1, 503),
+            sn("n1", "whereis", "x", 16.2, 16.3, 404, cached=True))).ok)
+        res = strong_names.check(sn_run(*ops, sn("n1", "whereis", "x", 16.0, 16.1, 200,
+                                                 P_B, 4)))
+        self.assertEqual(kinds(res), {"minority_answered"})
 
     def test_names_are_checked_apart_and_a_violation_names_its_name(self):
         res = strong_names.check(sn_run(
