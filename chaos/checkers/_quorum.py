@@ -74,4 +74,6 @@ def judge(res, cut_list: list[dict], calls: list[tuple[str, float, float, int | 
                 key = f"{side}_{x[3]}"
                 count[key] = count.get(key, 0) + 1
         summary.append({"cut_at": c["cut_at"], **count})
+        res.notes.append(f"under the cut at {c['cut_at']:.1f}s: " + (", ".join(
+            f"{k.replace('_', ' ')} x{v}" for k, v in sorted(count.items())) or "no calls"))
     return summary
