@@ -34,7 +34,8 @@ outcome ok|refused|failed|indeterminate, token, valid_for_ms, window, error};
 `claim_release` {k, cid, node, task, token, t_send} / `claim_release_done`; `fence_write`;
 `write_skipped`; `claim_lost` (a renewal did not give the token back).
 
-Outcomes: 200 ok; 409 refused (held by another agent); 503, 429, 400 and a refused
+Outcomes: 200 ok; 409 refused (held by another agent; the report's operations table
+counts it as failed, as the names workload does its 409s); 503, 429, 400 and a refused
 connection failed (nothing was submitted); 504, a client timeout or a broken connection
 indeterminate (a claim may have been granted: the client claims that task again first).
 """
