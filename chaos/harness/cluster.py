@@ -57,6 +57,7 @@ class Agent:
     data_dir: str
     log: str
     skew: float | None = None  # clock rate factor under libfaketime; None = real clock
+    voters: str | None = None  # --voters (the quorum plane), e.g. "n1,n2,n3"; None = off
     pid: int | None = None
     status: str = STOPPED
     starts: int = 0
@@ -104,8 +105,12 @@ class Cluster:
     def create(cls, nodes: int, run_dir: Path | str | None = None,
                meshctl: Path | str | None = None, subnet: str = "10.77.0",
                profile: str = "lan", skews: dict[str, float] | None = None,
-               tag: str | None = None, t0: float | None = None) -> Cluster:
-        """Build the network, certificates and data dirs; agents are not started yet."""
+               tag: str | None = None, t0: float | None = None,
+               voters: int = 0) -> Cluster:
+        """Build the network, certificates and data dirs; agents are not started yet.
+
+        voters: with 3 or 5, every agent runs with `--voters` naming the first that many
+        nodes (claims and strong names need them); 0: no quorum plane."""
         from .util import REPORTS_DIR, default_meshctl
 
         tag = tag or str(os.getpid())
@@ -124,6 +129,10 @@ class Cluster:
         if skews and not Path(LIBFAKETIME).exists():
             raise HarnessError(f"clock skew needs {LIBFAKETIME} (apt-get install faketime)")
 
+        if voters and voters not in (3, 5) or voters > nodes:
+            raise HarnessError(f"voters: {voters} of {nodes} nodes (3 or 5, at most the "
+                               "cluster size)")
+        voter_list = ",".join(f"n{i}" for i in range(1, voters + 1)) or None
         net = Net(tag, nodes, subnet)
         agents = {}
         for i in range(1, nodes + 1):
@@ -131,7 +140,7 @@ class Cluster:
             agents[name] = Agent(name=name, idx=i, ip=net.ip(i), ns=net.ns(i),
                                  data_dir=str(run_dir / "nodes" / name),
                                  log=str(run_dir / "logs" / f"{name}.log"),
-                                 skew=skews.get(name))
+                                 skew=skews.get(name), voters=voter_list)
         unknown = set(skews) - set(agents)
         if unknown:
             raise HarnessError(f"skew for unknown nodes: {sorted(unknown)}")
@@ -180,6 +189,8 @@ class Cluster:
                 "--profile", self.profile]
         for s in self.seeds_for(a):
             argv += ["--seed", s]
+        if a.voters:
+            argv += ["--voters", a.voters]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         env.setdefault("RUST_LOG", "info")
         if a.skew is not None:

@@ -78,8 +78,10 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
     running_wl = []
     status, error = "completed", None
     try:
+        quorum = {"claims", "strong-names"} & set(scn.workloads)
         cluster = Cluster.create(nodes, run_dir, opts.meshctl, opts.subnet, opts.profile,
-                                 skews=scn.skew, t0=rec.t0)
+                                 skews=scn.skew, t0=rec.t0,
+                                 voters=3 if quorum and nodes >= 3 else 0)
         cluster.keep = opts.keep
         observer = Observer(cluster, rec)
         cluster.before_kill = observer.snapshot_metrics
@@ -89,6 +91,9 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         steps = Steps(cluster, faults, observer, rec, scn.bounds, opts.scale)
         faults.start(cluster.names())
         observer.start()
+        voters = [a.voters for a in cluster.agents.values() if a.voters]
+        if voters:
+            rec.event("voters", voters=voters[0].split(","))
         seed = opts.seed if opts.seed is not None else random.randrange(1, 1 << 31)
         ctx = _Ctx(cluster, rec, observer, steps, scn.bounds, seed)
         if len(scn.workloads) > 1:

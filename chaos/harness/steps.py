@@ -35,6 +35,14 @@ Steps that need a workload (the run fails with a harness error without it):
                                           node under an event kind the checkers do not know
   ("replay_send", node)                   negative controls only: send an already used
                                           payload again, under an unknown event kind
+  ("freeze_holder", node)                 claims: stop node's claims client between its
+                                          validity check and its write (then pause node)
+  ("thaw_holder", node)                   claims: let it write, late (after resuming node)
+  ("unfence",)                            negative controls only: the fenced resource
+                                          skips its check, under an unknown event kind
+  ("stale_read", node_a, node_b)          negative controls only (strong-names): register
+                                          a fresh name through node_a, read node_b's cache
+                                          and record it as a linearizable read
 
 When a groups or names workload runs, every converge step (and the runner's closing
 one) is followed by its registry check: the workloads hold still, and the step waits
@@ -296,6 +304,19 @@ class Steps:
 
     def step_replay_send(self, node) -> None:
         self._workload("sends", "replay_send").replay(self.nodes(node)[0])
+
+    def step_freeze_holder(self, node) -> None:
+        self._workload("claims", "freeze_holder").freeze(self.nodes(node)[0])
+
+    def step_thaw_holder(self, node) -> None:
+        self._workload("claims", "thaw_holder").thaw(self.nodes(node)[0])
+
+    def step_unfence(self) -> None:
+        self._workload("claims", "unfence").unfence()
+
+    def step_stale_read(self, a, b) -> None:
+        self._workload("strong-names", "stale_read").stale_read(self.nodes(a)[0],
+                                                                self.nodes(b)[0])
 
     # -- structure -----------------------------------------------------------------------------
     def step_foreach(self, sel, steps: list) -> None:

@@ -2,6 +2,9 @@
 
 Groups, names and sends run throughout; once n1 is seen down, two names are registered
 both on n1 and on the majority (a conflict round).
+
+Claims and strong names run too (voters n1,n2,n3): the isolated n1 gets 503, the
+majority goes on.
 """
 
 NUMBER = 2
@@ -9,7 +12,7 @@ NAME = "isolate-one"
 TITLE = "Isolate n1 (a seed) from everyone for 60 s, then heal"
 NODES = 5
 MIN_NODES = 3
-WORKLOADS = ["membership", "groups", "sends", "names"]
+WORKLOADS = ["membership", "groups", "sends", "names", "claims", "strong-names"]
 STEPS = [
     ("hold", 5),
     ("isolate", "n1"),

@@ -1,24 +1,35 @@
-"""7. Clock-rate skew of +-rho on the claim holder and on the watcher.
+"""7. Clock-rate skew of ±ρ on the claim holders and the watchers.
 
-PENDING until claims land (issue 4). The skew injector exists and is exercised now by
-scenario 11 (clock-skew-membership); this scenario will run the claims workload with the
-holder's clock slow and the watcher's fast (the worst case for lease expiry) and check
-that validity windows never overlap.
+The agents' clock-rate error bound ρ is 0.1 % (README "Lease rules"). The voters n1,n2,n3
+— the shards' preferred proposers, which watch the sessions and evict them — run fast
+(×1.001) and the non-voters n4,n5 slow (×0.999): the worst case for a lease, a holder
+that believes its claim lasts longer while the watcher believes it ran out sooner. The
+claims clients measure their windows at their agent's rate. The holder on n4 is frozen
+and n4 paused past its TTL (its renewals stop while its window runs), and n5 is
+killed and restarted (its session dies with it). Validity windows must never overlap,
+tokens must increase, and the fence must refuse n4's late write.
 """
 
 NUMBER = 7
 NAME = "clock-skew-claims"
-TITLE = "Clock-rate skew (holder slow, watcher fast) under claims: windows never overlap"
+TITLE = "Clock-rate skew ±ρ (holders slow ×0.999, watchers fast ×1.001) under claims"
 NODES = 5
-MIN_NODES = 3
-SKEW = {"n2": 0.9, "n3": 1.1}
-WORKLOADS = ["membership", "claims"]
-CHECKERS = ["membership-convergence", "false-downs", "process-health", "clock-skew",
-            "claims"]
+MIN_NODES = 5
+SKEW = {"n1": 1.001, "n2": 1.001, "n3": 1.001, "n4": 0.999, "n5": 0.999}
+WORKLOADS = ["membership", "claims", "strong-names"]
+BOUNDS = {"claims_min_late_refused": 1}
 STEPS = [
-    ("hold", 60),
-    ("kill", "n2"),
-    ("hold", 30),
-    ("restart", "n2"),
+    ("hold", 15),
+    ("freeze_holder", "n4"),
+    ("pause", "n4"),
+    ("hold", 12),
+    ("resume", "n4"),
+    ("thaw_holder", "n4"),
     ("converge",),
+    ("hold", 5),
+    ("kill", "n5"),
+    ("hold", 8),
+    ("restart", "n5"),
+    ("converge",),
+    ("hold", 10),
 ]

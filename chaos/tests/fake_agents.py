@@ -8,6 +8,12 @@ mesh-core/src/admin/mesh.rs: GET /v1/scopes, /v1/groups?scope=S, /v1/groups/G?sc
 `ready` first, a heartbeat every HEARTBEAT_S, the process removed when a write fails).
 `lose(pid)` drops a process from the registry while its stream stays open: the fault a
 checker must catch.
+
+Claims and strong names (mesh-core/src/admin/quorum.rs shapes): POST /v1/claims,
+/v1/claims/release, /v1/names/strong, /v1/names/strong/release; GET
+/v1/names/strong/{name}?linearizable=. One shared table under a lock (trivially
+linearizable); a lease expires TTL after its last claim on the fake's clock;
+`quorum.available = False` makes every such route answer 503, as a minority side does.
 """
 
 from __future__ import annotations
@@ -56,11 +62,81 @@ class Registry:
             return list(self.procs.values())
 
 
+class Quorum:
+    """The fake quorum plane: task leases and strong names in one table."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.available = True
+        self.next_token = 1
+        self.claims: dict[str, dict] = {}   # task -> {node, token, until, ttl}
+        self.names: dict[str, dict] = {}    # name -> {pid, node, version}
+        self.ids = 0
+
+    def _next(self) -> int:
+        self.next_token += 1
+        return self.next_token
+
+    def claim(self, node: str, body: dict) -> tuple[int, dict]:
+        task, ttl = body["task"], body.get("ttl_ms", 10_000) / 1000.0
+        with self.lock:
+            now = time.monotonic()
+            c = self.claims.get(task)
+            if c and c["until"] > now and c["node"] != node:
+                return 409, {"error": f"task {task!r} is held by node {c['node']} with "
+                                      f"token {c['token']}"}
+            if not c or c["until"] <= now:
+                c = self.claims[task] = {"node": node, "token": self._next(), "ttl": ttl}
+            c["until"] = now + ttl
+            valid = int((ttl * 0.999 - 0.1) * 1000)
+            return 200, {"task": task, "token": c["token"], "valid_for_ms": valid,
+                         "node": node}
+
+    def release(self, node: str, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            c = self.claims.get(body["task"])
+            if not c or c["until"] <= time.monotonic() or c["node"] != node:
+                return 409, {"error": "not held by this agent"}
+            if c["token"] != body["token"]:
+                return 409, {"error": f"stale token; the current one is {c['token']}"}
+            del self.claims[body["task"]]
+            return 200, body
+
+    def register(self, node: str, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            n = self.names.get(body["name"])
+            if n:
+                return 409, {"error": f"taken by {n['pid']} at version {n['version']}"}
+            self.ids += 1
+            n = self.names[body["name"]] = {"name": body["name"], "node": node,
+                                            "pid": f"{node}/1/{1000 + self.ids}",
+                                            "version": self._next(), "ephemeral": False}
+            return 200, dict(n)
+
+    def release_name(self, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            n = self.names.get(body["name"])
+            if not n:
+                return 404, {"error": "has no owner"}
+            if n["version"] != body["version"]:
+                return 409, {"error": f"stale version; the current one is {n['version']}"}
+            del self.names[body["name"]]
+            return 200, body
+
+    def whereis(self, name: str, linearizable: bool) -> tuple[int, dict]:
+        with self.lock:
+            n = self.names.get(name)
+            if not n:
+                return 404, {"error": "has no owner"}
+            return 200, {**n, "linearizable": linearizable}
+
+
 class FakeAgent:
     """One fake agent: an HTTP server on 127.0.0.1, a free port, sharing `registry`."""
 
-    def __init__(self, name: str, registry: Registry):
+    def __init__(self, name: str, registry: Registry, quorum: Quorum | None = None):
         self.name, self.registry = name, registry
+        self.quorum = quorum or Quorum()
         agent = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,6 +163,8 @@ class FakeAgent:
                     agent.send(self, body)
                 elif self.path == "/v1/listen":
                     agent.listen(self, body)
+                elif self.path in QUORUM_POSTS:
+                    agent.quorum_post(self, body)
                 else:
                     self._json(404, {"error": "no route"})
 
@@ -94,6 +172,8 @@ class FakeAgent:
         self.server.daemon_threads = True
         self.admin = f"127.0.0.1:{self.server.server_address[1]}"
         self.ip, self.status, self.pid = "127.0.0.1", RUNNING, 1
+        self.skew = None
+        self.stale_cache = False  # cached strong-name reads answer 404 (a lagging cache)
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
@@ -101,8 +181,26 @@ class FakeAgent:
         self.server.server_close()
 
     # -- routes 
+    def quorum_post(self, h, body: dict) -> None:
+        q = self.quorum
+        if not q.available:
+            return h._json(503, {"error": "claims unavailable: 1 of 3 voters reachable"})
+        route = {"/v1/claims": lambda: q.claim(self.name, body),
+                 "/v1/claims/release": lambda: q.release(self.name, body),
+                 "/v1/names/strong": lambda: q.register(self.name, body),
+                 "/v1/names/strong/release": lambda: q.release_name(body)}[h.path]
+        h._json(*route())
+
     def get(self, h) -> None:
         url = urllib.parse.urlparse(h.path)
+        if url.path.startswith("/v1/names/strong/"):
+            if not self.quorum.available:
+                return h._json(503, {"error": "claims unavailable"})
+            lin = urllib.parse.parse_qs(url.query).get("linearizable", ["false"])[0]
+            name = urllib.parse.unquote(url.path[len("/v1/names/strong/"):])
+            if lin != "true" and self.stale_cache:
+                return h._json(404, {"error": "not in this agent's cache"})
+            return h._json(*self.quorum.whereis(name, lin == "true"))
         scope = urllib.parse.parse_qs(url.query).get("scope", ["default"])[0]
         procs = self.registry.snapshot()
         parts = [urllib.parse.unquote(p) for p in url.path.split("/")[2:]]
@@ -192,12 +290,18 @@ class FakeAgent:
             p["lost"] = True
 
 
+QUORUM_POSTS = ("/v1/claims", "/v1/claims/release", "/v1/names/strong",
+                "/v1/names/strong/release")
+
+
 class FakeCluster:
     """Enough of harness.cluster.Cluster for the workloads, the observer and the pool."""
 
     def __init__(self, n: int = 3):
         self.registry = Registry()
-        self.agents = {f"n{i}": FakeAgent(f"n{i}", self.registry) for i in range(1, n + 1)}
+        self.quorum = Quorum()
+        self.agents = {f"n{i}": FakeAgent(f"n{i}", self.registry, self.quorum)
+                       for i in range(1, n + 1)}
         self.token = "test"
 
     def names(self) -> list[str]:

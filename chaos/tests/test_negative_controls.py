@@ -59,6 +59,15 @@ class NegativeControls(unittest.TestCase):
     def test_a_payload_sent_twice_unannounced_is_a_duplicate_for_sends(self):
         self._assert_fails_as_declared("control-replayed-send")
 
+    def test_a_fence_that_skips_its_check_takes_the_paused_holders_stale_write(self):
+        self._assert_fails_as_declared("control-unfenced-resource")
+
+    def test_a_cached_strong_read_used_as_linearizable_is_not_linearizable(self):
+        self._assert_fails_as_declared("control-cached-strong-read")
+
+    def test_a_holder_clock_far_beyond_rho_makes_validity_windows_overlap(self):
+        self._assert_fails_as_declared("control-skew-beyond-rho")
+
 
 if __name__ == "__main__":
     unittest.main()
