@@ -411,8 +411,13 @@ fn register_quorum() {
     describe_counter!(
         "mesh_claims_dropped_total",
         "Claims inputs dropped, by reason: old_session (a result for a forgotten session), \
-         stale_observation and unwatched (watcher), unknown_completion (a duplicate or \
-         another life's completion)."
+         stale_observation (watcher), unknown_completion (a duplicate or another life's \
+         completion)."
+    );
+    describe_counter!(
+        "mesh_claims_watcher_ignored_total",
+        "Shard tables the watcher was shown for shards it does not watch (normal: every \
+         result of a change this node proposed or forwarded; not a drop)."
     );
     describe_counter!(
         "mesh_claims_hold_releases_total",
@@ -460,6 +465,7 @@ fn register_quorum() {
     for reason in CLAIMS_DROP_REASONS {
         counter!("mesh_claims_dropped_total", "reason" => reason).increment(0);
     }
+    counter!("mesh_claims_watcher_ignored_total").increment(0);
     for result in ["accepted", "refused"] {
         counter!("mesh_strong_sends_total", "result" => result).increment(0);
     }
@@ -497,12 +503,7 @@ fn register_quorum() {
 }
 
 /// Reasons of `mesh_claims_dropped_total`.
-const CLAIMS_DROP_REASONS: [&str; 4] = [
-    "old_session",
-    "stale_observation",
-    "unwatched",
-    "unknown_completion",
-];
+const CLAIMS_DROP_REASONS: [&str; 3] = ["old_session", "stale_observation", "unknown_completion"];
 
 /// The quorum plane's figures as Prometheus values: counters are cumulative (set with
 /// `absolute`), gauges are current. One plain struct, so that what is published is
@@ -535,7 +536,8 @@ struct QuorumFigures {
     renews: u64,
     renews_timed_out: u64,
     assigned: u64,
-    dropped: [u64; 4],
+    dropped: [u64; 3],
+    watcher_ignored: u64,
     strong_names: usize,
     sends_accepted: u64,
     sends_refused: u64,
@@ -582,13 +584,13 @@ impl QuorumFigures {
             f.renews_timed_out += hs.renews_timed_out;
             f.assigned += hs.assigned;
             f.dropped[0] += hs.dropped_old_session;
-            f.dropped[3] += hs.submit.dropped_unknown;
+            f.dropped[2] += hs.submit.dropped_unknown;
         }
         let w = q.watcher().stats();
         f.evictions = w.evicted;
         f.dropped[1] = w.dropped_stale;
-        f.dropped[2] = w.dropped_unwatched;
-        f.dropped[3] += w.submit.dropped_unknown;
+        f.watcher_ignored = w.ignored_unwatched;
+        f.dropped[2] += w.submit.dropped_unknown;
         let cache = q.name_cache();
         f.strong_names = (0..q.config().shards)
             .filter_map(|s| cache.snapshot(ShardId(s)))
@@ -649,6 +651,7 @@ impl QuorumFigures {
         for (reason, v) in CLAIMS_DROP_REASONS.into_iter().zip(self.dropped) {
             counter!("mesh_claims_dropped_total", "reason" => reason).absolute(v);
         }
+        counter!("mesh_claims_watcher_ignored_total").absolute(self.watcher_ignored);
         counter!("mesh_claims_token_rejections_total", "kind" => "strong_send")
             .absolute(self.sends_refused);
         gauge!("mesh_strong_names").set(self.strong_names as f64);

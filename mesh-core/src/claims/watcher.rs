@@ -101,8 +101,9 @@ pub struct WatcherStats {
     pub timed_out: u64,
     /// Observations dropped: older than one already seen.
     pub dropped_stale: u64,
-    /// Observations dropped: the shard is not watched.
-    pub dropped_unwatched: u64,
+    /// Observations ignored because the shard is not watched here (normal, not a drop:
+    /// every result of a change this node proposed or forwarded is shown to it).
+    pub ignored_unwatched: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -205,7 +206,7 @@ impl Watcher {
     /// so each refresh is learned as it commits.
     pub fn observe(&mut self, now: Instant, shard: ShardId, table: &ShardTable) {
         let Some(w) = self.shards.get_mut(&shard) else {
-            self.stats.dropped_unwatched += 1;
+            self.stats.ignored_unwatched += 1;
             return;
         };
         if table.next_token < w.stamp {
