@@ -803,7 +803,7 @@ impl World {
 
 fn pieces<E>(d: &Delta<String, E>, chunked: bool) -> Vec<Delta<String, E>>
 where
-    E: serde::Serialize + serde::de::DeserializeOwned + Ord + Clone,
+    E: serde::Serialize + serde::de::DeserializeOwned + Ord + Clone + std::hash::Hash,
 {
     if chunked {
         d.chunks(160).expect("small elements fit")

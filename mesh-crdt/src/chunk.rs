@@ -60,7 +60,7 @@ const REMOVED_RUN_COST: usize = 20;
 impl<O, E> Orswot<O, E>
 where
     O: Serialize + DeserializeOwned + Ord + Clone,
-    E: Serialize + DeserializeOwned + Ord + Clone,
+    E: Serialize + DeserializeOwned + Ord + Clone + std::hash::Hash,
 {
     /// Cuts this delta into pieces whose encoding is at most `max_bytes` each.
     ///
@@ -190,7 +190,7 @@ fn push_units<'a, O, E: Serialize + Ord + Clone>(
             units.push(Unit {
                 origin,
                 window: Some((seq, seq)),
-                cost: codec::encoded_len(element)? + DOT_OVERHEAD,
+                cost: codec::encoded_len(&**element)? + DOT_OVERHEAD,
             });
             cursor = seq.checked_add(1).filter(|&next| next <= end);
         }

@@ -137,7 +137,7 @@ fn cloud_hash(ctx: &SeqSet) -> u64 {
         })
 }
 
-impl<E: Clone + Ord> OriginState<E> {
+impl<E: Clone + Ord + std::hash::Hash> OriginState<E> {
     pub(crate) fn digest(&self) -> OriginDigest {
         if self.retired {
             return OriginDigest {
@@ -186,7 +186,7 @@ impl<E: Clone + Ord> OriginState<E> {
     }
 }
 
-impl<O: Ord + Clone, E: Ord + Clone> Orswot<O, E> {
+impl<O: Ord + Clone, E: Ord + Clone + std::hash::Hash> Orswot<O, E> {
     /// This state's per-origin summaries.
     pub fn digest(&self) -> Digest<O> {
         Digest {

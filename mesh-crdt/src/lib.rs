@@ -150,7 +150,7 @@ pub use chunk::ChunkError;
 pub use codec::{DecodeError, EncodeError};
 pub use digest::{Digest, OriginDigest};
 pub use dot::{Change, ChangeKind, Dot, MergeReport};
-pub use origin::InvalidState;
+pub use origin::{FixedState, InvalidState};
 pub use orswot::{Delta, Orswot, Purged};
 pub use replica::{PurgeError, ReincarnateError, RemoveError, Replica};
 pub use seqset::{InvalidRange, SeqSet};

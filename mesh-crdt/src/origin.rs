@@ -4,7 +4,9 @@
 //! join of two states is the join of their origins one by one.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
 
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
@@ -12,14 +14,27 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::dot::{Change, ChangeKind, Dot, MergeReport};
 use crate::seqset::SeqSet;
 
+/// The hasher of the element index: foldhash with its fixed default seed, so the
+/// index is deterministic (no random state, same on every run). Nothing observable
+/// depends on hash order: every iteration that reaches an output or the wire goes in
+/// element or sequence order. Elements come from this node or from validated states of
+/// the cluster's authenticated peers.
+pub type FixedState = foldhash::fast::FixedState;
+
 /// One origin's partition of the store.
 ///
 /// Invariants (kept by every method, checked when decoding):
 /// - every live dot is in `ctx` (`dots.keys() ⊆ ctx`);
-/// - `elems` is the inverse of `dots`, without empty sets;
+/// - `elems` is the inverse of `dots`, without empty sets, and shares each element
+///   with it (one allocation per element, however many dots and deltas hold it);
 /// - `live_hash` is the sum of `mix(seq)` over the live dots;
 /// - a retired origin has no context and no dots.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// `elems` is hashed (a lookup costs one hash of the element, whatever the number of
+/// elements, where an ordered map costs a comparison and a likely cache miss per
+/// level); whatever must be ordered is sorted on the way out (the wire form,
+/// [`Orswot::elements_of`](crate::Orswot::elements_of)).
+#[derive(Clone)]
 pub(crate) struct OriginState<E> {
     pub(crate) incarnation: u64,
     /// Set by a purge: the whole incarnation is gone, and only a newer one may return.
@@ -27,11 +42,90 @@ pub(crate) struct OriginState<E> {
     /// Every dot of this incarnation this replica knows about, live or removed.
     pub(crate) ctx: SeqSet,
     /// Live dots: seq -> element.
-    pub(crate) dots: BTreeMap<u64, E>,
+    pub(crate) dots: BTreeMap<u64, Arc<E>>,
     /// Derived index: element -> seqs of its live dots.
-    pub(crate) elems: BTreeMap<E, BTreeSet<u64>>,
+    pub(crate) elems: HashMap<Arc<E>, Seqs, FixedState>,
     /// Derived: order-independent hash of the live seqs (for digests).
     pub(crate) live_hash: u64,
+}
+
+/// Equality of the information held; `elems` and `live_hash` are derived from `dots`.
+impl<E: PartialEq> PartialEq for OriginState<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.incarnation == other.incarnation
+            && self.retired == other.retired
+            && self.ctx == other.ctx
+            && self.dots == other.dots
+    }
+}
+
+impl<E: Eq> Eq for OriginState<E> {}
+
+/// The seqs of one element's live dots, never empty. Almost every element has one
+/// dot (a process joins a group once), kept inline; more go in a set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Seqs {
+    /// Exactly one live dot.
+    One(u64),
+    /// Two or more live dots.
+    Many(BTreeSet<u64>),
+}
+
+impl Seqs {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(set) => set.len(),
+        }
+    }
+
+    /// The newest (largest) seq.
+    pub(crate) fn last(&self) -> u64 {
+        match self {
+            Self::One(seq) => *seq,
+            // `Many` holds at least two seqs.
+            Self::Many(set) => set.last().copied().unwrap_or_default(),
+        }
+    }
+
+    /// The seqs, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (one, many) = match self {
+            Self::One(seq) => (Some(*seq), None),
+            Self::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn insert(&mut self, seq: u64) {
+        match self {
+            Self::One(s) if *s == seq => {}
+            Self::One(s) => *self = Self::Many(BTreeSet::from([*s, seq])),
+            Self::Many(set) => {
+                set.insert(seq);
+            }
+        }
+    }
+
+    /// Removes `seq`; true if no seq is left (the caller drops the entry).
+    fn remove(&mut self, seq: u64) -> bool {
+        match self {
+            Self::One(s) => *s == seq,
+            Self::Many(set) => {
+                set.remove(&seq);
+                if set.len() == 1 {
+                    *self = Self::One(set.first().copied().unwrap_or(seq));
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Serialize for Seqs {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 /// A 64-bit mixer (splitmix64's finalizer): spreads sequence numbers so that the sum
@@ -51,7 +145,7 @@ impl<E> OriginState<E> {
             retired: false,
             ctx: SeqSet::new(),
             dots: BTreeMap::new(),
-            elems: BTreeMap::new(),
+            elems: HashMap::default(),
             live_hash: 0,
         }
     }
@@ -71,18 +165,21 @@ impl<E> OriginState<E> {
     }
 }
 
-impl<E: Clone + Ord> OriginState<E> {
-    pub(crate) fn insert_dot(&mut self, seq: u64, element: E) {
-        if let Some(old) = self.dots.insert(seq, element.clone()) {
+impl<E: Clone + Ord + Hash> OriginState<E> {
+    pub(crate) fn insert_dot(&mut self, seq: u64, element: Arc<E>) {
+        if let Some(old) = self.dots.insert(seq, Arc::clone(&element)) {
             // Re-inserting a live dot: undo its old index entry first.
             self.unindex(seq, &old);
         } else {
             self.live_hash = self.live_hash.wrapping_add(mix(seq));
         }
-        self.elems.entry(element).or_default().insert(seq);
+        self.elems
+            .entry(element)
+            .and_modify(|seqs| seqs.insert(seq))
+            .or_insert(Seqs::One(seq));
     }
 
-    pub(crate) fn remove_dot(&mut self, seq: u64) -> Option<E> {
+    pub(crate) fn remove_dot(&mut self, seq: u64) -> Option<Arc<E>> {
         let element = self.dots.remove(&seq)?;
         self.unindex(seq, &element);
         self.live_hash = self.live_hash.wrapping_sub(mix(seq));
@@ -90,10 +187,11 @@ impl<E: Clone + Ord> OriginState<E> {
     }
 
     fn unindex(&mut self, seq: u64, element: &E) {
-        if let Some(seqs) = self.elems.get_mut(element) {
-            seqs.remove(&seq);
-            if seqs.is_empty() {
-                self.elems.remove(element);
+        // One search for the usual element with one dot; one more to put back the
+        // rest of a multiple one.
+        if let Some((key, mut seqs)) = self.elems.remove_entry(element) {
+            if !seqs.remove(seq) {
+                self.elems.insert(key, seqs);
             }
         }
     }
@@ -140,6 +238,7 @@ impl<E: Clone + Ord> OriginState<E> {
         }
         for seq in removed {
             if let Some(element) = self.remove_dot(seq) {
+                let element = Arc::unwrap_or_clone(element);
                 report
                     .changes
                     .push(self.change(origin, seq, element, ChangeKind::Removed));
@@ -149,10 +248,10 @@ impl<E: Clone + Ord> OriginState<E> {
         //    but we do not hold was removed here, and stays removed.
         for (&seq, element) in &other.dots {
             if !self.ctx.contains(seq) {
-                self.insert_dot(seq, element.clone());
+                self.insert_dot(seq, Arc::clone(element));
                 report
                     .changes
-                    .push(self.change(origin, seq, element.clone(), ChangeKind::Added));
+                    .push(self.change(origin, seq, E::clone(element), ChangeKind::Added));
             }
         }
         // 3. We now know every dot either side knew.
@@ -175,7 +274,7 @@ impl<E: Clone + Ord> OriginState<E> {
         for (&seq, element) in &self.dots {
             report
                 .changes
-                .push(self.change(origin, seq, element.clone(), kind));
+                .push(self.change(origin, seq, E::clone(element), kind));
         }
     }
 
@@ -191,7 +290,7 @@ impl<E: Clone + Ord> OriginState<E> {
         };
         if lo <= hi {
             for (&seq, element) in self.dots.range(lo..=hi) {
-                out.insert_dot(seq, element.clone());
+                out.insert_dot(seq, Arc::clone(element));
             }
         }
         out
@@ -236,7 +335,7 @@ pub enum InvalidState {
     },
 }
 
-impl<E: Serialize> Serialize for OriginState<E> {
+impl<E: Serialize + Ord> Serialize for OriginState<E> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let fields = 2 + usize::from(self.retired) + usize::from(!self.elems.is_empty());
         let mut s = serializer.serialize_struct("OriginState", fields)?;
@@ -256,13 +355,15 @@ impl<E: Serialize> Serialize for OriginState<E> {
     }
 }
 
-/// Serializes `element -> seqs` as a sequence of `(element, [seq, ...])` pairs without
-/// copying the state.
-struct ElemsRef<'a, E>(&'a BTreeMap<E, BTreeSet<u64>>);
+/// Serializes `element -> seqs` as a sequence of `(element, [seq, ...])` pairs in
+/// element order (the order the wire form has always had), without copying elements.
+struct ElemsRef<'a, E>(&'a HashMap<Arc<E>, Seqs, FixedState>);
 
-impl<E: Serialize> Serialize for ElemsRef<'_, E> {
+impl<E: Serialize + Ord> Serialize for ElemsRef<'_, E> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter())
+        let mut sorted: Vec<(&E, &Seqs)> = self.0.iter().map(|(e, s)| (&**e, s)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        serializer.collect_seq(sorted)
     }
 }
 
@@ -278,7 +379,7 @@ struct OriginWire<E> {
     elems: Vec<(E, Vec<u64>)>,
 }
 
-impl<E: Clone + Ord> TryFrom<OriginWire<E>> for OriginState<E> {
+impl<E: Clone + Ord + Hash> TryFrom<OriginWire<E>> for OriginState<E> {
     type Error = InvalidState;
 
     fn try_from(wire: OriginWire<E>) -> Result<Self, Self::Error> {
@@ -296,6 +397,7 @@ impl<E: Clone + Ord> TryFrom<OriginWire<E>> for OriginState<E> {
             if seqs.is_empty() {
                 return Err(InvalidState::ElementWithoutDots);
             }
+            let element = Arc::new(element);
             for seq in seqs {
                 if !state.ctx.contains(seq) {
                     return Err(InvalidState::DotOutsideContext { seq });
@@ -303,14 +405,14 @@ impl<E: Clone + Ord> TryFrom<OriginWire<E>> for OriginState<E> {
                 if state.dots.contains_key(&seq) {
                     return Err(InvalidState::DoubleSpentDot { seq });
                 }
-                state.insert_dot(seq, element.clone());
+                state.insert_dot(seq, Arc::clone(&element));
             }
         }
         Ok(state)
     }
 }
 
-impl<'de, E: Deserialize<'de> + Clone + Ord> Deserialize<'de> for OriginState<E> {
+impl<'de, E: Deserialize<'de> + Clone + Ord + Hash> Deserialize<'de> for OriginState<E> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = OriginWire::<E>::deserialize(deserializer)?;
         Self::try_from(wire).map_err(serde::de::Error::custom)
@@ -325,5 +427,118 @@ impl<E: std::fmt::Debug> std::fmt::Debug for OriginState<E> {
             d.field("retired", &true);
         }
         d.field("ctx", &self.ctx).field("dots", &self.dots).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use crate::{Orswot, Replica, SeqSet};
+
+    /// The wire form as it was written when the index was an ordered map: elements in
+    /// element order, each with its seqs ascending.
+    #[derive(Serialize)]
+    struct WireOrigin {
+        i: u64,
+        c: SeqSet,
+        e: Vec<(u32, Vec<u64>)>,
+    }
+
+    #[derive(Serialize)]
+    struct WireState {
+        o: std::collections::BTreeMap<u8, WireOrigin>,
+    }
+
+    fn reference(incarnation: u64, ctx: SeqSet, elems: Vec<(u32, Vec<u64>)>) -> Vec<u8> {
+        let state = WireState {
+            o: [(
+                1,
+                WireOrigin {
+                    i: incarnation,
+                    c: ctx,
+                    e: elems,
+                },
+            )]
+            .into(),
+        };
+        crate::codec::encode(&state).expect("encode")
+    }
+
+    #[test]
+    fn the_hashed_index_encodes_elements_in_element_order_as_the_wire_form_always_had() {
+        let mut r: Replica<u8, u32> = Replica::new(1, 7);
+        for e in [30, 10, 20, 10, 5] {
+            let _ = r.add(e);
+        }
+        let _ = r.remove(&5).expect("added");
+        let expected = reference(
+            7,
+            SeqSet::prefix(5),
+            vec![(10, vec![2, 4]), (20, vec![3]), (30, vec![1])],
+        );
+        assert_eq!(r.state().encode().expect("encode"), expected);
+        let back = Orswot::<u8, u32>::decode(&expected).expect("valid");
+        assert_eq!(&back, r.state());
+    }
+
+    #[test]
+    fn states_with_the_same_dots_are_equal_and_encode_alike_whatever_their_history() {
+        let mut a: Replica<u8, u32> = Replica::new(1, 1);
+        let mut deltas = Vec::new();
+        for e in [1, 2, 3, 1, 1] {
+            deltas.push(a.add(e));
+        }
+        deltas.push(a.remove(&1).expect("added"));
+        deltas.push(a.remove(&1).expect("added"));
+        // Delivered backwards, so the index of `b` is built in another order, and
+        // element 1 goes through one, three and back to one dot differently.
+        let mut b: Orswot<u8, u32> = Orswot::new();
+        for d in deltas.iter().rev() {
+            b.merge(d);
+        }
+        assert_eq!(&b, a.state());
+        assert_eq!(
+            b.encode().expect("encode"),
+            a.state().encode().expect("encode")
+        );
+        assert_eq!(b.multiplicity(&1), 1);
+        assert_eq!(b.dots_of(&1).len(), 1);
+        assert_eq!(
+            b.elements_of(&1).collect::<Vec<_>>(),
+            vec![(&1, 1), (&2, 1), (&3, 1)]
+        );
+    }
+
+    #[test]
+    fn an_element_removed_down_to_one_dot_keeps_the_newest_remaining_one() {
+        let mut r: Replica<u8, u32> = Replica::new(1, 1);
+        for _ in 0..3 {
+            let _ = r.add(9);
+        }
+        // remove takes the newest live dot each time: 3, then 2.
+        let _ = r.remove(&9).expect("added");
+        assert_eq!(
+            r.state()
+                .dots_of(&9)
+                .iter()
+                .map(|d| d.seq)
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let _ = r.remove(&9).expect("added");
+        assert_eq!(
+            r.state()
+                .dots_of(&9)
+                .iter()
+                .map(|d| d.seq)
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(r.local_multiplicity(&9), 1);
+        let _ = r.remove(&9).expect("added");
+        assert_eq!(r.local_multiplicity(&9), 0);
+        assert!(r.remove(&9).is_err());
+        assert_eq!(r.state().live_dots(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The replicated state and its deltas: one type, one join.
 
 use std::collections::BTreeMap;
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +21,8 @@ use crate::seqset::SeqSet;
 /// Equality is structural; two replicas that have seen the same information are equal.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(
-    serialize = "O: Serialize, E: Serialize",
-    deserialize = "O: Deserialize<'de> + Ord, E: Deserialize<'de> + Clone + Ord"
+    serialize = "O: Serialize, E: Serialize + Ord",
+    deserialize = "O: Deserialize<'de> + Ord, E: Deserialize<'de> + Clone + Ord + Hash"
 ))]
 pub struct Orswot<O, E> {
     #[serde(rename = "o")]
@@ -94,20 +95,28 @@ impl<O: Ord, E> Orswot<O, E> {
     pub fn context_of(&self, origin: &O) -> Option<&SeqSet> {
         self.origins.get(origin).map(|o| &o.ctx)
     }
+}
 
-    /// The elements `origin` holds live, with their multiplicity from that origin.
+impl<O: Ord, E: Ord> Orswot<O, E> {
+    /// The elements `origin` holds live, with their multiplicity from that origin, in
+    /// element order.
     ///
     /// Entries are partitioned by origin, so a view can hide or unhide a whole node
-    /// with this iterator (see the crate docs, "Hiding a down node").
+    /// with this iterator (see the crate docs, "Hiding a down node"). It sorts the
+    /// origin's elements (the index is hashed): O(k log k) for k elements.
     pub fn elements_of(&self, origin: &O) -> impl Iterator<Item = (&E, usize)> {
-        self.origins
+        let mut out: Vec<(&E, usize)> = self
+            .origins
             .get(origin)
             .into_iter()
-            .flat_map(|o| o.elems.iter().map(|(e, seqs)| (e, seqs.len())))
+            .flat_map(|o| o.elems.iter().map(|(e, seqs)| (&**e, seqs.len())))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.into_iter()
     }
 }
 
-impl<O: Ord + Clone, E: Ord + Clone> Orswot<O, E> {
+impl<O: Ord + Clone, E: Ord + Clone + Hash> Orswot<O, E> {
     /// Number of live dots of `element`, over all origins (0 if absent).
     pub fn multiplicity(&self, element: &E) -> usize {
         self.origins
@@ -127,7 +136,7 @@ impl<O: Ord + Clone, E: Ord + Clone> Orswot<O, E> {
         let mut out = BTreeMap::new();
         for origin in self.origins.values() {
             for (e, seqs) in &origin.elems {
-                *out.entry(e).or_insert(0) += seqs.len();
+                *out.entry(&**e).or_insert(0) += seqs.len();
             }
         }
         out
@@ -138,7 +147,7 @@ impl<O: Ord + Clone, E: Ord + Clone> Orswot<O, E> {
         let mut out = Vec::new();
         for (origin, state) in &self.origins {
             if let Some(seqs) = state.elems.get(element) {
-                out.extend(seqs.iter().map(|&seq| Dot {
+                out.extend(seqs.iter().map(|seq| Dot {
                     origin: origin.clone(),
                     incarnation: state.incarnation,
                     seq,
@@ -218,7 +227,7 @@ impl<O: Ord + Clone, E: Ord + Clone> Orswot<O, E> {
 impl<O, E> Orswot<O, E>
 where
     O: Serialize + serde::de::DeserializeOwned + Ord,
-    E: Serialize + serde::de::DeserializeOwned + Ord + Clone,
+    E: Serialize + serde::de::DeserializeOwned + Ord + Clone + Hash,
 {
     /// Encodes the state (MessagePack, named fields) — the bytes
     /// [`encoded_len`](Self::encoded_len) counts and [`chunks`](Self::chunks) bounds.

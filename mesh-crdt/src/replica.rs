@@ -1,5 +1,8 @@
 //! One node's replica: the only writer of its own origin's partition.
 
+use std::hash::Hash;
+use std::sync::Arc;
+
 use crate::digest::Digest;
 use crate::dot::MergeReport;
 use crate::origin::OriginState;
@@ -75,7 +78,7 @@ pub enum ReincarnateError {
     },
 }
 
-impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
+impl<O: Ord + Clone, E: Ord + Clone + Hash> Replica<O, E> {
     /// A replica for `origin` at `incarnation`, knowing nothing else yet.
     ///
     /// Each boot of a node must use an incarnation larger than every earlier one: the
@@ -125,12 +128,11 @@ impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
     }
 
     fn own_mut(&mut self) -> &mut OriginState<E> {
-        let origin = self.origin.clone();
-        let incarnation = self.incarnation;
-        self.state
-            .origins
-            .entry(origin)
-            .or_insert_with(|| OriginState::live(incarnation))
+        // Invariant: as in `own`.
+        match self.state.origins.get_mut(&self.origin) {
+            Some(own) => own,
+            None => unreachable!("a replica always holds its own partition"),
+        }
     }
 
     /// Our partition's header: this origin at this incarnation, no dots. Merging it
@@ -139,7 +141,7 @@ impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
         self.own_delta(SeqSet::new(), std::iter::empty())
     }
 
-    fn own_delta(&self, ctx: SeqSet, dots: impl IntoIterator<Item = (u64, E)>) -> Delta<O, E> {
+    fn own_delta(&self, ctx: SeqSet, dots: impl IntoIterator<Item = (u64, Arc<E>)>) -> Delta<O, E> {
         let mut part = OriginState::live(self.incarnation);
         part.ctx = ctx;
         for (seq, element) in dots {
@@ -157,16 +159,17 @@ impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
     ///
     /// After 2^64 − 1 adds in one incarnation.
     pub fn add(&mut self, element: E) -> Delta<O, E> {
-        let seq = self
-            .own()
+        let own = self.own_mut();
+        let seq = own
             .ctx
             .max()
             .unwrap_or(0)
             .checked_add(1)
             .expect("2^64 adds in one incarnation");
-        let own = self.own_mut();
         own.ctx.insert(seq);
-        own.insert_dot(seq, element.clone());
+        // One allocation for the element, shared by the state and the delta.
+        let element = Arc::new(element);
+        own.insert_dot(seq, Arc::clone(&element));
         let mut ctx = SeqSet::new();
         ctx.insert(seq);
         self.own_delta(ctx, [(seq, element)])
@@ -180,7 +183,7 @@ impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
             .own()
             .elems
             .get(element)
-            .and_then(|seqs| seqs.last().copied())
+            .map(|seqs| seqs.last())
             .ok_or(RemoveError::NotPresent)?;
         self.own_mut().remove_dot(seq);
         let mut ctx = SeqSet::new();
@@ -190,14 +193,15 @@ impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
 
     /// Removes every occurrence of `element` added by this origin (a process exit).
     pub fn remove_all(&mut self, element: &E) -> Result<Delta<O, E>, RemoveError> {
-        let seqs = self
+        let seqs: Vec<u64> = self
             .own()
             .elems
             .get(element)
-            .cloned()
-            .ok_or(RemoveError::NotPresent)?;
+            .ok_or(RemoveError::NotPresent)?
+            .iter()
+            .collect();
         let mut ctx = SeqSet::new();
-        for &seq in &seqs {
+        for seq in seqs {
             self.own_mut().remove_dot(seq);
             ctx.insert(seq);
         }
@@ -269,7 +273,7 @@ impl<O: Ord + Clone, E: Ord + Clone> Replica<O, E> {
         let mut seq = 0u64;
         for element in self.own().dots.values() {
             seq += 1;
-            fresh.insert_dot(seq, element.clone());
+            fresh.insert_dot(seq, Arc::clone(element));
         }
         fresh.ctx = SeqSet::prefix(seq);
         self.incarnation = incarnation;

@@ -1949,7 +1949,7 @@ impl Node {
 fn trim_response(mut r: AeResponse) -> AeResponse {
     fn fit<E>(d: mesh_crdt::Delta<String, E>, budget: usize) -> (mesh_crdt::Delta<String, E>, usize)
     where
-        E: Serialize + serde::de::DeserializeOwned + Ord + Clone,
+        E: Serialize + serde::de::DeserializeOwned + Ord + Clone + std::hash::Hash,
     {
         let len = d.encoded_len().unwrap_or(usize::MAX);
         if len <= budget {

@@ -285,7 +285,10 @@ pub struct Registry {
 }
 
 /// Joins `d` into the accumulated delta.
-fn fold<E: Ord + Clone>(acc: &mut Option<Delta<String, E>>, d: Option<Delta<String, E>>) {
+fn fold<E: Ord + Clone + std::hash::Hash>(
+    acc: &mut Option<Delta<String, E>>,
+    d: Option<Delta<String, E>>,
+) {
     match (acc.as_mut(), d) {
         (_, None) => {}
         (None, Some(d)) => *acc = Some(d),
