@@ -512,29 +512,18 @@ mod tests {
 
     #[test]
     fn an_element_removed_down_to_one_dot_keeps_the_newest_remaining_one() {
+        let live_seqs = |r: &Replica<u8, u32>| -> Vec<u64> {
+            r.state().dots_of(&9).iter().map(|d| d.seq).collect()
+        };
         let mut r: Replica<u8, u32> = Replica::new(1, 1);
         for _ in 0..3 {
             let _ = r.add(9);
         }
         // remove takes the newest live dot each time: 3, then 2.
         let _ = r.remove(&9).expect("added");
-        assert_eq!(
-            r.state()
-                .dots_of(&9)
-                .iter()
-                .map(|d| d.seq)
-                .collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!(live_seqs(&r), vec![1, 2]);
         let _ = r.remove(&9).expect("added");
-        assert_eq!(
-            r.state()
-                .dots_of(&9)
-                .iter()
-                .map(|d| d.seq)
-                .collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(live_seqs(&r), vec![1]);
         assert_eq!(r.local_multiplicity(&9), 1);
         let _ = r.remove(&9).expect("added");
         assert_eq!(r.local_multiplicity(&9), 0);
