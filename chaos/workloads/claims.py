@@ -45,11 +45,12 @@ from __future__ import annotations
 import json
 import random
 import threading
-import traceback
 import urllib.error
 
 from harness.cluster import RUNNING
 from harness.util import HarnessError
+
+from ._clients import PerNodeClients
 
 NAME = "claims"
 DESCRIPTION = "task claims with renewals on a fenced resource; holders report validity windows"
@@ -127,62 +128,28 @@ class _Freeze:
         self.thaw = threading.Event()
 
 
-class Workload:
+class Workload(PerNodeClients):
+    thread_prefix = "claims"
+    join_timeout_s = CALL_TIMEOUT_S + 5
+
     def __init__(self, ctx):
-        self.c, self.rec, self.seed = ctx.cluster, ctx.recorder, ctx.seed
+        super().__init__(ctx)
         self.resource = FencedResource(self.rec)
         self.tasks = [f"task-{i}" for i in range(TASKS)]
-        self.ops = {"attempted": 0, "succeeded": 0, "failed": 0, "indeterminate": 0}
-        self._lock = threading.Lock()
         self._k = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._freeze: dict[str, _Freeze] = {}
-        # Wait for formation before the first claim (the runner records a converge
-        # event); tests without a runner set ctx.formed.
-        self._formed = getattr(ctx, "formed", None) or (
-            lambda: any(e["kind"] == "converge" for e in list(self.rec.events)))
-
-    # -- lifecycle 
-    def start(self) -> None:
-        for node in self.c.names():
-            t = threading.Thread(target=self._guarded, args=(node,), daemon=True,
-                                 name=f"claims-{node}")
-            t.start()
-            self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
         for f in self._freeze.values():
             f.thaw.set()
-        for t in self._threads:
-            t.join(timeout=CALL_TIMEOUT_S + 5)
-
-    def operations(self) -> dict:
-        with self._lock:
-            return dict(self.ops)
-
-    def _count(self, outcome: str) -> None:
-        with self._lock:
-            self.ops["attempted"] += 1
-            self.ops[{"ok": "succeeded", "refused": "failed"}.get(outcome, outcome)] += 1
-
-    def _guarded(self, node: str) -> None:
-        try:
-            self._run(node)
-        except Exception as e:  # a workload bug: the run is an error, not a pass
-            self.rec.event("workload_error", thread=f"claims-{node}",
-                           error=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
-
-    def _sleep(self, s: float) -> bool:
-        return not self._stop.wait(max(0.0, s))
+        super().stop()
 
     # -- the client 
     def _run(self, node: str) -> None:
         rng = random.Random(f"{self.seed}/{NAME}/{node}")
-        while not self._formed():
-            if not self._sleep(0.2):
-                return
+        if not self._wait_formed():
+            return
         retry: str | None = None
         while not self._stop.is_set():
             if self.c.agents[node].status != RUNNING:

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import time
-import traceback
 import urllib.parse
 
 from harness.cluster import RUNNING
 from harness.util import HarnessError
 
+from ._clients import PerNodeClients
 from .claims import CALL_TIMEOUT_S, call, outcome_of
 
 NAME = "strong-names"
@@ -43,49 +42,19 @@ PENDING = None
 NAMES = ["sn-a", "sn-b", "sn-c"]
 
 
-class Workload:
+class Workload(PerNodeClients):
+    thread_prefix = "strong-names"
+    join_timeout_s = CALL_TIMEOUT_S + 5
+
     def __init__(self, ctx):
-        self.c, self.rec, self.seed = ctx.cluster, ctx.recorder, ctx.seed
-        self.ops = {"attempted": 0, "succeeded": 0, "failed": 0, "indeterminate": 0}
-        self._lock = threading.Lock()
+        super().__init__(ctx)
         self._ids = itertools.count(1)
         self._ctl = itertools.count(1)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._formed = getattr(ctx, "formed", None) or (
-            lambda: any(e["kind"] == "converge" for e in list(self.rec.events)))
-
-    def start(self) -> None:
-        for node in self.c.names():
-            t = threading.Thread(target=self._guarded, args=(node,), daemon=True,
-                                 name=f"strong-names-{node}")
-            t.start()
-            self._threads.append(t)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=CALL_TIMEOUT_S + 5)
-
-    def operations(self) -> dict:
-        with self._lock:
-            return dict(self.ops)
-
-    def _guarded(self, node: str) -> None:
-        try:
-            self._run(node)
-        except Exception as e:
-            self.rec.event("workload_error", thread=f"strong-names-{node}",
-                           error=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
-
-    def _sleep(self, s: float) -> bool:
-        return not self._stop.wait(max(0.0, s))
 
     def _run(self, node: str) -> None:
         rng = random.Random(f"{self.seed}/{NAME}/{node}")
-        while not self._formed():
-            if not self._sleep(0.2):
-                return
+        if not self._wait_formed():
+            return
         held: dict[str, int] = {}   # names this client registered, at their version
         seen: dict[str, int] = {}   # the version a read last showed
         while self._sleep(rng.uniform(0.15, 0.5)):
@@ -136,9 +105,7 @@ class Workload:
         elif outcome != "ok":
             done["error"] = str(ans.get("error", ""))[:300]
         self.rec.op("sn_done", at=round(self.rec.now(), 6), **done)
-        with self._lock:
-            self.ops["attempted"] += 1
-            self.ops[{"ok": "succeeded", "refused": "failed"}.get(outcome, outcome)] += 1
+        self._count(outcome)
         return {**done, "cached": cached}
 
     # -- negative control 
