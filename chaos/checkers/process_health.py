@@ -50,18 +50,21 @@ def check(run) -> Result:
             r.violation("rss", f"{node} reached {kb / 1024:.0f} MB VmRSS "
                         f"(bound {bound_kb / 1024:.0f} MB)", node=node, kb=kb)
     stall = run.bounds.get("admin_stall_s", 5.0)
-    streak: dict[str, float] = {}
+    # A streak belongs to one agent process: the last refused poll of a killed agent
+    # and the first of its restart (before it listens) are not one outage.
+    streak: dict[tuple[str, object], float] = {}
     for ob in run.observations:
         n = ob["node"]
+        life = (n, ob.get("pid"))
         if ob.get("ok"):
-            streak.pop(n, None)
+            streak.pop(life, None)
         elif ob.get("outcome") in ("failed", "indeterminate"):
-            first = streak.setdefault(n, ob["t"])
+            first = streak.setdefault(life, ob["t"])
             if ob["t_done"] - first > stall:
                 r.violation("admin_unresponsive", f"{n}: admin API failed for "
                             f"{ob['t_done'] - first:.1f}s from t={first:.1f}s "
                             f"({ob.get('err')})", node=n)
-                streak[n] = float("inf")  # report once per streak
+                streak[life] = float("inf")  # report once per streak
     drops: dict[str, float] = {}
     for (node, pid), m in sorted(run.last_metrics.items(), key=lambda x: str(x[0])):
         fams = {prom.family(k) for k in m}

@@ -240,6 +240,22 @@ class ProcessHealth(unittest.TestCase):
         r = process_health.check(run(start_events(), obs))
         self.assertEqual([v["kind"] for v in r.violations], ["admin_unresponsive"])
 
+    def test_a_killed_agents_last_refusal_and_its_restarts_first_are_not_one_outage(self):
+        # Found in clock-skew-claims: one refused poll just as n1 was killed (pid 1),
+        # none while it was down, one just after its restart (pid 2) before it listened:
+        # 8 s apart, but two different lives.
+        refused = {"ok": False, "outcome": "failed", "err": "Connection refused"}
+        obs = ([poll(t / 4, "n1", all_alive("n1")) for t in range(0, 40)]
+               + [dict(poll(10.0, "n1", {}), **refused),
+                  dict(poll(18.0, "n1", {}, pid=2), **refused)]
+               + [poll(18.25 + t / 4, "n1", all_alive("n1"), pid=2) for t in range(0, 8)])
+        r = process_health.check(run(start_events(), obs))
+        self.assertEqual(r.violations, [])
+        # The same two refusals from one life are an outage.
+        same = [dict(o, pid=1) for o in obs]
+        r = process_health.check(run(start_events(), same))
+        self.assertEqual([v["kind"] for v in r.violations], ["admin_unresponsive"])
+
 
 class ClockSkew(unittest.TestCase):
     def test_measured_rate_must_match_the_configured_one(self):
