@@ -30,6 +30,7 @@ use mesh_bench::claims::{
 use mesh_bench::cleanup;
 use mesh_bench::etcd::{self, EtcdCluster, EtcdOp};
 use mesh_bench::groups::progress;
+use mesh_bench::machine::load_average;
 use mesh_bench::stats::{Figure, Percentiles};
 
 /// Which measurement.
@@ -220,12 +221,6 @@ fn main() -> Result<()> {
         load_average()
     );
     Ok(())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
 }
 
 /// `df`'s filesystem type and device of `dir`.

@@ -15,7 +15,6 @@
 //! docs of `mesh_bench::groups` for the method and `BENCHMARKS.md` for results.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +23,7 @@ use mesh_bench::cleanup;
 use mesh_bench::cluster::ClusterOptions;
 use mesh_bench::erlang::ErlangOptions;
 use mesh_bench::groups::{self, progress, Throughput, TpSettings, VisResult, VisSettings};
+use mesh_bench::machine::{load_average, tool_version};
 use mesh_bench::report::ratio;
 use mesh_bench::stats::{Figure, Percentiles, SplitMix64};
 
@@ -549,33 +549,6 @@ fn throughput_goals(t: &TpTable) -> Vec<String> {
         goal(2, "in-process (1 node)", &t.mesh_local, 1e6),
         goal(3, "over QUIC", &t.mesh_net, 5e5),
     ]
-}
-
-/// First line of `program arg`'s output, or why it failed.
-fn tool_version(program: &std::path::Path, arg: &str) -> String {
-    match Command::new(program).arg(arg).output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        Ok(out) => format!(
-            "({} {arg} failed: {})",
-            program.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("({} not runnable: {e})", program.display()),
-    }
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

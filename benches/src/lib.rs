@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod erlang;
 pub mod etcd;
 pub mod groups;
+pub mod machine;
 pub mod nft;
 pub mod ports;
 pub mod report;

@@ -12,12 +12,12 @@
 //! and all scratch files removed on exit, on error and on Ctrl-C. See `BENCHMARKS.md`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use mesh_bench::cluster::{ClusterOptions, SystemKind};
+use mesh_bench::machine::{load_average, tool_version};
 use mesh_bench::report::{render_goals, render_size, SizeResults};
 use mesh_bench::scenario::{measure, Settings, StartMode};
 use mesh_bench::stats::SplitMix64;
@@ -196,33 +196,6 @@ fn main() -> Result<()> {
         load_average()
     );
     Ok(())
-}
-
-/// First line of `program arg`'s output, or why it failed.
-fn tool_version(program: &std::path::Path, arg: &str) -> String {
-    match Command::new(program).arg(arg).output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        Ok(out) => format!(
-            "({} {arg} failed: {})",
-            program.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("({} not runnable: {e})", program.display()),
-    }
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// What was run, on what: printed before the tables.

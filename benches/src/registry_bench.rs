@@ -159,13 +159,12 @@ fn main() -> Result<()> {
         args.iters > 0 && args.runs > 0,
         "--iters and --runs must be positive"
     );
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "local join+leave, ns per pair ({:?} clock, median of {} runs of {} pairs; load average {})",
         args.clock,
         args.runs,
         args.iters,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        mesh_bench::machine::load_average()
     );
     println!();
     println!(

@@ -458,57 +458,57 @@ impl Cluster {
 
     /// Waits until every agent sees `n` alive members.
     fn wait_converged(&mut self, n: usize, stop: &StopSignal) -> Result<()> {
-        let deadline = Instant::now() + FORM_DEADLINE;
-        let clients = self
-            .nodes
-            .iter()
-            .map(Node::client)
-            .collect::<Result<Vec<_>>>()?;
-        loop {
-            if stop.requested() {
-                return Err(Self::interrupted());
-            }
-            self.check_running()?;
-            let mut lagging = Vec::new();
-            for (i, client) in clients.iter().enumerate() {
-                let seen = match client.members() {
-                    Ok(members) => {
-                        let alive: Vec<String> = members
-                            .iter()
-                            .filter(|m| m.state == MemberState::Alive)
-                            .map(|m| m.name.clone())
-                            .collect();
-                        if alive.len() == n {
-                            continue;
-                        }
-                        format!("{}/{n} alive ({})", alive.len(), alive.join(", "))
-                    }
-                    Err(e) => format!("no answer ({e})"),
-                };
-                lagging.push((i, seen));
-            }
-            let Some((worst, _)) = lagging.first() else {
-                return Ok(());
-            };
-            if Instant::now() >= deadline {
-                let states: Vec<String> = lagging
-                    .iter()
-                    .map(|(i, seen)| format!("{} sees {seen}", self.nodes[*i].name))
-                    .collect();
-                let what = format!(
-                    "the cluster did not form within {}s: {}",
-                    FORM_DEADLINE.as_secs(),
-                    states.join("; ")
-                );
-                return Err(self.agent_failed(*worst, what));
-            }
-            std::thread::sleep(POLL);
-        }
+        self.wait_all(
+            stop,
+            "the cluster did not form",
+            "sees",
+            |client| match client.members() {
+                Ok(members) => {
+                    let alive: Vec<String> = members
+                        .iter()
+                        .filter(|m| m.state == MemberState::Alive)
+                        .map(|m| m.name.clone())
+                        .collect();
+                    (alive.len() != n)
+                        .then(|| format!("{}/{n} alive ({})", alive.len(), alive.join(", ")))
+                }
+                Err(e) => Some(format!("no answer ({e})")),
+            },
+        )
     }
 
     /// Waits until every agent has the voters' root record in force and reaches a
     /// majority of the voters.
     fn wait_quorum(&mut self, stop: &StopSignal) -> Result<()> {
+        let what = "the voters did not form the quorum plane";
+        self.wait_all(stop, what, "is", |client| {
+            match client.get_json::<QuorumView>("/v1/quorum") {
+                Ok((_, v))
+                    if v.status.epoch.is_some() && v.status.reachable.len() >= v.status.quorum =>
+                {
+                    None
+                }
+                Ok((_, v)) => Some(format!(
+                    "{} with {} of {} voters reachable",
+                    v.status.state,
+                    v.status.reachable.len(),
+                    v.status.voters.len()
+                )),
+                Err(e) => Some(format!("no answer ({e})")),
+            }
+        })
+    }
+
+    /// Polls every agent with `lagging` (None once that agent is ready, else what it
+    /// shows) until all are ready, or fails after [`FORM_DEADLINE`] with `what` and each
+    /// lagging agent's state ("n2 {verb} ...").
+    fn wait_all(
+        &mut self,
+        stop: &StopSignal,
+        what: &str,
+        verb: &str,
+        lagging: impl Fn(&AdminClient) -> Option<String>,
+    ) -> Result<()> {
         let deadline = Instant::now() + FORM_DEADLINE;
         let clients = self
             .nodes
@@ -520,35 +520,21 @@ impl Cluster {
                 return Err(Self::interrupted());
             }
             self.check_running()?;
-            let mut lagging = Vec::new();
-            for (i, client) in clients.iter().enumerate() {
-                let seen = match client.get_json::<QuorumView>("/v1/quorum") {
-                    Ok((_, v))
-                        if v.status.epoch.is_some()
-                            && v.status.reachable.len() >= v.status.quorum =>
-                    {
-                        continue
-                    }
-                    Ok((_, v)) => format!(
-                        "{} with {} of {} voters reachable",
-                        v.status.state,
-                        v.status.reachable.len(),
-                        v.status.voters.len()
-                    ),
-                    Err(e) => format!("no answer ({e})"),
-                };
-                lagging.push((i, seen));
-            }
-            let Some((worst, _)) = lagging.first() else {
+            let behind: Vec<(usize, String)> = clients
+                .iter()
+                .enumerate()
+                .filter_map(|(i, client)| lagging(client).map(|seen| (i, seen)))
+                .collect();
+            let Some((worst, _)) = behind.first() else {
                 return Ok(());
             };
             if Instant::now() >= deadline {
-                let states: Vec<String> = lagging
+                let states: Vec<String> = behind
                     .iter()
-                    .map(|(i, seen)| format!("{} is {seen}", self.nodes[*i].name))
+                    .map(|(i, seen)| format!("{} {verb} {seen}", self.nodes[*i].name))
                     .collect();
                 let what = format!(
-                    "the voters did not form the quorum plane within {}s: {}",
+                    "{what} within {}s: {}",
                     FORM_DEADLINE.as_secs(),
                     states.join("; ")
                 );

@@ -933,6 +933,30 @@ impl Harness {
             .expect("external change applies");
         self.table = new;
     }
+
+    /// Another holder (`n2`, session 1) claims "orphan" and dies; a watcher reassigns
+    /// the task to session `to` (external changes, as if another node made them).
+    fn reassign_orphan_to(&mut self, to: SessionId) {
+        let dead = sid("n2", 1);
+        self.external(ShardChange::OpenSession {
+            sid: dead.clone(),
+            ttl_ms: 1000,
+        });
+        self.external(ShardChange::Claim {
+            task: "orphan".into(),
+            sid: dead.clone(),
+        });
+        let seen = self
+            .table
+            .as_ref()
+            .map(|t| t.sessions[&dead].renew_seq)
+            .expect("table");
+        self.external(ShardChange::Reassign {
+            sid: dead,
+            seen_renew_seq: seen,
+            to: [("orphan".to_owned(), to)].into(),
+        });
+    }
 }
 
 fn done(events: &[HolderEvent]) -> Vec<Result<CallOk, ClaimsError>> {
@@ -1242,25 +1266,7 @@ fn a_task_reassigned_to_this_session_arrives_as_assigned_and_is_valid() {
     h.settle();
     h.events();
     let me = h.holder.session(ShardId(0)).cloned().expect("session");
-    let dead = sid("n2", 1);
-    h.external(ShardChange::OpenSession {
-        sid: dead.clone(),
-        ttl_ms: 1000,
-    });
-    h.external(ShardChange::Claim {
-        task: "orphan".into(),
-        sid: dead.clone(),
-    });
-    let seen = h
-        .table
-        .as_ref()
-        .map(|t| t.sessions[&dead].renew_seq)
-        .expect("table");
-    h.external(ShardChange::Reassign {
-        sid: dead,
-        seen_renew_seq: seen,
-        to: [("orphan".to_owned(), me)].into(),
-    });
+    h.reassign_orphan_to(me);
     h.tick();
     h.settle();
     let tok = h.table.as_ref().map(|t| token(t, "orphan")).expect("table");
@@ -1412,25 +1418,7 @@ fn an_idle_session_keeps_renewing_so_a_reassigned_task_arrives_valid() {
         h.settle();
     }
     let me = h.holder.session(ShardId(0)).cloned().expect("still open");
-    let dead = sid("n2", 1);
-    h.external(ShardChange::OpenSession {
-        sid: dead.clone(),
-        ttl_ms: 1000,
-    });
-    h.external(ShardChange::Claim {
-        task: "orphan".into(),
-        sid: dead.clone(),
-    });
-    let seen = h
-        .table
-        .as_ref()
-        .map(|t| t.sessions[&dead].renew_seq)
-        .expect("table");
-    h.external(ShardChange::Reassign {
-        sid: dead,
-        seen_renew_seq: seen,
-        to: [("orphan".to_owned(), me)].into(),
-    });
+    h.reassign_orphan_to(me);
     h.tick();
     h.settle();
     let tok = h.table.as_ref().map(|t| token(t, "orphan")).expect("table");
