@@ -457,6 +457,8 @@ impl CallFailure {
 fn describe(subject: &str, e: &CallError) -> (StatusCode, String) {
     let e = match e {
         CallError::BadTtl(why) => return (StatusCode::BAD_REQUEST, format!("ttl: {why}")),
+        CallError::TooManyTtls { .. } => return (StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        CallError::HeldWithOtherTtl { .. } => return (StatusCode::CONFLICT, e.to_string()),
         CallError::Claims(e) => e,
     };
     let status = match e {
@@ -479,7 +481,6 @@ fn describe(subject: &str, e: &CallError) -> (StatusCode, String) {
             | ClaimReject::StaleToken { .. }
             | ClaimReject::VersionMismatch { .. }
             | ClaimReject::NotHeld { .. }
-            | ClaimReject::SessionExists { .. }
             | ClaimReject::NoSession { .. }
             | ClaimReject::RenewSeqMoved { .. }
             | ClaimReject::ReassignToEvicted => StatusCode::CONFLICT,

@@ -91,11 +91,11 @@ pub(crate) struct Submitter<T> {
 
 impl<T> Submitter<T> {
     /// A queue for request-id client `client`, retrying a timed-out change `retries`
-    /// more times.
-    pub(crate) fn new(client: u64, retries: u32) -> Self {
+    /// more times, numbering its requests from `first_seq`.
+    pub(crate) fn new(client: u64, retries: u32, first_seq: u64) -> Self {
         Self {
             client,
-            next_seq: 1,
+            next_seq: first_seq.max(1),
             retries,
             queues: BTreeMap::new(),
             in_flight: BTreeMap::new(),

@@ -141,7 +141,7 @@ impl Watcher {
     /// A watcher for this node's life.
     pub fn new(config: WatcherConfig) -> Self {
         Self {
-            submitter: Submitter::new(config.client, config.retries),
+            submitter: Submitter::new(config.client, config.retries, 1),
             config,
             shards: BTreeMap::new(),
             down: BTreeSet::new(),
@@ -311,7 +311,7 @@ impl Watcher {
                 return;
             }
             Ok(Outcome::Superseded) => return,
-            Ok(Outcome::Applied(t)) => t.clone().unwrap_or_default(),
+            Ok(Outcome::Applied { value, .. }) => value.clone().unwrap_or_default(),
             Ok(Outcome::Rejected { reason, current }) => {
                 match reason {
                     ClaimReject::RenewSeqMoved { .. } => self.stats.refused_moved += 1,
@@ -324,7 +324,7 @@ impl Watcher {
             }
         };
         if let (
-            Ok(Outcome::Applied(_)),
+            Ok(Outcome::Applied { .. }),
             ShardChange::Evict { sid, .. } | ShardChange::Reassign { sid, .. },
         ) = (&done.result, &done.change)
         {

@@ -262,6 +262,8 @@ pub struct QuorumPlane {
     next_read: u64,
     proposer: Option<Proposer<ShardId, ShardTable, ShardChange>>,
     holders: BTreeMap<u64, Holder>,
+    /// The first request seq of the next holder made (see [`HolderConfig::first_seq`]).
+    next_holder_seq: u64,
     watcher: Watcher,
     names: NameCache,
     ops: HashMap<OpId, Origin>,
@@ -309,7 +311,31 @@ pub enum CallError {
     /// The TTL asked for cannot work (too short, too long, or no time to renew).
     #[error("ttl: {0}")]
     BadTtl(String),
+    /// This node already uses [`MAX_TTLS`] distinct TTLs (one holder each, with a
+    /// session per shard it touches): a call with yet another TTL would grow every
+    /// shard's session table further. Nothing was submitted; use a TTL already in use
+    /// (the default one always is), or wait until a TTL's claims are released and its
+    /// sessions closed as idle.
+    #[error("at most {max} distinct claim TTLs may be in use on one agent at once")]
+    TooManyTtls {
+        /// The bound ([`MAX_TTLS`]).
+        max: usize,
+    },
+    /// This node already holds the task under another TTL. Nothing was submitted;
+    /// release it first, or claim it again with that TTL.
+    #[error("task {task:?} is already held by this agent with ttl {ttl_ms} ms")]
+    HeldWithOtherTtl {
+        /// The task.
+        task: String,
+        /// The TTL it is held with.
+        ttl_ms: u64,
+    },
 }
+
+/// Most distinct claim TTLs one agent uses at once (the default one included). Each
+/// TTL is one holder with its own session in every shard it touches; a holder whose
+/// sessions have all been closed as idle is dropped, which frees its TTL.
+pub const MAX_TTLS: usize = 8;
 
 /// Why the quorum plane could not be built. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -369,6 +395,7 @@ impl QuorumPlane {
         wc.refresh = config.ttl.max(Duration::from_secs(5));
         let mut holders = BTreeMap::new();
         holders.insert(ms(config.ttl), holder);
+        let next_holder_seq = HOLDER_SEQS;
         let mut plane = Self {
             name: name.to_owned(),
             incarnation,
@@ -385,6 +412,7 @@ impl QuorumPlane {
             next_read: 1,
             proposer: None,
             holders,
+            next_holder_seq,
             watcher: Watcher::new(wc),
             ops: HashMap::new(),
             forwarded: HashMap::new(),
@@ -667,6 +695,10 @@ impl QuorumPlane {
         for h in self.holders.values_mut() {
             h.handle_timeout(now);
         }
+        // Other TTLs' holders that closed every session and have nothing queued.
+        let default = ms(self.config.ttl);
+        self.holders
+            .retain(|ttl, h| *ttl == default || !h.is_idle());
         self.watcher.handle_timeout(now);
         let due: Vec<RequestId> = self
             .forwarded
@@ -706,20 +738,26 @@ impl QuorumPlane {
         }
         let ttl_ms = ms(ttl.unwrap_or(self.config.ttl));
         if !self.holders.contains_key(&ttl_ms) {
+            if self.holders.len() >= MAX_TTLS {
+                return Err(CallError::TooManyTtls { max: MAX_TTLS });
+            }
             let mut hc = HolderConfig::new(
                 &self.name,
                 self.incarnation,
                 self.config.shards,
                 self.config.voters.names().len(),
             );
-            hc.client =
-                crate::claims::client_id(&self.name, self.incarnation, &format!("holder-{ttl_ms}"));
             hc.ttl = Duration::from_millis(ttl_ms);
-            // Session numbers apart from every other holder of this life (2^40 each).
-            hc.first_session = ((self.holders.len() as u64) << 40) + 1;
             hc.drift = self.config.drift;
             hc.guard = self.config.guard;
+            // Another TTL's sessions close when idle (the default TTL's stay: they are
+            // the node's lease in each shard), and the holder is dropped once it has
+            // none; one made again later for the same TTL is the same request-id
+            // client, so it continues above every seq its predecessors used.
+            hc.idle_close = Some(hc.ttl.max(Duration::from_secs(1)));
+            hc.first_seq = self.next_holder_seq;
             let mut h = Holder::new(hc).map_err(|e| CallError::BadTtl(e.to_string()))?;
+            self.next_holder_seq = self.next_holder_seq.saturating_add(HOLDER_SEQS);
             h.set_reachable_voters(self.effective_reachable());
             self.holders.insert(ttl_ms, h);
         }
@@ -743,6 +781,27 @@ impl QuorumPlane {
         let call = f(h, now).map_err(CallError::Claims)?;
         self.drain(now);
         Ok(ClaimCall { ttl_ms, call })
+    }
+
+    /// Claims `task` on the holder of `ttl` (the default TTL if `None`). Refused at once
+    /// with [`CallError::HeldWithOtherTtl`] if this node holds the task under another TTL
+    /// (rather than failing in the table as held by a session of this very node).
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ClaimCall, CallError> {
+        let want = ms(ttl.unwrap_or(self.config.ttl));
+        if let Some(held) = self.holder_ttl_of(task).map(ms) {
+            if held != want {
+                return Err(CallError::HeldWithOtherTtl {
+                    task: task.to_owned(),
+                    ttl_ms: held,
+                });
+            }
+        }
+        self.call(now, ttl, |h, now| h.claim(now, task))
     }
 
     /// Starts a linearizable read of `shard`'s table on this node's proposer; the
@@ -898,13 +957,7 @@ impl QuorumPlane {
     }
 
     fn learn(&mut self, now: Instant, shard: ShardId, result: &Result<ShardOutcome, ProposeError>) {
-        if let Ok(
-            crate::quorum::Outcome::Applied(Some(t))
-            | crate::quorum::Outcome::Rejected {
-                current: Some(t), ..
-            },
-        ) = result
-        {
+        if let Some(t) = result.as_ref().ok().and_then(crate::quorum::Outcome::value) {
             self.watcher.observe(now, shard, t);
             if self.names.learn(shard, t) && self.watcher.watched().any(|s| s == shard) {
                 // A change of a shard's names: tell the others now, not at the next
@@ -1022,11 +1075,7 @@ impl QuorumPlane {
                                 self.complete_local(now, request, c.result);
                             }
                             Some(Origin::Read(id)) => {
-                                let result = c.result.map(|o| match o {
-                                    crate::quorum::Outcome::Applied(t)
-                                    | crate::quorum::Outcome::Rejected { current: t, .. } => t,
-                                    crate::quorum::Outcome::Superseded => None,
-                                });
+                                let result = c.result.map(|o| o.value().cloned());
                                 self.outputs
                                     .push_back(QuorumOutput::ReadDone { id, result });
                             }
@@ -1123,6 +1172,10 @@ impl QuorumPlane {
         self.rewatch(now);
     }
 }
+
+/// Request seqs reserved per holder made in one node life (2^40 each): a holder made
+/// again for a TTL continues above every seq an earlier one used.
+const HOLDER_SEQS: u64 = 1 << 40;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

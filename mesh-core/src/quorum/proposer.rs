@@ -12,7 +12,7 @@
 //! conflict, timeout or failed round drops the cache.
 
 use super::ballot::{Ballot, NodeId};
-use super::messages::{Change, Envelope, Outcome, Reply, Request, RequestId, Slot};
+use super::messages::{Change, Envelope, Outcome, Record, Reply, Request, RequestId, Slot};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -572,38 +572,78 @@ where
     }
 }
 
-/// Apply `op` to the register value `current`, honouring the at-most-once table.
+/// Apply `op` to the register value `current`, honouring the at-most-once table:
+///
+/// - a retry of the client's last decided request gets that decision again (its receipt
+///   or its refusal, with the value as it is now), and an older request is superseded;
+/// - an applied change records its receipt; a refusal updates the client's record only
+///   if it has one (a refused change from an unknown client leaves no trace);
+/// - after an applied change, records of clients the new value no longer needs are
+///   retired ([`Change::live_clients`]).
 fn apply<V: Clone, C: Change<V>>(
     op: &Op<C>,
     mut current: Slot<V, C::Reject>,
 ) -> (Slot<V, C::Reject>, Outcome<V, C::Reject>) {
     let recorded = op.request.filter(|_| !op.change.is_read());
     if let Some(rid) = recorded {
-        if let Some((seq, outcome)) = current.applied.get(&rid.client) {
-            if rid.seq == *seq {
-                // A retry of a change already applied: do not apply it again.
-                let outcome = outcome.clone();
+        if let Some(record) = current.applied.get(&rid.client) {
+            if rid.seq == record.seq {
+                // A retry of a change already decided: do not apply it again.
+                let outcome = match &record.result {
+                    Ok(receipt) => Outcome::Applied {
+                        value: current.value.clone(),
+                        receipt: *receipt,
+                    },
+                    Err(reason) => Outcome::Rejected {
+                        reason: reason.clone(),
+                        current: current.value.clone(),
+                    },
+                };
                 return (current, outcome);
             }
-            if rid.seq < *seq {
+            if rid.seq < record.seq {
                 return (current, Outcome::Superseded);
             }
         }
     }
-    let outcome = match op.change.apply(current.value.as_ref()) {
+    match op.change.apply(current.value.as_ref()) {
         Ok(new) => {
+            let receipt = op.change.receipt(new.as_ref());
             current.value = new.clone();
-            Outcome::Applied(new)
+            if let Some(rid) = recorded {
+                current.applied.insert(
+                    rid.client,
+                    Record {
+                        seq: rid.seq,
+                        result: Ok(receipt),
+                    },
+                );
+            }
+            if !op.change.is_read() {
+                if let Some(live) = C::live_clients(current.value.as_ref()) {
+                    current.applied.retain(|client, _| live.contains(client));
+                }
+            }
+            let outcome = Outcome::Applied {
+                value: new,
+                receipt,
+            };
+            (current, outcome)
         }
-        Err(reason) => Outcome::Rejected {
-            reason,
-            current: current.value.clone(),
-        },
-    };
-    if let Some(rid) = recorded {
-        current
-            .applied
-            .insert(rid.client, (rid.seq, outcome.clone()));
+        Err(reason) => {
+            if let Some(rid) = recorded {
+                if let Some(record) = current.applied.get_mut(&rid.client) {
+                    *record = Record {
+                        seq: rid.seq,
+                        result: Err(reason.clone()),
+                    };
+                }
+            }
+            let outcome = Outcome::Rejected {
+                reason,
+                current: current.value.clone(),
+            };
+            (current, outcome)
+        }
     }
-    (current, outcome)
 }

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Command, Shell};
 use crate::claims::{CallId, CallOk, ClaimReject, ClaimsError, Holder, HolderEvent, StrongName};
-use crate::node::quorum::CallError;
+use crate::node::quorum::{CallError, ClaimCall};
 use crate::node::{
     Dest, MonitorItem, Node, NodeOpError, ProcessError, SendError, SendOutcome, SendReceipt,
     SyncError, SyncMode,
@@ -241,9 +241,20 @@ impl AgentHandle {
         ttl: Option<Duration>,
         f: impl FnOnce(&mut Holder, std::time::Instant) -> Result<CallId, ClaimsError> + Send + 'static,
     ) -> Result<Result<CallOk, CallError>, ApiError> {
+        self.start_claims_call(move |node, now| node.claims_call(now, ttl, f))
+            .await
+    }
+
+    /// Starts a claims call with `start` and waits for its result.
+    async fn start_claims_call(
+        &self,
+        start: impl FnOnce(&mut Node, std::time::Instant) -> Result<ClaimCall, CallError>
+            + Send
+            + 'static,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
         let started = self
             .call_shell(move |shell, now| {
-                let call = shell.node.claims_call(now, ttl, f)?;
+                let call = start(&mut shell.node, now)?;
                 let (tx, rx) = oneshot::channel();
                 shell.claim_waiters.insert(call, tx);
                 Ok::<_, CallError>(rx)
@@ -265,7 +276,7 @@ impl AgentHandle {
         ttl: Option<Duration>,
     ) -> Result<Result<CallOk, CallError>, ApiError> {
         let task = task.to_owned();
-        self.claims_call(ttl, move |h, now| h.claim(now, &task))
+        self.start_claims_call(move |node, now| node.claim(now, &task, ttl))
             .await
     }
 
