@@ -306,10 +306,14 @@ struct Session {
     last_used: Instant,
 }
 
-/// A call that needs the shard's session, waiting for its `OpenSession` to finish
-/// (sessions are numbered by the register, so their id is known only then).
+/// A call's change. One that needs the shard's session waits for the shard's
+/// `OpenSession` to finish (sessions are numbered by the register, so their id is known
+/// only then); while it waits, the shard's other calls wait behind it, so that a
+/// shard's calls are still submitted in call order.
 #[derive(Clone, Debug)]
 enum Pending {
+    /// A change that needs no session (a read, a release, a durable transfer).
+    Plain(ShardChange),
     Claim {
         task: String,
     },
@@ -326,9 +330,15 @@ enum Pending {
 }
 
 impl Pending {
-    /// The change, made under session `sid`.
-    fn change(self, sid: SessionId) -> ShardChange {
-        match self {
+    /// The change, made under session `sid`; `None` if it needs a session and there is
+    /// none.
+    fn change(self, sid: Option<&SessionId>) -> Option<ShardChange> {
+        if let Self::Plain(change) = self {
+            return Some(change);
+        }
+        let sid = sid?.clone();
+        Some(match self {
+            Self::Plain(change) => change,
             Self::Claim { task } => ShardChange::Claim { task, sid },
             Self::Register {
                 name,
@@ -346,15 +356,15 @@ impl Pending {
                 to,
                 sid: Some(sid),
             },
-        }
+        })
     }
 }
 
 #[derive(Clone, Debug, Default)]
 struct ShardState {
     session: Option<Session>,
-    /// While the shard's `OpenSession` is in flight: the calls waiting for it.
-    opening: Option<Vec<(CallId, Pending)>>,
+    /// While the shard's `OpenSession` is in flight: the calls waiting for it, in order.
+    opening: Option<Vec<(Tag, Pending)>>,
     /// Held claims: task → token.
     claims: BTreeMap<String, u64>,
     /// Ephemeral names owned through the session: name → version.
@@ -562,12 +572,8 @@ impl Holder {
         self.admit(now, Field::Name, name)?;
         let shard = self.shard_of(name);
         let call = self.new_call();
-        self.submitter.enqueue(
-            now,
-            shard,
-            ShardChange::Read,
-            Tag::Whereis(call, name.to_owned()),
-        );
+        let tag = Tag::Whereis(call, name.to_owned());
+        self.submit(now, shard, tag, Pending::Plain(ShardChange::Read));
         Ok(call)
     }
 
@@ -649,7 +655,8 @@ impl Holder {
             // Its results say nothing about the current session (if any).
             self.stats.dropped_old_session += 1;
         }
-        let applied = matches!(done.result, Ok(Outcome::Applied { .. }));
+        let decision = done.result.as_ref().ok().and_then(Outcome::decision);
+        let applied = matches!(decision, Some(Ok(_)));
         let table = done.result.as_ref().ok().and_then(Outcome::value).cloned();
         // 1. What the change itself did to local state (before learning from the table,
         //    so that a claim's own task is not announced as assigned).
@@ -661,11 +668,7 @@ impl Holder {
                 self.renew_finished(now, shard, done.result.is_err());
             }
         }
-        if let Ok(Outcome::Rejected {
-            reason: ClaimReject::NoSession { sid },
-            ..
-        }) = &done.result
-        {
+        if let Some(Err(ClaimReject::NoSession { sid })) = decision {
             // The register has no such session (evicted): forget it, so that the next
             // call opens anew.
             if Some(sid) == current.as_ref() {
@@ -736,7 +739,7 @@ impl Holder {
 
     fn call(&mut self, now: Instant, shard: ShardId, change: ShardChange) -> CallId {
         let call = self.new_call();
-        self.submitter.enqueue(now, shard, change, Tag::Call(call));
+        self.submit(now, shard, Tag::Call(call), Pending::Plain(change));
         call
     }
 
@@ -789,27 +792,48 @@ impl Holder {
     fn call_in_session(&mut self, now: Instant, shard: ShardId, pending: Pending) -> CallId {
         let call = self.new_call();
         let st = self.shards.entry(shard).or_default();
-        if let Some(s) = st.session.as_mut() {
-            s.last_used = now;
-            let sid = s.sid.clone();
-            self.submitter
-                .enqueue(now, shard, pending.change(sid), Tag::Call(call));
-            return call;
+        if st.session.is_none() && st.opening.is_none() {
+            st.opening = Some(Vec::new());
+            self.stats.sessions_opened += 1;
+            let change = ShardChange::OpenSession {
+                node: self.config.node.clone(),
+                incarnation: self.config.incarnation,
+                ttl_ms: self.config.ttl_ms(),
+            };
+            self.submitter.enqueue(now, shard, change, Tag::Internal);
         }
-        self.waiting += 1;
-        if let Some(waiting) = st.opening.as_mut() {
-            waiting.push((call, pending));
-            return call;
-        }
-        st.opening = Some(vec![(call, pending)]);
-        self.stats.sessions_opened += 1;
-        let change = ShardChange::OpenSession {
-            node: self.config.node.clone(),
-            incarnation: self.config.incarnation,
-            ttl_ms: self.config.ttl_ms(),
-        };
-        self.submitter.enqueue(now, shard, change, Tag::Internal);
+        self.submit(now, shard, Tag::Call(call), pending);
         call
+    }
+
+    /// Queue a call's change, or keep it waiting behind the shard's `OpenSession`.
+    fn submit(&mut self, now: Instant, shard: ShardId, tag: Tag, pending: Pending) {
+        let st = self.shards.entry(shard).or_default();
+        if let Some(waiting) = st.opening.as_mut() {
+            self.waiting += 1;
+            waiting.push((tag, pending));
+            return;
+        }
+        let sid = st.session.as_mut().map(|s| {
+            s.last_used = now;
+            s.sid.clone()
+        });
+        match pending.change(sid.as_ref()) {
+            Some(change) => self.submitter.enqueue(now, shard, change, tag),
+            // Only `call_in_session` submits changes that need a session, after making
+            // sure there is one or an open is in flight.
+            None => self.fail(tag, ClaimsError::SessionLost),
+        }
+    }
+
+    /// Report `error` to the caller of `tag`, if it has one.
+    fn fail(&mut self, tag: Tag, error: ClaimsError) {
+        if let Tag::Call(call) | Tag::Whereis(call, _) = tag {
+            self.events.push_back(HolderEvent::Done {
+                call,
+                result: Err(error),
+            });
+        }
     }
 
     /// The shard's `OpenSession` finished: adopt the session the register numbered (its
@@ -820,31 +844,30 @@ impl Holder {
         let waiting = st.opening.take().unwrap_or_default();
         self.waiting -= waiting.len();
         let opened = match &done.result {
-            Ok(Outcome::Applied {
-                value: Some(table),
-                receipt,
-            }) => {
-                let sid = SessionId {
-                    node: self.config.node.clone(),
-                    incarnation: self.config.incarnation,
-                    n: *receipt,
-                };
-                // A retry found applied reports the table as it is now, where the
-                // session may already be gone.
-                if table.sessions.contains_key(&sid) {
-                    Ok((sid, table))
-                } else {
-                    Err(ClaimsError::SessionLost)
+            Ok(outcome) => match (outcome.decision(), outcome.value()) {
+                (Some(Ok(n)), Some(table)) => {
+                    let sid = SessionId {
+                        node: self.config.node.clone(),
+                        incarnation: self.config.incarnation,
+                        n,
+                    };
+                    // A replay reports the table as it is now, where the session may
+                    // already be gone.
+                    if table.sessions.contains_key(&sid) {
+                        Ok((sid, table))
+                    } else {
+                        Err(ClaimsError::SessionLost)
+                    }
                 }
-            }
-            Ok(Outcome::Applied { value: None, .. }) => Err(ClaimsError::SessionLost),
-            Ok(Outcome::Rejected { reason, .. }) => Err(ClaimsError::Rejected(reason.clone())),
-            Ok(Outcome::Superseded) => Err(ClaimsError::Superseded),
+                (Some(Ok(_)), None) => Err(ClaimsError::SessionLost),
+                (Some(Err(reason)), _) => Err(ClaimsError::Rejected(reason.clone())),
+                (None, _) => Err(ClaimsError::Superseded),
+            },
             // It may have opened a session after all: one this holder never learns of,
             // never renews, and the watcher evicts (opening is at least once).
             Err(ProposeError::Timeout) => Err(ClaimsError::Timeout),
         };
-        match opened {
+        let sid = match opened {
             Ok((sid, table)) => {
                 st.session = Some(Session {
                     sid: sid.clone(),
@@ -855,17 +878,20 @@ impl Holder {
                     last_used: now,
                 });
                 self.learn(shard, table, Some(done.t0));
-                for (call, pending) in waiting {
-                    self.submitter
-                        .enqueue(now, shard, pending.change(sid.clone()), Tag::Call(call));
-                }
+                Ok(sid)
             }
-            Err(e) => {
-                for (call, _) in waiting {
-                    self.events.push_back(HolderEvent::Done {
-                        call,
-                        result: Err(e.clone()),
-                    });
+            Err(e) => Err(e),
+        };
+        for (tag, pending) in waiting {
+            match pending.change(sid.as_ref().ok()) {
+                Some(change) => self.submitter.enqueue(now, shard, change, tag),
+                None => {
+                    let e = sid
+                        .as_ref()
+                        .err()
+                        .cloned()
+                        .unwrap_or(ClaimsError::SessionLost);
+                    self.fail(tag, e);
                 }
             }
         }
@@ -967,9 +993,11 @@ impl Holder {
         let shard = done.shard;
         let outcome = match &done.result {
             Err(ProposeError::Timeout) => Err(ClaimsError::Timeout),
-            Ok(Outcome::Superseded) => Err(ClaimsError::Superseded),
-            Ok(Outcome::Rejected { reason, .. }) => Err(self.rejection(reason)),
-            Ok(Outcome::Applied { receipt, .. }) => Ok(*receipt),
+            Ok(outcome) => match outcome.decision() {
+                None => Err(ClaimsError::Superseded),
+                Some(Err(reason)) => Err(self.rejection(reason)),
+                Some(Ok(receipt)) => Ok(receipt),
+            },
         };
         let st = self.shards.entry(shard).or_default();
         let result = match &done.change {
@@ -1009,16 +1037,18 @@ impl Holder {
                 outcome.and_then(|version| {
                     let bound = match &done.change {
                         ShardChange::RegisterName {
-                            sid, ephemeral: true, ..
+                            sid,
+                            ephemeral: true,
+                            ..
                         } => Some(sid),
                         ShardChange::TransferName { sid, .. } => sid.as_ref(),
                         _ => None,
                     };
                     st.names.remove(name);
                     if let Some(sid) = bound {
-                        let still = table.and_then(|t| t.names.get(name)).is_some_and(|n| {
-                            n.version == version && n.sid.as_ref() == Some(sid)
-                        });
+                        let still = table
+                            .and_then(|t| t.names.get(name))
+                            .is_some_and(|n| n.version == version && n.sid.as_ref() == Some(sid));
                         if Some(sid) != current || !still {
                             return Err(ClaimsError::SessionLost);
                         }
@@ -1071,12 +1101,7 @@ impl Holder {
     /// Learn from a table this holder's change saw (results of one shard arrive in
     /// commit order, one change at a time). `refreshed`: the change refreshed the current
     /// session, first sent at this `t0`.
-    fn learn(
-        &mut self,
-        shard: ShardId,
-        table: &ShardTable,
-        refreshed: Option<Instant>,
-    ) {
+    fn learn(&mut self, shard: ShardId, table: &ShardTable, refreshed: Option<Instant>) {
         let (drift, guard) = (self.config.drift, self.config.guard);
         let Some(st) = self.shards.get_mut(&shard) else {
             return;

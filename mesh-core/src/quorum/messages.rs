@@ -128,10 +128,6 @@ pub struct RequestId {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Outcome<V, R> {
     /// The change was applied (or was a read); the register now holds `value`.
-    ///
-    /// For a retry found already applied (same [`RequestId`]), `value` is the register's
-    /// value *now*, which includes the change's effect and any later ones; what the
-    /// change itself produced is in `receipt`, which is the same on every retry.
     Applied {
         /// The register's value.
         value: Option<V>,
@@ -146,6 +142,16 @@ pub enum Outcome<V, R> {
         /// The value the change saw.
         current: Option<V>,
     },
+    /// A retry of a change already decided (same [`RequestId`]): nothing was applied
+    /// now. `decision` is what the first application decided, as recorded — its receipt
+    /// or its refusal — and `current` the register's value *now*, which includes that
+    /// change's effect and any later ones (a linearizable read, not the value of then).
+    Replayed {
+        /// The recorded decision.
+        decision: Result<u64, R>,
+        /// The register's value now.
+        current: Option<V>,
+    },
     /// A *newer* change of the same client was already applied, so this older one is
     /// never applied any more; its own outcome is no longer kept.
     Superseded,
@@ -156,7 +162,20 @@ impl<V, R> Outcome<V, R> {
     /// for a register never written).
     pub fn value(&self) -> Option<&V> {
         match self {
-            Self::Applied { value, .. } | Self::Rejected { current: value, .. } => value.as_ref(),
+            Self::Applied { value, .. }
+            | Self::Rejected { current: value, .. }
+            | Self::Replayed { current: value, .. } => value.as_ref(),
+            Self::Superseded => None,
+        }
+    }
+
+    /// What the change itself came to: `Ok(receipt)` if it was applied (now or, for a
+    /// replay, earlier), `Err(reason)` if it was refused, `None` if superseded.
+    pub fn decision(&self) -> Option<Result<u64, &R>> {
+        match self {
+            Self::Applied { receipt, .. } => Some(Ok(*receipt)),
+            Self::Rejected { reason, .. } => Some(Err(reason)),
+            Self::Replayed { decision, .. } => Some(decision.as_ref().copied()),
             Self::Superseded => None,
         }
     }
@@ -173,7 +192,16 @@ pub struct Record<R> {
     /// `Ok(receipt)` if it was applied, `Err(reason)` if it was refused.
     #[serde(rename = "r")]
     pub result: Result<u64, R>,
+    /// The slot's [`Slot::decided`] count when it was written: orders the records of
+    /// clients that are not live, so that the oldest go first.
+    #[serde(rename = "a", default)]
+    pub at: u64,
 }
+
+/// How many records of clients that [`Change::live_clients`] does not name a slot keeps
+/// besides the live ones (the most recent): a retry of such a client within that window
+/// still gets its recorded decision rather than a fresh judgement.
+pub const RECENT_RECORDS: usize = 16;
 
 /// The value a register stores on the acceptors: the client value and the at-most-once
 /// table.
@@ -190,12 +218,13 @@ pub struct Record<R> {
 ///   depend on the value.
 /// - A refused change from a client without a record leaves no trace (it creates no
 ///   record); one from a client with a record updates that record in place.
-/// - After every applied change the register keeps only the records of the clients that
-///   [`Change::live_clients`] names for the new value, so the table holds at most one
-///   record per live client. The layer above defines liveness so that a client it
-///   retires can never have a request applied again (see the claims' argument in
-///   `claims`); a retired client's late request then finds no record and is judged
-///   afresh by the change's own conditions, which refuse it.
+/// - After every applied change the register keeps the records of the clients that
+///   [`Change::live_clients`] names for the new value, and of the others only the
+///   [`RECENT_RECORDS`] most recent: at most one record per live client plus a constant.
+///   The layer above defines liveness so that a client whose record is retired can
+///   never have a request applied again (see the claims' argument in `claims`); a late
+///   request of such a client finds no record and is judged afresh by the change's own
+///   conditions, which refuse it.
 ///
 /// Decoding accepts the records of the previous format (a whole recorded outcome, value
 /// included) and drops them: they belong to client lives of an older version, which
@@ -211,6 +240,9 @@ pub struct Slot<V, R> {
     /// Per client: its last decided request, compactly.
     #[serde(deserialize_with = "records::deserialize")]
     pub applied: BTreeMap<u64, Record<R>>,
+    /// How many records were ever written (each record's [`Record::at`]).
+    #[serde(default)]
+    pub decided: u64,
 }
 
 impl<V, R> Default for Slot<V, R> {
@@ -218,6 +250,7 @@ impl<V, R> Default for Slot<V, R> {
         Self {
             value: None,
             applied: BTreeMap::new(),
+            decided: 0,
         }
     }
 }

@@ -122,7 +122,8 @@ pub mod store;
 pub use acceptor::{Acceptor, AcceptorOutput, AcceptorState, AcceptorStats};
 pub use ballot::{Ballot, NodeId};
 pub use messages::{
-    CasMismatch, Change, Envelope, Outcome, Record, RegisterChange, Reply, Request, RequestId, Slot,
+    CasMismatch, Change, Envelope, Outcome, Record, RegisterChange, Reply, Request, RequestId,
+    Slot, RECENT_RECORDS,
 };
 pub use proposer::{
     Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,

@@ -12,7 +12,9 @@
 //! conflict, timeout or failed round drops the cache.
 
 use super::ballot::{Ballot, NodeId};
-use super::messages::{Change, Envelope, Outcome, Record, Reply, Request, RequestId, Slot};
+use super::messages::{
+    Change, Envelope, Outcome, Record, Reply, Request, RequestId, Slot, RECENT_RECORDS,
+};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -574,12 +576,13 @@ where
 
 /// Apply `op` to the register value `current`, honouring the at-most-once table:
 ///
-/// - a retry of the client's last decided request gets that decision again (its receipt
-///   or its refusal, with the value as it is now), and an older request is superseded;
+/// - a retry of the client's last decided request gets that decision again
+///   ([`Outcome::Replayed`]: its receipt or its refusal, with the value as it is now),
+///   and an older request is superseded;
 /// - an applied change records its receipt; a refusal updates the client's record only
 ///   if it has one (a refused change from an unknown client leaves no trace);
-/// - after an applied change, records of clients the new value no longer needs are
-///   retired ([`Change::live_clients`]).
+/// - after an applied change, records of clients the new value no longer needs
+///   ([`Change::live_clients`]) are retired, but for the [`RECENT_RECORDS`] most recent.
 fn apply<V: Clone, C: Change<V>>(
     op: &Op<C>,
     mut current: Slot<V, C::Reject>,
@@ -589,15 +592,9 @@ fn apply<V: Clone, C: Change<V>>(
         if let Some(record) = current.applied.get(&rid.client) {
             if rid.seq == record.seq {
                 // A retry of a change already decided: do not apply it again.
-                let outcome = match &record.result {
-                    Ok(receipt) => Outcome::Applied {
-                        value: current.value.clone(),
-                        receipt: *receipt,
-                    },
-                    Err(reason) => Outcome::Rejected {
-                        reason: reason.clone(),
-                        current: current.value.clone(),
-                    },
+                let outcome = Outcome::Replayed {
+                    decision: record.result.clone(),
+                    current: current.value.clone(),
                 };
                 return (current, outcome);
             }
@@ -611,18 +608,18 @@ fn apply<V: Clone, C: Change<V>>(
             let receipt = op.change.receipt(new.as_ref());
             current.value = new.clone();
             if let Some(rid) = recorded {
+                current.decided += 1;
                 current.applied.insert(
                     rid.client,
                     Record {
                         seq: rid.seq,
                         result: Ok(receipt),
+                        at: current.decided,
                     },
                 );
             }
             if !op.change.is_read() {
-                if let Some(live) = C::live_clients(current.value.as_ref()) {
-                    current.applied.retain(|client, _| live.contains(client));
-                }
+                retire::<V, C>(&mut current);
             }
             let outcome = Outcome::Applied {
                 value: new,
@@ -633,9 +630,11 @@ fn apply<V: Clone, C: Change<V>>(
         Err(reason) => {
             if let Some(rid) = recorded {
                 if let Some(record) = current.applied.get_mut(&rid.client) {
+                    current.decided += 1;
                     *record = Record {
                         seq: rid.seq,
                         result: Err(reason.clone()),
+                        at: current.decided,
                     };
                 }
             }
@@ -645,5 +644,26 @@ fn apply<V: Clone, C: Change<V>>(
             };
             (current, outcome)
         }
+    }
+}
+
+/// Retire the records of clients that `current`'s value no longer needs, keeping the
+/// [`RECENT_RECORDS`] most recent of them.
+fn retire<V, C: Change<V>>(current: &mut Slot<V, C::Reject>) {
+    let Some(live) = C::live_clients(current.value.as_ref()) else {
+        return;
+    };
+    let mut others: Vec<(u64, u64)> = current
+        .applied
+        .iter()
+        .filter(|(client, _)| !live.contains(client))
+        .map(|(client, r)| (r.at, *client))
+        .collect();
+    if others.len() <= RECENT_RECORDS {
+        return;
+    }
+    others.sort_unstable();
+    for (_, client) in &others[..others.len() - RECENT_RECORDS] {
+        current.applied.remove(client);
     }
 }

@@ -135,14 +135,26 @@ fn a_write_takes_two_round_trips_and_the_next_one_uses_the_cached_promise() {
     c.drain(&mut p);
     assert_eq!(prepares_sent(&c), 3);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(1),
+            receipt: 0
+        })
+    );
     assert!(p.has_cached_promise(&K));
 
     p.propose(c.now, K, None, Ch::Write(2));
     c.drain(&mut p);
     assert_eq!(prepares_sent(&c), 0, "the cache skips phase 1");
     c.round(&mut p, &[1, 2, 3], true);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(2))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(2),
+            receipt: 0
+        })
+    );
     assert_eq!(p.stats().cache_hits, 1);
     assert_eq!(p.stats().prepares, 1);
 }
@@ -158,7 +170,13 @@ fn a_conflict_drops_the_cache_and_the_retry_climbs_above_the_higher_ballot() {
     // Another proposer writes in between: its promises beat p's cached ballot.
     q.propose(c.now, K, None, Ch::Write(5));
     c.run(&mut q);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(5))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(5),
+            receipt: 0
+        })
+    );
     p.propose(
         c.now,
         K,
@@ -200,7 +218,13 @@ fn a_read_still_completes_the_accept_round() {
         .count();
     assert_eq!(accepts, 3);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(None)));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: None,
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -254,10 +278,23 @@ fn a_retried_request_id_is_applied_only_once() {
     let mut q = c.proposer(20);
     q.propose(c.now, K, Some(rid), incr(0));
     c.run_via(&mut q, &[1, 2]);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Replayed {
+            decision: Ok(0),
+            current: Some(1)
+        }),
+        "the retry finds the first attempt's decision, and applies nothing"
+    );
     q.propose(c.now, K, None, Ch::Read);
     c.run(&mut q);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(1),
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -281,7 +318,13 @@ fn an_older_request_of_the_same_client_is_superseded_not_applied() {
     assert_eq!(c.last(), Some(Outcome::Superseded));
     p.propose(c.now, K, None, Ch::Read);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(2))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(2),
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -304,7 +347,13 @@ fn replies_from_non_voters_and_stale_ballots_are_ignored() {
     p.handle_reply(c.now, NodeId(1), stale, &mut c.rng);
     assert_eq!(p.stats().ignored_replies, 2);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(1),
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -439,7 +488,7 @@ fn read_that_skips_phase_two_is_not_linearizable() {
                 r.propose(c.now, K, None, Ch::Read);
                 c.run_via(&mut r, &quorum);
                 match c.last() {
-                    Some(Outcome::Applied(v)) => v,
+                    Some(Outcome::Applied { value, .. }) => value,
                     other => panic!("read did not complete: {other:?}"),
                 }
             };
