@@ -1390,6 +1390,8 @@ mod tests {
             shards: 8,
             preferred: BTreeMap::new(),
             watched: Vec::new(),
+            stalled: BTreeMap::new(),
+            largest_slot: None,
         };
         assert!(not_ready(Some(&s)).is_some(), "no root in force yet");
         s.epoch = Some(1);

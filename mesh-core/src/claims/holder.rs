@@ -284,6 +284,26 @@ pub struct HolderStats {
     pub sessions_closed_idle: u64,
 }
 
+impl HolderStats {
+    /// Adds `o`'s counters to these (the totals of several holders).
+    pub fn add(&mut self, o: &Self) {
+        self.submit.add(&o.submit);
+        self.calls += o.calls;
+        self.refused_unavailable += o.refused_unavailable;
+        self.refused_overloaded += o.refused_overloaded;
+        self.refused_bad_input += o.refused_bad_input;
+        self.sessions_opened += o.sessions_opened;
+        self.renews += o.renews;
+        self.renews_timed_out += o.renews_timed_out;
+        self.lost_evicted += o.lost_evicted;
+        self.lost_expired += o.lost_expired;
+        self.names_lost += o.names_lost;
+        self.assigned += o.assigned;
+        self.dropped_old_session += o.dropped_old_session;
+        self.sessions_closed_idle += o.sessions_closed_idle;
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Tag {
     /// An automatic change (open, renew, close).

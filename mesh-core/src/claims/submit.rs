@@ -45,6 +45,17 @@ pub struct SubmitStats {
     pub dropped_unknown: u64,
 }
 
+impl SubmitStats {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &Self) {
+        self.submitted += o.submitted;
+        self.retried += o.retried;
+        self.decided += o.decided;
+        self.timed_out += o.timed_out;
+        self.dropped_unknown += o.dropped_unknown;
+    }
+}
+
 /// A change that finished (decided or out of retries).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Completed<T> {

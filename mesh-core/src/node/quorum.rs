@@ -40,7 +40,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{
-    CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, NameCache, ShardChange,
+    CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, HolderStats, NameCache,
+    ShardChange,
     ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable, Watcher,
     WatcherConfig,
 };
@@ -79,6 +80,10 @@ pub struct QuorumConfig {
     pub formation_retry: Duration,
     /// How often the preferred proposer of a shard re-gossips its strong names.
     pub names_gossip: Duration,
+    /// The largest encoded quorum message the transport carries (its frame limit, less
+    /// the frame header). A larger one is not sent: it is counted (`oversized`), logged
+    /// with its shard, and the shard is reported stalled ([`ShardHealth`]).
+    pub max_message_bytes: usize,
 }
 
 impl QuorumConfig {
@@ -95,6 +100,8 @@ impl QuorumConfig {
             slow_voter_backoff: Duration::from_secs(10),
             formation_retry: Duration::from_millis(500),
             names_gossip: Duration::from_secs(5),
+            // The transport's default frame limit (1 MiB) less its 2-byte body header.
+            max_message_bytes: (1 << 20) - 2,
         }
     }
 }
@@ -226,6 +233,40 @@ pub struct QuorumStats {
     pub commit_samples: Vec<Duration>,
 }
 
+/// How one shard's register looks from this node: what a stalled shard shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardHealth {
+    /// Encoded size of the last quorum message carrying the shard's register value
+    /// (an accept or a promise) that this node sent, in bytes: about the slot's size.
+    pub slot_bytes: u64,
+    /// This node's changes on the shard that timed out (proposed here or forwarded)
+    /// since its last decided one.
+    pub timeouts_in_a_row: u32,
+    /// Messages about the shard this node did not send because they were larger than
+    /// [`QuorumConfig::max_message_bytes`].
+    pub oversized: u64,
+    /// Whether the last such message was refused as oversized with no decision since.
+    pub oversized_now: bool,
+}
+
+impl ShardHealth {
+    /// Timeouts in a row from which a shard counts as stalled.
+    pub const STALLED_AFTER: u32 = 3;
+
+    /// Why the shard looks stalled from here, if it does: `oversized` (its register
+    /// value no longer fits in a message) or `timeouts` (several changes in a row had
+    /// no decision).
+    pub fn stalled(&self) -> Option<&'static str> {
+        if self.oversized_now {
+            Some("oversized")
+        } else if self.timeouts_in_a_row >= Self::STALLED_AFTER {
+            Some("timeouts")
+        } else {
+            None
+        }
+    }
+}
+
 /// Why a quorum message was dropped.
 pub const QUORUM_DROP_REASONS: &[&str] = &[
     "malformed",
@@ -235,6 +276,7 @@ pub const QUORUM_DROP_REASONS: &[&str] = &[
     "no_root",
     "late_forward",
     "encode_failed",
+    "oversized",
 ];
 
 enum Origin {
@@ -264,6 +306,9 @@ pub struct QuorumPlane {
     holders: BTreeMap<u64, Holder>,
     /// The first request seq of the next holder made (see [`HolderConfig::first_seq`]).
     next_holder_seq: u64,
+    /// The counters of holders dropped as idle (so that totals never go back).
+    retired_holders: HolderStats,
+    health: BTreeMap<ShardId, ShardHealth>,
     watcher: Watcher,
     names: NameCache,
     ops: HashMap<OpId, Origin>,
@@ -413,6 +458,8 @@ impl QuorumPlane {
             proposer: None,
             holders,
             next_holder_seq,
+            retired_holders: HolderStats::default(),
+            health: BTreeMap::new(),
             watcher: Watcher::new(wc),
             ops: HashMap::new(),
             forwarded: HashMap::new(),
@@ -465,6 +512,20 @@ impl QuorumPlane {
     /// The holders (one per TTL in use), read-only.
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
         self.holders.values()
+    }
+
+    /// The counters of every holder of this life, those dropped as idle included.
+    pub fn holder_stats(&self) -> HolderStats {
+        let mut total = self.retired_holders.clone();
+        for h in self.holders.values() {
+            total.add(&h.stats());
+        }
+        total
+    }
+
+    /// Each shard's health as this node saw it (shards it never touched are absent).
+    pub fn shard_health(&self) -> &BTreeMap<ShardId, ShardHealth> {
+        &self.health
     }
 
     /// The watcher, read-only.
@@ -620,6 +681,7 @@ impl QuorumPlane {
                     None => bump(&mut self.stats, "late_forward"),
                     Some((_, shard, _, sent)) => {
                         let result = outcome.ok_or(ProposeError::Timeout);
+                        self.note_decision(shard, result.is_ok());
                         self.stats
                             .commit_samples
                             .push(now.saturating_duration_since(sent));
@@ -697,8 +759,14 @@ impl QuorumPlane {
         }
         // Other TTLs' holders that closed every session and have nothing queued.
         let default = ms(self.config.ttl);
-        self.holders
-            .retain(|ttl, h| *ttl == default || !h.is_idle());
+        let retired = &mut self.retired_holders;
+        self.holders.retain(|ttl, h| {
+            let keep = *ttl == default || !h.is_idle();
+            if !keep {
+                retired.add(&h.stats());
+            }
+            keep
+        });
         self.watcher.handle_timeout(now);
         let due: Vec<RequestId> = self
             .forwarded
@@ -707,7 +775,8 @@ impl QuorumPlane {
             .map(|(r, _)| *r)
             .collect();
         for request in due {
-            if let Some((_, _, target, _)) = self.forwarded.remove(&request) {
+            if let Some((_, shard, target, _)) = self.forwarded.remove(&request) {
+                self.note_decision(shard, false);
                 self.excluded
                     .entry(request)
                     .or_default()
@@ -900,13 +969,50 @@ impl QuorumPlane {
             self.loopback.push_back(msg.clone());
             return;
         }
-        match wire::encode(msg) {
-            Ok(payload) => self.outputs.push_back(QuorumOutput::Send {
-                to: to.to_owned(),
-                payload,
-            }),
-            Err(_) => bump(&mut self.stats, "encode_failed"),
+        let payload = match wire::encode(msg) {
+            Ok(payload) => payload,
+            Err(_) => return bump(&mut self.stats, "encode_failed"),
+        };
+        let (shard, carries_slot) = match msg {
+            QuorumMsg::Request { req, .. } => {
+                (Some(*req.key()), matches!(req, Request::Accept { .. }))
+            }
+            QuorumMsg::Reply { rep, .. } => (
+                Some(*rep.key()),
+                matches!(rep, Reply::Promise { accepted: Some(_), .. }),
+            ),
+            QuorumMsg::Forward { shard, .. } | QuorumMsg::Names { shard, .. } => {
+                (Some(*shard), false)
+            }
+            QuorumMsg::Hello(_) | QuorumMsg::Forwarded { .. } => (None, false),
+        };
+        let len = payload.len();
+        if let Some(shard) = shard {
+            let h = self.health.entry(shard).or_default();
+            if carries_slot {
+                h.slot_bytes = len as u64;
+            }
+            if len > self.config.max_message_bytes {
+                h.oversized += 1;
+                if !h.oversized_now {
+                    // Once per episode: the counter and the status carry the rest.
+                    tracing::error!(
+                        %shard, bytes = len, max = self.config.max_message_bytes, to,
+                        "a quorum message for this shard exceeds the frame limit and is \
+                         not sent; the shard cannot decide until its register shrinks"
+                    );
+                }
+                h.oversized_now = true;
+                return bump(&mut self.stats, "oversized");
+            }
+        } else if len > self.config.max_message_bytes {
+            tracing::error!(bytes = len, to, "a quorum message exceeds the frame limit");
+            return bump(&mut self.stats, "oversized");
         }
+        self.outputs.push_back(QuorumOutput::Send {
+            to: to.to_owned(),
+            payload,
+        });
     }
 
     fn send_replies(&mut self, replies: Vec<crate::quorum::Envelope<Reply<ShardId, ShardSlot>>>) {
@@ -964,6 +1070,17 @@ impl QuorumPlane {
                 // periodic gossip.
                 self.next_gossip = now;
             }
+        }
+    }
+
+    /// A change on `shard` was decided (or timed out): the shard's health.
+    fn note_decision(&mut self, shard: ShardId, decided: bool) {
+        let h = self.health.entry(shard).or_default();
+        if decided {
+            h.timeouts_in_a_row = 0;
+            h.oversized_now = false;
+        } else {
+            h.timeouts_in_a_row = h.timeouts_in_a_row.saturating_add(1);
         }
     }
 
@@ -1066,6 +1183,7 @@ impl QuorumPlane {
                             Ok(_) => self.stats.committed += 1,
                             Err(_) => self.stats.timeouts += 1,
                         }
+                        self.note_decision(c.key, c.result.is_ok());
                         self.learn(now, c.key, &c.result);
                         match self.ops.remove(&c.op) {
                             Some(Origin::Local(request, started)) => {

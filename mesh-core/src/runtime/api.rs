@@ -441,6 +441,12 @@ pub struct QuorumStatus {
     pub preferred: std::collections::BTreeMap<String, u32>,
     /// Shards this node watches (evicts expired sessions of).
     pub watched: Vec<u32>,
+    /// Shards that look stalled from here, with why (`oversized`, `timeouts`).
+    #[serde(default)]
+    pub stalled: std::collections::BTreeMap<u32, String>,
+    /// The largest shard register value this node sent (bytes), and its shard.
+    #[serde(default)]
+    pub largest_slot: Option<(u32, u64)>,
 }
 
 impl QuorumStatus {
@@ -473,6 +479,17 @@ impl QuorumStatus {
             shards: q.config().shards,
             preferred,
             watched: q.watcher().watched().map(|s| s.0).collect(),
+            stalled: q
+                .shard_health()
+                .iter()
+                .filter_map(|(s, h)| Some((s.0, h.stalled()?.to_owned())))
+                .collect(),
+            largest_slot: q
+                .shard_health()
+                .iter()
+                .max_by_key(|(_, h)| h.slot_bytes)
+                .filter(|(_, h)| h.slot_bytes > 0)
+                .map(|(s, h)| (s.0, h.slot_bytes)),
         }
     }
 }
