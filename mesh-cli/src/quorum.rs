@@ -208,7 +208,15 @@ mod tests {
         let text = render(&v, false);
         assert!(
             text.lines().any(|l| words(l)
-                == ["stalled", "shard", "1", "(oversized),", "shard", "3", "(timeouts)"]),
+                == [
+                    "stalled",
+                    "shard",
+                    "1",
+                    "(oversized),",
+                    "shard",
+                    "3",
+                    "(timeouts)"
+                ]),
             "{text}"
         );
     }

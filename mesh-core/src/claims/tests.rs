@@ -1847,3 +1847,256 @@ mod singleton {
         assert!(!started.get());
     }
 }
+
+// ---------------------------------------------------------------- bounded register (S6)
+
+/// One holder life and TTL as a client of a shard register.
+struct Life {
+    node: String,
+    incarnation: u64,
+    ttl_ms: u64,
+    seq: u64,
+    session: Option<SessionId>,
+    alive: bool,
+}
+
+impl Life {
+    fn client(&self) -> u64 {
+        holder_client(&self.node, self.incarnation, self.ttl_ms)
+    }
+
+    fn next(&mut self) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: self.client(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// A shard change whose register keeps no live clients' records (only the recent
+/// pool): the negative control of `lives_and_ttls_never_grow_the_slot_nor_apply_twice`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Forgetful(ShardChange);
+
+impl Change<ShardTable> for Forgetful {
+    type Reject = ClaimReject;
+    fn apply(&self, current: Option<&ShardTable>) -> Result<Option<ShardTable>, ClaimReject> {
+        self.0.apply(current)
+    }
+    fn is_read(&self) -> bool {
+        self.0.is_read()
+    }
+    fn receipt(&self, new: Option<&ShardTable>) -> u64 {
+        self.0.receipt(new)
+    }
+    fn live_clients(_: Option<&ShardTable>) -> Option<Vec<u64>> {
+        Some(Vec::new())
+    }
+}
+
+/// What one run of random lives did to a shard register.
+#[derive(Debug, Default)]
+struct LivesRun {
+    /// Requests (other than opens) applied more than once.
+    applied_twice: Vec<String>,
+    most_records: usize,
+    largest_slot: usize,
+    lives: u64,
+    ttls: std::collections::BTreeSet<u64>,
+    late_copies: u64,
+}
+
+/// Random holder lives, each with its own TTL out of many, on one shard register run by
+/// [`crate::quorum::decide`]: lives open a session, claim, renew, release, register
+/// names, close, die (a watcher evicts them), and any earlier request may arrive again
+/// at any later time (a retry, or a copy stuck at a slow proposer).
+fn run_lives<C, W>(seed: u64, steps: usize, wrap: W) -> LivesRun
+where
+    C: Change<ShardTable, Reject = ClaimReject> + Clone,
+    W: Fn(ShardChange) -> C,
+{
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut slot = crate::quorum::Slot::<ShardTable, ClaimReject>::default();
+    let mut lives: Vec<Life> = Vec::new();
+    let mut sent: Vec<(RequestId, ShardChange)> = Vec::new();
+    let mut applied: BTreeMap<RequestId, u32> = BTreeMap::new();
+    let mut run = LivesRun::default();
+    let watcher = RequestId {
+        client: client_id("w", seed, "watcher"),
+        seq: 0,
+    };
+    let mut watcher_seq = 0;
+    let mut incarnation = 0;
+    for _ in 0..steps {
+        let pick = rng.random_range(0..100u32);
+        let (request, change) = if pick < 8 || lives.iter().all(|l| !l.alive) {
+            incarnation += 1;
+            let ttl_ms = rng.random_range(100..=2_000u64);
+            run.ttls.insert(ttl_ms);
+            run.lives += 1;
+            lives.push(Life {
+                node: format!("n{}", rng.random_range(0..12u32)),
+                incarnation,
+                ttl_ms,
+                seq: 0,
+                session: None,
+                alive: true,
+            });
+            let life = lives.last_mut().expect("pushed");
+            let change = ShardChange::OpenSession {
+                node: life.node.clone(),
+                incarnation: life.incarnation,
+                ttl_ms,
+            };
+            (life.next(), change)
+        } else if pick < 14 {
+            // A live holder dies; its session stays until the watcher evicts it.
+            if let Some(l) = lives.iter_mut().filter(|l| l.alive).nth(0) {
+                l.alive = false;
+            }
+            continue;
+        } else if pick < 22 {
+            // The watcher evicts a session of a dead life.
+            let table = slot.value.clone().unwrap_or_default();
+            let dead: Vec<SessionId> = lives
+                .iter()
+                .filter(|l| !l.alive)
+                .filter_map(|l| l.session.clone())
+                .filter(|s| table.sessions.contains_key(s))
+                .collect();
+            let Some(sid) = dead.first().cloned() else {
+                continue;
+            };
+            watcher_seq += 1;
+            let seen = table.sessions[&sid].renew_seq;
+            let change = ShardChange::Evict {
+                sid,
+                seen_renew_seq: seen,
+            };
+            (
+                RequestId {
+                    seq: watcher_seq,
+                    ..watcher
+                },
+                change,
+            )
+        } else if pick < 40 && !sent.is_empty() {
+            // A late copy of any earlier request.
+            run.late_copies += 1;
+            sent[rng.random_range(0..sent.len())].clone()
+        } else {
+            let table = slot.value.clone().unwrap_or_default();
+            let alive: Vec<usize> = (0..lives.len()).filter(|i| lives[*i].alive).collect();
+            let l = &mut lives[alive[rng.random_range(0..alive.len())]];
+            let Some(sid) = l.session.clone() else {
+                continue;
+            };
+            let task = format!("t{}", rng.random_range(0..20u32));
+            let name = format!("x{}", rng.random_range(0..6u32));
+            let change = match rng.random_range(0..6u32) {
+                0 | 1 => ShardChange::Claim { task, sid },
+                2 => ShardChange::Renew { sid },
+                3 => match table.claims.get(&task) {
+                    Some(rec) => ShardChange::Release {
+                        task,
+                        token: rec.token,
+                    },
+                    None => ShardChange::Renew { sid },
+                },
+                4 => ShardChange::RegisterName {
+                    name,
+                    owner: pid(&l.node, 1),
+                    sid,
+                    ephemeral: rng.random_bool(0.5),
+                },
+                _ => match table.names.get(&name) {
+                    Some(n) => ShardChange::ReleaseName {
+                        name,
+                        version: n.version,
+                    },
+                    None => ShardChange::CloseSession { sid },
+                },
+            };
+            (l.next(), change)
+        };
+        sent.push((request, change.clone()));
+        let (next, outcome) = crate::quorum::decide(
+            std::mem::take(&mut slot),
+            Some(request),
+            &wrap(change.clone()),
+        );
+        slot = next;
+        if let (Outcome::Applied { receipt, .. }, false) = (&outcome, change.is_read()) {
+            let n = applied.entry(request).or_default();
+            *n += 1;
+            if *n > 1 && !matches!(change, ShardChange::OpenSession { .. }) {
+                run.applied_twice.push(format!("{request:?} {change:?}"));
+            }
+            // The life learns its session from the open's receipt (first answer only).
+            if let ShardChange::OpenSession {
+                node, incarnation, ..
+            } = &change
+            {
+                if let Some(l) = lives
+                    .iter_mut()
+                    .find(|l| l.node == *node && l.incarnation == *incarnation)
+                {
+                    l.session.get_or_insert(SessionId {
+                        node: node.clone(),
+                        incarnation: *incarnation,
+                        n: *receipt,
+                    });
+                }
+            }
+        }
+        run.most_records = run.most_records.max(slot.applied.len());
+        let bytes = rmp_serde::to_vec_named(&slot).expect("encode").len();
+        run.largest_slot = run.largest_slot.max(bytes);
+    }
+    run
+}
+
+#[test]
+fn lives_and_ttls_never_grow_the_slot_nor_apply_twice() {
+    let seeds = 32;
+    let (mut lives, mut late, mut ttls) = (0, 0, std::collections::BTreeSet::new());
+    for seed in 0..seeds {
+        let run = run_lives(seed, 1500, |c| c);
+        assert!(
+            run.applied_twice.is_empty(),
+            "seed {seed}: applied twice: {:?}",
+            run.applied_twice
+        );
+        assert!(
+            run.most_records <= MAX_SESSIONS + crate::quorum::RECENT_RECORDS,
+            "seed {seed}: {} records",
+            run.most_records
+        );
+        // The table's own bound (a full table, longest keys: under 160 KiB) plus one
+        // compact record per possible client.
+        assert!(
+            run.largest_slot < 160 * 1024 + (MAX_SESSIONS + crate::quorum::RECENT_RECORDS) * 300,
+            "seed {seed}: slot of {} bytes",
+            run.largest_slot
+        );
+        lives += run.lives;
+        late += run.late_copies;
+        ttls.extend(run.ttls);
+    }
+    // The runs did what they claim: many lives, many distinct TTLs, many late copies.
+    assert!(
+        lives > 2_500 && ttls.len() > 1_000 && late > 5_000,
+        "{lives} lives, {} ttls, {late} late copies",
+        ttls.len()
+    );
+}
+
+#[test]
+fn a_register_that_forgets_live_clients_applies_late_copies_twice() {
+    // Negative control for the check above: with no live clients, a record survives
+    // only in the recent pool, and a late copy from beyond it is applied again.
+    let caught = (0..64).any(|seed| !run_lives(seed, 1500, Forgetful).applied_twice.is_empty());
+    assert!(caught, "the check must catch a forgetful register");
+}

@@ -41,9 +41,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::{
     CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, HolderStats, NameCache,
-    ShardChange,
-    ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable, Watcher,
-    WatcherConfig,
+    ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable,
+    Watcher, WatcherConfig,
 };
 use crate::pid::Pid;
 use crate::quorum::{
@@ -979,7 +978,13 @@ impl QuorumPlane {
             }
             QuorumMsg::Reply { rep, .. } => (
                 Some(*rep.key()),
-                matches!(rep, Reply::Promise { accepted: Some(_), .. }),
+                matches!(
+                    rep,
+                    Reply::Promise {
+                        accepted: Some(_),
+                        ..
+                    }
+                ),
             ),
             QuorumMsg::Forward { shard, .. } | QuorumMsg::Names { shard, .. } => {
                 (Some(*shard), false)

@@ -126,7 +126,7 @@ pub use messages::{
     Slot, RECENT_RECORDS,
 };
 pub use proposer::{
-    Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
+    decide, Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
 };
 pub use root::{
     proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,

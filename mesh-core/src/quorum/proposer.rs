@@ -585,9 +585,21 @@ where
 ///   ([`Change::live_clients`]) are retired, but for the [`RECENT_RECORDS`] most recent.
 fn apply<V: Clone, C: Change<V>>(
     op: &Op<C>,
-    mut current: Slot<V, C::Reject>,
+    current: Slot<V, C::Reject>,
 ) -> (Slot<V, C::Reject>, Outcome<V, C::Reject>) {
-    let recorded = op.request.filter(|_| !op.change.is_read());
+    decide(current, op.request, &op.change)
+}
+
+/// What phase 2 writes: the register value `current` after `change` under `request`
+/// (with the at-most-once rules of [`Slot`]), and the change's outcome. Pure and
+/// deterministic — every proposer computes the same from the same inputs; public so that
+/// tests, simulations and benchmarks can run the register's decisions without a quorum.
+pub fn decide<V: Clone, C: Change<V>>(
+    mut current: Slot<V, C::Reject>,
+    request: Option<RequestId>,
+    change: &C,
+) -> (Slot<V, C::Reject>, Outcome<V, C::Reject>) {
+    let recorded = request.filter(|_| !change.is_read());
     if let Some(rid) = recorded {
         if let Some(record) = current.applied.get(&rid.client) {
             if rid.seq == record.seq {
@@ -603,9 +615,9 @@ fn apply<V: Clone, C: Change<V>>(
             }
         }
     }
-    match op.change.apply(current.value.as_ref()) {
+    match change.apply(current.value.as_ref()) {
         Ok(new) => {
-            let receipt = op.change.receipt(new.as_ref());
+            let receipt = change.receipt(new.as_ref());
             current.value = new.clone();
             if let Some(rid) = recorded {
                 current.decided += 1;
@@ -618,7 +630,7 @@ fn apply<V: Clone, C: Change<V>>(
                     },
                 );
             }
-            if !op.change.is_read() {
+            if !change.is_read() {
                 retire::<V, C>(&mut current);
             }
             let outcome = Outcome::Applied {
