@@ -118,7 +118,11 @@ fn a_store_bloated_past_the_frame_limit_by_the_old_format_recovers_without_a_wip
 
     // Restart: the store loads, the old records are gone, the table is intact.
     let (store, _) = RedbStore::open(dir.path(), &mut rng).expect("reopen");
-    assert_eq!(store.acceptor_id(), id, "the same acceptor, not a wiped one");
+    assert_eq!(
+        store.acceptor_id(),
+        id,
+        "the same acceptor, not a wiped one"
+    );
     let states = load_acceptor::<ShardId, ShardSlot>(&store).expect("loads");
     let (_, loaded) = &states[0];
     let (_, slot) = loaded.accepted.as_ref().expect("accepted value");
@@ -171,7 +175,10 @@ fn a_store_bloated_past_the_frame_limit_by_the_old_format_recovers_without_a_wip
         }
     }
     let done = done.expect("a quorum answered");
-    assert!(largest_message < 1 << 20, "a promise of {largest_message} bytes");
+    assert!(
+        largest_message < 1 << 20,
+        "a promise of {largest_message} bytes"
+    );
     let Ok(Outcome::Applied {
         value: Some(after),
         receipt,
@@ -179,7 +186,13 @@ fn a_store_bloated_past_the_frame_limit_by_the_old_format_recovers_without_a_wip
     else {
         panic!("{:?}", done.result)
     };
-    assert!(receipt >= 90_000, "token {receipt} is above every earlier stamp");
+    assert!(
+        receipt >= 90_000,
+        "token {receipt} is above every earlier stamp"
+    );
     assert_eq!(after.claims["after-recovery"].token, receipt);
-    assert!(after.next_token > t.next_token, "the fencing counter only grew");
+    assert!(
+        after.next_token > t.next_token,
+        "the fencing counter only grew"
+    );
 }

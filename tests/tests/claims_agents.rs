@@ -757,15 +757,15 @@ fn without_voters_calls_say_unavailable_and_never_fall_back_to_eventual_names() 
 fn register_health(c: &Cluster) -> (u64, Vec<String>) {
     let mut largest = 0;
     let mut stalled = Vec::new();
-    for i in 0..c.agents.len() {
+    for (i, name) in NAMES.iter().enumerate().take(c.agents.len()) {
         match quorum_view(c, i) {
             Ok(v) => {
                 largest = largest.max(v.status.largest_slot.map_or(0, |(_, b)| b));
                 for (shard, why) in v.status.stalled {
-                    stalled.push(format!("{} sees shard {shard} {why}", NAMES[i]));
+                    stalled.push(format!("{name} sees shard {shard} {why}"));
                 }
             }
-            Err(e) => stalled.push(format!("{}: {e}", NAMES[i])),
+            Err(e) => stalled.push(format!("{name}: {e}")),
         }
     }
     (largest, stalled)
@@ -804,16 +804,23 @@ fn three_hundred_distinct_ttls_from_one_agent_leave_every_shard_answering() {
             other => panic!("claim {i}: {other} {answer}\n{}", c.log_tails()),
         }
     }
-    assert!(granted >= 7 && refused > 0, "{granted} granted, {refused} refused");
+    assert!(
+        granted >= 7 && refused > 0,
+        "{granted} granted, {refused} refused"
+    );
     // TTLs whose claims were released close their idle sessions and free their place:
     // a new TTL is granted again.
-    c.wait_until(Duration::from_secs(20), "a fresh TTL is granted again", || {
-        let body = json!({ "task": "fresh", "ttl_ms": 4_321 });
-        match call(&c, n4, "POST", "/v1/claims", Some(body)) {
-            (200, _) => Ok(()),
-            (status, body) => Err(format!("{status} {body}")),
-        }
-    });
+    c.wait_until(
+        Duration::from_secs(20),
+        "a fresh TTL is granted again",
+        || {
+            let body = json!({ "task": "fresh", "ttl_ms": 4_321 });
+            match call(&c, n4, "POST", "/v1/claims", Some(body)) {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    );
     // The same task under another TTL of the same agent is a clear refusal.
     let (status, body) = call(
         &c,
@@ -823,7 +830,10 @@ fn three_hundred_distinct_ttls_from_one_agent_leave_every_shard_answering() {
         Some(json!({ "task": "fresh", "ttl_ms": 5_000 })),
     );
     assert_eq!(status, 409, "{body}");
-    assert!(body.contains("already held by this agent with ttl 4321 ms"), "{body}");
+    assert!(
+        body.contains("already held by this agent with ttl 4321 ms"),
+        "{body}"
+    );
     every_shard_answers(&c, n4);
     let (largest, stalled) = register_health(&c);
     assert!(stalled.is_empty(), "{stalled:?}");
@@ -873,5 +883,8 @@ fn many_agent_lives_leave_every_shard_answering_with_a_flat_register() {
     // The previous format kept one whole table per life that ever wrote the shard (about
     // 1.6 KB a life here); the register now holds the live state and a bounded number of
     // compact records, whatever the number of lives.
-    assert!(largest < 8 * 1024, "a shard register of {largest} bytes after {lives} lives");
+    assert!(
+        largest < 8 * 1024,
+        "a shard register of {largest} bytes after {lives} lives"
+    );
 }

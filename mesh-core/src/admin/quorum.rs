@@ -32,7 +32,8 @@
 //! Statuses: `503` unavailable; `409` held (with the holder and its token), name taken
 //! (with the owner and version), stale token or version (with the current one), not held
 //! by this agent, session lost; `404` no such strong name or local process; `504` no
-//! decision in time; `400` bad input; `507` a shard table is full; `429` too many calls.
+//! decision in time; `400` bad input; `507` a shard table is full, or this agent already uses
+//! the most distinct TTLs ([`MAX_TTLS`](crate::node::quorum::MAX_TTLS)); `429` too many calls.
 //!
 //! # Decisions
 //!
@@ -1331,7 +1332,7 @@ mod tests {
     fn bad_input_is_a_400_and_other_refusals_get_their_own_status() {
         let cases = [
             (
-                CallError::BadTtl("claims ttl 5 ms is outside 100..=86400000 ms".into()),
+                CallError::BadTtl("claims ttl 5 ms is outside 200..=86400000 ms".into()),
                 StatusCode::BAD_REQUEST,
             ),
             (

@@ -130,7 +130,7 @@ impl HolderConfig {
 /// Why a [`HolderConfig`] was refused (no holder was built).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HolderConfigError {
-    /// The TTL is outside 100 ms ..= 1 day.
+    /// The TTL is outside 200 ms ..= 1 day ([`MIN_TTL_MS`]..=[`MAX_TTL_MS`]).
     #[error("claims ttl {ttl_ms} ms is outside {MIN_TTL_MS}..={MAX_TTL_MS} ms")]
     Ttl {
         /// The refused TTL.
@@ -643,7 +643,7 @@ impl Holder {
             else {
                 continue;
             };
-            if !(!s.renewing && s.renew_at.is_some_and(|at| at <= now)) {
+            if s.renewing || s.renew_at.is_none_or(|at| at > now) {
                 continue;
             }
             s.renewing = true;
@@ -929,7 +929,7 @@ impl Holder {
         let Some(st) = self.shards.get(&shard) else {
             return false;
         };
-        if !self.idle_deadline(st).is_some_and(|at| at <= now) {
+        if self.idle_deadline(st).is_none_or(|at| at > now) {
             return false;
         }
         if let Some(sid) = self.lose_session(shard, LostReason::Expired) {

@@ -43,6 +43,10 @@
 //!   voters (the register's persist-before-reply, see [`crate::quorum::acceptor`]).
 //! - Bad input (oversized keys, bad TTLs, full tables) is refused by the change with a
 //!   [`ClaimReject`] and changes nothing.
+//! - *S6 — at most once, in bounded state*: no change is applied twice, and the shard's
+//!   register holds the live state and a bounded number of compact records, whatever
+//!   the history (lives, TTLs, refusals). The argument is in "At-most-once with bounded
+//!   records" below.
 //!
 //! **Liveness** (with a majority of the voters connected)
 //!
@@ -109,7 +113,11 @@
 //!   it then learns every refresh as it commits and evicts promptly.
 //! - Tell the holder how many voters it reaches ([`Holder::set_reachable_voters`]) and the
 //!   watcher about SWIM downs ([`Watcher::node_down`]).
-//! - Give the holder and the watcher [`client_id`]s of this boot.
+//! - Build the holder of each TTL and the watcher with this boot's incarnation: the
+//!   holder's request-id client is [`holder_client`] of its node, incarnation and TTL
+//!   (the register keeps its record while it has a session), the watcher's a
+//!   [`client_id`] of this boot. A holder made again for a TTL in the same life must
+//!   continue its request seqs ([`HolderConfig::first_seq`]).
 //!
 //! # Decisions
 //!
@@ -130,6 +138,16 @@
 //! - A holder runs one change per shard at a time, and retries a timed-out change under
 //!   the same request id before the next starts: the register's at-most-once table keeps
 //!   only the last request of each client per key.
+//! - **Sessions are numbered by the register** (`OpenSession` takes a stamp as the
+//!   session's `n` and hands it back as its receipt), as Raft numbers client sessions
+//!   by log index: then no late copy of an open can bring back a closed session, which
+//!   is what lets the register retire a client's record with its last session. A call
+//!   that needs the session waits for the open's answer; the shard's later calls wait
+//!   behind it, so a shard's calls still go out in call order.
+//! - **Every strong-name registration is made under the registering holder's session**
+//!   (`RegisterName { sid, ephemeral }`; an ephemeral name is also bound to it): a
+//!   durable registration is otherwise the one change a late copy could apply twice
+//!   (after the name was released).
 //!
 //! # At-most-once with bounded records (S6)
 //!

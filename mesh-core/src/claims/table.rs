@@ -25,8 +25,14 @@
 //!
 //! Size: a full table (every bound reached, longest keys) encodes to under 160 KiB of
 //! MessagePack (pinned by a test). Every Accept and Promise carries the register's whole
-//! [`Slot`](crate::quorum::Slot), which also keeps one recorded outcome (a table) per
-//! client that ever wrote the shard — see the crate's notes on slot growth.
+//! [`Slot`](crate::quorum::Slot): the table plus one compact at-most-once record per
+//! live holder client and at most [`RECENT_RECORDS`](crate::quorum::RECENT_RECORDS)
+//! others (see "At-most-once with bounded records" in [`crate::claims`]), so it stays
+//! well under the transport's 1 MiB frame limit whatever the history.
+//!
+//! Limits a full table answers with [`ClaimReject::TableFull`] (HTTP `507`, naming the
+//! table and its bound): [`MAX_SESSIONS`] sessions, [`MAX_CLAIMS`] claims and
+//! [`MAX_NAMES`] strong names per shard.
 
 use super::{holder_client, pinned_hash};
 use crate::pid::Pid;
@@ -46,7 +52,7 @@ pub const MAX_CLAIMS: usize = 256;
 /// Most strong names one shard holds.
 pub const MAX_NAMES: usize = 256;
 /// Shortest session TTL, in milliseconds.
-pub const MIN_TTL_MS: u64 = 100;
+pub const MIN_TTL_MS: u64 = 200;
 /// Longest session TTL, in milliseconds (one day).
 pub const MAX_TTL_MS: u64 = 86_400_000;
 
@@ -85,9 +91,11 @@ pub fn preferred_owner<'a>(
         .max_by_key(|node| (pinned_hash(&[task.as_bytes(), node.as_bytes()]), *node))
 }
 
-/// A holder's session in one shard, like an etcd lease id: unique across holders (the
-/// node name) and holder restarts (the boot incarnation), and across the sessions of one
-/// life (`n`, never reused).
+/// A holder's session in one shard, like an etcd lease id. `n` is numbered by the shard's
+/// register (a stamp of its fencing counter, taken by [`ShardChange::OpenSession`]), so
+/// an id is never reused within its shard — a closed session never comes back — and
+/// `node` and `incarnation` name the holder life. Ids are per shard: two shards may each
+/// have a session `n1/3/7`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId {
     /// The holder's node name.
@@ -96,7 +104,7 @@ pub struct SessionId {
     /// The holder's boot incarnation.
     #[serde(rename = "i")]
     pub incarnation: u64,
-    /// The session number within that life.
+    /// The session's number in its shard (a stamp, never reused there).
     #[serde(rename = "s")]
     pub n: u64,
 }

@@ -1,7 +1,7 @@
 //! Unit and property tests of the claims plane: the table, the holder, the watcher, the
 //! fenced resource, the name cache and `run_while_holding`.
 
-use super::table::{MAX_CLAIMS, MAX_KEY_BYTES, MAX_NAMES, MAX_SESSIONS};
+use super::table::{MAX_CLAIMS, MAX_KEY_BYTES, MAX_NAMES, MAX_SESSIONS, MIN_TTL_MS};
 use super::*;
 use crate::pid::Pid;
 use crate::quorum::{Change, Outcome, ProposeError, Request, RequestId};
@@ -1933,7 +1933,7 @@ where
         let pick = rng.random_range(0..100u32);
         let (request, change) = if pick < 8 || lives.iter().all(|l| !l.alive) {
             incarnation += 1;
-            let ttl_ms = rng.random_range(100..=2_000u64);
+            let ttl_ms = rng.random_range(MIN_TTL_MS..=2_000u64);
             run.ttls.insert(ttl_ms);
             run.lives += 1;
             lives.push(Life {
@@ -1953,8 +1953,9 @@ where
             (life.next(), change)
         } else if pick < 14 {
             // A live holder dies; its session stays until the watcher evicts it.
-            if let Some(l) = lives.iter_mut().filter(|l| l.alive).nth(0) {
-                l.alive = false;
+            let alive: Vec<usize> = (0..lives.len()).filter(|i| lives[*i].alive).collect();
+            if !alive.is_empty() {
+                lives[alive[rng.random_range(0..alive.len())]].alive = false;
             }
             continue;
         } else if pick < 22 {

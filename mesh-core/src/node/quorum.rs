@@ -968,9 +968,8 @@ impl QuorumPlane {
             self.loopback.push_back(msg.clone());
             return;
         }
-        let payload = match wire::encode(msg) {
-            Ok(payload) => payload,
-            Err(_) => return bump(&mut self.stats, "encode_failed"),
+        let Ok(payload) = wire::encode(msg) else {
+            return bump(&mut self.stats, "encode_failed");
         };
         let (shard, carries_slot) = match msg {
             QuorumMsg::Request { req, .. } => {
