@@ -376,6 +376,8 @@ impl ShardKeys {
 pub fn error_kind(e: &CallError) -> String {
     let kind = match e {
         CallError::BadTtl(_) => "bad_ttl",
+        CallError::TooManyTtls { .. } => "too_many_ttls",
+        CallError::HeldWithOtherTtl { .. } => "held_with_other_ttl",
         CallError::Claims(c) => match c {
             ClaimsError::Unavailable { .. } => "unavailable",
             ClaimsError::Rejected(r) => {

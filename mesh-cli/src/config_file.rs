@@ -443,7 +443,8 @@ mod tests {
         };
         let err = short.resolve().expect_err("too short");
         assert!(message(&err).starts_with("claims_ttl:"), "{err:#}");
-        // 150 ms is in range, but a renew at TTL/3 plus the 100 ms guard leaves no time.
+        // 150 ms is below the 200 ms floor (where a renew at TTL/3 plus the 100 ms guard
+        // would leave no time).
         let tight = Layer {
             claims_ttl: Some(Duration::from_millis(150)),
             ..named("n1")

@@ -79,7 +79,23 @@ fn render(view: &QuorumView, shards: bool) -> String {
             "shards".to_owned(),
             format!("{} (this agent watches {})", s.shards, s.watched.len()),
         ],
+        vec![
+            "register".to_owned(),
+            s.largest_slot.map_or_else(
+                || "-".to_owned(),
+                |(shard, bytes)| format!("largest {bytes} bytes (shard {shard})"),
+            ),
+        ],
     ];
+    let mut summary = summary;
+    if !s.stalled.is_empty() {
+        let list: Vec<String> = s
+            .stalled
+            .iter()
+            .map(|(shard, why)| format!("shard {shard} ({why})"))
+            .collect();
+        summary.push(vec!["stalled".to_owned(), list.join(", ")]);
+    }
     let mut out = String::new();
     // A two-column block without a header: drop the table's header line.
     for line in table(&["", ""], &summary).lines().skip(1) {
@@ -130,6 +146,8 @@ mod tests {
                 shards: 2,
                 preferred: [("n1".to_owned(), 1), ("n3".to_owned(), 1)].into(),
                 watched: Vec::new(),
+                stalled: Default::default(),
+                largest_slot: Some((1, 2048)),
             },
             preferred_by_shard: vec![Some("n3".into()), Some("n1".into())],
         }
@@ -174,5 +192,32 @@ mod tests {
         );
         assert!(text.lines().any(|l| words(l) == ["0", "n3"]), "{text}");
         assert!(text.lines().any(|l| words(l) == ["1", "n1"]), "{text}");
+    }
+
+    #[test]
+    fn the_largest_register_is_shown_and_a_stalled_shard_is_named_with_why() {
+        let mut v = view();
+        let text = render(&v, false);
+        assert!(
+            text.lines()
+                .any(|l| words(l) == ["register", "largest", "2048", "bytes", "(shard", "1)"]),
+            "{text}"
+        );
+        assert!(!text.contains("stalled"), "nothing stalled: {text}");
+        v.status.stalled = [(1, "oversized".to_owned()), (3, "timeouts".to_owned())].into();
+        let text = render(&v, false);
+        assert!(
+            text.lines().any(|l| words(l)
+                == [
+                    "stalled",
+                    "shard",
+                    "1",
+                    "(oversized),",
+                    "shard",
+                    "3",
+                    "(timeouts)"
+                ]),
+            "{text}"
+        );
     }
 }

@@ -368,6 +368,15 @@ fn register_quorum() {
         "Configured voters (0: claims are off)."
     );
     describe_gauge!(
+        "mesh_quorum_slot_bytes_max",
+        "Largest shard register value (encoded accept or promise, bytes) this node sent."
+    );
+    describe_gauge!(
+        "mesh_quorum_shards_stalled",
+        "Shards this node sees stalled: a register value over the frame limit, or 3+ \
+         changes in a row without a decision (meshctl quorum status names them)."
+    );
+    describe_gauge!(
         "mesh_quorum_reachable_voters",
         "Voters this node reaches (itself included); below a majority, calls are Unavailable."
     );
@@ -484,6 +493,8 @@ fn register_quorum() {
     }
     for name in [
         "mesh_quorum_voters",
+        "mesh_quorum_slot_bytes_max",
+        "mesh_quorum_shards_stalled",
         "mesh_quorum_reachable_voters",
         "mesh_quorum_formed",
         "mesh_quorum_acceptor",
@@ -541,6 +552,8 @@ struct QuorumFigures {
     strong_names: usize,
     sends_accepted: u64,
     sends_refused: u64,
+    slot_bytes_max: u64,
+    shards_stalled: usize,
 }
 
 impl QuorumFigures {
@@ -571,9 +584,9 @@ impl QuorumFigures {
         f.reachable = q.reachable_voters();
         f.formed = q.root().is_some();
         f.is_acceptor = q.is_acceptor();
-        for h in q.holders() {
-            let hs = h.stats();
-            f.active += h.held();
+        f.active = q.holders().map(|h| h.held()).sum();
+        {
+            let hs = q.holder_stats();
             f.lost_evicted += hs.lost_evicted;
             f.lost_expired += hs.lost_expired;
             f.calls[0] += hs.calls;
@@ -596,6 +609,17 @@ impl QuorumFigures {
             .filter_map(|s| cache.snapshot(ShardId(s)))
             .map(|(_, names)| names.len())
             .sum();
+        f.slot_bytes_max = q
+            .shard_health()
+            .values()
+            .map(|h| h.slot_bytes)
+            .max()
+            .unwrap_or(0);
+        f.shards_stalled = q
+            .shard_health()
+            .values()
+            .filter(|h| h.stalled().is_some())
+            .count();
         f.sends_accepted = cache.stats().sends_accepted;
         f.sends_refused = cache.stats().sends_refused;
         f
@@ -631,6 +655,8 @@ impl QuorumFigures {
             counter!("mesh_quorum_acceptor_total", "kind" => kind).absolute(v);
         }
         gauge!("mesh_quorum_voters").set(self.voters as f64);
+        gauge!("mesh_quorum_slot_bytes_max").set(self.slot_bytes_max as f64);
+        gauge!("mesh_quorum_shards_stalled").set(self.shards_stalled as f64);
         gauge!("mesh_quorum_reachable_voters").set(self.reachable as f64);
         gauge!("mesh_quorum_formed").set(if self.formed { 1.0 } else { 0.0 });
         gauge!("mesh_quorum_acceptor").set(if self.is_acceptor { 1.0 } else { 0.0 });

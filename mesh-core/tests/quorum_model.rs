@@ -204,8 +204,8 @@ impl RegisterModel {
                         continue;
                     };
                     let ret = match (op, c.result) {
-                        (RegisterOp::Write(_), Ok(Outcome::Applied(_))) => RegisterRet::WriteOk,
-                        (RegisterOp::Read, Ok(Outcome::Applied(v))) => {
+                        (RegisterOp::Write(_), Ok(Outcome::Applied { .. })) => RegisterRet::WriteOk,
+                        (RegisterOp::Read, Ok(Outcome::Applied { value: v, .. })) => {
                             RegisterRet::ReadOk(v.unwrap_or(0))
                         }
                         _ => {

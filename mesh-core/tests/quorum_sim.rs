@@ -50,6 +50,10 @@ impl Change<u64> for CounterChange {
     fn is_read(&self) -> bool {
         matches!(self, Self::Read)
     }
+    /// The counter's value right after the increment: what a replayed retry reports.
+    fn receipt(&self, new: Option<&u64>) -> u64 {
+        new.copied().unwrap_or(0)
+    }
 }
 
 type S = Slot<u64, Never>;
@@ -132,6 +136,8 @@ struct SimStats {
     acked: usize,
     indeterminate: usize,
     retries: usize,
+    /// Retries that found their increment already applied (reported by its receipt).
+    replays: usize,
     crashes: usize,
     partitions: usize,
     lost: usize,
@@ -147,6 +153,7 @@ impl SimStats {
         self.acked += o.acked;
         self.indeterminate += o.indeterminate;
         self.retries += o.retries;
+        self.replays += o.replays;
         self.crashes += o.crashes;
         self.partitions += o.partitions;
         self.lost += o.lost;
@@ -291,9 +298,17 @@ impl Sim {
             panic!("seed {}: a completion without an op in flight", self.seed);
         };
         match result {
-            Ok(Outcome::Applied(v)) => {
+            Ok(Outcome::Applied { value: v, .. }) => {
                 self.history[idx].completed = Some(self.elapsed());
                 self.history[idx].value = Some(v.unwrap_or(0));
+            }
+            // A retry that found its increment applied: the value it produced then.
+            Ok(Outcome::Replayed {
+                decision: Ok(v), ..
+            }) => {
+                self.stats.replays += 1;
+                self.history[idx].completed = Some(self.elapsed());
+                self.history[idx].value = Some(v);
             }
             Ok(other) => panic!("seed {}: unexpected outcome {other:?}", self.seed),
             Err(ProposeError::Timeout) if retries > 0 => {
@@ -538,7 +553,7 @@ impl Sim {
                     }
                     ProposerOutput::Complete(done) => {
                         return match done.result {
-                            Ok(Outcome::Applied(v)) => Ok(v.unwrap_or(0)),
+                            Ok(Outcome::Applied { value: v, .. }) => Ok(v.unwrap_or(0)),
                             other => Err(format!("final read failed: {other:?}")),
                         };
                     }
@@ -643,6 +658,10 @@ fn concurrent_increments_survive_loss_duplication_reordering_and_crashes() {
     assert!(total.crashes > 0 && total.partitions > 0);
     assert!(total.lost > 0 && total.duplicated > 0);
     assert!(total.cache_hits > 0, "the 1-RTT cache was exercised");
+    assert!(
+        total.replays > 0,
+        "retries found applied increments by their record"
+    );
 }
 
 /// Negative control for the checker: retrying a timed-out increment under a *new*

@@ -751,3 +751,140 @@ fn without_voters_calls_say_unavailable_and_never_fall_back_to_eventual_names() 
     assert_eq!(metric_value(&m, "mesh_quorum_voters"), Some(0.0));
     assert_eq!(metric_value(&m, "mesh_claims_active"), Some(0.0));
 }
+
+/// The largest shard register any voter reports sending, and the stalled shards any
+/// agent reports (`meshctl quorum status`).
+fn register_health(c: &Cluster) -> (u64, Vec<String>) {
+    let mut largest = 0;
+    let mut stalled = Vec::new();
+    for (i, name) in NAMES.iter().enumerate().take(c.agents.len()) {
+        match quorum_view(c, i) {
+            Ok(v) => {
+                largest = largest.max(v.status.largest_slot.map_or(0, |(_, b)| b));
+                for (shard, why) in v.status.stalled {
+                    stalled.push(format!("{name} sees shard {shard} {why}"));
+                }
+            }
+            Err(e) => stalled.push(format!("{name}: {e}")),
+        }
+    }
+    (largest, stalled)
+}
+
+/// Every shard answers a linearizable read (`GET /v1/claims` reads them all).
+fn every_shard_answers(c: &Cluster, i: usize) {
+    let (status, body) = call(c, i, "GET", "/v1/claims", None);
+    assert_eq!(status, 200, "every shard answers a read: {body}");
+}
+
+#[test]
+fn three_hundred_distinct_ttls_from_one_agent_leave_every_shard_answering() {
+    let c = voters_cluster();
+    let n4 = c.index("n4");
+    let (mut granted, mut refused) = (0, 0);
+    for i in 0..300u64 {
+        let task = format!("ttl-{i}");
+        let body = json!({ "task": task, "ttl_ms": 1_000 + 7 * i });
+        let (status, answer) = call(&c, n4, "POST", "/v1/claims", Some(body));
+        match status {
+            200 => {
+                granted += 1;
+                let a: ClaimAnswer = serde_json::from_str(&answer).expect("claim answer");
+                let release = json!({ "task": task, "token": a.token });
+                let (status, body) = call(&c, n4, "POST", "/v1/claims/release", Some(release));
+                assert_eq!(status, 200, "release: {body}");
+            }
+            507 => {
+                refused += 1;
+                assert!(
+                    answer.contains("at most 8 distinct claim TTLs"),
+                    "the refusal names the limit: {answer}"
+                );
+            }
+            other => panic!("claim {i}: {other} {answer}\n{}", c.log_tails()),
+        }
+    }
+    assert!(
+        granted >= 7 && refused > 0,
+        "{granted} granted, {refused} refused"
+    );
+    // TTLs whose claims were released close their idle sessions and free their place:
+    // a new TTL is granted again.
+    c.wait_until(
+        Duration::from_secs(20),
+        "a fresh TTL is granted again",
+        || {
+            let body = json!({ "task": "fresh", "ttl_ms": 4_321 });
+            match call(&c, n4, "POST", "/v1/claims", Some(body)) {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    );
+    // The same task under another TTL of the same agent is a clear refusal.
+    let (status, body) = call(
+        &c,
+        n4,
+        "POST",
+        "/v1/claims",
+        Some(json!({ "task": "fresh", "ttl_ms": 5_000 })),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("already held by this agent with ttl 4321 ms"),
+        "{body}"
+    );
+    every_shard_answers(&c, n4);
+    let (largest, stalled) = register_health(&c);
+    assert!(stalled.is_empty(), "{stalled:?}");
+    assert!(largest < 64 * 1024, "a shard register of {largest} bytes");
+    let m = c.agents[n4].metrics().expect("metrics");
+    assert_eq!(
+        metric_value(&m, "mesh_quorum_dropped_total{reason=\"oversized\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn many_agent_lives_leave_every_shard_answering_with_a_flat_register() {
+    // MESH_AGENT_LIVES=300 is the long run (README); CI runs a bounded number.
+    let lives: u64 = std::env::var("MESH_AGENT_LIVES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut c = voters_cluster();
+    let n5 = c.index("n5");
+    // Every life claims a task of shard 0, so that every life writes the same register.
+    let tasks: Vec<String> = (0..)
+        .map(|k| format!("life-{k}"))
+        .filter(|t| mesh_core::claims::shard_of(t.as_bytes(), 8).0 == 0)
+        .take(usize::try_from(lives).expect("small"))
+        .collect();
+    let mut sizes = Vec::new();
+    let started = Instant::now();
+    for (k, task) in tasks.iter().enumerate() {
+        if k > 0 {
+            c.restart(n5);
+        }
+        c.wait_until(CONVERGE, "the new life claims its task", || {
+            match c.agents[n5].call("POST", "/v1/claims", Some(&json!({ "task": task }))) {
+                Ok((200, _)) => Ok(()),
+                Ok((status, body)) => Err(format!("{status} {body}")),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        });
+        sizes.push(register_health(&c).0);
+    }
+    let per_life = started.elapsed() / u32::try_from(lives).expect("small");
+    println!("{lives} lives ({per_life:?} each): largest register after each {sizes:?}");
+    every_shard_answers(&c, c.index("n4"));
+    let (largest, stalled) = register_health(&c);
+    assert!(stalled.is_empty(), "{stalled:?}");
+    // The previous format kept one whole table per life that ever wrote the shard (about
+    // 1.6 KB a life here); the register now holds the live state and a bounded number of
+    // compact records, whatever the number of lives.
+    assert!(
+        largest < 8 * 1024,
+        "a shard register of {largest} bytes after {lives} lives"
+    );
+}

@@ -366,3 +366,73 @@ fn claims_with_two_ttls_in_one_shard_both_hold() {
     });
     assert_eq!(valid, Some(true), "both holders keep renewing");
 }
+
+/// A shard register that outgrows the frame limit is refused at its source, counted
+/// (`oversized`) and reported stalled with why, and the caller gets a timeout, never a
+/// success it did not have. (The limit is set tiny here so that a few claims reach it;
+/// with the real limit, the table's bounds keep a register far below it.)
+#[test]
+fn a_register_over_the_frame_limit_is_refused_at_its_source_and_shows_stalled() {
+    let mut sim = Sim::new(5);
+    sim.set_voters(&[0, 1, 2]);
+    if let Some(q) = sim.node_config.quorum.as_mut() {
+        q.config.ttl = TTL;
+        q.config.max_message_bytes = 900;
+    }
+    sim.add_cluster(5);
+    assert!(
+        sim.run_until(secs(20), Sim::all_see_all_alive),
+        "{}",
+        sim.describe()
+    );
+    assert!(sim.run_until(secs(20), |s| {
+        s.live_nodes().iter().all(|&i| {
+            s.node(i)
+                .and_then(|n| n.quorum())
+                .is_some_and(|q| q.root().is_some())
+        })
+    }));
+    let shards = sim
+        .node(3)
+        .and_then(|n| n.quorum())
+        .map(|q| q.config().shards)
+        .expect("quorum");
+    let target = mesh_core::claims::ShardId(0);
+    let tasks: Vec<String> = (0..100_000)
+        .map(|i| format!("{}-{i}", "t".repeat(100)))
+        .filter(|t| mesh_core::claims::shard_of(t.as_bytes(), shards) == target)
+        .take(20)
+        .collect();
+    let mut claimed = 0;
+    let mut failure = None;
+    for task in &tasks {
+        match claim(&mut sim, 3, task) {
+            Ok(_) => claimed += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("the register outgrew 900 bytes within 20 claims");
+    assert!(claimed > 0, "small registers still fit");
+    assert!(
+        failure.contains("timed out"),
+        "the caller learns nothing was decided: {failure}"
+    );
+    let (mut oversized, mut stalled) = (0, Vec::new());
+    for i in sim.live_nodes() {
+        let Some(q) = sim.node(i).and_then(|n| n.quorum()) else {
+            continue;
+        };
+        oversized += q.stats().dropped.get("oversized").copied().unwrap_or(0);
+        if let Some(why) = q.shard_health().get(&target).and_then(|h| h.stalled()) {
+            stalled.push((i, why));
+        }
+    }
+    assert!(oversized > 0, "refused at the source and counted");
+    assert!(
+        stalled.iter().any(|(_, why)| *why == "oversized"),
+        "some node reports the shard stalled as oversized: {stalled:?}"
+    );
+}

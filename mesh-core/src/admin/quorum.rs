@@ -32,7 +32,8 @@
 //! Statuses: `503` unavailable; `409` held (with the holder and its token), name taken
 //! (with the owner and version), stale token or version (with the current one), not held
 //! by this agent, session lost; `404` no such strong name or local process; `504` no
-//! decision in time; `400` bad input; `507` a shard table is full; `429` too many calls.
+//! decision in time; `400` bad input; `507` a shard table is full, or this agent already uses
+//! the most distinct TTLs ([`MAX_TTLS`](crate::node::quorum::MAX_TTLS)); `429` too many calls.
 //!
 //! # Decisions
 //!
@@ -457,6 +458,8 @@ impl CallFailure {
 fn describe(subject: &str, e: &CallError) -> (StatusCode, String) {
     let e = match e {
         CallError::BadTtl(why) => return (StatusCode::BAD_REQUEST, format!("ttl: {why}")),
+        CallError::TooManyTtls { .. } => return (StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        CallError::HeldWithOtherTtl { .. } => return (StatusCode::CONFLICT, e.to_string()),
         CallError::Claims(e) => e,
     };
     let status = match e {
@@ -479,7 +482,6 @@ fn describe(subject: &str, e: &CallError) -> (StatusCode, String) {
             | ClaimReject::StaleToken { .. }
             | ClaimReject::VersionMismatch { .. }
             | ClaimReject::NotHeld { .. }
-            | ClaimReject::SessionExists { .. }
             | ClaimReject::NoSession { .. }
             | ClaimReject::RenewSeqMoved { .. }
             | ClaimReject::ReassignToEvicted => StatusCode::CONFLICT,
@@ -1330,7 +1332,7 @@ mod tests {
     fn bad_input_is_a_400_and_other_refusals_get_their_own_status() {
         let cases = [
             (
-                CallError::BadTtl("claims ttl 5 ms is outside 100..=86400000 ms".into()),
+                CallError::BadTtl("claims ttl 5 ms is outside 200..=86400000 ms".into()),
                 StatusCode::BAD_REQUEST,
             ),
             (
@@ -1389,6 +1391,8 @@ mod tests {
             shards: 8,
             preferred: BTreeMap::new(),
             watched: Vec::new(),
+            stalled: BTreeMap::new(),
+            largest_slot: None,
         };
         assert!(not_ready(Some(&s)).is_some(), "no root in force yet");
         s.epoch = Some(1);

@@ -36,7 +36,7 @@ use super::table::{
     shard_of, ClaimReject, Field, SessionId, ShardChange, ShardId, ShardTable, StrongName,
     MAX_KEY_BYTES, MAX_TTL_MS, MIN_TTL_MS,
 };
-use super::{client_id, ClaimsError, Drift, ShardOutcome, Unavailable};
+use super::{holder_client, ClaimsError, Drift, ShardOutcome, Unavailable};
 use crate::pid::Pid;
 use crate::quorum::{majority, Outcome, ProposeError, RequestId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -49,8 +49,6 @@ pub struct HolderConfig {
     pub node: String,
     /// This node's boot incarnation (bumped and fsynced at every boot).
     pub incarnation: u64,
-    /// The request-id client of this life (see [`client_id`]).
-    pub client: u64,
     /// Number of shards (fixed at cluster creation).
     pub shards: u32,
     /// Number of configured voters (0: claims are off).
@@ -66,18 +64,23 @@ pub struct HolderConfig {
     pub retries: u32,
     /// Most calls queued or in flight.
     pub max_calls: usize,
-    /// The `n` of this holder's first session. Several holders of one node life (one
-    /// per TTL) must number their sessions apart, or one's `OpenSession` would collide
-    /// with another's open session of the same id.
-    pub first_session: u64,
+    /// The seq of this holder's first request. A holder made again for the same client
+    /// (node, incarnation and TTL) must start above every seq its predecessors used:
+    /// the register may still keep their record, and would take lower seqs for retries
+    /// of older requests (superseded).
+    pub first_seq: u64,
+    /// Close a session that has held no claim and no name for this long (`None`: keep
+    /// every session open and renewed — the node's lease in the shard, to which a
+    /// watcher may hand tasks).
+    pub idle_close: Option<Duration>,
 }
 
 impl HolderConfig {
-    /// Defaults: TTL 10 s, ρ = 0.1 %, guard 100 ms, 2 retries, 1024 calls.
+    /// Defaults: TTL 10 s, ρ = 0.1 %, guard 100 ms, 2 retries, 1024 calls, sessions kept
+    /// open while idle.
     pub fn new(node: impl Into<String>, incarnation: u64, shards: u32, voters: usize) -> Self {
         let node = node.into();
         Self {
-            client: client_id(&node, incarnation, "holder"),
             node,
             incarnation,
             shards,
@@ -87,12 +90,25 @@ impl HolderConfig {
             guard: Duration::from_millis(100),
             retries: 2,
             max_calls: 1024,
-            first_session: 1,
+            first_seq: 1,
+            idle_close: None,
         }
     }
 
-    fn validate(&self) -> Result<(), HolderConfigError> {
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+    /// The TTL in whole milliseconds.
+    pub fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The request-id client of this holder: [`holder_client`] of its node, incarnation
+    /// and TTL.
+    pub fn client(&self) -> u64 {
+        holder_client(&self.node, self.incarnation, self.ttl_ms())
+    }
+
+    /// Checks the settings; [`Holder::new`] refuses what this refuses.
+    pub fn validate(&self) -> Result<(), HolderConfigError> {
+        let ttl_ms = self.ttl_ms();
         if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
             return Err(HolderConfigError::Ttl { ttl_ms });
         }
@@ -114,7 +130,7 @@ impl HolderConfig {
 /// Why a [`HolderConfig`] was refused (no holder was built).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HolderConfigError {
-    /// The TTL is outside 100 ms ..= 1 day.
+    /// The TTL is outside 200 ms ..= 1 day ([`MIN_TTL_MS`]..=[`MAX_TTL_MS`]).
     #[error("claims ttl {ttl_ms} ms is outside {MIN_TTL_MS}..={MAX_TTL_MS} ms")]
     Ttl {
         /// The refused TTL.
@@ -264,6 +280,28 @@ pub struct HolderStats {
     pub assigned: u64,
     /// Results dropped because they belong to a session this holder already forgot.
     pub dropped_old_session: u64,
+    /// Sessions closed because they held nothing for `idle_close`.
+    pub sessions_closed_idle: u64,
+}
+
+impl HolderStats {
+    /// Adds `o`'s counters to these (the totals of several holders).
+    pub fn add(&mut self, o: &Self) {
+        self.submit.add(&o.submit);
+        self.calls += o.calls;
+        self.refused_unavailable += o.refused_unavailable;
+        self.refused_overloaded += o.refused_overloaded;
+        self.refused_bad_input += o.refused_bad_input;
+        self.sessions_opened += o.sessions_opened;
+        self.renews += o.renews;
+        self.renews_timed_out += o.renews_timed_out;
+        self.lost_evicted += o.lost_evicted;
+        self.lost_expired += o.lost_expired;
+        self.names_lost += o.names_lost;
+        self.assigned += o.assigned;
+        self.dropped_old_session += o.dropped_old_session;
+        self.sessions_closed_idle += o.sessions_closed_idle;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -276,28 +314,83 @@ enum Tag {
     Whereis(CallId, String),
 }
 
+/// A session this holder opened (a result showed it in the table).
 #[derive(Clone, Debug)]
 struct Session {
     sid: SessionId,
     ttl: Duration,
-    /// A result showed the session in the table.
-    opened: bool,
     valid_until: Option<Instant>,
     renew_at: Option<Instant>,
     renewing: bool,
+    /// The last call made under it, or when it last held something (for `idle_close`).
+    last_used: Instant,
+}
+
+/// A call's change. One that needs the shard's session waits for the shard's
+/// `OpenSession` to finish (sessions are numbered by the register, so their id is known
+/// only then); while it waits, the shard's other calls wait behind it, so that a
+/// shard's calls are still submitted in call order.
+#[derive(Clone, Debug)]
+enum Pending {
+    /// A change that needs no session (a read, a release, a durable transfer).
+    Plain(ShardChange),
+    Claim {
+        task: String,
+    },
+    Register {
+        name: String,
+        owner: Pid,
+        ephemeral: bool,
+    },
+    Transfer {
+        name: String,
+        version: u64,
+        to: Pid,
+    },
+}
+
+impl Pending {
+    /// The change, made under session `sid`; `None` if it needs a session and there is
+    /// none.
+    fn change(self, sid: Option<&SessionId>) -> Option<ShardChange> {
+        if let Self::Plain(change) = self {
+            return Some(change);
+        }
+        let sid = sid?.clone();
+        Some(match self {
+            Self::Plain(change) => change,
+            Self::Claim { task } => ShardChange::Claim { task, sid },
+            Self::Register {
+                name,
+                owner,
+                ephemeral,
+            } => ShardChange::RegisterName {
+                name,
+                owner,
+                sid,
+                ephemeral,
+            },
+            Self::Transfer { name, version, to } => ShardChange::TransferName {
+                name,
+                version,
+                to,
+                sid: Some(sid),
+            },
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 struct ShardState {
     session: Option<Session>,
+    /// While the shard's `OpenSession` is in flight: the calls waiting for it, in order.
+    opening: Option<Vec<(Tag, Pending)>>,
     /// Held claims: task → token.
     claims: BTreeMap<String, u64>,
     /// Ephemeral names owned through the session: name → version.
     names: BTreeMap<String, u64>,
     /// Tokens and versions whose release was submitted: never adopted again.
     releasing: BTreeSet<u64>,
-    /// The refusal of this session's `OpenSession`, reported to the calls that needed it.
-    open_refused: Option<(SessionId, ClaimReject)>,
 }
 
 /// The per-node claims and strong-name client (sans-IO).
@@ -306,7 +399,8 @@ pub struct Holder {
     config: HolderConfig,
     submitter: Submitter<Tag>,
     shards: BTreeMap<ShardId, ShardState>,
-    next_session: u64,
+    /// Calls waiting for an `OpenSession` (in `ShardState::opening`).
+    waiting: usize,
     next_call: u64,
     reachable: usize,
     events: VecDeque<HolderEvent>,
@@ -317,13 +411,12 @@ impl Holder {
     /// A holder for this node's life; refuses a bad configuration.
     pub fn new(config: HolderConfig) -> Result<Self, HolderConfigError> {
         config.validate()?;
-        let first_session = config.first_session.max(1);
         Ok(Self {
-            submitter: Submitter::new(config.client, config.retries),
+            submitter: Submitter::new(config.client(), config.retries, config.first_seq),
             reachable: config.voters,
             config,
             shards: BTreeMap::new(),
-            next_session: first_session,
+            waiting: 0,
             next_call: 1,
             events: VecDeque::new(),
             stats: HolderStats::default(),
@@ -391,12 +484,10 @@ impl Holder {
     pub fn claim(&mut self, now: Instant, task: &str) -> Result<CallId, ClaimsError> {
         self.admit(now, Field::Task, task)?;
         let shard = self.shard_of(task);
-        let sid = self.ensure_session(now, shard);
-        let change = ShardChange::Claim {
+        let pending = Pending::Claim {
             task: task.to_owned(),
-            sid,
         };
-        Ok(self.call(now, shard, change))
+        Ok(self.call_in_session(now, shard, pending))
     }
 
     /// Refresh, now, the session that covers `task` (renews also run by themselves).
@@ -425,8 +516,9 @@ impl Holder {
     }
 
     /// Register a strong name for `owner` if it has no owner; its version (fencing
-    /// token) comes back in [`CallOk::Registered`]. An `ephemeral` name is bound to this
-    /// holder's session in the name's shard and vanishes with it.
+    /// token) comes back in [`CallOk::Registered`]. The change is made under this
+    /// holder's session in the name's shard (opened if needed), which makes it at most
+    /// once; an `ephemeral` name is also bound to that session and vanishes with it.
     pub fn register_strong(
         &mut self,
         now: Instant,
@@ -436,13 +528,12 @@ impl Holder {
     ) -> Result<CallId, ClaimsError> {
         self.admit(now, Field::Name, name)?;
         let shard = self.shard_of(name);
-        let sid = ephemeral.then(|| self.ensure_session(now, shard));
-        let change = ShardChange::RegisterName {
+        let pending = Pending::Register {
             name: name.to_owned(),
             owner,
-            sid,
+            ephemeral,
         };
-        Ok(self.call(now, shard, change))
+        Ok(self.call_in_session(now, shard, pending))
     }
 
     /// Transfer a strong name held at `version` to `to` (a new version); `ephemeral`
@@ -457,12 +548,19 @@ impl Holder {
     ) -> Result<CallId, ClaimsError> {
         self.admit(now, Field::Name, name)?;
         let shard = self.shard_of(name);
-        let sid = ephemeral.then(|| self.ensure_session(now, shard));
+        if ephemeral {
+            let pending = Pending::Transfer {
+                name: name.to_owned(),
+                version,
+                to,
+            };
+            return Ok(self.call_in_session(now, shard, pending));
+        }
         let change = ShardChange::TransferName {
             name: name.to_owned(),
             version,
             to,
-            sid,
+            sid: None,
         };
         Ok(self.call(now, shard, change))
     }
@@ -494,12 +592,8 @@ impl Holder {
         self.admit(now, Field::Name, name)?;
         let shard = self.shard_of(name);
         let call = self.new_call();
-        self.submitter.enqueue(
-            now,
-            shard,
-            ShardChange::Read,
-            Tag::Whereis(call, name.to_owned()),
-        );
+        let tag = Tag::Whereis(call, name.to_owned());
+        self.submit(now, shard, tag, Pending::Plain(ShardChange::Read));
         Ok(call)
     }
 
@@ -519,16 +613,27 @@ impl Holder {
             .values()
             .filter_map(|st| {
                 let s = st.session.as_ref()?;
-                [s.renew_at, s.valid_until].into_iter().flatten().min()
+                [s.renew_at, s.valid_until, self.idle_deadline(st)]
+                    .into_iter()
+                    .flatten()
+                    .min()
             })
             .min()
+    }
+
+    /// Whether this holder has nothing at all: no session, no call queued, in flight or
+    /// waiting. A shell that made it for one TTL may then drop it.
+    pub fn is_idle(&self) -> bool {
+        self.submitter.len() == 0
+            && self.waiting == 0
+            && self.shards.values().all(|st| st.session.is_none())
     }
 
     /// Renew sessions that are due, expire those whose validity ran out.
     pub fn handle_timeout(&mut self, now: Instant) {
         let shards: Vec<ShardId> = self.shards.keys().copied().collect();
         for shard in shards {
-            if self.expire_if_due(now, shard) {
+            if self.expire_if_due(now, shard) || self.close_if_idle(now, shard) {
                 continue;
             }
             let Some(s) = self
@@ -538,7 +643,7 @@ impl Holder {
             else {
                 continue;
             };
-            if !(s.opened && !s.renewing && s.renew_at.is_some_and(|at| at <= now)) {
+            if s.renewing || s.renew_at.is_none_or(|at| at > now) {
                 continue;
             }
             s.renewing = true;
@@ -560,17 +665,19 @@ impl Holder {
         let Some(done) = self.submitter.handle_completion(now, request, result) else {
             return;
         };
+        if let ShardChange::OpenSession { .. } = done.change {
+            self.open_finished(now, &done);
+            return;
+        }
         let shard = done.shard;
         let current = self.current_sid(shard);
         if session_of(&done.change).is_some_and(|sid| Some(sid) != current.as_ref()) {
             // Its results say nothing about the current session (if any).
             self.stats.dropped_old_session += 1;
         }
-        let applied = matches!(done.result, Ok(Outcome::Applied(_)));
-        let table = match &done.result {
-            Ok(Outcome::Applied(t) | Outcome::Rejected { current: t, .. }) => t.clone(),
-            _ => None,
-        };
+        let decision = done.result.as_ref().ok().and_then(Outcome::decision);
+        let applied = matches!(decision, Some(Ok(_)));
+        let table = done.result.as_ref().ok().and_then(Outcome::value).cloned();
         // 1. What the change itself did to local state (before learning from the table,
         //    so that a claim's own task is not announced as assigned).
         let result = self.finish(&done, table.as_ref(), current.as_ref());
@@ -581,19 +688,15 @@ impl Holder {
                 self.renew_finished(now, shard, done.result.is_err());
             }
         }
-        if let Ok(Outcome::Rejected {
-            reason: ClaimReject::NoSession { sid },
-            ..
-        }) = &done.result
-        {
-            // The register has no such session (evicted, or an open whose outcome was
-            // unknown never took effect): forget it, so that the next call opens anew.
+        if let Some(Err(ClaimReject::NoSession { sid })) = decision {
+            // The register has no such session (evicted): forget it, so that the next
+            // call opens anew.
             if Some(sid) == current.as_ref() {
                 self.lose_session(shard, LostReason::Evicted);
             }
         }
         if let Some(table) = &table {
-            self.learn(now, shard, table, refreshed.then_some(done.t0));
+            self.learn(shard, table, refreshed.then_some(done.t0));
         }
         // 3. Tell the caller.
         let call = match done.tag {
@@ -628,7 +731,7 @@ impl Holder {
                 },
             });
         }
-        if self.submitter.len() >= self.config.max_calls {
+        if self.submitter.len() + self.waiting >= self.config.max_calls {
             self.stats.refused_overloaded += 1;
             return Err(ClaimsError::Overloaded {
                 max: self.config.max_calls,
@@ -656,7 +759,7 @@ impl Holder {
 
     fn call(&mut self, now: Instant, shard: ShardId, change: ShardChange) -> CallId {
         let call = self.new_call();
-        self.submitter.enqueue(now, shard, change, Tag::Call(call));
+        self.submit(now, shard, Tag::Call(call), Pending::Plain(change));
         call
     }
 
@@ -704,38 +807,137 @@ impl Holder {
         }
     }
 
-    /// The shard's session, opened (submitted) if there is none.
-    fn ensure_session(&mut self, now: Instant, shard: ShardId) -> SessionId {
-        let ttl = self.config.ttl;
-        if let Some(s) = self.shards.get(&shard).and_then(|st| st.session.as_ref()) {
-            return s.sid.clone();
+    /// Run `pending` under the shard's session: now if there is one, else once the
+    /// shard's `OpenSession` (submitted here if none is in flight) has finished.
+    fn call_in_session(&mut self, now: Instant, shard: ShardId, pending: Pending) -> CallId {
+        let call = self.new_call();
+        let st = self.shards.entry(shard).or_default();
+        if st.session.is_none() && st.opening.is_none() {
+            st.opening = Some(Vec::new());
+            self.stats.sessions_opened += 1;
+            let change = ShardChange::OpenSession {
+                node: self.config.node.clone(),
+                incarnation: self.config.incarnation,
+                ttl_ms: self.config.ttl_ms(),
+            };
+            self.submitter.enqueue(now, shard, change, Tag::Internal);
         }
-        let sid = SessionId {
-            node: self.config.node.clone(),
-            incarnation: self.config.incarnation,
-            n: self.next_session,
-        };
-        self.next_session += 1;
-        self.stats.sessions_opened += 1;
-        self.shards.entry(shard).or_default().session = Some(Session {
-            sid: sid.clone(),
-            ttl,
-            opened: false,
-            valid_until: None,
-            renew_at: None,
-            renewing: false,
+        self.submit(now, shard, Tag::Call(call), pending);
+        call
+    }
+
+    /// Queue a call's change, or keep it waiting behind the shard's `OpenSession`.
+    fn submit(&mut self, now: Instant, shard: ShardId, tag: Tag, pending: Pending) {
+        let st = self.shards.entry(shard).or_default();
+        if let Some(waiting) = st.opening.as_mut() {
+            self.waiting += 1;
+            waiting.push((tag, pending));
+            return;
+        }
+        let sid = st.session.as_mut().map(|s| {
+            s.last_used = now;
+            s.sid.clone()
         });
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.submitter.enqueue(
-            now,
-            shard,
-            ShardChange::OpenSession {
-                sid: sid.clone(),
-                ttl_ms,
+        match pending.change(sid.as_ref()) {
+            Some(change) => self.submitter.enqueue(now, shard, change, tag),
+            // Only `call_in_session` submits changes that need a session, after making
+            // sure there is one or an open is in flight.
+            None => self.fail(tag, ClaimsError::SessionLost),
+        }
+    }
+
+    /// Report `error` to the caller of `tag`, if it has one.
+    fn fail(&mut self, tag: Tag, error: ClaimsError) {
+        if let Tag::Call(call) | Tag::Whereis(call, _) = tag {
+            self.events.push_back(HolderEvent::Done {
+                call,
+                result: Err(error),
+            });
+        }
+    }
+
+    /// The shard's `OpenSession` finished: adopt the session the register numbered (its
+    /// receipt) and send the calls that waited for it, or fail them all.
+    fn open_finished(&mut self, now: Instant, done: &Completed<Tag>) {
+        let shard = done.shard;
+        let st = self.shards.entry(shard).or_default();
+        let waiting = st.opening.take().unwrap_or_default();
+        self.waiting -= waiting.len();
+        let opened = match &done.result {
+            Ok(outcome) => match (outcome.decision(), outcome.value()) {
+                (Some(Ok(n)), Some(table)) => {
+                    let sid = SessionId {
+                        node: self.config.node.clone(),
+                        incarnation: self.config.incarnation,
+                        n,
+                    };
+                    // A replay reports the table as it is now, where the session may
+                    // already be gone.
+                    if table.sessions.contains_key(&sid) {
+                        Ok((sid, table))
+                    } else {
+                        Err(ClaimsError::SessionLost)
+                    }
+                }
+                (Some(Ok(_)), None) => Err(ClaimsError::SessionLost),
+                (Some(Err(reason)), _) => Err(ClaimsError::Rejected(reason.clone())),
+                (None, _) => Err(ClaimsError::Superseded),
             },
-            Tag::Internal,
-        );
-        sid
+            // It may have opened a session after all: one this holder never learns of,
+            // never renews, and the watcher evicts (opening is at least once).
+            Err(ProposeError::Timeout) => Err(ClaimsError::Timeout),
+        };
+        let sid = match opened {
+            Ok((sid, table)) => {
+                st.session = Some(Session {
+                    sid: sid.clone(),
+                    ttl: self.config.ttl,
+                    valid_until: None,
+                    renew_at: None,
+                    renewing: false,
+                    last_used: now,
+                });
+                self.learn(shard, table, Some(done.t0));
+                Ok(sid)
+            }
+            Err(e) => Err(e),
+        };
+        for (tag, pending) in waiting {
+            match pending.change(sid.as_ref().ok()) {
+                Some(change) => self.submitter.enqueue(now, shard, change, tag),
+                None => {
+                    let e = sid
+                        .as_ref()
+                        .err()
+                        .cloned()
+                        .unwrap_or(ClaimsError::SessionLost);
+                    self.fail(tag, e);
+                }
+            }
+        }
+    }
+
+    /// When the shard's session becomes idle enough to close, if it holds nothing.
+    fn idle_deadline(&self, st: &ShardState) -> Option<Instant> {
+        let after = self.config.idle_close?;
+        let s = st.session.as_ref()?;
+        (st.claims.is_empty() && st.names.is_empty() && !s.renewing).then(|| s.last_used + after)
+    }
+
+    /// Close the shard's session if it held nothing for `idle_close`; true if it did.
+    fn close_if_idle(&mut self, now: Instant, shard: ShardId) -> bool {
+        let Some(st) = self.shards.get(&shard) else {
+            return false;
+        };
+        if self.idle_deadline(st).is_none_or(|at| at > now) {
+            return false;
+        }
+        if let Some(sid) = self.lose_session(shard, LostReason::Expired) {
+            self.stats.sessions_closed_idle += 1;
+            self.submitter
+                .enqueue(now, shard, ShardChange::CloseSession { sid }, Tag::Internal);
+        }
+        true
     }
 
     /// Expire the shard's session if its validity ran out; true if it did.
@@ -811,23 +1013,17 @@ impl Holder {
         let shard = done.shard;
         let outcome = match &done.result {
             Err(ProposeError::Timeout) => Err(ClaimsError::Timeout),
-            Ok(Outcome::Superseded) => Err(ClaimsError::Superseded),
-            Ok(Outcome::Rejected { reason, .. }) => Err(self.rejection(shard, reason)),
-            Ok(Outcome::Applied(_)) => Ok(()),
+            Ok(outcome) => match outcome.decision() {
+                None => Err(ClaimsError::Superseded),
+                Some(Err(reason)) => Err(self.rejection(reason)),
+                Some(Ok(receipt)) => Ok(receipt),
+            },
         };
         let st = self.shards.entry(shard).or_default();
         let result = match &done.change {
-            ShardChange::OpenSession { sid, .. } => {
-                if let Err(ClaimsError::Rejected(reason)) = &outcome {
-                    if Some(sid) == current {
-                        st.open_refused = Some((sid.clone(), reason.clone()));
-                        st.session = None;
-                    }
-                }
-                return None;
-            }
-            ShardChange::CloseSession { .. } => return None,
-            ShardChange::Renew { sid } => outcome.and_then(|()| {
+            // Handled by `open_finished`; closes have no caller.
+            ShardChange::OpenSession { .. } | ShardChange::CloseSession { .. } => return None,
+            ShardChange::Renew { sid } => outcome.and_then(|_| {
                 if Some(sid) == current {
                     Ok(CallOk::Renewed {
                         valid_until: done.t0,
@@ -836,52 +1032,63 @@ impl Holder {
                     Err(ClaimsError::SessionLost)
                 }
             }),
-            ShardChange::Claim { task, sid } => outcome.and_then(|()| {
-                let held = table.and_then(|t| t.claims.get(task));
-                match held {
-                    Some(rec) if rec.sid == *sid && Some(sid) == current => {
-                        st.claims.insert(task.clone(), rec.token);
-                        Ok(CallOk::Claimed {
-                            task: task.clone(),
-                            token: rec.token,
-                            valid_until: done.t0,
-                        })
-                    }
-                    _ => Err(ClaimsError::SessionLost),
+            ShardChange::Claim { task, sid } => outcome.and_then(|token| {
+                // The receipt is the token; the table (as of the decision, or now for a
+                // retry found applied) must still show it, or it was lost meanwhile.
+                let held = table
+                    .and_then(|t| t.claims.get(task))
+                    .is_some_and(|rec| rec.sid == *sid && rec.token == token);
+                if held && Some(sid) == current {
+                    st.claims.insert(task.clone(), token);
+                    Ok(CallOk::Claimed {
+                        task: task.clone(),
+                        token,
+                        valid_until: done.t0,
+                    })
+                } else {
+                    Err(ClaimsError::SessionLost)
                 }
             }),
             ShardChange::Release { task, token } => {
                 st.releasing.remove(token);
-                outcome.map(|()| CallOk::Released { task: task.clone() })
+                outcome.map(|_| CallOk::Released { task: task.clone() })
             }
-            ShardChange::RegisterName { name, sid, .. }
-            | ShardChange::TransferName { name, sid, .. } => outcome.and_then(|()| {
-                let version = table
-                    .and_then(|t| t.names.get(name))
-                    .map(|n| n.version)
-                    .ok_or(ClaimsError::SessionLost)?;
-                st.names.remove(name);
-                match sid {
-                    Some(sid) if Some(sid) != current => return Err(ClaimsError::SessionLost),
-                    Some(_) => {
+            ShardChange::RegisterName { name, .. } | ShardChange::TransferName { name, .. } => {
+                outcome.and_then(|version| {
+                    let bound = match &done.change {
+                        ShardChange::RegisterName {
+                            sid,
+                            ephemeral: true,
+                            ..
+                        } => Some(sid),
+                        ShardChange::TransferName { sid, .. } => sid.as_ref(),
+                        _ => None,
+                    };
+                    st.names.remove(name);
+                    if let Some(sid) = bound {
+                        let still = table
+                            .and_then(|t| t.names.get(name))
+                            .is_some_and(|n| n.version == version && n.sid.as_ref() == Some(sid));
+                        if Some(sid) != current || !still {
+                            return Err(ClaimsError::SessionLost);
+                        }
                         st.names.insert(name.clone(), version);
                     }
-                    None => {}
-                }
-                Ok(match done.change {
-                    ShardChange::RegisterName { .. } => CallOk::Registered {
-                        name: name.clone(),
-                        version,
-                    },
-                    _ => CallOk::Transferred {
-                        name: name.clone(),
-                        version,
-                    },
+                    Ok(match done.change {
+                        ShardChange::RegisterName { .. } => CallOk::Registered {
+                            name: name.clone(),
+                            version,
+                        },
+                        _ => CallOk::Transferred {
+                            name: name.clone(),
+                            version,
+                        },
+                    })
                 })
-            }),
+            }
             ShardChange::ReleaseName { name, version } => {
                 st.releasing.remove(version);
-                outcome.map(|()| {
+                outcome.map(|_| {
                     if st.names.get(name) == Some(version) {
                         st.names.remove(name);
                     }
@@ -892,7 +1099,7 @@ impl Holder {
                 let Tag::Whereis(_, name) = &done.tag else {
                     return None;
                 };
-                outcome.map(|()| CallOk::Whereis {
+                outcome.map(|_| CallOk::Whereis {
                     name: name.clone(),
                     entry: table.and_then(|t| t.names.get(name)).cloned(),
                 })
@@ -903,31 +1110,18 @@ impl Holder {
         Some(result)
     }
 
-    /// A refusal as the caller sees it: a missing session whose open was refused reports
-    /// why the open was refused; otherwise a missing session means the session was lost.
-    fn rejection(&self, shard: ShardId, reason: &ClaimReject) -> ClaimsError {
-        if let ClaimReject::NoSession { sid } = reason {
-            let st = self.shards.get(&shard);
-            if let Some((refused, why)) = st.and_then(|st| st.open_refused.as_ref()) {
-                if refused == sid {
-                    return ClaimsError::Rejected(why.clone());
-                }
-            }
-            return ClaimsError::SessionLost;
+    /// A refusal as the caller sees it: a missing session means the session was lost.
+    fn rejection(&self, reason: &ClaimReject) -> ClaimsError {
+        match reason {
+            ClaimReject::NoSession { .. } => ClaimsError::SessionLost,
+            other => ClaimsError::Rejected(other.clone()),
         }
-        ClaimsError::Rejected(reason.clone())
     }
 
     /// Learn from a table this holder's change saw (results of one shard arrive in
     /// commit order, one change at a time). `refreshed`: the change refreshed the current
     /// session, first sent at this `t0`.
-    fn learn(
-        &mut self,
-        now: Instant,
-        shard: ShardId,
-        table: &ShardTable,
-        refreshed: Option<Instant>,
-    ) {
+    fn learn(&mut self, shard: ShardId, table: &ShardTable, refreshed: Option<Instant>) {
         let (drift, guard) = (self.config.drift, self.config.guard);
         let Some(st) = self.shards.get_mut(&shard) else {
             return;
@@ -936,17 +1130,9 @@ impl Holder {
             return;
         };
         let Some(entry) = table.sessions.get(&session.sid) else {
-            if session.opened {
-                self.lose_session(shard, LostReason::Evicted);
-            }
+            self.lose_session(shard, LostReason::Evicted);
             return;
         };
-        if !session.opened && refreshed.is_none() && !session.renewing {
-            // An open whose outcome was unknown did take effect: refresh at once, the
-            // session has no validity yet.
-            session.renew_at = Some(now);
-        }
-        session.opened = true;
         if let Some(t0) = refreshed {
             let ttl = Duration::from_millis(entry.ttl_ms);
             let until = t0 + drift.shrink(ttl).saturating_sub(guard);
@@ -1005,12 +1191,10 @@ impl Holder {
 /// The session a change is made under, if any (a close is always of a forgotten one).
 fn session_of(change: &ShardChange) -> Option<&SessionId> {
     match change {
-        ShardChange::OpenSession { sid, .. }
-        | ShardChange::Renew { sid }
-        | ShardChange::Claim { sid, .. } => Some(sid),
-        ShardChange::RegisterName { sid, .. } | ShardChange::TransferName { sid, .. } => {
-            sid.as_ref()
-        }
+        ShardChange::Renew { sid }
+        | ShardChange::Claim { sid, .. }
+        | ShardChange::RegisterName { sid, .. } => Some(sid),
+        ShardChange::TransferName { sid, .. } => sid.as_ref(),
         _ => None,
     }
 }

@@ -43,6 +43,10 @@
 //!   voters (the register's persist-before-reply, see [`crate::quorum::acceptor`]).
 //! - Bad input (oversized keys, bad TTLs, full tables) is refused by the change with a
 //!   [`ClaimReject`] and changes nothing.
+//! - *S6 — at most once, in bounded state*: no change is applied twice, and the shard's
+//!   register holds the live state and a bounded number of compact records, whatever
+//!   the history (lives, TTLs, refusals). The argument is in "At-most-once with bounded
+//!   records" below.
 //!
 //! **Liveness** (with a majority of the voters connected)
 //!
@@ -109,7 +113,11 @@
 //!   it then learns every refresh as it commits and evicts promptly.
 //! - Tell the holder how many voters it reaches ([`Holder::set_reachable_voters`]) and the
 //!   watcher about SWIM downs ([`Watcher::node_down`]).
-//! - Give the holder and the watcher [`client_id`]s of this boot.
+//! - Build the holder of each TTL and the watcher with this boot's incarnation: the
+//!   holder's request-id client is [`holder_client`] of its node, incarnation and TTL
+//!   (the register keeps its record while it has a session), the watcher's a
+//!   [`client_id`] of this boot. A holder made again for a TTL in the same life must
+//!   continue its request seqs ([`HolderConfig::first_seq`]).
 //!
 //! # Decisions
 //!
@@ -130,15 +138,55 @@
 //! - A holder runs one change per shard at a time, and retries a timed-out change under
 //!   the same request id before the next starts: the register's at-most-once table keeps
 //!   only the last request of each client per key.
+//! - **Sessions are numbered by the register** (`OpenSession` takes a stamp as the
+//!   session's `n` and hands it back as its receipt), as Raft numbers client sessions
+//!   by log index: then no late copy of an open can bring back a closed session, which
+//!   is what lets the register retire a client's record with its last session. A call
+//!   that needs the session waits for the open's answer; the shard's later calls wait
+//!   behind it, so a shard's calls still go out in call order.
+//! - **Every strong-name registration is made under the registering holder's session**
+//!   (`RegisterName { sid, ephemeral }`; an ephemeral name is also bound to it): a
+//!   durable registration is otherwise the one change a late copy could apply twice
+//!   (after the name was released).
 //!
-//! # Known limits (outside this module)
+//! # At-most-once with bounded records (S6)
 //!
-//! - The register's [`Slot`](crate::quorum::Slot) keeps, per client that ever wrote a
-//!   shard, the last outcome — which here is a whole table — and never forgets a client.
-//!   Every holder and watcher life adds one; every Accept and Promise of the shard carries
-//!   all of them. Over many restarts a shard's slot grows past the transport's frame limit
-//!   (1 MiB). It needs a compact recorded outcome and retirement of dead clients in
-//!   `quorum` (e.g. a change that drops the entries of sessions' closed lives).
+//! The register keeps one compact record per client ([`Record`](crate::quorum::Record):
+//! a sequence number and a receipt or a refusal) and retires the records the table no
+//! longer needs ([`Change::live_clients`](crate::quorum::Change::live_clients)). Here:
+//!
+//! - Every holder life and TTL is one request-id client, [`holder_client`]`(node,
+//!   incarnation, ttl)`; its record is kept exactly while the table holds a session of
+//!   that node, incarnation and TTL. Every other record — the watcher's, a holder's whose
+//!   sessions are all gone — is retired by the next applied change.
+//! - So the slot holds at most [`MAX_SESSIONS`](table::MAX_SESSIONS) records, whatever
+//!   the history: the number of lives, of TTLs ever used, of refused requests.
+//!
+//! *Claim*: still, no request is applied twice. Let `r` be a request of client `c`.
+//!
+//! 1. While `c` has a record, a copy of `r` finds `seq == record.seq` (it was decided:
+//!    the copy gets the same receipt or refusal, nothing is applied) or `seq <
+//!    record.seq` (superseded, nothing is applied); the holder runs its changes of a
+//!    shard one at a time in `seq` order, so no newer request of `c` was decided before
+//!    `r`'s first copy.
+//! 2. Once `c`'s record is retired, `c` has no session in the table, and none of its
+//!    sessions can come back: sessions are numbered by the register with fresh stamps
+//!    (an `OpenSession` always opens a *new* one). So a later copy of any request made
+//!    under one of `c`'s sessions (`Renew`, `Claim`, `CloseSession`, `RegisterName`,
+//!    an ephemeral `TransferName`) is refused with `NoSession`, leaving no trace.
+//! 3. The other changes are conditional on what only their first application changes:
+//!    `Release` and `ReleaseName`/`TransferName` need the task's token or the name's
+//!    version to be current, and applying them moves it on to a fresh stamp (stamps are
+//!    never reused, S2); `Evict` and `Reassign` need the session's `renew_seq` and the
+//!    session itself, which they remove.
+//!
+//! The one exception is the registration itself: a late copy of an `OpenSession` whose
+//! record was retired opens another, empty session — which the holder never learns of,
+//! never renews, and the watcher evicts after `TTL·(1+ρ)`, as Raft's `RegisterClient`
+//! may register a client twice. Opening is at-least-once; everything made under a
+//! session is at-most-once. `tests/claims_sim.rs` checks this over every history
+//! (`a_retried_request_is_never_applied_twice`), and `claims::tests` bounds the slot
+//! over random lives and TTLs.
 
 pub mod fenced;
 pub mod holder;
@@ -254,7 +302,20 @@ pub fn pinned_hash(parts: &[&[u8]]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// The request-id client of one holder or watcher life: a pinned hash of the node name,
+/// The request-id client of one holder life and TTL: a pinned hash of the node name, its
+/// boot incarnation and the TTL in milliseconds. The register keeps this client's
+/// at-most-once record while the shard holds a session of that node, incarnation and TTL
+/// (see "At-most-once with bounded records" above).
+pub fn holder_client(node: &str, incarnation: u64, ttl_ms: u64) -> u64 {
+    pinned_hash(&[
+        node.as_bytes(),
+        &incarnation.to_le_bytes(),
+        b"holder",
+        &ttl_ms.to_le_bytes(),
+    ])
+}
+
+/// The request-id client of one watcher (or other) life: a pinned hash of the node name,
 /// its boot incarnation and a role (`"holder"`, `"watcher"`). Unique per life with
 /// overwhelming probability (64 bits), so that a restarted node never collides with the
 /// at-most-once record of its previous life.

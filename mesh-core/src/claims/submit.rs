@@ -45,6 +45,17 @@ pub struct SubmitStats {
     pub dropped_unknown: u64,
 }
 
+impl SubmitStats {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &Self) {
+        self.submitted += o.submitted;
+        self.retried += o.retried;
+        self.decided += o.decided;
+        self.timed_out += o.timed_out;
+        self.dropped_unknown += o.dropped_unknown;
+    }
+}
+
 /// A change that finished (decided or out of retries).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Completed<T> {
@@ -91,11 +102,11 @@ pub(crate) struct Submitter<T> {
 
 impl<T> Submitter<T> {
     /// A queue for request-id client `client`, retrying a timed-out change `retries`
-    /// more times.
-    pub(crate) fn new(client: u64, retries: u32) -> Self {
+    /// more times, numbering its requests from `first_seq`.
+    pub(crate) fn new(client: u64, retries: u32, first_seq: u64) -> Self {
         Self {
             client,
-            next_seq: 1,
+            next_seq: first_seq.max(1),
             retries,
             queues: BTreeMap::new(),
             in_flight: BTreeMap::new(),

@@ -15,17 +15,26 @@
 //!   its bounds ([`MAX_SESSIONS`], [`MAX_CLAIMS`], [`MAX_NAMES`]) or carries oversized
 //!   keys ([`MAX_KEY_BYTES`], [`MAX_NODE_BYTES`]).
 //! - Idempotence: a `Claim` by the session that already holds the task returns the same
-//!   token; reopening an open session with the same TTL changes nothing.
+//!   token. Every other change that could apply twice is conditional on something only
+//!   its first application changes (a token, a version, a `renew_seq`) or is made under
+//!   a session that must exist; `OpenSession` always opens a *new* session, numbered by
+//!   the register, so no session id is ever reused.
 //!
 //! Timing (when an evict is *safe*) is not the table's business: it cannot measure time.
 //! The [`Watcher`](super::Watcher) proposes evicts only after `TTL·(1+ρ)`.
 //!
 //! Size: a full table (every bound reached, longest keys) encodes to under 160 KiB of
 //! MessagePack (pinned by a test). Every Accept and Promise carries the register's whole
-//! [`Slot`](crate::quorum::Slot), which also keeps one recorded outcome (a table) per
-//! client that ever wrote the shard — see the crate's notes on slot growth.
+//! [`Slot`](crate::quorum::Slot): the table plus one compact at-most-once record per
+//! live holder client and at most [`RECENT_RECORDS`](crate::quorum::RECENT_RECORDS)
+//! others (see "At-most-once with bounded records" in [`crate::claims`]), so it stays
+//! well under the transport's 1 MiB frame limit whatever the history.
+//!
+//! Limits a full table answers with [`ClaimReject::TableFull`] (HTTP `507`, naming the
+//! table and its bound): [`MAX_SESSIONS`] sessions, [`MAX_CLAIMS`] claims and
+//! [`MAX_NAMES`] strong names per shard.
 
-use super::pinned_hash;
+use super::{holder_client, pinned_hash};
 use crate::pid::Pid;
 use crate::quorum::Change;
 use serde::{Deserialize, Serialize};
@@ -43,7 +52,7 @@ pub const MAX_CLAIMS: usize = 256;
 /// Most strong names one shard holds.
 pub const MAX_NAMES: usize = 256;
 /// Shortest session TTL, in milliseconds.
-pub const MIN_TTL_MS: u64 = 100;
+pub const MIN_TTL_MS: u64 = 200;
 /// Longest session TTL, in milliseconds (one day).
 pub const MAX_TTL_MS: u64 = 86_400_000;
 
@@ -82,9 +91,11 @@ pub fn preferred_owner<'a>(
         .max_by_key(|node| (pinned_hash(&[task.as_bytes(), node.as_bytes()]), *node))
 }
 
-/// A holder's session in one shard, like an etcd lease id: unique across holders (the
-/// node name) and holder restarts (the boot incarnation), and across the sessions of one
-/// life (`n`, never reused).
+/// A holder's session in one shard, like an etcd lease id. `n` is numbered by the shard's
+/// register (a stamp of its fencing counter, taken by [`ShardChange::OpenSession`]), so
+/// an id is never reused within its shard — a closed session never comes back — and
+/// `node` and `incarnation` name the holder life. Ids are per shard: two shards may each
+/// have a session `n1/3/7`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId {
     /// The holder's node name.
@@ -93,7 +104,7 @@ pub struct SessionId {
     /// The holder's boot incarnation.
     #[serde(rename = "i")]
     pub incarnation: u64,
-    /// The session number within that life.
+    /// The session's number in its shard (a stamp, never reused there).
     #[serde(rename = "s")]
     pub n: u64,
 }
@@ -213,12 +224,6 @@ pub enum ClaimReject {
         /// The missing session.
         sid: SessionId,
     },
-    /// A session with this id is open with another TTL. Nothing changed.
-    #[error("session already open with ttl {ttl_ms} ms")]
-    SessionExists {
-        /// The open session's TTL.
-        ttl_ms: u64,
-    },
     /// The token is not the task's current one (the claim moved on). Nothing changed.
     #[error("stale token; the current one is {current}")]
     StaleToken {
@@ -292,12 +297,20 @@ pub enum ClaimReject {
 /// A change of a shard table; the register applies it atomically.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ShardChange {
-    /// Open session `sid` with a TTL (once per holder per shard).
+    /// Open a new session of holder life `(node, incarnation)` with a TTL. The register
+    /// numbers it: its id is `SessionId { node, incarnation, n }` with `n` a fresh stamp
+    /// (also its first `renew_seq`), handed back as the change's receipt. Session ids are
+    /// therefore never reused, and a session, once closed or evicted, never comes back:
+    /// a late copy of this change opens another session (that nobody renews and the
+    /// watcher evicts), never the old one.
     #[serde(rename = "o")]
     OpenSession {
-        /// The session.
-        #[serde(rename = "s")]
-        sid: SessionId,
+        /// The holder's node name.
+        #[serde(rename = "n")]
+        node: String,
+        /// The holder's boot incarnation.
+        #[serde(rename = "i")]
+        incarnation: u64,
         /// Its lease length.
         #[serde(rename = "t")]
         ttl_ms: u64,
@@ -362,8 +375,10 @@ pub enum ShardChange {
         #[serde(rename = "to")]
         to: BTreeMap<String, SessionId>,
     },
-    /// Register a strong name if it has no owner; version = a fresh stamp. With `sid`,
-    /// the name is ephemeral and vanishes with that session.
+    /// Register a strong name if it has no owner; version = a fresh stamp. Made under
+    /// the registering holder's session `sid` (which must exist: a late copy from a
+    /// closed session is refused); `ephemeral` binds the name to that session, so that
+    /// it vanishes with it.
     #[serde(rename = "n")]
     RegisterName {
         /// The name.
@@ -372,9 +387,12 @@ pub enum ShardChange {
         /// The owning process.
         #[serde(rename = "o")]
         owner: Pid,
-        /// The session of an ephemeral name.
-        #[serde(rename = "s", default)]
-        sid: Option<SessionId>,
+        /// The registering holder's session.
+        #[serde(rename = "s")]
+        sid: SessionId,
+        /// Whether the name vanishes with `sid`.
+        #[serde(rename = "e", default)]
+        ephemeral: bool,
     },
     /// Give a strong name held at `version` to `to` (a fresh version), bound to `sid`
     /// (ephemeral) or to none (durable).
@@ -409,12 +427,11 @@ pub enum ShardChange {
 }
 
 impl ShardChange {
-    /// The session this change refreshes when it applies (open, renew, claim).
+    /// The existing session this change refreshes when it applies (renew, claim; an
+    /// open refreshes the session it creates, whose id is its receipt).
     pub fn refreshes(&self) -> Option<&SessionId> {
         match self {
-            Self::OpenSession { sid, .. } | Self::Renew { sid } | Self::Claim { sid, .. } => {
-                Some(sid)
-            }
+            Self::Renew { sid } | Self::Claim { sid, .. } => Some(sid),
             _ => None,
         }
     }
@@ -435,6 +452,36 @@ impl Change<ShardTable> for ShardChange {
 
     fn is_read(&self) -> bool {
         matches!(self, Self::Read)
+    }
+
+    /// Open: the new session's `n`. Claim: the task's token. Register and transfer: the
+    /// name's new version. Renew: the session's new stamp. Others: 0.
+    fn receipt(&self, new: Option<&ShardTable>) -> u64 {
+        let Some(t) = new else { return 0 };
+        match self {
+            // The open took exactly one stamp, the last one.
+            Self::OpenSession { .. } => t.next_token.saturating_sub(1),
+            Self::Claim { task, .. } => t.claims.get(task).map_or(0, |c| c.token),
+            Self::RegisterName { name, .. } | Self::TransferName { name, .. } => {
+                t.names.get(name).map_or(0, |n| n.version)
+            }
+            Self::Renew { sid } => t.sessions.get(sid).map_or(0, |s| s.renew_seq),
+            _ => 0,
+        }
+    }
+
+    /// The holder lives with a session in the table (one client per life and TTL, see
+    /// [`holder_client`]). Every other record — watchers', and holders' whose sessions
+    /// are all gone — is retired; see the argument in [`crate::claims`].
+    fn live_clients(value: Option<&ShardTable>) -> Option<Vec<u64>> {
+        let mut live: Vec<u64> = value
+            .into_iter()
+            .flat_map(|t| t.sessions.iter())
+            .map(|(sid, s)| holder_client(&sid.node, sid.incarnation, s.ttl_ms))
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        Some(live)
     }
 }
 
@@ -509,25 +556,26 @@ impl ShardTable {
     fn step(&mut self, change: &ShardChange) -> Result<(), ClaimReject> {
         match change {
             ShardChange::Read => {}
-            ShardChange::OpenSession { sid, ttl_ms } => {
-                check_len(Field::Node, &sid.node, MAX_NODE_BYTES)?;
+            ShardChange::OpenSession {
+                node,
+                incarnation,
+                ttl_ms,
+            } => {
+                check_len(Field::Node, node, MAX_NODE_BYTES)?;
                 if !(MIN_TTL_MS..=MAX_TTL_MS).contains(ttl_ms) {
                     return Err(ClaimReject::InvalidTtl { ttl_ms: *ttl_ms });
                 }
-                if let Some(s) = self.sessions.get(sid) {
-                    return if s.ttl_ms == *ttl_ms {
-                        Ok(())
-                    } else {
-                        Err(ClaimReject::SessionExists { ttl_ms: s.ttl_ms })
-                    };
-                }
                 check_room(self.sessions.len(), TableKind::Sessions, MAX_SESSIONS)?;
-                let renew_seq = self.stamp()?;
+                let n = self.stamp()?;
                 self.sessions.insert(
-                    sid.clone(),
+                    SessionId {
+                        node: node.clone(),
+                        incarnation: *incarnation,
+                        n,
+                    },
                     Session {
                         ttl_ms: *ttl_ms,
-                        renew_seq,
+                        renew_seq: n,
                     },
                 );
             }
@@ -613,9 +661,14 @@ impl ShardTable {
                     );
                 }
             }
-            ShardChange::RegisterName { name, owner, sid } => {
+            ShardChange::RegisterName {
+                name,
+                owner,
+                sid,
+                ephemeral,
+            } => {
                 check_len(Field::Name, name, MAX_KEY_BYTES)?;
-                self.check_name_owner(owner, sid.as_ref())?;
+                self.check_name_owner(owner, Some(sid))?;
                 if let Some(n) = self.names.get(name) {
                     return Err(ClaimReject::NameTaken {
                         owner: n.owner.clone(),
@@ -629,7 +682,7 @@ impl ShardTable {
                     StrongName {
                         owner: owner.clone(),
                         version,
-                        sid: sid.clone(),
+                        sid: ephemeral.then(|| sid.clone()),
                     },
                 );
             }

@@ -1,7 +1,7 @@
 //! Unit and property tests of the claims plane: the table, the holder, the watcher, the
 //! fenced resource, the name cache and `run_while_holding`.
 
-use super::table::{MAX_CLAIMS, MAX_KEY_BYTES, MAX_NAMES, MAX_SESSIONS};
+use super::table::{MAX_CLAIMS, MAX_KEY_BYTES, MAX_NAMES, MAX_SESSIONS, MIN_TTL_MS};
 use super::*;
 use crate::pid::Pid;
 use crate::quorum::{Change, Outcome, ProposeError, Request, RequestId};
@@ -26,15 +26,47 @@ fn step(t: &ShardTable, c: &ShardChange) -> Result<ShardTable, ClaimReject> {
     c.apply(Some(t)).map(|v| v.unwrap_or_default())
 }
 
+/// A table with session `s` added as `OpenSession` adds one (one fresh stamp), but
+/// with an id the test picks: fixtures name their sessions. The register's numbering
+/// itself is checked by `an_open_session_is_numbered_by_the_register_and_never_reused`.
 fn open(t: &ShardTable, s: &SessionId) -> ShardTable {
-    step(
-        t,
-        &ShardChange::OpenSession {
-            sid: s.clone(),
+    let mut t = t.clone();
+    let renew_seq = t.next_token;
+    t.next_token += 1;
+    t.sessions.insert(
+        s.clone(),
+        Session {
             ttl_ms: 1000,
+            renew_seq,
         },
-    )
-    .expect("open")
+    );
+    t
+}
+
+/// `OpenSession` for `node` (incarnation 1) through the change; the new session's id.
+fn open_new(
+    t: &ShardTable,
+    node: &str,
+    ttl_ms: u64,
+) -> Result<(ShardTable, SessionId), ClaimReject> {
+    let change = ShardChange::OpenSession {
+        node: node.to_owned(),
+        incarnation: 1,
+        ttl_ms,
+    };
+    let t = step(t, &change)?;
+    let n = change.receipt(Some(&t));
+    Ok((t, sid(node, n)))
+}
+
+/// A register of a strong name under session `s`, durable or bound to it.
+fn register(name: &str, owner: Pid, s: &SessionId, ephemeral: bool) -> ShardChange {
+    ShardChange::RegisterName {
+        name: name.to_owned(),
+        owner,
+        sid: s.clone(),
+        ephemeral,
+    }
 }
 
 fn claim(t: &ShardTable, task: &str, s: &SessionId) -> Result<ShardTable, ClaimReject> {
@@ -199,16 +231,8 @@ fn closing_a_session_removes_its_claims_and_ephemeral_names_but_not_durable_ones
     let mut t = open(&open(&ShardTable::default(), &a), &b);
     t = claim(&t, "j1", &a).expect("claim");
     t = claim(&t, "j2", &b).expect("claim");
-    for (name, bound) in [("eph", Some(a.clone())), ("durable", None)] {
-        t = step(
-            &t,
-            &ShardChange::RegisterName {
-                name: name.into(),
-                owner: pid("n1", 1),
-                sid: bound,
-            },
-        )
-        .expect("register");
+    for (name, ephemeral) in [("eph", true), ("durable", false)] {
+        t = step(&t, &register(name, pid("n1", 1), &a, ephemeral)).expect("register");
     }
     let t = step(&t, &ShardChange::CloseSession { sid: a.clone() }).expect("close");
     assert!(!t.sessions.contains_key(&a));
@@ -266,17 +290,9 @@ fn reassign_hands_the_tasks_to_live_sessions_with_fresh_tokens_in_one_change() {
 
 #[test]
 fn a_strong_name_is_taken_only_once_and_a_re_registration_gets_a_higher_version() {
-    let t = ShardTable::default();
-    let reg = |t: &ShardTable, owner: Pid| {
-        step(
-            t,
-            &ShardChange::RegisterName {
-                name: "db".into(),
-                owner,
-                sid: None,
-            },
-        )
-    };
+    let a = sid("n1", 1);
+    let t = open(&ShardTable::default(), &a);
+    let reg = |t: &ShardTable, owner: Pid| step(t, &register("db", owner, &a, false));
     let t = reg(&t, pid("n1", 1)).expect("register");
     let v1 = t.names["db"].version;
     assert_eq!(
@@ -355,21 +371,9 @@ fn bad_input_is_refused_with_what_was_wrong() {
         claim(&t, "", &s),
         Err(ClaimReject::BadLength { len: 0, .. })
     ));
-    let bad_ttl = step(
-        &t,
-        &ShardChange::OpenSession {
-            sid: sid("n2", 1),
-            ttl_ms: 5,
-        },
-    );
+    let bad_ttl = open_new(&t, "n2", 5).map(|_| ());
     assert_eq!(bad_ttl, Err(ClaimReject::InvalidTtl { ttl_ms: 5 }));
-    let long_node = step(
-        &t,
-        &ShardChange::OpenSession {
-            sid: sid(&"n".repeat(64), 1),
-            ttl_ms: 1000,
-        },
-    );
+    let long_node = open_new(&t, &"n".repeat(64), 1000).map(|_| ());
     assert!(matches!(
         long_node,
         Err(ClaimReject::BadLength {
@@ -377,18 +381,31 @@ fn bad_input_is_refused_with_what_was_wrong() {
             ..
         })
     ));
-    let reopen = step(
-        &t,
-        &ShardChange::OpenSession {
-            sid: s.clone(),
-            ttl_ms: 2000,
-        },
-    );
-    assert_eq!(reopen, Err(ClaimReject::SessionExists { ttl_ms: 1000 }));
+}
+
+#[test]
+fn an_open_session_is_numbered_by_the_register_and_never_reused() {
+    let (t, a) = open_new(&ShardTable::default(), "n1", 1000).expect("open");
+    assert_eq!(a.n, 1, "the first stamp of a fresh shard");
     assert_eq!(
-        open(&t, &s),
-        t,
-        "reopening with the same ttl changes nothing"
+        t.sessions[&a].renew_seq, a.n,
+        "its first renew_seq is its number"
+    );
+    // The same open again (a late copy) opens another session, never the same one.
+    let (t, b) = open_new(&t, "n1", 1000).expect("open");
+    assert_ne!(a, b);
+    assert!(b.n > a.n);
+    let t = step(&t, &ShardChange::CloseSession { sid: a.clone() }).expect("close");
+    let (t, c) = open_new(&t, "n1", 1000).expect("open");
+    assert!(
+        c.n > b.n,
+        "a closed session's number is never handed out again"
+    );
+    assert!(!t.sessions.contains_key(&a));
+    // A change made under the closed session is refused and changes nothing.
+    assert_eq!(
+        claim(&t, "job", &a),
+        Err(ClaimReject::NoSession { sid: a.clone() })
     );
 }
 
@@ -399,13 +416,7 @@ fn every_table_is_bounded_and_a_full_one_refuses_growth() {
         t = open(&t, &sid("n1", i));
     }
     assert_eq!(
-        step(
-            &t,
-            &ShardChange::OpenSession {
-                sid: sid("n2", 0),
-                ttl_ms: 1000
-            }
-        ),
+        open_new(&t, "n2", 1000).map(|_| ()),
         Err(ClaimReject::TableFull {
             kind: TableKind::Sessions,
             max: MAX_SESSIONS
@@ -423,25 +434,11 @@ fn every_table_is_bounded_and_a_full_one_refuses_growth() {
         })
     ));
     for i in 0..MAX_NAMES {
-        t = step(
-            &t,
-            &ShardChange::RegisterName {
-                name: format!("name-{i}"),
-                owner: pid("n1", i as u64),
-                sid: None,
-            },
-        )
-        .expect("room");
+        let change = register(&format!("name-{i}"), pid("n1", i as u64), &s, false);
+        t = step(&t, &change).expect("room");
     }
     assert!(matches!(
-        step(
-            &t,
-            &ShardChange::RegisterName {
-                name: "one-more".into(),
-                owner: pid("n1", 1),
-                sid: None
-            }
-        ),
+        step(&t, &register("one-more", pid("n1", 1), &s, false)),
         Err(ClaimReject::TableFull {
             kind: TableKind::Names,
             ..
@@ -508,31 +505,32 @@ fn a_full_table_with_the_longest_keys_encodes_under_160_kib() {
 fn wire_types_round_trip_through_messagepack_and_the_table_through_json() {
     let s = sid("n1", 1);
     let mut t = claim(&open(&ShardTable::default(), &s), "job", &s).expect("claim");
-    t = step(
-        &t,
-        &ShardChange::RegisterName {
-            name: "db".into(),
-            owner: pid("n1", 3),
-            sid: Some(s.clone()),
-        },
-    )
-    .expect("register");
+    t = step(&t, &register("db", pid("n1", 3), &s, true)).expect("register");
     let slot = ShardSlot {
         value: Some(t.clone()),
-        applied: [(
-            7,
+        applied: [
             (
-                3,
-                Outcome::Rejected {
-                    reason: ClaimReject::Held {
+                7,
+                crate::quorum::Record {
+                    seq: 3,
+                    result: Err(ClaimReject::Held {
                         holder: s.clone(),
                         token: 4,
-                    },
-                    current: Some(t.clone()),
+                    }),
+                    at: 1,
                 },
             ),
-        )]
+            (
+                8,
+                crate::quorum::Record {
+                    seq: 9,
+                    result: Ok(5),
+                    at: 2,
+                },
+            ),
+        ]
         .into(),
+        decided: 2,
     };
     let req: Request<ShardId, ShardSlot> = Request::Accept {
         key: ShardId(3),
@@ -667,11 +665,24 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn resolve(t: &ShardTable, op: &Op) -> ShardChange {
-    let s = |i: usize| sid(SESSIONS[i], 1);
+    // A node's latest session (sessions are numbered by the register), or one it never
+    // had (n = 0, never a stamp).
+    let s = |i: usize| {
+        t.sessions
+            .keys()
+            .filter(|sid| sid.node == SESSIONS[i])
+            .max()
+            .cloned()
+            .unwrap_or_else(|| sid(SESSIONS[i], 0))
+    };
     let seq = |i: usize| t.sessions.get(&s(i)).map_or(0, |x| x.renew_seq);
     let ver = |x: usize| t.names.get(NAMES[x]).map_or(0, |n| n.version);
     match op.clone() {
-        Op::Open(a, ttl_ms) => ShardChange::OpenSession { sid: s(a), ttl_ms },
+        Op::Open(a, ttl_ms) => ShardChange::OpenSession {
+            node: SESSIONS[a].into(),
+            incarnation: 1,
+            ttl_ms,
+        },
         Op::Renew(a) => ShardChange::Renew { sid: s(a) },
         Op::Close(a) => ShardChange::CloseSession { sid: s(a) },
         Op::Claim(k, a) => ShardChange::Claim {
@@ -705,7 +716,8 @@ fn resolve(t: &ShardTable, op: &Op) -> ShardChange {
         Op::Register(x, p, b) => ShardChange::RegisterName {
             name: NAMES[x].into(),
             owner: pid("n1", p as u64),
-            sid: b.map(s),
+            sid: s(b.unwrap_or(p % SESSIONS.len())),
+            ephemeral: b.is_some(),
         },
         Op::TransferCurrent(x, p, b) => ShardChange::TransferName {
             name: NAMES[x].into(),
@@ -884,7 +896,11 @@ impl Harness {
                 if !sub.change.is_read() {
                     self.table = new.clone();
                 }
-                Outcome::Applied(new)
+                let receipt = sub.change.receipt(new.as_ref());
+                Outcome::Applied {
+                    value: new,
+                    receipt,
+                }
             }
             Err(reason) => Outcome::Rejected {
                 reason,
@@ -934,14 +950,21 @@ impl Harness {
         self.table = new;
     }
 
-    /// Another holder (`n2`, session 1) claims "orphan" and dies; a watcher reassigns
-    /// the task to session `to` (external changes, as if another node made them).
-    fn reassign_orphan_to(&mut self, to: SessionId) {
-        let dead = sid("n2", 1);
-        self.external(ShardChange::OpenSession {
-            sid: dead.clone(),
+    /// Another node opens a session (an external change); its id.
+    fn external_session(&mut self, node: &str) -> SessionId {
+        let change = ShardChange::OpenSession {
+            node: node.to_owned(),
+            incarnation: 1,
             ttl_ms: 1000,
-        });
+        };
+        self.external(change.clone());
+        sid(node, change.receipt(self.table.as_ref()))
+    }
+
+    /// Another holder (`n2`) claims "orphan" and dies; a watcher reassigns the task to
+    /// session `to` (external changes, as if another node made them).
+    fn reassign_orphan_to(&mut self, to: SessionId) {
+        let dead = self.external_session("n2");
         self.external(ShardChange::Claim {
             task: "orphan".into(),
             sid: dead.clone(),
@@ -1211,11 +1234,7 @@ fn a_full_call_queue_refuses_more_calls() {
 #[test]
 fn a_task_held_by_another_holder_is_reported_with_its_holder_and_token() {
     let mut h = Harness::new();
-    let other = sid("n2", 1);
-    h.external(ShardChange::OpenSession {
-        sid: other.clone(),
-        ttl_ms: 1000,
-    });
+    let other = h.external_session("n2");
     h.external(ShardChange::Claim {
         task: "job".into(),
         sid: other.clone(),
@@ -1348,59 +1367,59 @@ fn a_linearizable_whereis_reports_owner_and_version() {
 }
 
 #[test]
-fn an_open_that_timed_out_but_took_effect_is_renewed_as_soon_as_a_result_shows_it() {
+fn calls_wait_for_the_open_and_go_under_the_session_the_register_numbered() {
     let mut h = Harness::new();
+    h.holder.claim(h.now, "a").expect("admitted");
     h.holder
         .register_strong(h.now, "db", pid("n1", 1), true)
         .expect("admitted");
-    // The open applies, but every answer is lost: the holder cannot know.
     h.collect();
-    let open = h.pending.remove(0);
-    assert!(matches!(open.change, ShardChange::OpenSession { .. }));
-    h.table = open.change.apply(h.table.as_ref()).expect("applies");
-    for _ in 0..=h.holder.config().retries {
-        h.holder
-            .handle_completion(h.now, open.request, Err(ProposeError::Timeout));
-        h.collect();
-        h.pending.retain(|s| s.request != open.request);
-    }
-    // The registration's result shows the session: it is renewed at once.
-    h.answer_one();
-    h.tick();
-    h.collect();
-    assert!(
-        matches!(h.pending.as_slice(), [s] if matches!(s.change, ShardChange::Renew { .. })),
-        "{:?}",
-        h.pending
-    );
+    assert_eq!(h.pending.len(), 1, "only the open is in flight");
+    assert!(matches!(
+        h.pending[0].change,
+        ShardChange::OpenSession { .. }
+    ));
     h.settle();
-    assert!(
-        h.holder.poll_timeout().is_some(),
-        "and renewed from then on"
-    );
+    let me = h.holder.session(ShardId(0)).cloned().expect("opened");
+    let t = h.table.clone().expect("table");
+    assert!(t.sessions.contains_key(&me));
+    assert_eq!(t.claims["a"].sid, me);
+    assert_eq!(t.names["db"].sid.as_ref(), Some(&me));
+    assert!(matches!(
+        done(&h.events()).as_slice(),
+        [Ok(CallOk::Claimed { .. }), Ok(CallOk::Registered { .. })]
+    ));
 }
 
 #[test]
-fn a_session_the_register_never_saw_is_forgotten_and_the_next_claim_opens_a_new_one() {
-    let mut h = Harness::new();
-    h.holder.claim(h.now, "job").expect("admitted");
-    h.collect();
-    let open = h.pending.remove(0);
-    let first = h.holder.session(ShardId(0)).cloned().expect("session");
-    for _ in 0..=h.holder.config().retries {
-        h.holder
-            .handle_completion(h.now, open.request, Err(ProposeError::Timeout));
+fn an_open_that_timed_out_fails_its_calls_and_the_next_call_opens_a_new_session() {
+    for took_effect in [false, true] {
+        let mut h = Harness::new();
+        h.holder.claim(h.now, "job").expect("admitted");
         h.collect();
-        h.pending.retain(|s| s.request != open.request);
+        let open = h.pending.remove(0);
+        if took_effect {
+            // The open applies, but every answer is lost: the holder cannot know which
+            // session it made. That session is nobody's (the watcher evicts it).
+            h.table = open.change.apply(h.table.as_ref()).expect("applies");
+        }
+        for _ in 0..=h.holder.config().retries {
+            h.holder
+                .handle_completion(h.now, open.request, Err(ProposeError::Timeout));
+            h.collect();
+            h.pending.retain(|s| s.request != open.request);
+        }
+        assert_eq!(done(&h.events()), [Err(ClaimsError::Timeout)]);
+        assert_eq!(h.holder.session(ShardId(0)), None);
+        assert!(h.pending.is_empty(), "the claim was never sent");
+        h.holder.claim(h.now, "job").expect("admitted");
+        h.settle();
+        let second = h.holder.session(ShardId(0)).cloned().expect("new session");
+        assert!(h.holder.validity("job").is_some());
+        let t = h.table.clone().expect("table");
+        assert_eq!(t.claims["job"].sid, second);
+        assert_eq!(t.sessions.len(), if took_effect { 2 } else { 1 });
     }
-    h.settle(); // the claim: refused, no such session
-    assert_eq!(done(&h.events()), [Err(ClaimsError::SessionLost)]);
-    assert_eq!(h.holder.session(ShardId(0)), None);
-    h.holder.claim(h.now, "job").expect("admitted");
-    h.settle();
-    let second = h.holder.session(ShardId(0)).cloned().expect("new session");
-    assert_ne!(second, first);
-    assert!(h.holder.validity("job").is_some());
 }
 
 #[test]
@@ -1551,7 +1570,10 @@ fn serve(w: &mut Watcher, now: Instant, t: &mut ShardTable) -> Vec<ShardChange> 
             Ok(new) => {
                 let new = new.unwrap_or_default();
                 *t = new.clone();
-                Outcome::Applied(Some(new))
+                Outcome::Applied {
+                    receipt: sub.change.receipt(Some(&new)),
+                    value: Some(new),
+                }
             }
             Err(reason) => Outcome::Rejected {
                 reason,
@@ -1662,13 +1684,10 @@ fn reassignment_aims_each_task_at_its_hrw_preferred_live_session() {
 fn the_name_cache_only_moves_forward_and_the_receiver_refuses_stale_versions() {
     let mut cache = NameCache::new(1);
     let owner = pid("n1", 1);
+    let a = sid("n1", 1);
     let t1 = step(
-        &ShardTable::default(),
-        &ShardChange::RegisterName {
-            name: "db".into(),
-            owner: owner.clone(),
-            sid: None,
-        },
+        &open(&ShardTable::default(), &a),
+        &register("db", owner.clone(), &a, false),
     )
     .expect("register");
     let v1 = t1.names["db"].version;
@@ -1827,4 +1846,258 @@ mod singleton {
         assert_eq!(out, Some(Err(Cancelled { deadline: None })));
         assert!(!started.get());
     }
+}
+
+// ---------------------------------------------------------------- bounded register (S6)
+
+/// One holder life and TTL as a client of a shard register.
+struct Life {
+    node: String,
+    incarnation: u64,
+    ttl_ms: u64,
+    seq: u64,
+    session: Option<SessionId>,
+    alive: bool,
+}
+
+impl Life {
+    fn client(&self) -> u64 {
+        holder_client(&self.node, self.incarnation, self.ttl_ms)
+    }
+
+    fn next(&mut self) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: self.client(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// A shard change whose register keeps no live clients' records (only the recent
+/// pool): the negative control of `lives_and_ttls_never_grow_the_slot_nor_apply_twice`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Forgetful(ShardChange);
+
+impl Change<ShardTable> for Forgetful {
+    type Reject = ClaimReject;
+    fn apply(&self, current: Option<&ShardTable>) -> Result<Option<ShardTable>, ClaimReject> {
+        self.0.apply(current)
+    }
+    fn is_read(&self) -> bool {
+        self.0.is_read()
+    }
+    fn receipt(&self, new: Option<&ShardTable>) -> u64 {
+        self.0.receipt(new)
+    }
+    fn live_clients(_: Option<&ShardTable>) -> Option<Vec<u64>> {
+        Some(Vec::new())
+    }
+}
+
+/// What one run of random lives did to a shard register.
+#[derive(Debug, Default)]
+struct LivesRun {
+    /// Requests (other than opens) applied more than once.
+    applied_twice: Vec<String>,
+    most_records: usize,
+    largest_slot: usize,
+    lives: u64,
+    ttls: std::collections::BTreeSet<u64>,
+    late_copies: u64,
+}
+
+/// Random holder lives, each with its own TTL out of many, on one shard register run by
+/// [`crate::quorum::decide`]: lives open a session, claim, renew, release, register
+/// names, close, die (a watcher evicts them), and any earlier request may arrive again
+/// at any later time (a retry, or a copy stuck at a slow proposer).
+fn run_lives<C, W>(seed: u64, steps: usize, wrap: W) -> LivesRun
+where
+    C: Change<ShardTable, Reject = ClaimReject> + Clone,
+    W: Fn(ShardChange) -> C,
+{
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut slot = crate::quorum::Slot::<ShardTable, ClaimReject>::default();
+    let mut lives: Vec<Life> = Vec::new();
+    let mut sent: Vec<(RequestId, ShardChange)> = Vec::new();
+    let mut applied: BTreeMap<RequestId, u32> = BTreeMap::new();
+    let mut run = LivesRun::default();
+    let watcher = RequestId {
+        client: client_id("w", seed, "watcher"),
+        seq: 0,
+    };
+    let mut watcher_seq = 0;
+    let mut incarnation = 0;
+    for _ in 0..steps {
+        let pick = rng.random_range(0..100u32);
+        let (request, change) = if pick < 8 || lives.iter().all(|l| !l.alive) {
+            incarnation += 1;
+            let ttl_ms = rng.random_range(MIN_TTL_MS..=2_000u64);
+            run.ttls.insert(ttl_ms);
+            run.lives += 1;
+            lives.push(Life {
+                node: format!("n{}", rng.random_range(0..12u32)),
+                incarnation,
+                ttl_ms,
+                seq: 0,
+                session: None,
+                alive: true,
+            });
+            let life = lives.last_mut().expect("pushed");
+            let change = ShardChange::OpenSession {
+                node: life.node.clone(),
+                incarnation: life.incarnation,
+                ttl_ms,
+            };
+            (life.next(), change)
+        } else if pick < 14 {
+            // A live holder dies; its session stays until the watcher evicts it.
+            let alive: Vec<usize> = (0..lives.len()).filter(|i| lives[*i].alive).collect();
+            if !alive.is_empty() {
+                lives[alive[rng.random_range(0..alive.len())]].alive = false;
+            }
+            continue;
+        } else if pick < 22 {
+            // The watcher evicts a session of a dead life.
+            let table = slot.value.clone().unwrap_or_default();
+            let dead: Vec<SessionId> = lives
+                .iter()
+                .filter(|l| !l.alive)
+                .filter_map(|l| l.session.clone())
+                .filter(|s| table.sessions.contains_key(s))
+                .collect();
+            let Some(sid) = dead.first().cloned() else {
+                continue;
+            };
+            watcher_seq += 1;
+            let seen = table.sessions[&sid].renew_seq;
+            let change = ShardChange::Evict {
+                sid,
+                seen_renew_seq: seen,
+            };
+            (
+                RequestId {
+                    seq: watcher_seq,
+                    ..watcher
+                },
+                change,
+            )
+        } else if pick < 40 && !sent.is_empty() {
+            // A late copy of any earlier request.
+            run.late_copies += 1;
+            sent[rng.random_range(0..sent.len())].clone()
+        } else {
+            let table = slot.value.clone().unwrap_or_default();
+            let alive: Vec<usize> = (0..lives.len()).filter(|i| lives[*i].alive).collect();
+            let l = &mut lives[alive[rng.random_range(0..alive.len())]];
+            let Some(sid) = l.session.clone() else {
+                continue;
+            };
+            let task = format!("t{}", rng.random_range(0..20u32));
+            let name = format!("x{}", rng.random_range(0..6u32));
+            let change = match rng.random_range(0..6u32) {
+                0 | 1 => ShardChange::Claim { task, sid },
+                2 => ShardChange::Renew { sid },
+                3 => match table.claims.get(&task) {
+                    Some(rec) => ShardChange::Release {
+                        task,
+                        token: rec.token,
+                    },
+                    None => ShardChange::Renew { sid },
+                },
+                4 => ShardChange::RegisterName {
+                    name,
+                    owner: pid(&l.node, 1),
+                    sid,
+                    ephemeral: rng.random_bool(0.5),
+                },
+                _ => match table.names.get(&name) {
+                    Some(n) => ShardChange::ReleaseName {
+                        name,
+                        version: n.version,
+                    },
+                    None => ShardChange::CloseSession { sid },
+                },
+            };
+            (l.next(), change)
+        };
+        sent.push((request, change.clone()));
+        let (next, outcome) = crate::quorum::decide(
+            std::mem::take(&mut slot),
+            Some(request),
+            &wrap(change.clone()),
+        );
+        slot = next;
+        if let (Outcome::Applied { receipt, .. }, false) = (&outcome, change.is_read()) {
+            let n = applied.entry(request).or_default();
+            *n += 1;
+            if *n > 1 && !matches!(change, ShardChange::OpenSession { .. }) {
+                run.applied_twice.push(format!("{request:?} {change:?}"));
+            }
+            // The life learns its session from the open's receipt (first answer only).
+            if let ShardChange::OpenSession {
+                node, incarnation, ..
+            } = &change
+            {
+                if let Some(l) = lives
+                    .iter_mut()
+                    .find(|l| l.node == *node && l.incarnation == *incarnation)
+                {
+                    l.session.get_or_insert(SessionId {
+                        node: node.clone(),
+                        incarnation: *incarnation,
+                        n: *receipt,
+                    });
+                }
+            }
+        }
+        run.most_records = run.most_records.max(slot.applied.len());
+        let bytes = rmp_serde::to_vec_named(&slot).expect("encode").len();
+        run.largest_slot = run.largest_slot.max(bytes);
+    }
+    run
+}
+
+#[test]
+fn lives_and_ttls_never_grow_the_slot_nor_apply_twice() {
+    let seeds = 32;
+    let (mut lives, mut late, mut ttls) = (0, 0, std::collections::BTreeSet::new());
+    for seed in 0..seeds {
+        let run = run_lives(seed, 1500, |c| c);
+        assert!(
+            run.applied_twice.is_empty(),
+            "seed {seed}: applied twice: {:?}",
+            run.applied_twice
+        );
+        assert!(
+            run.most_records <= MAX_SESSIONS + crate::quorum::RECENT_RECORDS,
+            "seed {seed}: {} records",
+            run.most_records
+        );
+        // The table's own bound (a full table, longest keys: under 160 KiB) plus one
+        // compact record per possible client.
+        assert!(
+            run.largest_slot < 160 * 1024 + (MAX_SESSIONS + crate::quorum::RECENT_RECORDS) * 300,
+            "seed {seed}: slot of {} bytes",
+            run.largest_slot
+        );
+        lives += run.lives;
+        late += run.late_copies;
+        ttls.extend(run.ttls);
+    }
+    // The runs did what they claim: many lives, many distinct TTLs, many late copies.
+    assert!(
+        lives > 2_500 && ttls.len() > 1_000 && late > 5_000,
+        "{lives} lives, {} ttls, {late} late copies",
+        ttls.len()
+    );
+}
+
+#[test]
+fn a_register_that_forgets_live_clients_applies_late_copies_twice() {
+    // Negative control for the check above: with no live clients, a record survives
+    // only in the recent pool, and a late copy from beyond it is applied again.
+    let caught = (0..64).any(|seed| !run_lives(seed, 1500, Forgetful).applied_twice.is_empty());
+    assert!(caught, "the check must catch a forgetful register");
 }

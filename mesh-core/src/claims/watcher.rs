@@ -31,7 +31,7 @@
 use super::submit::{Submission, SubmitStats, Submitter};
 use super::table::{preferred_owner, ClaimReject, SessionId, ShardChange, ShardId, ShardTable};
 use super::{client_id, Drift, ShardOutcome};
-use crate::quorum::{Outcome, ProposeError, RequestId};
+use crate::quorum::{ProposeError, RequestId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,7 @@ impl Watcher {
     /// A watcher for this node's life.
     pub fn new(config: WatcherConfig) -> Self {
         Self {
-            submitter: Submitter::new(config.client, config.retries),
+            submitter: Submitter::new(config.client, config.retries, 1),
             config,
             shards: BTreeMap::new(),
             down: BTreeSet::new(),
@@ -305,28 +305,28 @@ impl Watcher {
                 _ => {}
             }
         }
-        let table = match &done.result {
+        let outcome = match &done.result {
             Err(ProposeError::Timeout) => {
                 self.stats.timed_out += 1;
                 return;
             }
-            Ok(Outcome::Superseded) => return,
-            Ok(Outcome::Applied(t)) => t.clone().unwrap_or_default(),
-            Ok(Outcome::Rejected { reason, current }) => {
-                match reason {
-                    ClaimReject::RenewSeqMoved { .. } => self.stats.refused_moved += 1,
-                    ClaimReject::NoSession { sid } if Some(sid) == evicted_sid(&done.change) => {
-                        self.stats.refused_gone += 1;
-                    }
-                    _ => self.stats.refused_other += 1,
-                }
-                current.clone().unwrap_or_default()
-            }
+            Ok(outcome) => outcome,
         };
-        if let (
-            Ok(Outcome::Applied(_)),
-            ShardChange::Evict { sid, .. } | ShardChange::Reassign { sid, .. },
-        ) = (&done.result, &done.change)
+        let Some(decision) = outcome.decision() else {
+            return; // superseded
+        };
+        if let Err(reason) = decision {
+            match reason {
+                ClaimReject::RenewSeqMoved { .. } => self.stats.refused_moved += 1,
+                ClaimReject::NoSession { sid } if Some(sid) == evicted_sid(&done.change) => {
+                    self.stats.refused_gone += 1;
+                }
+                _ => self.stats.refused_other += 1,
+            }
+        }
+        let table = outcome.value().cloned().unwrap_or_default();
+        if let (Ok(_), ShardChange::Evict { sid, .. } | ShardChange::Reassign { sid, .. }) =
+            (decision, &done.change)
         {
             let reassigned: Vec<(String, SessionId)> = match &done.change {
                 ShardChange::Reassign { to, .. } => {

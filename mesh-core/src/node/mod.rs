@@ -942,6 +942,25 @@ impl Node {
         r
     }
 
+    /// Claims `task` on the holder of `ttl` (the default TTL if `None`); like
+    /// [`Node::claims_call`], and refused at once if this node holds the task under
+    /// another TTL ([`CallError::HeldWithOtherTtl`]).
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ClaimCall, CallError> {
+        let Some(q) = self.quorum.as_mut() else {
+            return Err(CallError::Claims(crate::claims::ClaimsError::Unavailable {
+                reason: crate::claims::Unavailable::NoVoters,
+            }));
+        };
+        let r = q.claim(now, task, ttl);
+        self.after_input(now);
+        r
+    }
+
     /// Starts a linearizable read of a shard table; the result comes as
     /// [`Output::ShardRead`]. `None` if the quorum plane is off or not formed yet.
     pub fn read_shard(&mut self, now: Instant, shard: crate::claims::ShardId) -> Option<u64> {

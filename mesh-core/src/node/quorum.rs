@@ -40,9 +40,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{
-    CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, NameCache, ShardChange,
-    ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable, Watcher,
-    WatcherConfig,
+    CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, HolderStats, NameCache,
+    ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable,
+    Watcher, WatcherConfig,
 };
 use crate::pid::Pid;
 use crate::quorum::{
@@ -79,6 +79,10 @@ pub struct QuorumConfig {
     pub formation_retry: Duration,
     /// How often the preferred proposer of a shard re-gossips its strong names.
     pub names_gossip: Duration,
+    /// The largest encoded quorum message the transport carries (its frame limit, less
+    /// the frame header). A larger one is not sent: it is counted (`oversized`), logged
+    /// with its shard, and the shard is reported stalled ([`ShardHealth`]).
+    pub max_message_bytes: usize,
 }
 
 impl QuorumConfig {
@@ -95,6 +99,8 @@ impl QuorumConfig {
             slow_voter_backoff: Duration::from_secs(10),
             formation_retry: Duration::from_millis(500),
             names_gossip: Duration::from_secs(5),
+            // The transport's default frame limit (1 MiB) less its 2-byte body header.
+            max_message_bytes: (1 << 20) - 2,
         }
     }
 }
@@ -226,6 +232,40 @@ pub struct QuorumStats {
     pub commit_samples: Vec<Duration>,
 }
 
+/// How one shard's register looks from this node: what a stalled shard shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardHealth {
+    /// Encoded size of the last quorum message carrying the shard's register value
+    /// (an accept or a promise) that this node sent, in bytes: about the slot's size.
+    pub slot_bytes: u64,
+    /// This node's changes on the shard that timed out (proposed here or forwarded)
+    /// since its last decided one.
+    pub timeouts_in_a_row: u32,
+    /// Messages about the shard this node did not send because they were larger than
+    /// [`QuorumConfig::max_message_bytes`].
+    pub oversized: u64,
+    /// Whether the last such message was refused as oversized with no decision since.
+    pub oversized_now: bool,
+}
+
+impl ShardHealth {
+    /// Timeouts in a row from which a shard counts as stalled.
+    pub const STALLED_AFTER: u32 = 3;
+
+    /// Why the shard looks stalled from here, if it does: `oversized` (its register
+    /// value no longer fits in a message) or `timeouts` (several changes in a row had
+    /// no decision).
+    pub fn stalled(&self) -> Option<&'static str> {
+        if self.oversized_now {
+            Some("oversized")
+        } else if self.timeouts_in_a_row >= Self::STALLED_AFTER {
+            Some("timeouts")
+        } else {
+            None
+        }
+    }
+}
+
 /// Why a quorum message was dropped.
 pub const QUORUM_DROP_REASONS: &[&str] = &[
     "malformed",
@@ -235,6 +275,7 @@ pub const QUORUM_DROP_REASONS: &[&str] = &[
     "no_root",
     "late_forward",
     "encode_failed",
+    "oversized",
 ];
 
 enum Origin {
@@ -262,6 +303,11 @@ pub struct QuorumPlane {
     next_read: u64,
     proposer: Option<Proposer<ShardId, ShardTable, ShardChange>>,
     holders: BTreeMap<u64, Holder>,
+    /// The first request seq of the next holder made (see [`HolderConfig::first_seq`]).
+    next_holder_seq: u64,
+    /// The counters of holders dropped as idle (so that totals never go back).
+    retired_holders: HolderStats,
+    health: BTreeMap<ShardId, ShardHealth>,
     watcher: Watcher,
     names: NameCache,
     ops: HashMap<OpId, Origin>,
@@ -309,7 +355,31 @@ pub enum CallError {
     /// The TTL asked for cannot work (too short, too long, or no time to renew).
     #[error("ttl: {0}")]
     BadTtl(String),
+    /// This node already uses [`MAX_TTLS`] distinct TTLs (one holder each, with a
+    /// session per shard it touches): a call with yet another TTL would grow every
+    /// shard's session table further. Nothing was submitted; use a TTL already in use
+    /// (the default one always is), or wait until a TTL's claims are released and its
+    /// sessions closed as idle.
+    #[error("at most {max} distinct claim TTLs may be in use on one agent at once")]
+    TooManyTtls {
+        /// The bound ([`MAX_TTLS`]).
+        max: usize,
+    },
+    /// This node already holds the task under another TTL. Nothing was submitted;
+    /// release it first, or claim it again with that TTL.
+    #[error("task {task:?} is already held by this agent with ttl {ttl_ms} ms")]
+    HeldWithOtherTtl {
+        /// The task.
+        task: String,
+        /// The TTL it is held with.
+        ttl_ms: u64,
+    },
 }
+
+/// Most distinct claim TTLs one agent uses at once (the default one included). Each
+/// TTL is one holder with its own session in every shard it touches; a holder whose
+/// sessions have all been closed as idle is dropped, which frees its TTL.
+pub const MAX_TTLS: usize = 8;
 
 /// Why the quorum plane could not be built. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -369,6 +439,7 @@ impl QuorumPlane {
         wc.refresh = config.ttl.max(Duration::from_secs(5));
         let mut holders = BTreeMap::new();
         holders.insert(ms(config.ttl), holder);
+        let next_holder_seq = HOLDER_SEQS;
         let mut plane = Self {
             name: name.to_owned(),
             incarnation,
@@ -385,6 +456,9 @@ impl QuorumPlane {
             next_read: 1,
             proposer: None,
             holders,
+            next_holder_seq,
+            retired_holders: HolderStats::default(),
+            health: BTreeMap::new(),
             watcher: Watcher::new(wc),
             ops: HashMap::new(),
             forwarded: HashMap::new(),
@@ -437,6 +511,20 @@ impl QuorumPlane {
     /// The holders (one per TTL in use), read-only.
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
         self.holders.values()
+    }
+
+    /// The counters of every holder of this life, those dropped as idle included.
+    pub fn holder_stats(&self) -> HolderStats {
+        let mut total = self.retired_holders.clone();
+        for h in self.holders.values() {
+            total.add(&h.stats());
+        }
+        total
+    }
+
+    /// Each shard's health as this node saw it (shards it never touched are absent).
+    pub fn shard_health(&self) -> &BTreeMap<ShardId, ShardHealth> {
+        &self.health
     }
 
     /// The watcher, read-only.
@@ -592,6 +680,7 @@ impl QuorumPlane {
                     None => bump(&mut self.stats, "late_forward"),
                     Some((_, shard, _, sent)) => {
                         let result = outcome.ok_or(ProposeError::Timeout);
+                        self.note_decision(shard, result.is_ok());
                         self.stats
                             .commit_samples
                             .push(now.saturating_duration_since(sent));
@@ -667,6 +756,16 @@ impl QuorumPlane {
         for h in self.holders.values_mut() {
             h.handle_timeout(now);
         }
+        // Other TTLs' holders that closed every session and have nothing queued.
+        let default = ms(self.config.ttl);
+        let retired = &mut self.retired_holders;
+        self.holders.retain(|ttl, h| {
+            let keep = *ttl == default || !h.is_idle();
+            if !keep {
+                retired.add(&h.stats());
+            }
+            keep
+        });
         self.watcher.handle_timeout(now);
         let due: Vec<RequestId> = self
             .forwarded
@@ -675,7 +774,8 @@ impl QuorumPlane {
             .map(|(r, _)| *r)
             .collect();
         for request in due {
-            if let Some((_, _, target, _)) = self.forwarded.remove(&request) {
+            if let Some((_, shard, target, _)) = self.forwarded.remove(&request) {
+                self.note_decision(shard, false);
                 self.excluded
                     .entry(request)
                     .or_default()
@@ -706,20 +806,26 @@ impl QuorumPlane {
         }
         let ttl_ms = ms(ttl.unwrap_or(self.config.ttl));
         if !self.holders.contains_key(&ttl_ms) {
+            if self.holders.len() >= MAX_TTLS {
+                return Err(CallError::TooManyTtls { max: MAX_TTLS });
+            }
             let mut hc = HolderConfig::new(
                 &self.name,
                 self.incarnation,
                 self.config.shards,
                 self.config.voters.names().len(),
             );
-            hc.client =
-                crate::claims::client_id(&self.name, self.incarnation, &format!("holder-{ttl_ms}"));
             hc.ttl = Duration::from_millis(ttl_ms);
-            // Session numbers apart from every other holder of this life (2^40 each).
-            hc.first_session = ((self.holders.len() as u64) << 40) + 1;
             hc.drift = self.config.drift;
             hc.guard = self.config.guard;
+            // Another TTL's sessions close when idle (the default TTL's stay: they are
+            // the node's lease in each shard), and the holder is dropped once it has
+            // none; one made again later for the same TTL is the same request-id
+            // client, so it continues above every seq its predecessors used.
+            hc.idle_close = Some(hc.ttl.max(Duration::from_secs(1)));
+            hc.first_seq = self.next_holder_seq;
             let mut h = Holder::new(hc).map_err(|e| CallError::BadTtl(e.to_string()))?;
+            self.next_holder_seq = self.next_holder_seq.saturating_add(HOLDER_SEQS);
             h.set_reachable_voters(self.effective_reachable());
             self.holders.insert(ttl_ms, h);
         }
@@ -743,6 +849,27 @@ impl QuorumPlane {
         let call = f(h, now).map_err(CallError::Claims)?;
         self.drain(now);
         Ok(ClaimCall { ttl_ms, call })
+    }
+
+    /// Claims `task` on the holder of `ttl` (the default TTL if `None`). Refused at once
+    /// with [`CallError::HeldWithOtherTtl`] if this node holds the task under another TTL
+    /// (rather than failing in the table as held by a session of this very node).
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ClaimCall, CallError> {
+        let want = ms(ttl.unwrap_or(self.config.ttl));
+        if let Some(held) = self.holder_ttl_of(task).map(ms) {
+            if held != want {
+                return Err(CallError::HeldWithOtherTtl {
+                    task: task.to_owned(),
+                    ttl_ms: held,
+                });
+            }
+        }
+        self.call(now, ttl, |h, now| h.claim(now, task))
     }
 
     /// Starts a linearizable read of `shard`'s table on this node's proposer; the
@@ -841,13 +968,55 @@ impl QuorumPlane {
             self.loopback.push_back(msg.clone());
             return;
         }
-        match wire::encode(msg) {
-            Ok(payload) => self.outputs.push_back(QuorumOutput::Send {
-                to: to.to_owned(),
-                payload,
-            }),
-            Err(_) => bump(&mut self.stats, "encode_failed"),
+        let Ok(payload) = wire::encode(msg) else {
+            return bump(&mut self.stats, "encode_failed");
+        };
+        let (shard, carries_slot) = match msg {
+            QuorumMsg::Request { req, .. } => {
+                (Some(*req.key()), matches!(req, Request::Accept { .. }))
+            }
+            QuorumMsg::Reply { rep, .. } => (
+                Some(*rep.key()),
+                matches!(
+                    rep,
+                    Reply::Promise {
+                        accepted: Some(_),
+                        ..
+                    }
+                ),
+            ),
+            QuorumMsg::Forward { shard, .. } | QuorumMsg::Names { shard, .. } => {
+                (Some(*shard), false)
+            }
+            QuorumMsg::Hello(_) | QuorumMsg::Forwarded { .. } => (None, false),
+        };
+        let len = payload.len();
+        if let Some(shard) = shard {
+            let h = self.health.entry(shard).or_default();
+            if carries_slot {
+                h.slot_bytes = len as u64;
+            }
+            if len > self.config.max_message_bytes {
+                h.oversized += 1;
+                if !h.oversized_now {
+                    // Once per episode: the counter and the status carry the rest.
+                    tracing::error!(
+                        %shard, bytes = len, max = self.config.max_message_bytes, to,
+                        "a quorum message for this shard exceeds the frame limit and is \
+                         not sent; the shard cannot decide until its register shrinks"
+                    );
+                }
+                h.oversized_now = true;
+                return bump(&mut self.stats, "oversized");
+            }
+        } else if len > self.config.max_message_bytes {
+            tracing::error!(bytes = len, to, "a quorum message exceeds the frame limit");
+            return bump(&mut self.stats, "oversized");
         }
+        self.outputs.push_back(QuorumOutput::Send {
+            to: to.to_owned(),
+            payload,
+        });
     }
 
     fn send_replies(&mut self, replies: Vec<crate::quorum::Envelope<Reply<ShardId, ShardSlot>>>) {
@@ -898,19 +1067,24 @@ impl QuorumPlane {
     }
 
     fn learn(&mut self, now: Instant, shard: ShardId, result: &Result<ShardOutcome, ProposeError>) {
-        if let Ok(
-            crate::quorum::Outcome::Applied(Some(t))
-            | crate::quorum::Outcome::Rejected {
-                current: Some(t), ..
-            },
-        ) = result
-        {
+        if let Some(t) = result.as_ref().ok().and_then(crate::quorum::Outcome::value) {
             self.watcher.observe(now, shard, t);
             if self.names.learn(shard, t) && self.watcher.watched().any(|s| s == shard) {
                 // A change of a shard's names: tell the others now, not at the next
                 // periodic gossip.
                 self.next_gossip = now;
             }
+        }
+    }
+
+    /// A change on `shard` was decided (or timed out): the shard's health.
+    fn note_decision(&mut self, shard: ShardId, decided: bool) {
+        let h = self.health.entry(shard).or_default();
+        if decided {
+            h.timeouts_in_a_row = 0;
+            h.oversized_now = false;
+        } else {
+            h.timeouts_in_a_row = h.timeouts_in_a_row.saturating_add(1);
         }
     }
 
@@ -1013,6 +1187,7 @@ impl QuorumPlane {
                             Ok(_) => self.stats.committed += 1,
                             Err(_) => self.stats.timeouts += 1,
                         }
+                        self.note_decision(c.key, c.result.is_ok());
                         self.learn(now, c.key, &c.result);
                         match self.ops.remove(&c.op) {
                             Some(Origin::Local(request, started)) => {
@@ -1022,11 +1197,7 @@ impl QuorumPlane {
                                 self.complete_local(now, request, c.result);
                             }
                             Some(Origin::Read(id)) => {
-                                let result = c.result.map(|o| match o {
-                                    crate::quorum::Outcome::Applied(t)
-                                    | crate::quorum::Outcome::Rejected { current: t, .. } => t,
-                                    crate::quorum::Outcome::Superseded => None,
-                                });
+                                let result = c.result.map(|o| o.value().cloned());
                                 self.outputs
                                     .push_back(QuorumOutput::ReadDone { id, result });
                             }
@@ -1123,6 +1294,10 @@ impl QuorumPlane {
         self.rewatch(now);
     }
 }
+
+/// Request seqs reserved per holder made in one node life (2^40 each): a holder made
+/// again for a TTL continues above every seq an earlier one used.
+const HOLDER_SEQS: u64 = 1 << 40;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

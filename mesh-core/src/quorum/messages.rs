@@ -127,8 +127,14 @@ pub struct RequestId {
 /// rejection (a failed condition) together with the value it saw.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Outcome<V, R> {
-    /// The change was applied (or was a read); the register now holds this value.
-    Applied(Option<V>),
+    /// The change was applied (or was a read); the register now holds `value`.
+    Applied {
+        /// The register's value.
+        value: Option<V>,
+        /// The change's compact summary ([`Change::receipt`]), e.g. the token a claim
+        /// got; 0 for reads and changes without one.
+        receipt: u64,
+    },
     /// The change's condition failed; the register was (and is) `current`.
     Rejected {
         /// Why the change refused.
@@ -136,27 +142,107 @@ pub enum Outcome<V, R> {
         /// The value the change saw.
         current: Option<V>,
     },
+    /// A retry of a change already decided (same [`RequestId`]): nothing was applied
+    /// now. `decision` is what the first application decided, as recorded — its receipt
+    /// or its refusal — and `current` the register's value *now*, which includes that
+    /// change's effect and any later ones (a linearizable read, not the value of then).
+    Replayed {
+        /// The recorded decision.
+        decision: Result<u64, R>,
+        /// The register's value now.
+        current: Option<V>,
+    },
     /// A *newer* change of the same client was already applied, so this older one is
     /// never applied any more; its own outcome is no longer kept.
     Superseded,
 }
 
+impl<V, R> Outcome<V, R> {
+    /// The register's value this outcome reports (`None` for [`Outcome::Superseded`] and
+    /// for a register never written).
+    pub fn value(&self) -> Option<&V> {
+        match self {
+            Self::Applied { value, .. }
+            | Self::Rejected { current: value, .. }
+            | Self::Replayed { current: value, .. } => value.as_ref(),
+            Self::Superseded => None,
+        }
+    }
+
+    /// What the change itself came to: `Ok(receipt)` if it was applied (now or, for a
+    /// replay, earlier), `Err(reason)` if it was refused, `None` if superseded.
+    pub fn decision(&self) -> Option<Result<u64, &R>> {
+        match self {
+            Self::Applied { receipt, .. } => Some(Ok(*receipt)),
+            Self::Rejected { reason, .. } => Some(Err(reason)),
+            Self::Replayed { decision, .. } => Some(decision.as_ref().copied()),
+            Self::Superseded => None,
+        }
+    }
+}
+
+/// One client's at-most-once record in a register: the `seq` of its last decided request
+/// and, compactly, what came of it — the change's receipt, or the refusal's reason.
+/// Never a copy of the value: the record's size does not grow with the register.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Record<R> {
+    /// The request's sequence number.
+    #[serde(rename = "q")]
+    pub seq: u64,
+    /// `Ok(receipt)` if it was applied, `Err(reason)` if it was refused.
+    #[serde(rename = "r")]
+    pub result: Result<u64, R>,
+    /// The slot's [`Slot::decided`] count when it was written: orders the records of
+    /// clients that are not live, so that the oldest go first.
+    #[serde(rename = "a", default)]
+    pub at: u64,
+}
+
+/// How many records of clients that [`Change::live_clients`] does not name a slot keeps
+/// besides the live ones (the most recent): a retry of such a client within that window
+/// still gets its recorded decision rather than a fresh judgement.
+pub const RECENT_RECORDS: usize = 16;
+
 /// The value a register stores on the acceptors: the client value and the at-most-once
 /// table.
 ///
 /// **Idempotency lives in the value** (not in a side table): `applied` keeps, per client,
-/// the last applied request `seq` and its outcome. Because it is part of the value, it is
-/// replicated by exactly the same Paxos round as the change itself, so a retried request
-/// (same [`RequestId`]) finds its earlier application whichever proposer runs it and
-/// whichever quorum answers, and is not applied twice. The table holds one entry per
-/// client that ever wrote the key; collecting entries of clients that are gone for good is
-/// left to the layer above (e.g. claims close sessions).
+/// a compact [`Record`] of its last decided request. Because it is part of the value, it
+/// is replicated by exactly the same Paxos round as the change itself, so a retried
+/// request (same [`RequestId`]) finds its earlier application whichever proposer runs it
+/// and whichever quorum answers, and is not applied twice.
+///
+/// # Bounded by the live state
+///
+/// - A record is a sequence number and a receipt or a refusal reason: its size does not
+///   depend on the value.
+/// - A refused change from a client without a record leaves no trace (it creates no
+///   record); one from a client with a record updates that record in place.
+/// - After every applied change the register keeps the records of the clients that
+///   [`Change::live_clients`] names for the new value, and of the others only the
+///   [`RECENT_RECORDS`] most recent: at most one record per live client plus a constant.
+///   The layer above defines liveness so that a client whose record is retired can
+///   never have a request applied again (see the claims' argument in `claims`); a late
+///   request of such a client finds no record and is judged afresh by the change's own
+///   conditions, which refuse it.
+///
+/// Decoding accepts the records of the previous format (a whole recorded outcome, value
+/// included) and drops them: they belong to client lives of an older version, which
+/// cannot talk to this one and so can no longer retry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "V: Serialize, R: Serialize",
+    deserialize = "V: Deserialize<'de>, R: Deserialize<'de>"
+))]
 pub struct Slot<V, R> {
     /// The client value; `None` until the first write.
     pub value: Option<V>,
-    /// Per client: the last applied request's seq and its outcome.
-    pub applied: BTreeMap<u64, (u64, Outcome<V, R>)>,
+    /// Per client: its last decided request, compactly.
+    #[serde(deserialize_with = "records::deserialize")]
+    pub applied: BTreeMap<u64, Record<R>>,
+    /// How many records were ever written (each record's [`Record::at`]).
+    #[serde(default)]
+    pub decided: u64,
 }
 
 impl<V, R> Default for Slot<V, R> {
@@ -164,6 +250,7 @@ impl<V, R> Default for Slot<V, R> {
         Self {
             value: None,
             applied: BTreeMap::new(),
+            decided: 0,
         }
     }
 }
@@ -184,6 +271,25 @@ pub trait Change<V> {
     /// at-most-once table; they still complete the accept round.
     fn is_read(&self) -> bool {
         false
+    }
+
+    /// A compact summary of what this change did, computed from the value it produced
+    /// (e.g. the token a claim got). It is kept in the client's [`Record`] and handed
+    /// to a retry found already applied, in place of the value of that time.
+    fn receipt(&self, new: Option<&V>) -> u64 {
+        let _ = new;
+        0
+    }
+
+    /// The clients whose at-most-once records a register holding `value` still needs,
+    /// or `None` to keep every record (the default, for registers with a fixed set of
+    /// clients). Records of other clients are retired after each applied change.
+    fn live_clients(value: Option<&V>) -> Option<Vec<u64>>
+    where
+        Self: Sized,
+    {
+        let _ = value;
+        None
     }
 }
 
@@ -236,4 +342,36 @@ pub struct Envelope<M> {
     pub to: NodeId,
     /// The message.
     pub msg: M,
+}
+
+/// Serde for [`Slot::applied`]: records of this format are kept; a record of the previous
+/// format (`[seq, outcome]`, the outcome holding a whole value) is dropped on decoding.
+mod records {
+    use super::Record;
+    use serde::{Deserialize, Deserializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Any<R> {
+        Current(Record<R>),
+        /// `[seq, outcome]` of the previous format (only its shape is read).
+        #[allow(dead_code)]
+        Legacy((u64, serde::de::IgnoredAny)),
+    }
+
+    pub(super) fn deserialize<'de, D, R>(d: D) -> Result<BTreeMap<u64, Record<R>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        R: Deserialize<'de>,
+    {
+        let all: BTreeMap<u64, Any<R>> = BTreeMap::deserialize(d)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(client, r)| match r {
+                Any::Current(r) => Some((client, r)),
+                Any::Legacy(_) => None,
+            })
+            .collect())
+    }
 }

@@ -42,8 +42,12 @@
 //! cache; a conflict reply carries the higher ballot and the proposer climbs above it.
 //!
 //! **At-most-once**: the register value is a [`Slot`]: the client value plus, per client,
-//! the last applied [`RequestId`] and its [`Outcome`]. A retry with the same id (after a
-//! [`ProposeError::Timeout`], on any proposer) finds it and is not applied twice.
+//! a compact [`Record`] of its last decided [`RequestId`] (a receipt such as the token a
+//! claim got, or the refusal's reason — never a copy of the value). A retry with the same
+//! id (after a [`ProposeError::Timeout`], on any proposer) finds it and is not applied
+//! twice. Records of clients the value no longer needs ([`Change::live_clients`]) are
+//! retired by the next applied change, so the slot is bounded by the live state, never by
+//! history.
 //!
 //! # What the shell must do
 //!
@@ -98,7 +102,7 @@
 //! }
 //! let done = done.expect("a quorum answered");
 //! assert_eq!(done.op, op);
-//! assert_eq!(done.result, Ok(Outcome::Applied(Some(7))));
+//! assert_eq!(done.result, Ok(Outcome::Applied { value: Some(7), receipt: 0 }));
 //! assert!(proposer.has_cached_promise(&"k")); // the next change skips phase 1
 //! ```
 //!
@@ -118,10 +122,11 @@ pub mod store;
 pub use acceptor::{Acceptor, AcceptorOutput, AcceptorState, AcceptorStats};
 pub use ballot::{Ballot, NodeId};
 pub use messages::{
-    CasMismatch, Change, Envelope, Outcome, RegisterChange, Reply, Request, RequestId, Slot,
+    CasMismatch, Change, Envelope, Outcome, Record, RegisterChange, Reply, Request, RequestId,
+    Slot, RECENT_RECORDS,
 };
 pub use proposer::{
-    Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
+    decide, Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
 };
 pub use root::{
     proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,

@@ -12,7 +12,9 @@
 //! conflict, timeout or failed round drops the cache.
 
 use super::ballot::{Ballot, NodeId};
-use super::messages::{Change, Envelope, Outcome, Reply, Request, RequestId, Slot};
+use super::messages::{
+    Change, Envelope, Outcome, Record, Reply, Request, RequestId, Slot, RECENT_RECORDS,
+};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -572,38 +574,108 @@ where
     }
 }
 
-/// Apply `op` to the register value `current`, honouring the at-most-once table.
+/// Apply `op` to the register value `current`, honouring the at-most-once table:
+///
+/// - a retry of the client's last decided request gets that decision again
+///   ([`Outcome::Replayed`]: its receipt or its refusal, with the value as it is now),
+///   and an older request is superseded;
+/// - an applied change records its receipt; a refusal updates the client's record only
+///   if it has one (a refused change from an unknown client leaves no trace);
+/// - after an applied change, records of clients the new value no longer needs
+///   ([`Change::live_clients`]) are retired, but for the [`RECENT_RECORDS`] most recent.
 fn apply<V: Clone, C: Change<V>>(
     op: &Op<C>,
-    mut current: Slot<V, C::Reject>,
+    current: Slot<V, C::Reject>,
 ) -> (Slot<V, C::Reject>, Outcome<V, C::Reject>) {
-    let recorded = op.request.filter(|_| !op.change.is_read());
+    decide(current, op.request, &op.change)
+}
+
+/// What phase 2 writes: the register value `current` after `change` under `request`
+/// (with the at-most-once rules of [`Slot`]), and the change's outcome. Pure and
+/// deterministic — every proposer computes the same from the same inputs; public so that
+/// tests, simulations and benchmarks can run the register's decisions without a quorum.
+pub fn decide<V: Clone, C: Change<V>>(
+    mut current: Slot<V, C::Reject>,
+    request: Option<RequestId>,
+    change: &C,
+) -> (Slot<V, C::Reject>, Outcome<V, C::Reject>) {
+    let recorded = request.filter(|_| !change.is_read());
     if let Some(rid) = recorded {
-        if let Some((seq, outcome)) = current.applied.get(&rid.client) {
-            if rid.seq == *seq {
-                // A retry of a change already applied: do not apply it again.
-                let outcome = outcome.clone();
+        if let Some(record) = current.applied.get(&rid.client) {
+            if rid.seq == record.seq {
+                // A retry of a change already decided: do not apply it again.
+                let outcome = Outcome::Replayed {
+                    decision: record.result.clone(),
+                    current: current.value.clone(),
+                };
                 return (current, outcome);
             }
-            if rid.seq < *seq {
+            if rid.seq < record.seq {
                 return (current, Outcome::Superseded);
             }
         }
     }
-    let outcome = match op.change.apply(current.value.as_ref()) {
+    match change.apply(current.value.as_ref()) {
         Ok(new) => {
+            let receipt = change.receipt(new.as_ref());
             current.value = new.clone();
-            Outcome::Applied(new)
+            if let Some(rid) = recorded {
+                current.decided += 1;
+                current.applied.insert(
+                    rid.client,
+                    Record {
+                        seq: rid.seq,
+                        result: Ok(receipt),
+                        at: current.decided,
+                    },
+                );
+            }
+            if !change.is_read() {
+                retire::<V, C>(&mut current);
+            }
+            let outcome = Outcome::Applied {
+                value: new,
+                receipt,
+            };
+            (current, outcome)
         }
-        Err(reason) => Outcome::Rejected {
-            reason,
-            current: current.value.clone(),
-        },
-    };
-    if let Some(rid) = recorded {
-        current
-            .applied
-            .insert(rid.client, (rid.seq, outcome.clone()));
+        Err(reason) => {
+            if let Some(rid) = recorded {
+                if let Some(record) = current.applied.get_mut(&rid.client) {
+                    current.decided += 1;
+                    *record = Record {
+                        seq: rid.seq,
+                        result: Err(reason.clone()),
+                        at: current.decided,
+                    };
+                }
+            }
+            let outcome = Outcome::Rejected {
+                reason,
+                current: current.value.clone(),
+            };
+            (current, outcome)
+        }
     }
-    (current, outcome)
+}
+
+/// Retire the records of clients that `current`'s value no longer needs, keeping the
+/// [`RECENT_RECORDS`] most recent of them.
+fn retire<V, C: Change<V>>(current: &mut Slot<V, C::Reject>) {
+    let Some(live) = C::live_clients(current.value.as_ref()) else {
+        return;
+    };
+    let mut others: Vec<(u64, u64)> = current
+        .applied
+        .iter()
+        .filter(|(client, _)| !live.contains(client))
+        .map(|(client, r)| (r.at, *client))
+        .collect();
+    if others.len() <= RECENT_RECORDS {
+        return;
+    }
+    others.sort_unstable();
+    for (_, client) in &others[..others.len() - RECENT_RECORDS] {
+        current.applied.remove(client);
+    }
 }

@@ -135,14 +135,26 @@ fn a_write_takes_two_round_trips_and_the_next_one_uses_the_cached_promise() {
     c.drain(&mut p);
     assert_eq!(prepares_sent(&c), 3);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(1),
+            receipt: 0
+        })
+    );
     assert!(p.has_cached_promise(&K));
 
     p.propose(c.now, K, None, Ch::Write(2));
     c.drain(&mut p);
     assert_eq!(prepares_sent(&c), 0, "the cache skips phase 1");
     c.round(&mut p, &[1, 2, 3], true);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(2))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(2),
+            receipt: 0
+        })
+    );
     assert_eq!(p.stats().cache_hits, 1);
     assert_eq!(p.stats().prepares, 1);
 }
@@ -158,7 +170,13 @@ fn a_conflict_drops_the_cache_and_the_retry_climbs_above_the_higher_ballot() {
     // Another proposer writes in between: its promises beat p's cached ballot.
     q.propose(c.now, K, None, Ch::Write(5));
     c.run(&mut q);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(5))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(5),
+            receipt: 0
+        })
+    );
     p.propose(
         c.now,
         K,
@@ -200,7 +218,13 @@ fn a_read_still_completes_the_accept_round() {
         .count();
     assert_eq!(accepts, 3);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(None)));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: None,
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -254,10 +278,23 @@ fn a_retried_request_id_is_applied_only_once() {
     let mut q = c.proposer(20);
     q.propose(c.now, K, Some(rid), incr(0));
     c.run_via(&mut q, &[1, 2]);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Replayed {
+            decision: Ok(0),
+            current: Some(1)
+        }),
+        "the retry finds the first attempt's decision, and applies nothing"
+    );
     q.propose(c.now, K, None, Ch::Read);
     c.run(&mut q);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(1),
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -281,7 +318,13 @@ fn an_older_request_of_the_same_client_is_superseded_not_applied() {
     assert_eq!(c.last(), Some(Outcome::Superseded));
     p.propose(c.now, K, None, Ch::Read);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(2))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(2),
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -304,7 +347,13 @@ fn replies_from_non_voters_and_stale_ballots_are_ignored() {
     p.handle_reply(c.now, NodeId(1), stale, &mut c.rng);
     assert_eq!(p.stats().ignored_replies, 2);
     c.settle(&mut p);
-    assert_eq!(c.last(), Some(Outcome::Applied(Some(1))));
+    assert_eq!(
+        c.last(),
+        Some(Outcome::Applied {
+            value: Some(1),
+            receipt: 0
+        })
+    );
 }
 
 #[test]
@@ -439,7 +488,7 @@ fn read_that_skips_phase_two_is_not_linearizable() {
                 r.propose(c.now, K, None, Ch::Read);
                 c.run_via(&mut r, &quorum);
                 match c.last() {
-                    Some(Outcome::Applied(v)) => v,
+                    Some(Outcome::Applied { value, .. }) => value,
                     other => panic!("read did not complete: {other:?}"),
                 }
             };
@@ -449,4 +498,183 @@ fn read_that_skips_phase_two_is_not_linearizable() {
     };
     assert!(run(false), "reads that complete phase 2 are linearizable");
     assert!(!run(true), "reads that skip phase 2 are not");
+}
+
+// ---------------------------------------------------------------- bounded records
+
+/// A register whose value is the set of clients that joined it: only joined clients are
+/// live, so leaving retires a client's record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Club {
+    Join(u64),
+    Leave(u64),
+    /// Refused unless the set is empty.
+    IfEmpty,
+}
+
+type Members = std::collections::BTreeSet<u64>;
+
+impl Change<Members> for Club {
+    type Reject = CasMismatch;
+
+    fn apply(&self, current: Option<&Members>) -> Result<Option<Members>, CasMismatch> {
+        let mut set = current.cloned().unwrap_or_default();
+        match self {
+            Self::Join(c) => {
+                set.insert(*c);
+            }
+            Self::Leave(c) => {
+                set.remove(c);
+            }
+            Self::IfEmpty if set.is_empty() => {}
+            Self::IfEmpty => return Err(CasMismatch),
+        }
+        Ok(Some(set))
+    }
+
+    fn receipt(&self, new: Option<&Members>) -> u64 {
+        new.map_or(0, |s| s.len() as u64)
+    }
+
+    fn live_clients(value: Option<&Members>) -> Option<Vec<u64>> {
+        Some(
+            value
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn rid(client: u64, seq: u64) -> Option<RequestId> {
+    Some(RequestId { client, seq })
+}
+
+#[test]
+fn a_retry_gets_the_recorded_receipt_and_applies_nothing() {
+    let slot = Slot::<Members, CasMismatch>::default();
+    let (slot, first) = decide(slot, rid(1, 1), &Club::Join(1));
+    assert!(matches!(first, Outcome::Applied { receipt: 1, .. }));
+    let (slot, _) = decide(slot, rid(2, 1), &Club::Join(2));
+    let (after, again) = decide(slot.clone(), rid(1, 1), &Club::Join(1));
+    assert_eq!(
+        again,
+        Outcome::Replayed {
+            decision: Ok(1),
+            current: slot.value.clone()
+        },
+        "the receipt of then, the value of now"
+    );
+    assert_eq!(after, slot, "a replay changes nothing");
+}
+
+#[test]
+fn a_refusal_from_a_client_without_a_record_leaves_no_trace() {
+    let (slot, _) = decide(Slot::default(), rid(1, 1), &Club::Join(1));
+    let (after, refused) = decide(slot.clone(), rid(9, 1), &Club::IfEmpty);
+    assert!(matches!(refused, Outcome::Rejected { .. }));
+    assert_eq!(after, slot, "nothing recorded for client 9");
+    // A client with a record has the refusal recorded in place (no new entry).
+    let (after, _) = decide(slot.clone(), rid(1, 2), &Club::IfEmpty);
+    assert_eq!(after.applied.len(), 1);
+    assert_eq!(after.applied[&1].seq, 2);
+    assert_eq!(after.applied[&1].result, Err(CasMismatch));
+    let (_, replay) = decide(after, rid(1, 2), &Club::IfEmpty);
+    assert!(matches!(
+        replay,
+        Outcome::Replayed {
+            decision: Err(CasMismatch),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn records_are_compact_whatever_the_value() {
+    let mut slot = Slot::<Members, CasMismatch>::default();
+    for c in 0..1000 {
+        slot = decide(slot, None, &Club::Join(c)).0;
+    }
+    let (slot, _) = decide(slot, rid(5, 1), &Club::Join(5));
+    let record = rmp_serde::to_vec_named(&slot.applied[&5]).expect("encode");
+    assert!(record.len() < 32, "{} bytes for a record", record.len());
+}
+
+#[test]
+fn records_of_clients_no_longer_live_are_retired_but_for_the_most_recent() {
+    let mut slot = Slot::<Members, CasMismatch>::default();
+    let gone = RECENT_RECORDS as u64 + 5;
+    for c in 0..gone {
+        slot = decide(slot, rid(c, 1), &Club::Join(c)).0;
+        slot = decide(slot, rid(c, 2), &Club::Leave(c)).0;
+    }
+    // Every client left: only the most recent RECENT_RECORDS records remain.
+    assert_eq!(slot.applied.len(), RECENT_RECORDS);
+    let kept: Vec<u64> = slot.applied.keys().copied().collect();
+    let expected: Vec<u64> = (gone - RECENT_RECORDS as u64..gone).collect();
+    assert_eq!(kept, expected, "the oldest went first");
+    // Live clients are never retired, however many others come and go.
+    slot = decide(slot, rid(1000, 1), &Club::Join(1000)).0;
+    for c in 2000..2000 + 3 * RECENT_RECORDS as u64 {
+        slot = decide(slot, rid(c, 1), &Club::Join(c)).0;
+        slot = decide(slot, rid(c, 2), &Club::Leave(c)).0;
+    }
+    assert!(slot.applied.contains_key(&1000));
+    assert_eq!(slot.applied.len(), RECENT_RECORDS + 1);
+    // A retired client's retry is judged afresh: here it applies again, which is why
+    // the layer above must make a retired client's changes refuse (see `claims`).
+    let (_, late) = decide(slot, rid(0, 1), &Club::Join(0));
+    assert!(matches!(late, Outcome::Applied { .. }));
+}
+
+#[test]
+fn a_slot_of_the_previous_format_decodes_with_its_records_dropped() {
+    /// The previous format: a whole outcome (value included) per client.
+    #[derive(serde::Serialize)]
+    struct LegacySlot {
+        value: Option<Val>,
+        applied: std::collections::BTreeMap<u64, (u64, Outcome<Val, CasMismatch>)>,
+    }
+    let legacy = LegacySlot {
+        value: Some(7),
+        applied: [
+            (
+                1,
+                (
+                    3,
+                    Outcome::Applied {
+                        value: Some(7),
+                        receipt: 0,
+                    },
+                ),
+            ),
+            (
+                2,
+                (
+                    1,
+                    Outcome::Rejected {
+                        reason: CasMismatch,
+                        current: Some(6),
+                    },
+                ),
+            ),
+        ]
+        .into(),
+    };
+    for named in [true, false] {
+        let bytes = if named {
+            rmp_serde::to_vec_named(&legacy)
+        } else {
+            rmp_serde::to_vec(&legacy)
+        }
+        .expect("encode");
+        let slot: S = rmp_serde::from_slice(&bytes).expect("the old format still decodes");
+        assert_eq!(slot.value, Some(7));
+        assert!(slot.applied.is_empty(), "old records are dropped");
+    }
+    // The current format round-trips, records included.
+    let (slot, _) = decide(S::default(), rid(4, 2), &Ch::Write(3));
+    let back: S =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(&slot).expect("encode")).expect("decode");
+    assert_eq!(back, slot);
+    assert_eq!(back.applied.len(), 1);
 }

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Command, Shell};
 use crate::claims::{CallId, CallOk, ClaimReject, ClaimsError, Holder, HolderEvent, StrongName};
-use crate::node::quorum::CallError;
+use crate::node::quorum::{CallError, ClaimCall};
 use crate::node::{
     Dest, MonitorItem, Node, NodeOpError, ProcessError, SendError, SendOutcome, SendReceipt,
     SyncError, SyncMode,
@@ -241,9 +241,20 @@ impl AgentHandle {
         ttl: Option<Duration>,
         f: impl FnOnce(&mut Holder, std::time::Instant) -> Result<CallId, ClaimsError> + Send + 'static,
     ) -> Result<Result<CallOk, CallError>, ApiError> {
+        self.start_claims_call(move |node, now| node.claims_call(now, ttl, f))
+            .await
+    }
+
+    /// Starts a claims call with `start` and waits for its result.
+    async fn start_claims_call(
+        &self,
+        start: impl FnOnce(&mut Node, std::time::Instant) -> Result<ClaimCall, CallError>
+            + Send
+            + 'static,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
         let started = self
             .call_shell(move |shell, now| {
-                let call = shell.node.claims_call(now, ttl, f)?;
+                let call = start(&mut shell.node, now)?;
                 let (tx, rx) = oneshot::channel();
                 shell.claim_waiters.insert(call, tx);
                 Ok::<_, CallError>(rx)
@@ -265,7 +276,7 @@ impl AgentHandle {
         ttl: Option<Duration>,
     ) -> Result<Result<CallOk, CallError>, ApiError> {
         let task = task.to_owned();
-        self.claims_call(ttl, move |h, now| h.claim(now, &task))
+        self.start_claims_call(move |node, now| node.claim(now, &task, ttl))
             .await
     }
 
@@ -430,6 +441,12 @@ pub struct QuorumStatus {
     pub preferred: std::collections::BTreeMap<String, u32>,
     /// Shards this node watches (evicts expired sessions of).
     pub watched: Vec<u32>,
+    /// Shards that look stalled from here, with why (`oversized`, `timeouts`).
+    #[serde(default)]
+    pub stalled: std::collections::BTreeMap<u32, String>,
+    /// The largest shard register value this node sent (bytes), and its shard.
+    #[serde(default)]
+    pub largest_slot: Option<(u32, u64)>,
 }
 
 impl QuorumStatus {
@@ -462,6 +479,17 @@ impl QuorumStatus {
             shards: q.config().shards,
             preferred,
             watched: q.watcher().watched().map(|s| s.0).collect(),
+            stalled: q
+                .shard_health()
+                .iter()
+                .filter_map(|(s, h)| Some((s.0, h.stalled()?.to_owned())))
+                .collect(),
+            largest_slot: q
+                .shard_health()
+                .iter()
+                .max_by_key(|(_, h)| h.slot_bytes)
+                .filter(|(_, h)| h.slot_bytes > 0)
+                .map(|(s, h)| (s.0, h.slot_bytes)),
         }
     }
 }

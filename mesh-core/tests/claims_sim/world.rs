@@ -601,13 +601,7 @@ impl Sim {
     /// proposing node's watcher sees every table its proposer decided on (the preferred
     /// proposer runs every change of its shards, so it learns each refresh as it commits).
     fn complete(&mut self, n: usize, c: Completion<ShardId, ShardTable, ClaimReject>) {
-        if let Ok(
-            Outcome::Applied(Some(t))
-            | Outcome::Rejected {
-                current: Some(t), ..
-            },
-        ) = &c.result
-        {
+        if let Some(t) = c.result.as_ref().ok().and_then(Outcome::value) {
             let local = self.local(n);
             self.nodes[n].watcher.observe(local, c.key, t);
         }
@@ -646,10 +640,7 @@ impl Sim {
             if self.record.history[idx].done.is_none() {
                 self.record.history[idx].done = Some((self.now, outcome.clone()));
             }
-            let table = match outcome {
-                Outcome::Applied(t) | Outcome::Rejected { current: t, .. } => t.as_ref(),
-                Outcome::Superseded => None,
-            };
+            let table = outcome.value();
             if let Some(t) = table {
                 self.note_table(shard, invoked, t);
                 self.nodes[n].watcher.observe(local, shard, t);
