@@ -768,6 +768,23 @@ def quorum():
         ],
         unit="ops",
     )
+    b.timeseries(
+        "Shard registers",
+        "mesh_quorum_slot_bytes_max: the largest shard register value (an encoded accept "
+        "or promise) each agent sent. A value over the frame limit (1 MiB) is refused "
+        "(dropped quorum messages, reason oversized) and stalls its shard.",
+        [t(sel("mesh_quorum_slot_bytes_max"), "{{instance}}")],
+        unit="bytes",
+        minimum=0,
+    )
+    b.timeseries(
+        "Stalled shards",
+        "mesh_quorum_shards_stalled, the most any agent sees: shards with a register "
+        "value over the frame limit, or 3+ changes in a row without a decision. "
+        "`meshctl quorum status` names them and why (alert MeshShardStalled).",
+        [t("max(%s)" % sel("mesh_quorum_shards_stalled"), "stalled (max over agents)")],
+        minimum=0,
+    )
     return dashboard(
         "mesh-quorum",
         "mesh / quorum plane",
