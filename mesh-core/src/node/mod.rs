@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_crdt::Digest;
-use mesh_transport::frame::Class;
-use mesh_transport::PeerRef;
+use mesh_types::frame::Class;
+use mesh_types::PeerRef;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
