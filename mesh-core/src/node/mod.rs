@@ -4,9 +4,9 @@
 //! [`Dissemination`] scheduler, the local processes and their mailboxes, and the routing
 //! of messages between processes. Like each of its parts it reads no clock, does no IO
 //! and draws randomness only from its seeded RNG: inputs arrive with an explicit `now`,
-//! outputs are drained with [`Node::poll_output`]. The tokio shell
-//! ([`crate::runtime`]) and the deterministic simulator (`tests/src/sim.rs`) drive the
-//! same code.
+//! outputs are drained with [`Node::poll_output`]. The tokio shell (`mesh_agent::runtime`,
+//! in the `mesh-agent` crate) and the deterministic simulator (`tests/src/sim.rs`) drive
+//! the same code.
 //!
 //! ```text
 //!             ┌───────────────────────────── Node ─────────────────────────────┐
