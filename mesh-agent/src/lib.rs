@@ -1,6 +1,6 @@
 //! mesh-agent: the one shell around the sans-IO core, and what applications embed.
 //!
-//! `mesh-core` decides; this crate does the IO. It feeds `mesh_core::node::Node` from
+//! `mesh-core` decides; this crate does the IO. It feeds [`Node`](mesh_core::node::Node) from
 //! the QUIC transport (`mesh-transport`) and a timer heap on tokio, carries out the
 //! outputs, keeps the durable state and publishes what happens:
 //!
@@ -17,7 +17,27 @@
 //!
 //! An application embeds an agent by building an [`config::AgentConfig`], calling
 //! [`runtime::Agent::start`] on a tokio runtime and using the [`runtime::AgentHandle`]
-//! it returns.
+//! it returns:
+//!
+//! ```no_run
+//! use mesh_agent::config::AgentConfig;
+//! use mesh_agent::runtime::Agent;
+//! use mesh_core::process::Delivery;
+//!
+//! # async fn worker() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = AgentConfig::new("n1", "ca.pem".into(), "n1.pem".into(), "n1.key".into());
+//! config.seeds = vec!["10.0.0.2:7946".parse()?];
+//! let agent = Agent::start(config).await?;
+//! // A process: a mailbox with a PID. It joins a group and answers what arrives.
+//! let worker = agent.spawn(None).await?;
+//! agent.join("default", &["workers".to_owned()], worker.pid(), None).await??;
+//! while let Some(delivery) = worker.recv().await {
+//!     if let Delivery::Message { payload, .. } = delivery {
+//!         println!("got {} bytes", payload.len());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
