@@ -2,7 +2,7 @@
 //! is [`crate::etcd`]).
 //!
 //! The mesh cluster ([`MeshCluster`]) is five worker processes of this binary
-//! ([`crate::worker`]), each embedding a [`mesh_core::runtime::Agent`] with real QUIC on
+//! ([`crate::worker`]), each embedding a [`mesh_agent::runtime::Agent`] with real QUIC on
 //! loopback: the voters `n1,n2,n3` (each an acceptor with its redb store in a data
 //! directory on the real disk, fsync on, group commit across shards) and two
 //! non-voters, `n4` (the client of the latency and throughput runs, and the retrier of
@@ -37,9 +37,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use mesh_agent::runtime::{AgentHandle, ApiError, ProcessHandle};
 use mesh_core::claims::{shard_of, CallOk, ClaimsError};
 use mesh_core::node::quorum::CallError;
-use mesh_core::runtime::{AgentHandle, ApiError, ProcessHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::cleanup::ScratchDir;

@@ -14,8 +14,9 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mesh_agent::redb_store::RedbStore;
 use mesh_bench::stats::{Percentiles, SplitMix64};
-use mesh_core::quorum::store::{AcceptorStore, Entry, RedbStore};
+use mesh_core::quorum::store::{AcceptorStore, Entry};
 
 /// Commit latency of the acceptor store on this disk.
 #[derive(Debug, Parser)]

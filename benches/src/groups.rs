@@ -16,7 +16,7 @@
 //! - [`mesh_in_memory`]: a sender node and `peers` member nodes wired in memory by the
 //!   deterministic simulator (`mesh_tests::sim`): encode, route and decode without QUIC.
 //! - [`mesh_quic`]: real agents on loopback, each one a process of this binary embedding
-//!   [`mesh_core::runtime::Agent`] (`groups-bench worker`): a sender agent without
+//!   [`mesh_agent::runtime::Agent`] (`groups-bench worker`): a sender agent without
 //!   members and `peers` agents with `per_peer` members each, their consumers counting
 //!   deliveries; the sender issues group sends in batches as fast as backpressure
 //!   allows. Erlang's counterparts live in the controller module (`throughput/5`,
@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use mesh_core::admin::{GroupView, ListenLine, DEFAULT_SCOPE};
+use mesh_agent::admin::{GroupView, ListenLine, DEFAULT_SCOPE};
+use mesh_agent::runtime::{AgentHandle, ApiError};
 use mesh_core::identity::NodeId;
 use mesh_core::node::{Dest, GroupMode, Node, NodeConfig};
 use mesh_core::process::Mailbox;
-use mesh_core::runtime::{AgentHandle, ApiError};
 
 use crate::cleanup::ScratchDir;
 use crate::cluster::{Cluster, ClusterOptions, SystemKind};

@@ -1,5 +1,5 @@
 //! Worker processes: a benchmark binary started as `<bench> worker ...` embeds one
-//! [`mesh_core::runtime::Agent`] (real QUIC with mTLS on loopback, no HTTP on the data
+//! [`mesh_agent::runtime::Agent`] (real QUIC with mTLS on loopback, no HTTP on the data
 //! path) and takes commands from the harness on stdin, one JSON line each, answering on
 //! stdout, one JSON line each. Its log goes to stderr (a file), so anything on stdout
 //! that is not a reply is ignored.
@@ -22,8 +22,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mesh_core::config::AgentConfig;
-use mesh_core::runtime::Agent;
+use mesh_agent::config::AgentConfig;
+use mesh_agent::runtime::Agent;
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{ClaimsCommand, ClaimsReply, ClaimsWorker};
@@ -125,7 +125,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Claim shards.
-    #[arg(long, default_value_t = mesh_core::config::DEFAULT_SHARDS)]
+    #[arg(long, default_value_t = mesh_agent::config::DEFAULT_SHARDS)]
     pub shards: u32,
     /// Default claims TTL, milliseconds.
     #[arg(long, default_value_t = 10_000)]
@@ -149,7 +149,7 @@ impl WorkerArgs {
             profile: "lan".to_owned(),
             voters: Vec::new(),
             data_dir: None,
-            shards: mesh_core::config::DEFAULT_SHARDS,
+            shards: mesh_agent::config::DEFAULT_SHARDS,
             claims_ttl_ms: 10_000,
         }
     }

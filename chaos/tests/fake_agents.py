@@ -3,13 +3,13 @@ harness's own clients (listen streams, sends, registry polls) without root or me
 
 It is not mesh: every fake agent shares one registry (changes are visible everywhere at
 once), there is no membership and no network. It speaks the JSON shapes of
-mesh-core/src/admin/mesh.rs: GET /v1/scopes, /v1/groups?scope=S, /v1/groups/G?scope=S,
+mesh-agent/src/admin/mesh.rs: GET /v1/scopes, /v1/groups?scope=S, /v1/groups/G?scope=S,
 /v1/names, /v1/names/N; POST /v1/send and /v1/listen (an NDJSON stream, chunked,
 `ready` first, a heartbeat every HEARTBEAT_S, the process removed when a write fails).
 `lose(pid)` drops a process from the registry while its stream stays open: the fault a
 checker must catch.
 
-Claims and strong names (mesh-core/src/admin/quorum.rs shapes): POST /v1/claims,
+Claims and strong names (mesh-agent/src/admin/quorum.rs shapes): POST /v1/claims,
 /v1/claims/release, /v1/names/strong, /v1/names/strong/release; GET
 /v1/names/strong/{name}?linearizable=. One shared table under a lock (trivially
 linearizable); a lease expires TTL after its last claim on the fake's clock;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use mesh_core::config::AgentConfig;
+use mesh_agent::config::AgentConfig;
+use mesh_agent::runtime::{Agent, StartError};
 use mesh_core::membership::Profile;
-use mesh_core::runtime::{Agent, StartError};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config_file::{io_reason, parse_duration, Layer};
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn start_errors_get_a_hint_by_key() {
         let err = start_failure(&StartError::Config(
-            mesh_core::config::ConfigError::PacketSize(1),
+            mesh_agent::config::ConfigError::PacketSize(1),
         ));
         let f = err
             .downcast_ref::<crate::error::Failure>()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use mesh_core::config::AgentConfig;
+use mesh_agent::config::AgentConfig;
 use mesh_core::identity::validate_name;
 use mesh_core::membership::Profile;
 use serde::Deserialize;

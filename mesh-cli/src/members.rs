@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use mesh_core::runtime::MemberView;
+use mesh_agent::runtime::MemberView;
 
 use crate::client::AdminArgs;
 use crate::out::{print_stdout, table};

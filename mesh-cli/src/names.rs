@@ -10,7 +10,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use mesh_core::admin::{
+use mesh_agent::admin::{
     NameView, StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
 };
 

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use mesh_core::admin::QuorumView;
+use mesh_agent::admin::QuorumView;
 
 use crate::claim::UNAVAILABLE_HINT;
 use crate::client::{AdminArgs, StatusHints};
@@ -131,7 +131,7 @@ fn render(view: &QuorumView, shards: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_core::runtime::QuorumStatus;
+    use mesh_agent::runtime::QuorumStatus;
 
     fn view() -> QuorumView {
         QuorumView {

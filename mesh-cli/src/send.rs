@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{ArgGroup, Args};
-use mesh_core::admin::{SendAnswer, SendBody, DEFAULT_SCOPE};
+use mesh_agent::admin::{SendAnswer, SendBody, DEFAULT_SCOPE};
 use mesh_core::node::GroupMode;
 
 use crate::client::AdminArgs;

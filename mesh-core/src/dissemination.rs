@@ -149,7 +149,7 @@ pub const ITEM_HEADER: usize = 3;
 pub const MAX_SWIM: usize = MAX_DATAGRAM - DATAGRAM_HEADER;
 /// The largest `batch_max_bytes`: half the transport's frame limit, leaving room for the
 /// node's envelope around the frame.
-pub const MAX_BATCH_BYTES: usize = mesh_transport::frame::DEFAULT_MAX_FRAME / 2;
+pub const MAX_BATCH_BYTES: usize = mesh_types::frame::DEFAULT_MAX_FRAME / 2;
 // Every SWIM packet the membership layer may build can be wrapped.
 const _: () = assert!(crate::membership::MAX_PACKET_SIZE <= MAX_SWIM);
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// The longest node name we accept (a DNS label fits in 63 bytes).
-pub const MAX_NAME_LEN: usize = mesh_transport::certs::MAX_NODE_NAME_LEN;
+pub const MAX_NAME_LEN: usize = mesh_types::node_name::MAX_NODE_NAME_LEN;
 
 /// A cluster member's identity.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,10 +102,14 @@ impl foca::Identity for NodeId {
 pub struct NameError(pub String);
 
 /// Checks that `name` can be a node name. The rule is the certificate's
-/// ([`mesh_transport::certs::validate_node_name`]), so a name that passes here can
-/// always be issued a certificate.
+/// ([`mesh_types::node_name::is_valid_node_name`], which `mesh-transport` checks before
+/// issuing one), so a name that passes here can always be issued a certificate.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    mesh_transport::certs::validate_node_name(name).map_err(|_| NameError(name.to_owned()))
+    if mesh_types::node_name::is_valid_node_name(name) {
+        Ok(())
+    } else {
+        Err(NameError(name.to_owned()))
+    }
 }
 
 #[cfg(test)]

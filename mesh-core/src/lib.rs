@@ -1,4 +1,12 @@
-//! mesh-core: the mesh node.
+//! mesh-core: the mesh node as a sans-IO state machine.
+//!
+//! Every protocol here takes inputs with an explicit `now` and returns outputs to drain;
+//! it does no IO, spawns nothing, reads no clock and uses the seeded RNG it is handed.
+//! The compiler keeps it so: the crate's normal dependencies include no tokio, quinn,
+//! rustls, axum, metrics or redb (`scripts/check-sans-io` checks it in CI). The tokio
+//! shell that drives [`node::Node`] over QUIC, the redb acceptor store, metrics, config
+//! and the admin HTTP API are in `mesh-agent`; the deterministic simulator in `tests/`
+//! drives the same `Node`.
 //!
 //! - [`identity`]: who a node is (`{name, addr, incarnation}`).
 //! - [`pid`]: process identifiers `{node, incarnation, local_id}`.
@@ -11,26 +19,20 @@
 //! - [`registry`]: process groups (Erlang `pg` semantics) and eventual names, sans-IO,
 //!   on the owner-partitioned delta-ORSWOT of `mesh-crdt`.
 //! - [`node`]: every protocol of one peer composed into one sans-IO state machine.
-//! - [`quorum`]: the CASPaxos register of the quorum plane.
+//! - [`quorum`]: the CASPaxos register of the quorum plane, and the acceptor store's
+//!   contract ([`quorum::store`]: the `AcceptorStore` trait, `MemStore`, group commit).
 //! - [`claims`]: task claims and strong names on the register (sans-IO).
-//! - [`config`]: agent configuration and validation.
-//! - [`runtime`]: the tokio shell (transport, timers, events).
-//! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod admin;
 pub mod claims;
 pub mod codec;
-pub mod config;
 pub mod dissemination;
 pub mod hlc;
 pub mod identity;
 pub mod membership;
-pub mod metrics;
 pub mod node;
 pub mod pid;
 pub mod process;
 pub mod quorum;
 pub mod registry;
-pub mod runtime;

@@ -6,7 +6,7 @@
 //! timers to arm at an absolute deadline, and membership events. It reads no clock,
 //! does no IO and draws randomness only from the seeded RNG it was built with, so the
 //! same inputs give the same outputs; the deterministic simulator in `tests/` and the
-//! tokio shell in [`crate::runtime`] drive the same code.
+//! tokio shell in `mesh-agent` (`mesh_agent::runtime`) drive the same code.
 //!
 //! # Properties
 //!

@@ -23,8 +23,9 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-/// The longest node name accepted (a DNS label fits in 63 bytes).
-pub const MAX_NODE_NAME_LEN: usize = 63;
+/// The longest node name accepted (a DNS label fits in 63 bytes); the rule lives in
+/// `mesh-types`, shared with the sans-IO core.
+pub use mesh_types::node_name::MAX_NODE_NAME_LEN;
 
 /// How many years a certificate stays valid, counted from January 1st of this year.
 const VALIDITY_YEARS: i32 = 10;
@@ -105,15 +106,7 @@ pub enum CertError {
 /// Checks that `name` can be a node name: 1 to 63 bytes of `[A-Za-z0-9.-]`, starting
 /// and ending with a letter or digit, so it is also a valid DNS name in a certificate.
 pub fn validate_node_name(name: &str) -> Result<(), CertError> {
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NODE_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        && edge_ok(name.chars().next())
-        && edge_ok(name.chars().last());
-    if ok {
+    if mesh_types::node_name::is_valid_node_name(name) {
         Ok(())
     } else {
         Err(CertError::InvalidName(name.to_owned()))

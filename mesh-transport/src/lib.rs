@@ -45,7 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod certs;
-pub mod frame;
+pub use mesh_types::frame;
 pub mod stats;
 pub mod tls;
 mod transport;

@@ -19,7 +19,7 @@ use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mesh_core::admin::{
+use mesh_agent::admin::{
     ClaimAnswer, ClaimsView, HoldLine, ListenLine, QuorumView, SendAnswer, StrongNameView,
     WhereisAnswer,
 };
@@ -44,7 +44,7 @@ const MARGIN: Duration = Duration::from_secs(4);
 const LINE_SLACK: Duration = Duration::from_millis(500);
 /// Agents forming and converging on two shared cores.
 const CONVERGE: Duration = Duration::from_secs(30);
-/// The agent's deadline for a quorum call (`mesh_core::admin::CALL_DEADLINE`), plus
+/// The agent's deadline for a quorum call (`mesh_agent::admin::CALL_DEADLINE`), plus
 /// the time for the answer to come back.
 const CALL_BOUND: Duration = Duration::from_secs(25);
 

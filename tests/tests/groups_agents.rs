@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mesh_core::admin::{GroupView, ListenLine, NameView};
+use mesh_agent::admin::{GroupView, ListenLine, NameView};
 use mesh_tests::cluster::{meshctl, Cluster};
 
 /// Generous: agents share two cores with the build and each other.

@@ -4,9 +4,9 @@
 //! [`Dissemination`] scheduler, the local processes and their mailboxes, and the routing
 //! of messages between processes. Like each of its parts it reads no clock, does no IO
 //! and draws randomness only from its seeded RNG: inputs arrive with an explicit `now`,
-//! outputs are drained with [`Node::poll_output`]. The tokio shell
-//! ([`crate::runtime`]) and the deterministic simulator (`tests/src/sim.rs`) drive the
-//! same code.
+//! outputs are drained with [`Node::poll_output`]. The tokio shell (`mesh_agent::runtime`,
+//! in the `mesh-agent` crate) and the deterministic simulator (`tests/src/sim.rs`) drive
+//! the same code.
 //!
 //! ```text
 //!             ┌───────────────────────────── Node ─────────────────────────────┐
@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_crdt::Digest;
-use mesh_transport::frame::Class;
-use mesh_transport::PeerRef;
+use mesh_types::frame::Class;
+use mesh_types::PeerRef;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};

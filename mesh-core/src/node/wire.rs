@@ -1,7 +1,7 @@
 //! What the node puts in stream frames and requests.
 //!
 //! The transport frames every payload with a version byte and a class
-//! ([`mesh_transport::frame`]); inside, each class carries one MessagePack enum with
+//! ([`mesh_types::frame`]); inside, each class carries one MessagePack enum with
 //! named fields (`rmp_serde::to_vec_named`), so fields can be added later with
 //! `#[serde(default)]` and older peers ignore keys they do not know. Decoding never
 //! panics: a payload that does not decode is dropped and counted with a reason.

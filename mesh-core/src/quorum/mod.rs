@@ -132,7 +132,7 @@ pub use root::{
     proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,
     FormationStats, Hello, PersistedError, RootRecord, VoterNames, VotersError,
 };
-pub use store::{AcceptorStore, CommitStats, GroupCommit, MemStore, Opened, RedbStore, StoreError};
+pub use store::{AcceptorStore, CommitStats, GroupCommit, MemStore, StoreError};
 
 /// The size of a majority quorum of `voters` voters.
 pub fn majority(voters: usize) -> usize {

@@ -1,5 +1,5 @@
-//! Tests of the durable store: redb across reopen, wipe and failed fsyncs, the in-memory
-//! model, and the group-commit batcher against a real acceptor.
+//! Tests of the store contract: the encoding, the in-memory model, and the group-commit
+//! batcher against a real acceptor. (The redb store's tests are in `mesh-agent`.)
 
 use super::*;
 use crate::quorum::{Acceptor, Ballot, NodeId, Request};
@@ -77,97 +77,7 @@ fn msgs(replies: Vec<Envelope<Reply<String, u32>>>) -> Vec<Reply<String, u32>> {
 }
 
 // ---------------------------------------------------------------------------------------
-// redb
-
-#[test]
-fn committed_states_and_the_root_survive_reopening_the_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let (mut store, opened) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
-        assert_eq!(opened, Opened::Created);
-        assert_eq!(store.root().expect("readable"), None);
-        let stats = store
-            .commit(&[entry("a", 1), entry("b", 2)])
-            .expect("commit");
-        assert_eq!(stats.keys, 2);
-        store.commit(&[entry("a", 3)]).expect("commit");
-        store.set_root(&root()).expect("set_root");
-    }
-    let (store, opened) = RedbStore::open(dir.path(), &mut rng(2)).expect("reopen");
-    assert_eq!(opened, Opened::Existing);
-    assert_eq!(
-        store.load().expect("load"),
-        vec![entry("a", 3), entry("b", 2)]
-    );
-    assert_eq!(store.root().expect("readable"), Some(root()));
-    let typed = load_acceptor::<String, u32>(&store).expect("decodes");
-    assert_eq!(typed[0].0, "a");
-    assert_eq!(typed[0].1.accepted.map(|(_, v)| v), Some(3));
-}
-
-#[test]
-fn the_acceptor_id_is_stable_across_reopen_and_new_after_the_directory_is_wiped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store_dir = dir.path().join("quorum");
-    let mut entropy = rng(7);
-    let first = RedbStore::open(&store_dir, &mut entropy)
-        .expect("open")
-        .0
-        .acceptor_id();
-    assert_ne!(first, 0);
-    // A reopen keeps the id whatever the RNG says.
-    let (again, opened) = RedbStore::open(&store_dir, &mut entropy).expect("reopen");
-    assert_eq!((again.acceptor_id(), opened), (first, Opened::Existing));
-    drop(again);
-    std::fs::remove_dir_all(&store_dir).expect("wipe");
-    let (wiped, opened) = RedbStore::open(&store_dir, &mut entropy).expect("recreate");
-    assert_eq!(opened, Opened::Created);
-    assert_ne!(wiped.acceptor_id(), first);
-    assert_eq!(wiped.load().expect("load"), Vec::<Entry>::new());
-}
-
-#[test]
-fn a_commit_of_1000_keys_is_one_transaction_and_one_fsync() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
-    let file_len = |s: &RedbStore| std::fs::metadata(s.path()).map(|m| m.len()).expect("stat");
-    let mut last = Vec::new();
-    for round in 0..4 {
-        let batch: Vec<Entry> = (0..1000)
-            .map(|i| entry(&format!("shard-{i}"), i + round))
-            .collect();
-        let (before, len) = (store.stats(), file_len(&store));
-        let stats = store.commit(&batch).expect("commit");
-        let after = store.stats();
-        // One fsync per commit, plus one when the file had to grow (redb makes the new
-        // length durable before the header can point into it).
-        let grew = u64::from(file_len(&store) > len);
-        assert_eq!(
-            (after.commits - before.commits, after.fsyncs - before.fsyncs),
-            (1, 1 + grew),
-            "round {round}"
-        );
-        assert_eq!(stats.keys, 1000);
-        assert_eq!(
-            stats.bytes,
-            batch.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        );
-        last = batch;
-    }
-    drop(store);
-    let (store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("reopen");
-    last.sort();
-    assert_eq!(store.load().expect("load"), last);
-}
-
-#[test]
-fn an_empty_batch_writes_nothing_and_costs_no_fsync() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
-    let before = store.stats();
-    assert_eq!(store.commit(&[]).expect("commit"), CommitStats::default());
-    assert_eq!(store.stats(), before);
-}
+// Encoding
 
 #[test]
 fn a_corrupt_state_is_an_error_naming_its_key() {
@@ -192,91 +102,6 @@ fn a_corrupt_state_is_an_error_naming_its_key() {
         .expect("commit");
     let err = load_acceptor::<String, u32>(&store).expect_err("bad key");
     assert!(err.to_string().contains("0xc101"), "{err}");
-}
-
-#[test]
-fn a_corrupt_acceptor_id_or_root_is_an_error_naming_the_entry() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    drop(RedbStore::open(dir.path(), &mut rng(1)).expect("open"));
-    let poke = |key: &str, value: &[u8]| {
-        let db = Database::create(dir.path().join(STORE_FILE)).expect("redb opens");
-        let txn = db.begin_write().expect("txn");
-        txn.open_table(META)
-            .expect("meta")
-            .insert(key, value)
-            .expect("insert");
-        txn.commit().expect("commit");
-    };
-    poke(META_ROOT, &[STATE_FORMAT, 0x93, 0xff]);
-    let (store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("opens");
-    let err = store.root().expect_err("corrupt root");
-    assert!(err.to_string().contains("meta/root"), "{err}");
-    drop(store);
-    poke(META_ACCEPTOR_ID, &[1, 2, 3]);
-    let err = RedbStore::open(dir.path(), &mut rng(1)).expect_err("corrupt id");
-    assert!(
-        matches!(&err, StoreError::Corrupt { key, .. } if key == "meta/acceptor_id"),
-        "{err}"
-    );
-}
-
-#[test]
-fn a_file_that_is_not_a_store_fails_to_open_with_an_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(STORE_FILE), vec![0x5a; 64 << 10]).expect("write");
-    let err = RedbStore::open(dir.path(), &mut rng(1)).expect_err("not redb");
-    assert!(matches!(err, StoreError::Open { .. }), "{err}");
-}
-
-#[test]
-fn a_damaged_page_fails_the_integrity_check_on_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let marker = b"MARKER-0123456789";
-    {
-        let (mut store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
-        store
-            .commit(&[(b"k".to_vec(), marker.to_vec())])
-            .expect("commit");
-    }
-    let path = dir.path().join(STORE_FILE);
-    let mut bytes = std::fs::read(&path).expect("read");
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("the value is in the file");
-    bytes[at] ^= 0xff;
-    std::fs::write(&path, bytes).expect("write");
-    match RedbStore::open(dir.path(), &mut rng(1)) {
-        Err(StoreError::Open { reason, .. }) => assert!(!reason.is_empty()),
-        Err(other) => panic!("expected Open, got {other:?}"),
-        Ok((store, _)) => panic!("opened a damaged store: {:?}", store.load()),
-    }
-}
-
-#[test]
-fn a_second_open_of_an_open_store_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
-    let err = RedbStore::open(dir.path(), &mut rng(1)).expect_err("locked");
-    assert!(err.to_string().contains("already open"), "{err}");
-}
-
-#[test]
-fn a_failed_fsync_stops_the_store_and_the_batch_is_all_or_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
-    store.commit(&[entry("kept", 1)]).expect("commit");
-    store.fail_fsyncs();
-    let batch: Vec<Entry> = (0..50).map(|i| entry(&format!("lost-{i}"), i)).collect();
-    assert!(matches!(store.commit(&batch), Err(StoreError::Write(_))));
-    assert!(matches!(store.commit(&batch), Err(StoreError::Stopped)));
-    assert!(matches!(store.set_root(&root()), Err(StoreError::Stopped)));
-    assert_eq!(store.stats().failed_writes, 1);
-    drop(store);
-    let (store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("reopen");
-    let keys = store.load().expect("load").len();
-    assert!(keys == 1 || keys == 51, "a partial batch: {keys} keys");
-    assert_eq!(store.load().expect("load")[0], entry("kept", 1));
 }
 
 // ---------------------------------------------------------------------------------------

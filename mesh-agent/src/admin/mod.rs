@@ -270,7 +270,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::membership::MemberState;
+    use mesh_core::membership::MemberState;
 
     /// A node whose answers the test sets.
     #[derive(Clone, Default)]

@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::claims::ShardId;
-use crate::membership::{EventKind, MemberState, Rejected};
-use crate::node::quorum::{QuorumPlane, QUORUM_DROP_REASONS};
-use crate::node::Undeliverable;
-use crate::node::{Node, SendError, DROP_REASONS};
+use mesh_core::claims::ShardId;
+use mesh_core::membership::{EventKind, MemberState, Rejected};
+use mesh_core::node::quorum::{QuorumPlane, QUORUM_DROP_REASONS};
+use mesh_core::node::Undeliverable;
+use mesh_core::node::{Node, SendError, DROP_REASONS};
 
 /// Scopes published with their own label; the rest are summed under `_other`, so a
 /// program that makes scopes on the fly cannot blow up the series count.
@@ -785,8 +785,8 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::node::quorum::{QuorumConfig, QuorumPlane};
-    use crate::quorum::VoterNames;
+    use mesh_core::node::quorum::{QuorumConfig, QuorumPlane};
+    use mesh_core::quorum::VoterNames;
 
     fn plane(name: &str) -> QuorumPlane {
         let voters = VoterNames::new(["n1", "n2", "n3"]).expect("three voters");

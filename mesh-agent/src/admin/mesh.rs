@@ -34,11 +34,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::json_error;
-use crate::node::{Dest, GroupMode, NodeOpError, SendError, SyncMode};
-use crate::pid::Pid;
-use crate::process::Delivery;
-use crate::registry::{ConflictPolicy, NameInfo, RegisterError};
 use crate::runtime::{AgentHandle, ApiError, ProcessHandle};
+use mesh_core::node::{Dest, GroupMode, NodeOpError, SendError, SyncMode};
+use mesh_core::pid::Pid;
+use mesh_core::process::Delivery;
+use mesh_core::registry::{ConflictPolicy, NameInfo, RegisterError};
 
 /// The scope used when a request names none.
 pub const DEFAULT_SCOPE: &str = "default";

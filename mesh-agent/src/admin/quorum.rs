@@ -33,7 +33,7 @@
 //! (with the owner and version), stale token or version (with the current one), not held
 //! by this agent, session lost; `404` no such strong name or local process; `504` no
 //! decision in time; `400` bad input; `507` a shard table is full, or this agent already uses
-//! the most distinct TTLs ([`MAX_TTLS`](crate::node::quorum::MAX_TTLS)); `429` too many calls.
+//! the most distinct TTLs ([`MAX_TTLS`](mesh_core::node::quorum::MAX_TTLS)); `429` too many calls.
 //!
 //! # Decisions
 //!
@@ -84,13 +84,13 @@ use tokio::sync::broadcast;
 
 use super::json_error;
 use super::mesh::{bad_request, stopped, ApiJson, HEARTBEAT};
-use crate::claims::{
+use crate::runtime::{AgentHandle, ApiError, ProcessHandle, QuorumStatus};
+use mesh_core::claims::{
     CallOk, ClaimReject, ClaimsError, HolderEvent, LostReason, ShardId, ShardTable, StrongName,
     Unavailable,
 };
-use crate::node::quorum::CallError;
-use crate::pid::Pid;
-use crate::runtime::{AgentHandle, ApiError, ProcessHandle, QuorumStatus};
+use mesh_core::node::quorum::CallError;
+use mesh_core::pid::Pid;
 
 /// Longest a claims or strong-name route waits for a decision before it answers `504`.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(20);
@@ -998,7 +998,7 @@ async fn sweep_kept(api: &QuorumApi) {
                         Some(_) => return None,
                         // Absent from a table newer than its registration: released.
                         None => {
-                            let shard = crate::claims::shard_of(name.as_bytes(), shards);
+                            let shard = mesh_core::claims::shard_of(name.as_bytes(), shards);
                             let newer = cache
                                 .snapshot(shard)
                                 .is_some_and(|(stamp, _)| stamp > version);
@@ -1238,7 +1238,7 @@ async fn quorum(State(api): State<QuorumApi>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::{SessionId, TableKind};
+    use mesh_core::claims::{SessionId, TableKind};
 
     fn sid(node: &str) -> SessionId {
         SessionId {
@@ -1337,7 +1337,7 @@ mod tests {
             ),
             (
                 claims(ClaimsError::Rejected(ClaimReject::BadLength {
-                    field: crate::claims::Field::Task,
+                    field: mesh_core::claims::Field::Task,
                     len: 200,
                     max: 128,
                 })),
@@ -1413,14 +1413,14 @@ mod tests {
         };
         t.sessions.insert(
             sid("n4"),
-            crate::claims::Session {
+            mesh_core::claims::Session {
                 ttl_ms: 2000,
                 renew_seq: 8,
             },
         );
         t.claims.insert(
             "job-1".into(),
-            crate::claims::ClaimRecord {
+            mesh_core::claims::ClaimRecord {
                 sid: sid("n4"),
                 token: 7,
             },

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use metrics::histogram;
 use tokio::sync::mpsc;
 
-use crate::claims::{ShardId, ShardSlot};
-use crate::node::StoreBoot;
-use crate::quorum::store::load_acceptor;
-use crate::quorum::{AcceptorStore, RedbStore, RootRecord};
+use crate::redb_store::RedbStore;
+use mesh_core::claims::{ShardId, ShardSlot};
+use mesh_core::node::StoreBoot;
+use mesh_core::quorum::store::load_acceptor;
+use mesh_core::quorum::{AcceptorStore, RootRecord};
 
 /// A finished durable write, fed back to the node.
 #[derive(Debug)]

@@ -15,15 +15,17 @@ use metrics::counter;
 use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Command, Shell};
-use crate::claims::{CallId, CallOk, ClaimReject, ClaimsError, Holder, HolderEvent, StrongName};
-use crate::node::quorum::{CallError, ClaimCall};
-use crate::node::{
+use mesh_core::claims::{
+    CallId, CallOk, ClaimReject, ClaimsError, Holder, HolderEvent, StrongName,
+};
+use mesh_core::node::quorum::{CallError, ClaimCall};
+use mesh_core::node::{
     Dest, MonitorItem, Node, NodeOpError, ProcessError, SendError, SendOutcome, SendReceipt,
     SyncError, SyncMode,
 };
-use crate::pid::Pid;
-use crate::process::{Delivery, Inbox, Mailbox};
-use crate::registry::{
+use mesh_core::pid::Pid;
+use mesh_core::process::{Delivery, Inbox, Mailbox};
+use mesh_core::registry::{
     ConflictPolicy, JoinError, LeaveError, MonitorId, NameInfo, RegisterError, Snapshot,
     UnregisterError,
 };
@@ -155,7 +157,7 @@ impl AgentHandle {
     }
 
     /// Sends and waits until every remote node holding a target has said whether it
-    /// delivered (or [`crate::node::ACK_TIMEOUT`] passed).
+    /// delivered (or [`mesh_core::node::ACK_TIMEOUT`] passed).
     pub async fn send_confirmed(
         &self,
         from: Option<Pid>,
@@ -376,7 +378,7 @@ impl AgentHandle {
         self.call(move |n, _| match n.quorum() {
             Some(q) => Ok(q.name_cache().whereis(&name).cloned()),
             None => Err(CallError::Claims(ClaimsError::Unavailable {
-                reason: crate::claims::Unavailable::NoVoters,
+                reason: mesh_core::claims::Unavailable::NoVoters,
             })),
         })
         .await
@@ -386,9 +388,9 @@ impl AgentHandle {
     /// formed yet; `Err` inside: no quorum answered in time).
     pub async fn read_shard(
         &self,
-        shard: crate::claims::ShardId,
+        shard: mesh_core::claims::ShardId,
     ) -> Result<
-        Option<Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>>,
+        Option<Result<Option<mesh_core::claims::ShardTable>, mesh_core::quorum::ProposeError>>,
         ApiError,
     > {
         let rx = self
@@ -450,8 +452,8 @@ pub struct QuorumStatus {
 }
 
 impl QuorumStatus {
-    fn of(q: &crate::node::quorum::QuorumPlane) -> Self {
-        use crate::quorum::FormationState as F;
+    fn of(q: &mesh_core::node::quorum::QuorumPlane) -> Self {
+        use mesh_core::quorum::FormationState as F;
         let (state, reason) = match q.formation().state() {
             F::Forming => ("forming", None),
             F::Persisting(_) => ("persisting", None),
@@ -464,13 +466,13 @@ impl QuorumStatus {
         let reachable = q.reachable_names();
         let mut preferred = std::collections::BTreeMap::new();
         for s in 0..q.config().shards {
-            if let Some(p) = q.preferred(crate::claims::ShardId(s)) {
+            if let Some(p) = q.preferred(mesh_core::claims::ShardId(s)) {
                 *preferred.entry(p).or_insert(0) += 1;
             }
         }
         Self {
             epoch: q.root().map(|r| r.epoch),
-            quorum: crate::quorum::majority(voters.len()),
+            quorum: mesh_core::quorum::majority(voters.len()),
             voters,
             state: state.to_owned(),
             reason,

@@ -5,13 +5,14 @@
 //! promise fits in a frame again, and the next change leaves a slot bounded by the live
 //! state — with the shard's fencing counter untouched.
 
+use mesh_agent::redb_store::RedbStore;
 use mesh_core::claims::{
     holder_client, ClaimReject, Session, SessionId, ShardChange, ShardId, ShardSlot, ShardTable,
 };
 use mesh_core::quorum::store::{encode_key, encode_state, load_acceptor, AcceptorStore};
 use mesh_core::quorum::{
     Acceptor, AcceptorOutput, AcceptorState, Ballot, NodeId, Outcome, Proposer, ProposerConfig,
-    ProposerOutput, RedbStore, RequestId,
+    ProposerOutput, RequestId,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{validate_name, NameError};
-use crate::membership::{Profile, DEFAULT_PACKET_SIZE, MAX_PACKET_SIZE, MIN_PACKET_SIZE};
+use mesh_core::identity::{validate_name, NameError};
+use mesh_core::membership::{Profile, DEFAULT_PACKET_SIZE, MAX_PACKET_SIZE, MIN_PACKET_SIZE};
 
 /// Default SWIM/QUIC port.
 pub const DEFAULT_PORT: u16 = 7946;
@@ -121,7 +121,7 @@ impl AgentConfig {
             profile: Profile::Lan,
             packet_size: DEFAULT_PACKET_SIZE,
             permdown: DEFAULT_PERMDOWN,
-            mailbox_capacity: crate::process::DEFAULT_MAILBOX_CAPACITY,
+            mailbox_capacity: mesh_core::process::DEFAULT_MAILBOX_CAPACITY,
             voters: Vec::new(),
             shards: DEFAULT_SHARDS,
             claims_ttl: DEFAULT_CLAIMS_TTL,
@@ -157,7 +157,7 @@ impl AgentConfig {
             return Err(ConfigError::MailboxCapacity(self.mailbox_capacity));
         }
         if !self.voters.is_empty() {
-            crate::quorum::VoterNames::new(self.voters.iter().cloned())
+            mesh_core::quorum::VoterNames::new(self.voters.iter().cloned())
                 .map_err(|e| ConfigError::Voters(e.to_string()))?;
             if self.voters.contains(&self.name) && self.data_dir.is_none() {
                 return Err(ConfigError::VoterNeedsDataDir);

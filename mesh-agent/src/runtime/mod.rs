@@ -1,4 +1,4 @@
-//! The tokio shell: feeds [`crate::node::Node`] from the QUIC transport and a timer
+//! The tokio shell: feeds [`mesh_core::node::Node`] from the QUIC transport and a timer
 //! heap, carries out what it asks for, publishes events and metrics, and serves the
 //! admin API.
 //!
@@ -47,18 +47,18 @@ use metrics::{counter, gauge};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::claims::{CallOk, ClaimsError, HolderEvent};
 use crate::config::AgentConfig;
-use crate::identity::NodeId;
-use crate::membership::{
+use mesh_core::claims::{CallOk, ClaimsError, HolderEvent};
+use mesh_core::identity::NodeId;
+use mesh_core::membership::{
     EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
 };
-use crate::node::quorum::{ClaimCall, QuorumConfig};
-use crate::node::{
+use mesh_core::node::quorum::{ClaimCall, QuorumConfig};
+use mesh_core::node::{
     AckId, Node, NodeConfig, Output, QuorumBoot, RequestFailed, RequestTag, SendOutcome, SyncError,
     SyncId,
 };
-use crate::registry::RegistryConfig;
+use mesh_core::registry::RegistryConfig;
 use store::{Persisted, Store};
 
 /// How often the loop turns even when nothing happens (drives `/livez`).
@@ -212,10 +212,10 @@ impl Agent {
         )
         .map_err(|e| {
             StartError::Config(match e {
-                crate::node::NodeError::Dissemination(e) => {
+                mesh_core::node::NodeError::Dissemination(e) => {
                     crate::config::ConfigError::Dissemination(e.to_string())
                 }
-                crate::node::NodeError::Quorum(e) => {
+                mesh_core::node::NodeError::Quorum(e) => {
                     crate::config::ConfigError::Voters(e.to_string())
                 }
             })
@@ -300,7 +300,7 @@ fn quorum_boot(config: &AgentConfig) -> Result<(Option<QuorumBoot>, Option<Store
     if config.voters.is_empty() {
         return Ok((None, None));
     }
-    let voters = crate::quorum::VoterNames::new(config.voters.iter().cloned())
+    let voters = mesh_core::quorum::VoterNames::new(config.voters.iter().cloned())
         .map_err(|e| StartError::Config(crate::config::ConfigError::Voters(e.to_string())))?;
     let mut qc = QuorumConfig::new(voters.clone());
     qc.shards = config.shards;
@@ -367,7 +367,8 @@ fn boot_incarnation(data_dir: Option<&Path>) -> Result<u64, StartError> {
 }
 
 /// A shard read's outcome.
-type ShardReadResult = Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>;
+type ShardReadResult =
+    Result<Option<mesh_core::claims::ShardTable>, mesh_core::quorum::ProposeError>;
 
 /// A finished request: its tag and outcome.
 type Done = (RequestTag, Result<Bytes, RequestFailed>);
@@ -413,11 +414,11 @@ impl Shell {
     fn send_now(
         &mut self,
         now: Instant,
-        from: Option<crate::pid::Pid>,
-        dest: &crate::node::Dest,
+        from: Option<mesh_core::pid::Pid>,
+        dest: &mesh_core::node::Dest,
         payload: Bytes,
         ack: bool,
-    ) -> Result<crate::node::SendReceipt, crate::node::SendError> {
+    ) -> Result<mesh_core::node::SendReceipt, mesh_core::node::SendError> {
         self.flush();
         self.refused_user.clear();
         let mut receipt = self.node.send(now, from, dest, payload, ack)?;
@@ -433,9 +434,9 @@ impl Shell {
                 self.node.refuse_ack(id, node);
             }
         }
-        use crate::node::Dest;
+        use mesh_core::node::Dest;
         if matches!(dest, Dest::Pid(_) | Dest::Name(_) | Dest::Strong(_)) {
-            return Err(crate::node::SendError::Backpressure(refused[0].clone()));
+            return Err(mesh_core::node::SendError::Backpressure(refused[0].clone()));
         }
         receipt.refused_nodes = refused;
         Ok(receipt)
