@@ -63,7 +63,8 @@ pub fn chunked<'a>(data: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
 pub struct Parsed {
     /// Frames and per-frame errors, in stream order.
     pub items: Vec<Result<(Class, Bytes), FrameError>>,
-    /// Bytes after the last complete frame (0 once oversized: nothing is kept).
+    /// Bytes held after the last complete frame: a partial prefix, or the partial body
+    /// once its prefix is complete (0 once oversized: nothing is kept).
     pub leftover: usize,
     /// Whether an oversized prefix ended the stream.
     pub failed: bool,
@@ -91,9 +92,10 @@ pub fn reference_parse(stream: &[u8], max: usize) -> Parsed {
             };
         }
         if body.len() < len {
+            // A complete prefix is parsed, not held: only the partial body counts.
             return Parsed {
                 items,
-                leftover: rest.len(),
+                leftover: body.len(),
                 failed: false,
             };
         }
@@ -349,12 +351,8 @@ pub mod harness {
                 timers: Vec::new(),
                 sent: Vec::new(),
             };
-            let (mut n2, _, _mb2) = make_node("n2", 2, vec![addr(1)], t0);
-            n2.handle_tick(t0);
-            while let Some(out) = n2.poll_output() {
-                if let Output::Datagram { data, .. } = out {
-                    h.node.handle_datagram(t0, "n2", &data);
-                }
+            for data in n2_announce() {
+                h.node.handle_datagram(t0, "n2", data);
             }
             h.after();
             h
@@ -427,6 +425,23 @@ pub mod harness {
             self.node.handle_tick(self.now);
             self.after();
         }
+    }
+
+    /// The datagrams n2 sends on its first tick (its announce to its seed, n1): the same
+    /// bytes every time (fixed seeds and clock), so made once per process.
+    fn n2_announce() -> &'static [Bytes] {
+        static ANNOUNCE: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
+        ANNOUNCE.get_or_init(|| {
+            let t0 = Instant::now();
+            let (mut n2, _, _mb2) = make_node("n2", 2, vec![addr(1)], t0);
+            n2.handle_tick(t0);
+            std::iter::from_fn(|| n2.poll_output())
+                .filter_map(|out| match out {
+                    Output::Datagram { data, .. } => Some(data),
+                    _ => None,
+                })
+                .collect()
+        })
     }
 
     impl Default for Harness {
