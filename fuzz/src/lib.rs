@@ -519,3 +519,36 @@ pub mod harness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_harness_node_knows_n2_and_its_views_agree() {
+        let mut h = harness::Harness::new();
+        let peers: Vec<_> = h.node.live_peers().map(|p| p.name.clone()).collect();
+        assert_eq!(peers, ["n2"]);
+        // n2's announce carried its own join piggybacked: both processes are in g1.
+        assert_eq!(h.node.registry().member_count(harness::SCOPE, "g1"), 2);
+        h.tick(10);
+    }
+
+    #[test]
+    fn pieces_round_trip() {
+        let pieces: [&[u8]; 3] = [b"", b"ab", &[7; 300]];
+        assert_eq!(split_pieces(&join_pieces(&pieces)), pieces);
+    }
+
+    #[test]
+    fn the_reference_parser_reads_a_frame_and_a_partial_one() {
+        let mut stream = mesh_transport::frame::encode_frame(Class::User, b"x", 16)
+            .expect("fits")
+            .to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 5, 1]);
+        let parsed = reference_parse(&stream, 16);
+        assert_eq!(parsed.items, [Ok((Class::User, Bytes::from_static(b"x")))]);
+        assert_eq!(parsed.leftover, 1);
+        check_frame_stream(&stream, 16, &[1, 2]);
+    }
+}
