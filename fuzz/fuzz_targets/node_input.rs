@@ -10,8 +10,8 @@
 //! | 6        | time passes (`bytes[0] * 10` ms): due SWIM timers fire, then a tick     |
 //!
 //! The node (n1) starts with a process in two groups and a name, and knows n2. After
-//! every input: no panic; an input whose envelope does not decode is dropped and changes
-//! no replicated state (N1); a monitor's snapshot plus its events equals the registry's
+//! every input: no panic; an input whose envelope does not decode, or a datagram SWIM
+//! refused, is dropped and changes no replicated state (N1); a monitor's snapshot plus its events equals the registry's
 //! snapshot, which equals the replicated state; everything the node sends decodes.
 //! Quorum messages are not fuzzed (no voters are configured: Control frames stop at
 //! their envelope).
@@ -62,8 +62,14 @@ fuzz_target!(|data: &[u8]| {
                     .ok()
                     .and_then(|(swim, _)| peek_header(swim).ok())
                     .map_or_else(|| "n2".to_owned(), |h| h.src.name);
+                let rejected = |h: &Harness| -> u64 {
+                    h.node.membership().stats().rejected.values().sum()
+                };
+                let before = rejected(&h);
                 h.node.handle_datagram(h.now, &from, bytes);
+                // Malformed outside, or refused by SWIM: its piggyback is not trusted.
                 mesh_core::dissemination::Dissemination::unwrap_datagram(bytes).is_err()
+                    || rejected(&h) > before
             }
             5 => {
                 if h.pending.is_empty() {
