@@ -97,7 +97,12 @@ fn crdt(c: &mut Corpus) {
         s.purge_origin(&"n1".to_string()).expect("known").delta
     };
     let enc = |s: &Orswot<String, String>| s.encode().expect("encode");
-    let states = [a.state().clone(), b.state().clone(), lost_some.state().clone(), purged];
+    let states = [
+        a.state().clone(),
+        b.state().clone(),
+        lost_some.state().clone(),
+        purged,
+    ];
     for mode in 1..4u8 {
         for limit in [0u8, 20, 255] {
             let pieces: Vec<Vec<u8>> = states.iter().skip(usize::from(mode) - 1).map(enc).collect();
@@ -111,7 +116,11 @@ fn crdt(c: &mut Corpus) {
         input.extend(join_pieces(&[enc(d)]));
         c.add("crdt_decode", &input);
     }
-    for (s, d) in [(&a, lost_some.digest()), (&b, a.digest()), (&lost_some, b.digest())] {
+    for (s, d) in [
+        (&a, lost_some.digest()),
+        (&b, a.digest()),
+        (&lost_some, b.digest()),
+    ] {
         let mut input = vec![0, 10];
         input.extend(join_pieces(&[enc(s.state()), d.encode().expect("encode")]));
         c.add("crdt_decode", &input);
@@ -133,13 +142,29 @@ fn cluster(c: &mut Corpus) {
         now += Duration::from_millis(5);
         match step {
             40 => {
-                let _ = n2.join(now, SCOPE, &["g1".into(), "g9".into()], &p2, Some("meta".into()));
+                let _ = n2.join(
+                    now,
+                    SCOPE,
+                    &["g1".into(), "g9".into()],
+                    &p2,
+                    Some("meta".into()),
+                );
             }
             60 => {
-                let _ = n2.send(now, Some(p2.clone()), &Dest::Pid(p1.clone()), Bytes::from_static(b"hi"), true);
+                let _ = n2.send(
+                    now,
+                    Some(p2.clone()),
+                    &Dest::Pid(p1.clone()),
+                    Bytes::from_static(b"hi"),
+                    true,
+                );
             }
             80 => {
-                let dest = Dest::Group { scope: SCOPE.into(), group: "g1".into(), mode: Default::default() };
+                let dest = Dest::Group {
+                    scope: SCOPE.into(),
+                    group: "g1".into(),
+                    mode: Default::default(),
+                };
                 let _ = n2.send(now, None, &dest, Bytes::from_static(b"to all"), false);
             }
             120 => {
@@ -153,12 +178,32 @@ fn cluster(c: &mut Corpus) {
         timers.sort_by(|a, b| a.0.cmp(&b.0));
         let split = timers.partition_point(|(at, _, _)| *at <= now);
         for (_, n, timer) in timers.drain(..split).collect::<Vec<_>>() {
-            if n == 1 { n1.handle_timer(now, timer) } else { n2.handle_timer(now, timer) }
+            if n == 1 {
+                n1.handle_timer(now, timer)
+            } else {
+                n2.handle_timer(now, timer)
+            }
         }
         n1.handle_tick(now);
         n2.handle_tick(now);
-        route(&mut n1, &mut n2, 1, now, &mut timers, &mut Vec::new(), &mut responses);
-        route(&mut n2, &mut n1, 2, now, &mut timers, &mut to_n1, &mut Vec::new());
+        route(
+            &mut n1,
+            &mut n2,
+            1,
+            now,
+            &mut timers,
+            &mut Vec::new(),
+            &mut responses,
+        );
+        route(
+            &mut n2,
+            &mut n1,
+            2,
+            now,
+            &mut timers,
+            &mut to_n1,
+            &mut Vec::new(),
+        );
     }
     // Also what n2's state looks like to an anti-entropy peer.
     for (kind, bytes) in &to_n1 {
@@ -173,7 +218,11 @@ fn cluster(c: &mut Corpus) {
                 }
             }
             Sent::Frame(class) => {
-                let sel = match class { Class::State => 0u8, Class::User => 1, Class::Control => 2 };
+                let sel = match class {
+                    Class::State => 0u8,
+                    Class::User => 1,
+                    Class::Control => 2,
+                };
                 c.add("wire_decode", &[&[sel][..], bytes].concat());
                 if let Ok(StateFrame::Batch(batch)) = rmp_serde::from_slice::<StateFrame>(bytes) {
                     c.add("wire_decode", &[&[7u8][..], &batch].concat());
@@ -238,7 +287,12 @@ fn route(
                 captured.push((Sent::Frame(class), payload.clone()));
                 to.handle_frame(now, &from_name, class, &payload);
             }
-            Output::Request { tag, class, payload, .. } => {
+            Output::Request {
+                tag,
+                class,
+                payload,
+                ..
+            } => {
                 captured.push((Sent::Request, payload.clone()));
                 let answer = to.handle_request(now, &from_name, class, &payload);
                 if let Ok(bytes) = &answer {
@@ -258,7 +312,10 @@ fn route(
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let mut c = Corpus { root, written: BTreeMap::new() };
+    let mut c = Corpus {
+        root,
+        written: BTreeMap::new(),
+    };
     frames(&mut c);
     crdt(&mut c);
     cluster(&mut c);

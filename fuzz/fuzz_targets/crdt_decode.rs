@@ -23,7 +23,11 @@ fn decode_state(bytes: &[u8]) -> Option<State> {
     assert_eq!(state.encoded_len().expect("len"), again.len());
     let back = State::decode(&again).expect("a re-encoded state decodes");
     assert_eq!(back, state, "decode(encode(s)) != s");
-    assert_eq!(back.encode().expect("encode"), again, "encoding is not canonical");
+    assert_eq!(
+        back.encode().expect("encode"),
+        again,
+        "encoding is not canonical"
+    );
     Some(state)
 }
 
@@ -39,16 +43,33 @@ fn check_one(s: &State, limit: usize) {
     let mut fresh = State::new();
     let report = fresh.merge(s);
     assert_eq!(&fresh, s, "empty ⊔ s != s");
-    assert_eq!(report.changes.len(), s.live_dots(), "every live dot is reported added");
+    assert_eq!(
+        report.changes.len(),
+        s.live_dots(),
+        "every live dot is reported added"
+    );
     let again = fresh.merge(s);
-    assert!(again.is_empty(), "merging twice changed something: {again:?}");
+    assert!(
+        again.is_empty(),
+        "merging twice changed something: {again:?}"
+    );
     assert_eq!(&fresh, s);
 
     // Anti-entropy against itself and against nothing.
-    assert!(s.missing_for(&s.digest()).is_empty(), "a state lacks something of itself");
-    assert_eq!(&s.missing_for(&Digest::default()), s, "an empty peer lacks everything");
+    assert!(
+        s.missing_for(&s.digest()).is_empty(),
+        "a state lacks something of itself"
+    );
+    assert_eq!(
+        &s.missing_for(&Digest::default()),
+        s,
+        "an empty peer lacks everything"
+    );
     let digest_bytes = s.digest().encode().expect("encode");
-    assert_eq!(Digest::<String>::decode(&digest_bytes).expect("digest decodes"), s.digest());
+    assert_eq!(
+        Digest::<String>::decode(&digest_bytes).expect("digest decodes"),
+        s.digest()
+    );
 
     // Chunks: bounded, each valid on the wire, a no-op on the whole, and together the
     // whole in either order.
@@ -58,7 +79,11 @@ fn check_one(s: &State, limit: usize) {
     let mut forward = State::new();
     for piece in &pieces {
         let bytes = piece.encode().expect("encode");
-        assert!(bytes.len() <= limit, "chunk of {} bytes over {limit}", bytes.len());
+        assert!(
+            bytes.len() <= limit,
+            "chunk of {} bytes over {limit}",
+            bytes.len()
+        );
         let piece = State::decode(&bytes).expect("a chunk decodes");
         let mut whole = s.clone();
         let report = whole.merge(&piece);
@@ -77,9 +102,14 @@ fn check_one(s: &State, limit: usize) {
     let _ = r.add("mine".into());
     let own_before = r.state().context_of(&"self".to_string()).cloned();
     let report = r.merge(s);
-    assert_eq!(r.state().context_of(&"self".to_string()).cloned(), own_before);
+    assert_eq!(
+        r.state().context_of(&"self".to_string()).cloned(),
+        own_before
+    );
     assert_eq!(r.local_multiplicity(&"mine".to_string()), 1);
-    let theirs = s.incarnation_of(&"self".to_string()).map(|i| (i, s.is_retired(&"self".to_string())));
+    let theirs = s
+        .incarnation_of(&"self".to_string())
+        .map(|i| (i, s.is_retired(&"self".to_string())));
     let superseded = theirs.is_some_and(|k| k > (2, false));
     assert_eq!(report.own_incarnation_superseded_by.is_some(), superseded);
     check_state(r.state());
@@ -92,7 +122,11 @@ fn check_pair(a: &State, b: &State) {
     assert_eq!(merged(&ab, a), ab, "(a ⊔ b) ⊔ a != a ⊔ b");
     assert_eq!(merged(&ab, b), ab, "(a ⊔ b) ⊔ b != a ⊔ b");
     // Commutativity: structure always, elements when the two agree.
-    assert_eq!(ab.digest(), ba.digest(), "a ⊔ b and b ⊔ a differ in structure");
+    assert_eq!(
+        ab.digest(),
+        ba.digest(),
+        "a ⊔ b and b ⊔ a differ in structure"
+    );
     if consistent(&[a, b]) {
         assert_eq!(ab, ba, "a ⊔ b != b ⊔ a");
     }
@@ -105,7 +139,11 @@ fn check_pair(a: &State, b: &State) {
 fn check_triple(a: &State, b: &State, c: &State) {
     let left = merged(&merged(a, b), c);
     let right = merged(a, &merged(b, c));
-    assert_eq!(left.digest(), right.digest(), "(a ⊔ b) ⊔ c and a ⊔ (b ⊔ c) differ in structure");
+    assert_eq!(
+        left.digest(),
+        right.digest(),
+        "(a ⊔ b) ⊔ c and a ⊔ (b ⊔ c) differ in structure"
+    );
     if consistent(&[a, b, c]) {
         assert_eq!(left, right, "(a ⊔ b) ⊔ c != a ⊔ (b ⊔ c)");
     }
@@ -136,7 +174,11 @@ fuzz_target!(|data: &[u8]| {
             ) {
                 let reply = s.missing_for(&d);
                 check_state(&reply);
-                assert_eq!(merged(&s, &reply), s, "a reply holds something the state lacks");
+                assert_eq!(
+                    merged(&s, &reply),
+                    s,
+                    "a reply holds something the state lacks"
+                );
                 if let Ok(chunks) = reply.chunks(limit) {
                     for c in &chunks {
                         assert!(c.encoded_len().expect("len") <= limit);

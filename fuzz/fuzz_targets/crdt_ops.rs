@@ -24,19 +24,44 @@ const N: usize = 3;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Add { r: u8, e: u8 },
-    Remove { r: u8, e: u8 },
-    RemoveAll { r: u8, e: u8 },
+    Add {
+        r: u8,
+        e: u8,
+    },
+    Remove {
+        r: u8,
+        e: u8,
+    },
+    RemoveAll {
+        r: u8,
+        e: u8,
+    },
     /// Deliver the in-flight message `i` to `to`; keep a copy in flight if `dup`.
-    Deliver { i: u8, to: u8, dup: bool },
-    Lose { i: u8 },
+    Deliver {
+        i: u8,
+        to: u8,
+        dup: bool,
+    },
+    Lose {
+        i: u8,
+    },
     /// `from` answers `to`'s digest, cut into chunks of `limit`; chunk k arrives iff
     /// bit k of `mask` is set.
-    AntiEntropy { from: u8, to: u8, limit: u8, mask: u32 },
+    AntiEntropy {
+        from: u8,
+        to: u8,
+        limit: u8,
+        mask: u32,
+    },
     /// The node restarts: a new replica at a larger incarnation, its state gone.
-    Restart { r: u8 },
+    Restart {
+        r: u8,
+    },
     /// `r` purges `target` (permdown), even if `target` is in fact alive.
-    Purge { r: u8, target: u8 },
+    Purge {
+        r: u8,
+        target: u8,
+    },
 }
 
 struct World {
@@ -66,7 +91,10 @@ impl World {
     fn merge_into(&mut self, to: usize, delta: &D) {
         let report = self.replicas[to].merge(delta);
         for c in &report.changes {
-            assert_ne!(c.dot.origin, to as u8, "a merge changed the replica's own partition");
+            assert_ne!(
+                c.dot.origin, to as u8,
+                "a merge changed the replica's own partition"
+            );
         }
         self.reincarnate_if_superseded(to);
         check_state(self.replicas[to].state());
@@ -75,7 +103,9 @@ impl World {
     fn reincarnate_if_superseded(&mut self, r: usize) {
         if let Some(by) = self.replicas[r].superseded_by() {
             let next = by.max(self.incarnation[r]) + 1;
-            let delta = self.replicas[r].reincarnate(next).expect("newer incarnation");
+            let delta = self.replicas[r]
+                .reincarnate(next)
+                .expect("newer incarnation");
             self.incarnation[r] = next;
             self.send(&delta);
         }
@@ -86,10 +116,16 @@ impl World {
         let digest = Digest::<u8>::decode(&digest_bytes).expect("a digest decodes");
         assert_eq!(digest, self.replicas[to].digest());
         let reply = self.replicas[from].missing_for(&digest);
-        let pieces = reply.chunks(limit).expect("u8 elements fit any limit used here");
+        let pieces = reply
+            .chunks(limit)
+            .expect("u8 elements fit any limit used here");
         for (k, piece) in pieces.iter().enumerate() {
             let bytes = piece.encode().expect("encode");
-            assert!(bytes.len() <= limit, "chunk of {} bytes over {limit}", bytes.len());
+            assert!(
+                bytes.len() <= limit,
+                "chunk of {} bytes over {limit}",
+                bytes.len()
+            );
             let piece = D::decode(&bytes).expect("a chunk decodes");
             if mask.is_some_and(|m| k >= 32 || m & (1 << k) == 0) {
                 continue;
@@ -180,7 +216,11 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 }
                 let i = usize::from(i) % w.net.len();
-                let bytes = if dup { w.net[i].clone() } else { w.net.swap_remove(i) };
+                let bytes = if dup {
+                    w.net[i].clone()
+                } else {
+                    w.net.swap_remove(i)
+                };
                 let delta = D::decode(&bytes).expect("decodes");
                 w.merge_into(idx(to), &delta);
             }
@@ -190,7 +230,12 @@ fuzz_target!(|ops: Vec<Op>| {
                     w.net.swap_remove(i);
                 }
             }
-            Op::AntiEntropy { from, to, limit, mask } => {
+            Op::AntiEntropy {
+                from,
+                to,
+                limit,
+                mask,
+            } => {
                 let (from, to) = (idx(from), idx(to));
                 if from != to {
                     w.anti_entropy(from, to, 64 + usize::from(limit), Some(mask));
@@ -207,7 +252,11 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Purge { r, target } => {
                 let (r, target) = (idx(r), idx(target));
                 if let Ok(purged) = w.replicas[r].purge_origin(&(target as u8)) {
-                    assert!(purged.report.changes.iter().all(|c| c.kind == ChangeKind::Purged));
+                    assert!(purged
+                        .report
+                        .changes
+                        .iter()
+                        .all(|c| c.kind == ChangeKind::Purged));
                     w.send(&purged.delta);
                 }
             }
@@ -216,10 +265,17 @@ fuzz_target!(|ops: Vec<Op>| {
     w.converge();
     let first = w.replicas[0].state().clone();
     for r in &w.replicas {
-        assert_eq!(r.state(), &first, "replicas with equal digests hold different states");
+        assert_eq!(
+            r.state(),
+            &first,
+            "replicas with equal digests hold different states"
+        );
     }
     for (o, model) in w.model.iter().enumerate() {
-        let held: BTreeMap<u8, usize> = first.elements_of(&(o as u8)).map(|(e, n)| (*e, n)).collect();
+        let held: BTreeMap<u8, usize> = first
+            .elements_of(&(o as u8))
+            .map(|(e, n)| (*e, n))
+            .collect();
         assert_eq!(&held, model, "origin {o}'s elements after convergence");
         assert_eq!(first.incarnation_of(&(o as u8)), Some(w.incarnation[o]));
     }

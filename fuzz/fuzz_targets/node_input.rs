@@ -11,8 +11,9 @@
 //!
 //! The node (n1) starts with a process in two groups and a name, and knows n2. After
 //! every input: no panic; an input whose envelope does not decode, or a datagram SWIM
-//! refused, is dropped and changes no replicated state (N1); a monitor's snapshot plus its events equals the registry's
-//! snapshot, which equals the replicated state; everything the node sends decodes.
+//! refused, is dropped and changes no replicated state (N1); a monitor's snapshot plus
+//! its events equals the registry's snapshot, which equals the replicated state;
+//! everything the node sends decodes.
 //! Quorum messages are not fuzzed (no voters are configured: Control frames stop at
 //! their envelope).
 #![no_main]
@@ -62,9 +63,8 @@ fuzz_target!(|data: &[u8]| {
                     .ok()
                     .and_then(|(swim, _)| peek_header(swim).ok())
                     .map_or_else(|| "n2".to_owned(), |h| h.src.name);
-                let rejected = |h: &Harness| -> u64 {
-                    h.node.membership().stats().rejected.values().sum()
-                };
+                let rejected =
+                    |h: &Harness| -> u64 { h.node.membership().stats().rejected.values().sum() };
                 let before = rejected(&h);
                 h.node.handle_datagram(h.now, &from, bytes);
                 // Malformed outside, or refused by SWIM: its piggyback is not trusted.
@@ -76,7 +76,8 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 }
                 let tag = h.pending.remove(0);
-                h.node.handle_response(h.now, tag, Ok(Bytes::copy_from_slice(bytes)));
+                h.node
+                    .handle_response(h.now, tag, Ok(Bytes::copy_from_slice(bytes)));
                 false
             }
             _ => {
@@ -86,8 +87,16 @@ fuzz_target!(|data: &[u8]| {
         };
         h.after();
         if malformed {
-            assert_eq!(h.node.registry().groups().state(), &groups_before, "N1: groups changed");
-            assert_eq!(h.node.registry().names().state(), &names_before, "N1: names changed");
+            assert_eq!(
+                h.node.registry().groups().state(),
+                &groups_before,
+                "N1: groups changed"
+            );
+            assert_eq!(
+                h.node.registry().names().state(),
+                &names_before,
+                "N1: names changed"
+            );
         }
     }
 });

@@ -19,7 +19,9 @@ use libfuzzer_sys::fuzz_target;
 use mesh_core::codec::{peek_header, SwimCodec};
 use mesh_core::dissemination::{decode_batch, encode_batch, Dissemination, DATAGRAM_HEADER};
 use mesh_core::identity::NodeId;
-use mesh_core::node::{AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, UserFrame, GROUPS, NAMES};
+use mesh_core::node::{
+    AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, UserFrame, GROUPS, NAMES,
+};
 use mesh_core::registry::{GroupEntry, NameClaim};
 use mesh_crdt::Delta;
 use mesh_fuzz::{check_reencode, check_state};
@@ -58,9 +60,14 @@ fn swim(data: &[u8]) {
     let mut buf = Vec::new();
     SwimCodec.encode_header(&header, &mut buf).expect("encode");
     let mut again = &buf[..];
-    let back: Header<NodeId> = SwimCodec.decode_header(&mut again).expect("re-encoded header decodes");
+    let back: Header<NodeId> = SwimCodec
+        .decode_header(&mut again)
+        .expect("re-encoded header decodes");
     assert_eq!(back, header);
-    assert!(again.is_empty(), "decode_header left bytes of its own encoding");
+    assert!(
+        again.is_empty(),
+        "decode_header left bytes of its own encoding"
+    );
     // Member updates follow the header; decoding consumes exactly what it read.
     for _ in 0..64 {
         if slice.is_empty() {
@@ -126,7 +133,11 @@ fuzz_target!(|data: &[u8]| {
         7 => {
             if let Ok(items) = decode_batch(data) {
                 let again = encode_batch(&items).expect("a decoded batch re-encodes");
-                assert_eq!(&again[..], data, "decode_batch accepted a non-exact encoding");
+                assert_eq!(
+                    &again[..],
+                    data,
+                    "decode_batch accepted a non-exact encoding"
+                );
                 for (c, b) in items {
                     item(c, &b);
                 }

@@ -137,9 +137,16 @@ pub fn check_frame_stream(stream: &[u8], max: usize, sizes: &[u8]) {
             dec.buffered()
         );
     }
-    assert_eq!(got, want.items, "incremental decode differs from the reference");
+    assert_eq!(
+        got, want.items,
+        "incremental decode differs from the reference"
+    );
     assert_eq!(dec.is_failed(), want.failed);
-    assert_eq!(dec.buffered(), want.leftover, "bytes held after the last frame");
+    assert_eq!(
+        dec.buffered(),
+        want.leftover,
+        "bytes held after the last frame"
+    );
 }
 
 /// Encodes `value` as MessagePack with named fields, as every mesh codec does.
@@ -217,9 +224,15 @@ where
         assert!(state.contains(element));
         for dot in &dots {
             assert_eq!(state.incarnation_of(&dot.origin), Some(dot.incarnation));
-            assert!(!state.is_retired(&dot.origin), "a retired origin holds {dot:?}");
+            assert!(
+                !state.is_retired(&dot.origin),
+                "a retired origin holds {dot:?}"
+            );
             let ctx = state.context_of(&dot.origin).expect("origin known");
-            assert!(ctx.contains(dot.seq), "live dot {dot:?} outside its context");
+            assert!(
+                ctx.contains(dot.seq),
+                "live dot {dot:?} outside its context"
+            );
         }
         total += count;
     }
@@ -232,7 +245,10 @@ where
             assert_eq!(state.elements_of(origin).count(), 0);
         }
         let digest = state.origin_digest(origin).expect("listed origin");
-        assert_eq!(digest.incarnation, state.incarnation_of(origin).unwrap_or(0));
+        assert_eq!(
+            digest.incarnation,
+            state.incarnation_of(origin).unwrap_or(0)
+        );
         assert_eq!(digest.contiguous, ctx.contiguous());
     }
 }
@@ -289,16 +305,33 @@ pub mod harness {
 
     /// A fresh node `name` (`i` picks its address), with one process that joined two
     /// groups of [`SCOPE`] and registered one name.
-    pub fn make_node(name: &str, i: u16, seeds: Vec<SocketAddr>, t0: Instant) -> (Node, Pid, Mailbox) {
+    pub fn make_node(
+        name: &str,
+        i: u16,
+        seeds: Vec<SocketAddr>,
+        t0: Instant,
+    ) -> (Node, Pid, Mailbox) {
         let mut config = NodeConfig::default();
         config.membership.seeds = seeds;
         let id = NodeId::new(name, addr(i), 1);
         let mut node = Node::new(id, config, u64::from(i), t0, WALL_MS).expect("valid config");
         let (pid, mailbox) = node.spawn(None);
-        node.join(t0, SCOPE, &["g1".to_owned(), "g2".to_owned()], &pid, Some("m".into()))
-            .expect("join");
-        node.register(t0, &format!("svc-{name}"), &pid, None, ConflictPolicy::default())
-            .expect("register");
+        node.join(
+            t0,
+            SCOPE,
+            &["g1".to_owned(), "g2".to_owned()],
+            &pid,
+            Some("m".into()),
+        )
+        .expect("join");
+        node.register(
+            t0,
+            &format!("svc-{name}"),
+            &pid,
+            None,
+            ConflictPolicy::default(),
+        )
+        .expect("register");
         (node, pid, mailbox)
     }
 
@@ -372,7 +405,12 @@ pub mod harness {
                         check_own_frame(class, &payload);
                         self.sent.push((Sent::Frame(class), payload));
                     }
-                    Output::Request { tag, class, payload, .. } => {
+                    Output::Request {
+                        tag,
+                        class,
+                        payload,
+                        ..
+                    } => {
                         assert_eq!(class, Class::State);
                         let req = rmp_serde::from_slice::<AeRequest>(&payload);
                         assert!(req.is_ok(), "the node sent an AE request it cannot read");
@@ -407,14 +445,23 @@ pub mod harness {
             }
             let registry = self.node.registry();
             let snapshot = registry.snapshot(SCOPE, None);
-            assert_eq!(self.view.snapshot(), snapshot, "snapshot + events != snapshot");
-            assert_eq!(snapshot, state_snapshot(&self.node), "view != replicated state");
+            assert_eq!(
+                self.view.snapshot(),
+                snapshot,
+                "snapshot + events != snapshot"
+            );
+            assert_eq!(
+                snapshot,
+                state_snapshot(&self.node),
+                "view != replicated state"
+            );
         }
 
         /// Advances the clock by `ms`, fires due timers and ticks.
         pub fn tick(&mut self, ms: u64) {
             self.now += Duration::from_millis(ms);
-            self.timers.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            self.timers
+                .sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
             let due: Vec<_> = {
                 let split = self.timers.partition_point(|(at, _)| *at <= self.now);
                 self.timers.drain(..split).collect()
@@ -454,7 +501,10 @@ pub mod harness {
         match class {
             Class::State => match rmp_serde::from_slice::<StateFrame>(payload) {
                 Ok(StateFrame::Batch(b)) => {
-                    assert!(decode_batch(&b).is_ok(), "the node sent a batch it cannot read");
+                    assert!(
+                        decode_batch(&b).is_ok(),
+                        "the node sent a batch it cannot read"
+                    );
                 }
                 Ok(StateFrame::Push { .. }) => {}
                 Err(e) => panic!("the node sent a state frame it cannot read: {e}"),
