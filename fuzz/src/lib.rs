@@ -584,6 +584,48 @@ mod tests {
         h.tick(10);
     }
 
+    /// The observation in FUZZING.md ("Findings"): two states that disagree on a dot's
+    /// element merge order-dependently, and their digests cannot tell.
+    #[test]
+    fn states_disagreeing_on_a_dots_element_merge_by_order_and_digest_alike() {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            o: BTreeMap<&'a str, WireOrigin<'a>>,
+        }
+        #[derive(Serialize)]
+        struct WireOrigin<'a> {
+            i: u64,
+            c: WireCtx,
+            e: Vec<(&'a str, Vec<u64>)>,
+        }
+        #[derive(Serialize)]
+        struct WireCtx {
+            c: u64,
+        }
+        let state = |element: &str| -> Orswot<String, String> {
+            let origin = WireOrigin {
+                i: 1,
+                c: WireCtx { c: 1 },
+                e: vec![(element, vec![1])],
+            };
+            let bytes = encode_named(&Wire {
+                o: [("n1", origin)].into(),
+            });
+            Orswot::decode(&bytes).expect("a valid state")
+        };
+        let (a, b) = (state("a"), state("b"));
+        assert!(!consistent(&[&a, &b]));
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, a, "a keeps its element");
+        assert_eq!(ba, b, "b keeps its element");
+        assert_ne!(ab, ba);
+        assert_eq!(ab.digest(), ba.digest(), "digests hash seqs, not elements");
+        assert!(a.missing_for(&b.digest()).is_empty(), "anti-entropy sees nothing to do");
+    }
+
     #[test]
     fn pieces_round_trip() {
         let pieces: [&[u8]; 3] = [b"", b"ab", &[7; 300]];
