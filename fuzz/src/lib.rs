@@ -623,7 +623,10 @@ mod tests {
         assert_eq!(ba, b, "b keeps its element");
         assert_ne!(ab, ba);
         assert_eq!(ab.digest(), ba.digest(), "digests hash seqs, not elements");
-        assert!(a.missing_for(&b.digest()).is_empty(), "anti-entropy sees nothing to do");
+        assert!(
+            a.missing_for(&b.digest()).is_empty(),
+            "anti-entropy sees nothing to do"
+        );
     }
 
     #[test]
