@@ -1,0 +1,144 @@
+//! The sync barrier (N6): [`Node::sync`] completes once the chosen peers' digests
+//! cover this node's latest change, or fails at its deadline.
+
+use std::time::{Duration, Instant};
+
+use mesh_crdt::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::{Node, Output};
+
+/// How many peers a [`Node::sync`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// A majority of the live cluster, this node included.
+    Quorum,
+    /// Every live peer.
+    All,
+}
+
+/// Identifies a pending [`Node::sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyncId(pub u64);
+
+/// Why a [`Node::sync`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// The deadline passed first.
+    #[error("timed out: {covered} of {needed} peers covered this node's latest change")]
+    Timeout {
+        /// Peers whose digests covered it.
+        covered: usize,
+        /// Peers needed.
+        needed: usize,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct SyncWaiter {
+    id: SyncId,
+    pub(super) deadline: Instant,
+    mode: SyncMode,
+    /// Our own contexts at the time of the call: (incarnation, groups max, names max).
+    target: (u64, u64, u64),
+}
+
+/// What a peer's digests say about our own origin: (incarnation, groups, names).
+pub(super) type Cover = (u64, u64, u64);
+
+impl Node {
+    /// A propagation barrier: completes ([`Output::SyncDone`]) once `mode`'s peers'
+    /// digests cover this node's latest change to groups and names, or at `timeout`.
+    /// Starts an anti-entropy round with every live peer so it does not wait for the
+    /// periodic ones. (Scopes share one replica, so the barrier covers every scope.)
+    pub fn sync(&mut self, now: Instant, mode: SyncMode, timeout: Duration) -> SyncId {
+        let id = SyncId(self.next_sync);
+        self.next_sync += 1;
+        let target = self.own_cover();
+        self.syncs.push(SyncWaiter {
+            id,
+            deadline: now + timeout,
+            mode,
+            target,
+        });
+        let peers: Vec<String> = self.peers.keys().cloned().collect();
+        for p in peers {
+            self.dissem.request_anti_entropy(now, &p);
+        }
+        self.check_syncs(now);
+        self.after_input(now);
+        id
+    }
+
+    fn own_cover(&self) -> Cover {
+        let max = |c: Option<&mesh_crdt::SeqSet>| c.and_then(mesh_crdt::SeqSet::max).unwrap_or(0);
+        (
+            self.registry.groups().incarnation(),
+            max(self.registry.groups().state().context_of(&self.name)),
+            max(self.registry.names().state().context_of(&self.name)),
+        )
+    }
+
+    fn sync_progress(&self, w: &SyncWaiter) -> (usize, usize) {
+        let covered = self
+            .peers
+            .keys()
+            .filter(|p| {
+                self.cover.get(*p).is_some_and(|c| {
+                    c.0 > w.target.0
+                        || (c.0 == w.target.0 && c.1 >= w.target.1 && c.2 >= w.target.2)
+                })
+            })
+            .count();
+        let n = self.peers.len();
+        let needed = match w.mode {
+            SyncMode::All => n,
+            // A majority of n + 1 nodes, this one included.
+            SyncMode::Quorum => n.div_ceil(2),
+        };
+        (covered, needed)
+    }
+
+    pub(super) fn check_syncs(&mut self, now: Instant) {
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.syncs) {
+            let (covered, needed) = self.sync_progress(&w);
+            if covered >= needed {
+                self.outputs.push_back(Output::SyncDone {
+                    id: w.id,
+                    result: Ok(()),
+                });
+            } else if now >= w.deadline {
+                self.outputs.push_back(Output::SyncDone {
+                    id: w.id,
+                    result: Err(SyncError::Timeout { covered, needed }),
+                });
+            } else {
+                keep.push(w);
+            }
+        }
+        self.syncs = keep;
+    }
+
+    pub(super) fn learn_digests(
+        &mut self,
+        now: Instant,
+        peer: &str,
+        groups: &Digest<String>,
+        names: &Digest<String>,
+    ) {
+        if let Some(me) = groups.get(&self.name) {
+            let names_seq = names.get(&self.name).map_or(0, |d| d.contiguous);
+            self.cover
+                .insert(peer.to_owned(), (me.incarnation, me.contiguous, names_seq));
+        }
+        // The peer's own partition header tells its current incarnation.
+        if self.peers.contains_key(peer) {
+            if let Some(own) = groups.get(&peer.to_owned()) {
+                self.registry.node_alive(now, peer, own.incarnation);
+            }
+        }
+        self.check_syncs(now);
+    }
+}
