@@ -436,3 +436,68 @@ fn a_register_over_the_frame_limit_is_refused_at_its_source_and_shows_stalled() 
         "some node reports the shard stalled as oversized: {stalled:?}"
     );
 }
+
+/// Releases `task` on node `n` with `token` ([`mesh_core::node::Node::release`]) and
+/// waits for the outcome.
+fn release(sim: &mut Sim, n: usize, task: &str, token: u64) -> Result<CallOk, ClaimsError> {
+    let call = match sim.with_node(n, |node, now| node.release(now, task, token)) {
+        Some(Ok(c)) => c,
+        Some(Err(CallError::Claims(e))) => return Err(e),
+        other => panic!("n{n}: release refused at once: {other:?}"),
+    };
+    match sim.await_claim(n, call, secs(10)) {
+        Some(r) => r,
+        None => panic!("n{n}: no release result within 10 s"),
+    }
+}
+
+/// Release with a fencing token, checked in the holder: a release carrying an older
+/// token of the same task (a stale worker's, after the task was released and claimed
+/// again) is refused with `StaleToken` naming the current one and changes nothing (the
+/// claim stays valid, others are still refused); another node cannot release it at
+/// all; the current token releases it, and the task is claimable again.
+#[test]
+fn a_release_with_a_stale_token_is_refused_and_changes_nothing() {
+    for_each_seed(
+        "a_release_with_a_stale_token_is_refused_and_changes_nothing",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let old = token_of(&claim(&mut sim, 3, "job")?);
+            release(&mut sim, 3, "job", old).map_err(|e| format!("first release: {e}"))?;
+            let current = token_of(&claim(&mut sim, 3, "job")?);
+            if current <= old {
+                return Err(format!("token {current} after {old}: tokens went back"));
+            }
+            match release(&mut sim, 3, "job", old) {
+                Err(ClaimsError::Rejected(ClaimReject::StaleToken { current: c }))
+                    if c == current => {}
+                other => return Err(format!("a stale token must be refused: {other:?}")),
+            }
+            let valid = sim
+                .with_node(3, |node, now| {
+                    node.quorum()
+                        .is_some_and(|q| q.is_valid(now, "job", current))
+                })
+                .unwrap_or(false);
+            if !valid {
+                return Err("a refused release must leave the claim valid".into());
+            }
+            match claim(&mut sim, 4, "job") {
+                Err(e) if e.contains("held by") => {}
+                other => return Err(format!("the task must still be held: {other:?}")),
+            }
+            match release(&mut sim, 4, "job", current) {
+                Err(ClaimsError::NotHeld { .. }) => {}
+                other => return Err(format!("n4 holds nothing to release: {other:?}")),
+            }
+            release(&mut sim, 3, "job", current)
+                .map_err(|e| format!("release with the current token: {e}"))?;
+            let next = token_of(&claim(&mut sim, 4, "job")?);
+            if next <= current {
+                return Err(format!("token {next} after {current}: tokens went back"));
+            }
+            Ok(())
+        },
+    );
+}

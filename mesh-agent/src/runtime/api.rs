@@ -15,9 +15,7 @@ use metrics::counter;
 use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Command, Shell};
-use mesh_core::claims::{
-    CallId, CallOk, ClaimReject, ClaimsError, Holder, HolderEvent, StrongName,
-};
+use mesh_core::claims::{CallId, CallOk, ClaimsError, Holder, HolderEvent, StrongName};
 use mesh_core::node::quorum::{CallError, ClaimCall};
 use mesh_core::node::{
     Dest, MonitorItem, Node, NodeOpError, ProcessError, SendError, SendOutcome, SendReceipt,
@@ -290,21 +288,8 @@ impl AgentHandle {
         token: u64,
     ) -> Result<Result<CallOk, CallError>, ApiError> {
         let task = task.to_owned();
-        let held_ttl = self
-            .call({
-                let task = task.clone();
-                move |n, _| n.quorum().and_then(|q| q.holder_ttl_of(&task))
-            })
-            .await?;
-        self.claims_call(held_ttl, move |h, now| {
-            if let Some((current, _)) = h.validity(&task) {
-                if current != token {
-                    return Err(ClaimsError::Rejected(ClaimReject::StaleToken { current }));
-                }
-            }
-            h.release(now, &task)
-        })
-        .await
+        self.start_claims_call(move |node, now| node.release(now, &task, token))
+            .await
     }
 
     /// The token and the end of validity (boot clock) of a task this node holds.

@@ -498,6 +498,25 @@ impl Holder {
         Ok(self.call(now, shard, ShardChange::Renew { sid }))
     }
 
+    /// Release `task` if `token` is its current token here; with another token the
+    /// call is refused with [`ClaimReject::StaleToken`] and nothing changes (the task
+    /// stays held and valid). A task not held here is refused as [`Holder::release`]
+    /// refuses it. This is the check a caller holding a fencing token wants: a stale
+    /// worker cannot release the claim its successor took.
+    pub fn release_with_token(
+        &mut self,
+        now: Instant,
+        task: &str,
+        token: u64,
+    ) -> Result<CallId, ClaimsError> {
+        if let Some((current, _)) = self.validity(task) {
+            if current != token {
+                return Err(ClaimsError::Rejected(ClaimReject::StaleToken { current }));
+            }
+        }
+        self.release(now, task)
+    }
+
     /// Release `task`. It stops being valid at once, whatever the outcome.
     pub fn release(&mut self, now: Instant, task: &str) -> Result<CallId, ClaimsError> {
         self.admit(now, Field::Task, task)?;

@@ -700,6 +700,25 @@ impl Node {
         r
     }
 
+    /// Releases `task` if `token` is this node's current token for it (else
+    /// `StaleToken`, nothing changed); like [`Node::claims_call`], on whichever holder
+    /// holds the task.
+    pub fn release(
+        &mut self,
+        now: Instant,
+        task: &str,
+        token: u64,
+    ) -> Result<ClaimCall, CallError> {
+        let Some(q) = self.quorum.as_mut() else {
+            return Err(CallError::Claims(crate::claims::ClaimsError::Unavailable {
+                reason: crate::claims::Unavailable::NoVoters,
+            }));
+        };
+        let r = q.release(now, task, token);
+        self.after_input(now);
+        r
+    }
+
     /// Starts a linearizable read of a shard table; the result comes as
     /// [`Output::ShardRead`]. `None` if the quorum plane is off or not formed yet.
     pub fn read_shard(&mut self, now: Instant, shard: crate::claims::ShardId) -> Option<u64> {

@@ -872,6 +872,19 @@ impl QuorumPlane {
         self.call(now, ttl, |h, now| h.claim(now, task))
     }
 
+    /// Releases `task` on the holder that holds it, if `token` is its current token
+    /// ([`Holder::release_with_token`]); a task held by no holder goes to the default
+    /// TTL's holder, which refuses it as not held.
+    pub fn release(
+        &mut self,
+        now: Instant,
+        task: &str,
+        token: u64,
+    ) -> Result<ClaimCall, CallError> {
+        let held = self.holder_ttl_of(task);
+        self.call(now, held, |h, now| h.release_with_token(now, task, token))
+    }
+
     /// Starts a linearizable read of `shard`'s table on this node's proposer; the
     /// result comes as [`QuorumOutput::ReadDone`]. `None` before the root is in force.
     pub fn read(&mut self, now: Instant, shard: ShardId) -> Option<u64> {
