@@ -288,6 +288,11 @@ pub struct Sim {
     pub requests_failed: u64,
     /// Per (from, to, class): when the last frame arrives, so frames keep their order.
     stream_tail: HashMap<(usize, usize, u8), Instant>,
+    /// User streams (from, to) whose send queue is full: the transport refuses their
+    /// frames, as a stalled peer's full QUIC stream does in the shell.
+    full_user_streams: HashSet<(usize, usize)>,
+    /// Nodes whose user frames were refused since the last [`Sim::send_via_shell`].
+    refused_user: Vec<String>,
     /// Configuration every booted node gets (its membership seeds and profile are set
     /// per node).
     pub node_config: NodeConfig,
@@ -331,6 +336,8 @@ impl Sim {
             frames_dropped: 0,
             requests_failed: 0,
             stream_tail: HashMap::new(),
+            full_user_streams: HashSet::new(),
+            refused_user: Vec::new(),
             node_config: NodeConfig::default(),
             lose_broadcasts: false,
             broadcasts_lost: 0,
@@ -485,6 +492,48 @@ impl Sim {
         r
     }
 
+    /// Fills (or, with `full = false`, drains) the user stream from node `from` to
+    /// node `to`: while full, the transport refuses every user frame on it.
+    pub fn set_user_stream_full(&mut self, from: usize, to: usize, full: bool) {
+        if full {
+            self.full_user_streams.insert((from, to));
+        } else {
+            self.full_user_streams.remove(&(from, to));
+        }
+    }
+
+    /// Sends from node `n` as the agent's shell does (`send_now` in
+    /// `mesh_agent::runtime`): the node's frames are carried out at once, and the
+    /// transport's refusals are settled by [`Node::settle_send`] into the sender's
+    /// result. `None` if the node is not running.
+    pub fn send_via_shell(
+        &mut self,
+        n: usize,
+        from: Option<mesh_core::pid::Pid>,
+        dest: &mesh_core::node::Dest,
+        payload: Bytes,
+        ack: bool,
+    ) -> Option<Result<mesh_core::node::SendReceipt, mesh_core::node::SendError>> {
+        self.drain(n);
+        self.refused_user.clear();
+        let now = self.local_now(n);
+        let sent = self.nodes[n]
+            .node
+            .as_mut()?
+            .send(now, from, dest, payload, ack);
+        self.drain(n);
+        let refused = std::mem::take(&mut self.refused_user);
+        let settled = match sent {
+            Ok(receipt) => self.nodes[n]
+                .node
+                .as_mut()?
+                .settle_send(dest, receipt, refused),
+            Err(e) => Err(e),
+        };
+        self.drain(n);
+        Some(settled)
+    }
+
     /// Configures the quorum plane with `voters` (node indices) for every node booted
     /// from now on (call before adding nodes).
     pub fn set_voters(&mut self, voters: &[usize]) {
@@ -627,7 +676,18 @@ impl Sim {
             match out {
                 Output::Datagram { to, data } => self.send(n, &to, data),
                 Output::Frame { to, class, payload } => {
-                    if let Some(target) = to.name.as_deref().and_then(|t| self.index_of(t)) {
+                    let target = to.name.as_deref().and_then(|t| self.index_of(t));
+                    if let Some(target) = target.filter(|&t| {
+                        class == Class::User && self.full_user_streams.contains(&(n, t))
+                    }) {
+                        // The transport refuses the frame: the node is told, as the
+                        // shell tells it.
+                        let name = self.nodes[target].name.clone();
+                        if let Some(node) = self.nodes[n].node.as_mut() {
+                            node.frame_refused(&name, class);
+                        }
+                        self.refused_user.push(name);
+                    } else if let Some(target) = target {
                         self.send_frame(n, target, class, payload);
                     } else {
                         self.frames_dropped += 1;

@@ -224,3 +224,104 @@ fn undeliverable_sends_are_errors_to_the_sender() {
         Err(SendError::NodeDown("n1".into()))
     );
 }
+
+/// N2 under backpressure, with the shell's rule run by the core
+/// (`Node::settle_send`): while the user stream to n1 is full, a send to one process
+/// there fails with `Backpressure` naming n1 and delivers nothing; a group send with
+/// members on n1 and n2 reaches n2, names n1 in `refused_nodes`, and its acknowledged
+/// outcome reports n1 as refused at once (not after the ack timeout). Once the stream
+/// drains, the same send to one process arrives.
+#[test]
+fn a_full_send_queue_is_the_senders_error_for_one_process_and_a_footnote_for_a_group() {
+    for_each_seed(
+        "a_full_send_queue_is_the_senders_error_for_one_process_and_a_footnote_for_a_group",
+        20,
+        |seed| {
+            let mut sim = cluster(seed, 3)?;
+            let (one, one_mb) = members(&mut sim, 1, "g", 1, 64).pop().ok_or("n1 member")?;
+            let (_two, two_mb) = members(&mut sim, 2, "g", 1, 64).pop().ok_or("n2 member")?;
+            let seen = sim.run_until(secs(5), |s| {
+                s.node(0)
+                    .is_some_and(|n| n.registry().member_count("default", "g") == 2)
+            });
+            if !seen {
+                return Err("n0 never saw both members".into());
+            }
+            sim.set_user_stream_full(0, 1, true);
+            let before = sim
+                .node(0)
+                .and_then(|n| n.stats().send_errors.get("backpressure").copied())
+                .unwrap_or(0);
+            let r = sim.send_via_shell(
+                0,
+                None,
+                &Dest::Pid(one.clone()),
+                Bytes::from_static(b"a"),
+                false,
+            );
+            if r != Some(Err(SendError::Backpressure("n1".into()))) {
+                return Err(format!("a send to one process on a full stream: {r:?}"));
+            }
+            let group = Dest::Group {
+                scope: "default".into(),
+                group: "g".into(),
+                mode: GroupMode::All,
+            };
+            let sent_at = sim.elapsed();
+            let receipt = match sim.send_via_shell(0, None, &group, Bytes::from_static(b"b"), true)
+            {
+                Some(Ok(r)) => r,
+                other => return Err(format!("a group send must succeed in part: {other:?}")),
+            };
+            if receipt.refused_nodes != vec!["n1".to_owned()] {
+                return Err(format!("refused nodes: {:?}", receipt.refused_nodes));
+            }
+            let ack = receipt
+                .pending
+                .ok_or("an acknowledged group send has a pending ack")?;
+            let outcome = |s: &Sim| {
+                s.results.iter().find_map(|(n, o)| match o {
+                    Output::SendResult { id, outcome } if *n == 0 && *id == ack => {
+                        Some(outcome.clone())
+                    }
+                    _ => None,
+                })
+            };
+            sim.run_until(secs(10), |s| outcome(s).is_some());
+            let outcome = outcome(&sim).ok_or("no outcome for the group send")?;
+            if outcome.refused != vec!["n1".to_owned()] || outcome.delivered != 1 {
+                return Err(format!("group outcome: {outcome:?}"));
+            }
+            if sim.elapsed() - sent_at >= mesh_core::node::ACK_TIMEOUT {
+                return Err("the refused node was waited for until the ack timeout".into());
+            }
+            if payloads(&two_mb) != vec![b"b".to_vec()] {
+                return Err("n2's member must get the group send".into());
+            }
+            if !payloads(&one_mb).is_empty() {
+                return Err("nothing may reach n1 through a full stream".into());
+            }
+            let after = sim
+                .node(0)
+                .and_then(|n| n.stats().send_errors.get("backpressure").copied())
+                .unwrap_or(0);
+            if after < before + 2 {
+                return Err(format!("refused frames counted {before} -> {after}"));
+            }
+            sim.set_user_stream_full(0, 1, false);
+            match sim.send_via_shell(0, None, &Dest::Pid(one), Bytes::from_static(b"c"), false) {
+                Some(Ok(_)) => {}
+                other => return Err(format!("after the stream drained: {other:?}")),
+            }
+            let mut got = Vec::new();
+            let arrived = sim.run_until(secs(2), |_| {
+                got.extend(payloads(&one_mb));
+                !got.is_empty()
+            });
+            if !arrived || got != vec![b"c".to_vec()] {
+                return Err("the send after the stream drained did not arrive".into());
+            }
+            Ok(())
+        },
+    );
+}

@@ -412,7 +412,7 @@ async fn send(State(h): State<AgentHandle>, ApiJson(body): ApiJson<SendBody>) ->
         Ok(p) => p,
         Err(why) => return bad_request(why),
     };
-    let single = matches!(dest, Dest::Pid(_) | Dest::Name(_) | Dest::Strong(_));
+    let single = dest.is_single();
     let (receipt, outcome) = match h.send_confirmed(None, dest, payload).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return send_error(&e),

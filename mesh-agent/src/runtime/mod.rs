@@ -421,25 +421,12 @@ impl Shell {
     ) -> Result<mesh_core::node::SendReceipt, mesh_core::node::SendError> {
         self.flush();
         self.refused_user.clear();
-        let mut receipt = self.node.send(now, from, dest, payload, ack)?;
+        let receipt = self.node.send(now, from, dest, payload, ack)?;
         self.flush();
         let refused = std::mem::take(&mut self.refused_user);
-        if refused.is_empty() {
-            return Ok(receipt);
-        }
         // The ack's outcome (if every frame was refused) stays queued in the node until
         // the loop's next flush, after the caller has put its waiter in.
-        if let Some(id) = receipt.pending {
-            for node in &refused {
-                self.node.refuse_ack(id, node);
-            }
-        }
-        use mesh_core::node::Dest;
-        if matches!(dest, Dest::Pid(_) | Dest::Name(_) | Dest::Strong(_)) {
-            return Err(mesh_core::node::SendError::Backpressure(refused[0].clone()));
-        }
-        receipt.refused_nodes = refused;
-        Ok(receipt)
+        self.node.settle_send(dest, receipt, refused)
     }
 
     async fn run(

@@ -100,6 +100,17 @@ pub enum SendError {
     },
 }
 
+impl Dest {
+    /// True for a destination that names one process (a PID, an eventual or a strong
+    /// name). The single-destination rule: a send to one process is all or nothing —
+    /// anything that stops it (a down node, a full mailbox, a full send queue) is the
+    /// sender's error; a group send reports per-target and per-node failures in its
+    /// receipt instead.
+    pub fn is_single(&self) -> bool {
+        matches!(self, Self::Pid(_) | Self::Name(_) | Self::Strong(_))
+    }
+}
+
 impl SendError {
     /// Every metric label, for registering at zero.
     pub const REASONS: [&'static str; 8] = [
@@ -206,10 +217,11 @@ impl Node {
             });
         }
         let mut strong = None;
-        let (targets, strict) = match dest {
-            Dest::Pid(pid) => (vec![pid.clone()], true),
+        let strict = dest.is_single();
+        let targets = match dest {
+            Dest::Pid(pid) => vec![pid.clone()],
             Dest::Name(name) => match self.registry.whereis(name) {
-                Some(info) => (vec![info.pid], true),
+                Some(info) => vec![info.pid],
                 None => return Err(SendError::NoSuchName(name.clone())),
             },
             Dest::Strong(name) => {
@@ -220,7 +232,7 @@ impl Node {
                 match entry {
                     Some(e) => {
                         strong = Some((name.clone(), e.version));
-                        (vec![e.owner], true)
+                        vec![e.owner]
                     }
                     None => return Err(SendError::NoSuchName(name.clone())),
                 }
@@ -233,7 +245,7 @@ impl Node {
                         group: group.clone(),
                     });
                 }
-                (t, false)
+                t
             }
         };
         // Split by node; check every remote node is reachable before sending anything.
@@ -364,6 +376,35 @@ impl Node {
         if class == Class::User {
             tracing::debug!(peer = to, "user frame refused by the transport");
         }
+    }
+
+    /// The shell carried out a send's frames and the transport refused those to the
+    /// nodes in `refused` (their send queues were full). Applies the backpressure rule:
+    /// an acknowledged send stops waiting for those nodes ([`Node::refuse_ack`]); a
+    /// single destination ([`Dest::is_single`]) fails with [`SendError::Backpressure`];
+    /// a group send succeeds with the nodes in [`SendReceipt::refused_nodes`]. (Each
+    /// refused frame was already counted by [`Node::frame_refused`].)
+    pub fn settle_send(
+        &mut self,
+        dest: &Dest,
+        mut receipt: SendReceipt,
+        refused: Vec<String>,
+    ) -> Result<SendReceipt, SendError> {
+        let Some(first) = refused.first() else {
+            return Ok(receipt);
+        };
+        // The ack's outcome (if every frame was refused) is queued as an output, for
+        // the shell to act on after the caller has its receipt.
+        if let Some(id) = receipt.pending {
+            for node in &refused {
+                self.refuse_ack(id, node);
+            }
+        }
+        if dest.is_single() {
+            return Err(SendError::Backpressure(first.clone()));
+        }
+        receipt.refused_nodes = refused;
+        Ok(receipt)
     }
 
     /// The frame of acknowledged send `id` to `node` was refused by the transport: do
