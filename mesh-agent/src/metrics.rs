@@ -15,9 +15,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use mesh_core::claims::ShardId;
 use mesh_core::membership::{EventKind, MemberState, Rejected};
-use mesh_core::node::quorum::{QuorumPlane, QUORUM_DROP_REASONS};
+use mesh_core::node::quorum::{QuorumDrop, QuorumPlane};
 use mesh_core::node::Undeliverable;
-use mesh_core::node::{Node, SendError, DROP_REASONS};
+use mesh_core::node::{DropReason, Node, SendError};
 
 /// Scopes published with their own label; the rest are summed under `_other`, so a
 /// program that makes scopes on the fly cannot blow up the series count.
@@ -253,8 +253,8 @@ fn register_node() {
     ] {
         counter!("mesh_process_refused_total", "reason" => why.as_str()).increment(0);
     }
-    for reason in DROP_REASONS {
-        counter!("mesh_node_dropped_total", "reason" => *reason).increment(0);
+    for reason in DropReason::ALL {
+        counter!("mesh_node_dropped_total", "reason" => reason.as_str()).increment(0);
     }
     for result in ["applied", "noop"] {
         counter!("mesh_crdt_merges_total", "result" => result).increment(0);
@@ -453,8 +453,8 @@ fn register_quorum() {
     for kind in ["out", "in", "timeout"] {
         counter!("mesh_quorum_forwards_total", "kind" => kind).increment(0);
     }
-    for reason in QUORUM_DROP_REASONS {
-        counter!("mesh_quorum_dropped_total", "reason" => *reason).increment(0);
+    for reason in QuorumDrop::ALL {
+        counter!("mesh_quorum_dropped_total", "reason" => reason.as_str()).increment(0);
     }
     for kind in ["promise", "accept", "conflict", "wrong_epoch"] {
         counter!("mesh_quorum_acceptor_total", "kind" => kind).increment(0);

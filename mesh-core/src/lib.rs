@@ -35,4 +35,5 @@ pub mod node;
 pub mod pid;
 pub mod process;
 pub mod quorum;
+mod reason;
 pub mod registry;

@@ -11,7 +11,7 @@ use mesh_types::PeerRef;
 use serde::Serialize;
 
 use super::wire::{self, AeRequest, AeResponse, GroupsItem, StateFrame};
-use super::{bump, Node, Output, RequestFailed, RequestRefused, RequestTag, GROUPS, NAMES};
+use super::{DropReason, Node, Output, RequestFailed, RequestRefused, RequestTag, GROUPS, NAMES};
 use crate::dissemination::ChannelId;
 
 /// Largest anti-entropy response (bytes of deltas); the rest comes in later rounds.
@@ -42,7 +42,7 @@ impl Node {
         };
         let response = trim_response(response);
         let Ok(bytes) = wire::encode(&response) else {
-            bump(&mut self.stats.dropped, "encode_failed");
+            self.stats.drop_input(DropReason::EncodeFailed);
             return Err(RequestRefused::Malformed);
         };
         self.stats.ae_bytes_out += bytes.len() as u64;
@@ -58,7 +58,7 @@ impl Node {
         result: Result<Bytes, RequestFailed>,
     ) {
         let Some((peer, started)) = self.ae_pending.remove(&tag) else {
-            bump(&mut self.stats.dropped, "unknown_response");
+            self.stats.drop_input(DropReason::UnknownResponse);
             return;
         };
         let Ok(bytes) = result else {
@@ -66,7 +66,7 @@ impl Node {
             return;
         };
         let Ok(resp) = wire::decode::<AeResponse>(&bytes) else {
-            bump(&mut self.stats.dropped, "malformed_ae_response");
+            self.stats.drop_input(DropReason::MalformedAeResponse);
             self.stats.ae_failed += 1;
             return;
         };
@@ -91,10 +91,10 @@ impl Node {
         names: &mesh_crdt::Delta<String, crate::registry::NameClaim>,
     ) {
         if self.registry.merge_groups(now, groups, &[]).is_err() {
-            bump(&mut self.stats.dropped, "refused_delta");
+            self.stats.drop_input(DropReason::RefusedDelta);
         }
         if self.registry.merge_names(now, names).is_err() {
-            bump(&mut self.stats.dropped, "refused_delta");
+            self.stats.drop_input(DropReason::RefusedDelta);
         }
     }
 
@@ -108,7 +108,7 @@ impl Node {
             self.dissem.push(now, channel, item)
         };
         if pushed.is_err() {
-            bump(&mut self.stats.dropped, "dissemination_refused");
+            self.stats.drop_input(DropReason::DisseminationRefused);
         }
     }
 
@@ -118,7 +118,7 @@ impl Node {
             match wire::decode::<GroupsItem>(&item) {
                 Ok(g) => {
                     let Ok(changed) = self.registry.merge_groups(now, &g.delta, &g.exited) else {
-                        bump(&mut self.stats.dropped, "refused_delta");
+                        self.stats.drop_input(DropReason::RefusedDelta);
                         return;
                     };
                     if changed {
@@ -130,7 +130,7 @@ impl Node {
                     changed
                 }
                 Err(_) => {
-                    bump(&mut self.stats.dropped, "malformed_delta");
+                    self.stats.drop_input(DropReason::MalformedDelta);
                     return;
                 }
             }
@@ -139,17 +139,17 @@ impl Node {
                 Ok(d) => match self.registry.merge_names(now, &d) {
                     Ok(changed) => changed,
                     Err(_) => {
-                        bump(&mut self.stats.dropped, "refused_delta");
+                        self.stats.drop_input(DropReason::RefusedDelta);
                         return;
                     }
                 },
                 Err(_) => {
-                    bump(&mut self.stats.dropped, "malformed_delta");
+                    self.stats.drop_input(DropReason::MalformedDelta);
                     return;
                 }
             }
         } else {
-            bump(&mut self.stats.dropped, "unknown_channel");
+            self.stats.drop_input(DropReason::UnknownChannel);
             return;
         };
         if changed {
@@ -201,7 +201,7 @@ impl Node {
             names: self.registry.names().digest(),
         };
         let Ok(payload) = wire::encode(&req) else {
-            bump(&mut self.stats.dropped, "encode_failed");
+            self.stats.drop_input(DropReason::EncodeFailed);
             return;
         };
         let tag = RequestTag(self.next_tag);

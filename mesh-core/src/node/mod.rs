@@ -348,37 +348,61 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// Every reason [`NodeStats::dropped`] counts (registered at zero as metrics).
-pub const DROP_REASONS: &[&str] = &[
-    "malformed_datagram",
-    "piggyback_of_refused_datagram",
-    "malformed_batch",
-    "malformed_state_frame",
-    "malformed_user_frame",
-    "malformed_delta",
-    "malformed_ae_request",
-    "malformed_ae_response",
-    "unknown_channel",
-    "unknown_response",
-    "late_ack",
-    "unexpected_ack",
-    "refused_delta",
-    "dissemination_refused",
-    "swim_too_large",
-    "encode_failed",
-    "no_handler",
-    "malformed_control_frame",
-    "peer_unreachable",
-];
+crate::reason::reasons! {
+    /// Why the node dropped an input (or an output it could not send) before any state
+    /// machine saw it; counted in [`NodeStats::dropped`] under [`DropReason::as_str`].
+    pub enum DropReason {
+        /// A datagram that did not decode (SWIM and piggybacked items).
+        MalformedDatagram => "malformed_datagram",
+        /// Items piggybacked on a datagram SWIM refused: not trusted with state.
+        PiggybackOfRefusedDatagram => "piggyback_of_refused_datagram",
+        /// A dissemination batch frame that did not decode.
+        MalformedBatch => "malformed_batch",
+        /// A state-stream frame that did not decode.
+        MalformedStateFrame => "malformed_state_frame",
+        /// A user-stream frame that did not decode.
+        MalformedUserFrame => "malformed_user_frame",
+        /// A delta item that did not decode.
+        MalformedDelta => "malformed_delta",
+        /// An anti-entropy request that did not decode.
+        MalformedAeRequest => "malformed_ae_request",
+        /// An anti-entropy response that did not decode.
+        MalformedAeResponse => "malformed_ae_response",
+        /// A delta item on a channel this node does not have.
+        UnknownChannel => "unknown_channel",
+        /// A response to no request of this node's.
+        UnknownResponse => "unknown_response",
+        /// An ack for a send whose outcome was already reported.
+        LateAck => "late_ack",
+        /// An ack from a node the send was not waiting for.
+        UnexpectedAck => "unexpected_ack",
+        /// A delta the registry refused (it says why in its own counters).
+        RefusedDelta => "refused_delta",
+        /// An item dissemination refused to carry.
+        DisseminationRefused => "dissemination_refused",
+        /// A SWIM packet that no longer fit with its trailer (never expected).
+        SwimTooLarge => "swim_too_large",
+        /// Something this node built did not encode (never expected).
+        EncodeFailed => "encode_failed",
+        /// A frame or request of a class nothing here speaks.
+        NoHandler => "no_handler",
+        /// A control-stream frame that did not decode.
+        MalformedControlFrame => "malformed_control_frame",
+        /// A quorum message to a node that is not a live member.
+        PeerUnreachable => "peer_unreachable",
+    }
+}
 
+/// Counts one more `key` (a reason's label) in `map`.
 fn bump(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
-    debug_assert!(
-        DROP_REASONS.contains(&key)
-            || SendError::REASONS.contains(&key)
-            || ["mailbox_full", "no_process", "stale_version"].contains(&key),
-        "unregistered reason {key}"
-    );
     *map.entry(key).or_default() += 1;
+}
+
+impl NodeStats {
+    /// Counts a dropped input.
+    fn drop_input(&mut self, why: DropReason) {
+        bump(&mut self.dropped, why.as_str());
+    }
 }
 
 impl Node {
@@ -526,7 +550,7 @@ impl Node {
     /// A datagram arrived on a connection whose certificate names `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: &str, data: &[u8]) {
         let Ok((swim, items)) = Dissemination::unwrap_datagram(data) else {
-            bump(&mut self.stats.dropped, "malformed_datagram");
+            self.stats.drop_input(DropReason::MalformedDatagram);
             return;
         };
         // SWIM rejections are counted in the membership stats.
@@ -538,7 +562,8 @@ impl Node {
         } else if !items.is_empty() {
             // A datagram SWIM refused (identity mismatch, malformed) is not trusted
             // with state either.
-            bump(&mut self.stats.dropped, "piggyback_of_refused_datagram");
+            self.stats
+                .drop_input(DropReason::PiggybackOfRefusedDatagram);
         }
         self.after_input(now);
     }
@@ -553,25 +578,25 @@ impl Node {
                             self.apply_item(now, channel, item);
                         }
                     }
-                    Err(_) => bump(&mut self.stats.dropped, "malformed_batch"),
+                    Err(_) => self.stats.drop_input(DropReason::MalformedBatch),
                 },
                 Ok(StateFrame::Push { groups, names }) => {
                     self.stats.ae_bytes_in += payload.len() as u64;
                     self.merge_state(now, &groups, &names);
                 }
-                Err(_) => bump(&mut self.stats.dropped, "malformed_state_frame"),
+                Err(_) => self.stats.drop_input(DropReason::MalformedStateFrame),
             },
             Class::User => match wire::decode::<UserFrame>(payload) {
                 Ok(frame) => self.on_user_frame(now, from, frame),
-                Err(_) => bump(&mut self.stats.dropped, "malformed_user_frame"),
+                Err(_) => self.stats.drop_input(DropReason::MalformedUserFrame),
             },
             Class::Control => match wire::decode::<ControlFrame>(payload) {
                 Ok(ControlFrame::Quorum(bytes)) => match self.quorum.as_mut() {
                     Some(q) => q.handle_message(now, from, &bytes),
                     // No voters configured here: nothing speaks the quorum plane.
-                    None => bump(&mut self.stats.dropped, "no_handler"),
+                    None => self.stats.drop_input(DropReason::NoHandler),
                 },
-                Err(_) => bump(&mut self.stats.dropped, "malformed_control_frame"),
+                Err(_) => self.stats.drop_input(DropReason::MalformedControlFrame),
             },
         }
         self.after_input(now);
@@ -586,11 +611,11 @@ impl Node {
         payload: &[u8],
     ) -> Result<Bytes, RequestRefused> {
         if class != Class::State {
-            bump(&mut self.stats.dropped, "no_handler");
+            self.stats.drop_input(DropReason::NoHandler);
             return Err(RequestRefused::NoHandler(class));
         }
         let Ok(req) = wire::decode::<AeRequest>(payload) else {
-            bump(&mut self.stats.dropped, "malformed_ae_request");
+            self.stats.drop_input(DropReason::MalformedAeRequest);
             return Err(RequestRefused::Malformed);
         };
         let bytes = self.answer_ae(now, from, &req, payload.len())?;
@@ -745,7 +770,7 @@ impl Node {
                         Ok(data) => self.outputs.push_back(Output::Datagram { to, data }),
                         // Cannot happen with a valid packet size (checked at compile
                         // time in dissemination); counted if it ever does.
-                        Err(_) => bump(&mut self.stats.dropped, "swim_too_large"),
+                        Err(_) => self.stats.drop_input(DropReason::SwimTooLarge),
                     }
                 }
                 SwimOutput::Timer { at, timer } => {
@@ -833,7 +858,7 @@ impl Node {
                 QuorumOutput::Send { to, payload } => {
                     let Some(addr) = self.peers.get(&to).map(|p| p.addr) else {
                         // Not a live member (yet): formation retries, proposers time out.
-                        bump(&mut self.stats.dropped, "peer_unreachable");
+                        self.stats.drop_input(DropReason::PeerUnreachable);
                         continue;
                     };
                     match wire::encode(&ControlFrame::Quorum(payload)) {
@@ -845,7 +870,7 @@ impl Node {
                             class: Class::Control,
                             payload,
                         }),
-                        Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
+                        Err(_) => self.stats.drop_input(DropReason::EncodeFailed),
                     }
                 }
                 QuorumOutput::Persist { id, entries } => {
@@ -880,7 +905,7 @@ impl Node {
                         };
                         match wire::encode(&item) {
                             Ok(bytes) => self.spread(now, GROUPS, bytes, true),
-                            Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
+                            Err(_) => self.stats.drop_input(DropReason::EncodeFailed),
                         }
                     }
                 }
@@ -888,7 +913,7 @@ impl Node {
                     for piece in delta.chunks(DELTA_PIECE).unwrap_or_default() {
                         match wire::encode(&piece) {
                             Ok(bytes) => self.spread(now, NAMES, bytes, true),
-                            Err(_) => bump(&mut self.stats.dropped, "encode_failed"),
+                            Err(_) => self.stats.drop_input(DropReason::EncodeFailed),
                         }
                     }
                 }

@@ -266,17 +266,28 @@ impl ShardHealth {
     }
 }
 
-/// Why a quorum message was dropped.
-pub const QUORUM_DROP_REASONS: &[&str] = &[
-    "malformed",
-    "not_for_this_acceptor",
-    "not_a_voter",
-    "unknown_proposer",
-    "no_root",
-    "late_forward",
-    "encode_failed",
-    "oversized",
-];
+crate::reason::reasons! {
+    /// Why a quorum message was dropped; counted in [`QuorumStats::dropped`] under
+    /// [`QuorumDrop::as_str`].
+    pub enum QuorumDrop {
+        /// A quorum message that did not decode.
+        Malformed => "malformed",
+        /// A request addressed to an acceptor id this node's store does not hold (a wiped voter's old id).
+        NotForThisAcceptor => "not_for_this_acceptor",
+        /// A request to a node the root does not list as a voter.
+        NotAVoter => "not_a_voter",
+        /// A reply or forward from a node that is not a voter in the root.
+        UnknownProposer => "unknown_proposer",
+        /// A message that needs the root before this node has one.
+        NoRoot => "no_root",
+        /// The answer to a forwarded change whose caller already gave up.
+        LateForward => "late_forward",
+        /// A message this node built did not encode (never expected).
+        EncodeFailed => "encode_failed",
+        /// A message over the frame limit: not sent (logged once per episode, per shard).
+        Oversized => "oversized",
+    }
+}
 
 enum Origin {
     /// A local holder's or watcher's change.
@@ -341,9 +352,8 @@ impl std::fmt::Debug for QuorumPlane {
     }
 }
 
-fn bump(stats: &mut QuorumStats, reason: &'static str) {
-    debug_assert!(QUORUM_DROP_REASONS.contains(&reason));
-    *stats.dropped.entry(reason).or_default() += 1;
+fn bump(stats: &mut QuorumStats, why: QuorumDrop) {
+    *stats.dropped.entry(why.as_str()).or_default() += 1;
 }
 
 /// Why a claims or strong-name call was refused before it started. Nothing changed.
@@ -640,7 +650,7 @@ impl QuorumPlane {
     /// A control frame from `from`.
     pub fn handle_message(&mut self, now: Instant, from: &str, payload: &[u8]) {
         let Ok(msg) = wire::decode::<QuorumMsg>(payload) else {
-            bump(&mut self.stats, "malformed");
+            bump(&mut self.stats, QuorumDrop::Malformed);
             return;
         };
         self.on_message(now, from, msg);
@@ -657,8 +667,8 @@ impl QuorumPlane {
                 let mine = proposer_id(&self.name);
                 match self.proposer.as_mut() {
                     Some(p) if to == mine.0 => p.handle_reply(now, NodeId(acc), rep, &mut self.rng),
-                    Some(_) => bump(&mut self.stats, "unknown_proposer"),
-                    None => bump(&mut self.stats, "no_root"),
+                    Some(_) => bump(&mut self.stats, QuorumDrop::UnknownProposer),
+                    None => bump(&mut self.stats, QuorumDrop::NoRoot),
                 }
             }
             QuorumMsg::Forward {
@@ -672,12 +682,12 @@ impl QuorumPlane {
                         .insert(op, Origin::Remote(request, from.to_owned()));
                     self.stats.forwarded_in += 1;
                 }
-                None => bump(&mut self.stats, "no_root"),
+                None => bump(&mut self.stats, QuorumDrop::NoRoot),
             },
             QuorumMsg::Forwarded { request, outcome } => {
                 match self.forwarded.remove(&request) {
                     // Timed out here already; the retry went local.
-                    None => bump(&mut self.stats, "late_forward"),
+                    None => bump(&mut self.stats, QuorumDrop::LateForward),
                     Some((_, shard, _, sent)) => {
                         let result = outcome.ok_or(ProposeError::Timeout);
                         self.note_decision(shard, result.is_ok());
@@ -701,11 +711,11 @@ impl QuorumPlane {
 
     fn on_request(&mut self, from: &str, to: u64, req: Request<ShardId, ShardSlot>) {
         let Some(acceptor) = self.acceptor.as_mut() else {
-            bump(&mut self.stats, "not_a_voter");
+            bump(&mut self.stats, QuorumDrop::NotAVoter);
             return;
         };
         if Some(to) != self.acceptor_id {
-            bump(&mut self.stats, "not_for_this_acceptor");
+            bump(&mut self.stats, QuorumDrop::NotForThisAcceptor);
             return;
         }
         let pid = proposer_id(from);
@@ -982,7 +992,7 @@ impl QuorumPlane {
             return;
         }
         let Ok(payload) = wire::encode(msg) else {
-            return bump(&mut self.stats, "encode_failed");
+            return bump(&mut self.stats, QuorumDrop::EncodeFailed);
         };
         let (shard, carries_slot) = match msg {
             QuorumMsg::Request { req, .. } => {
@@ -1020,11 +1030,11 @@ impl QuorumPlane {
                     );
                 }
                 h.oversized_now = true;
-                return bump(&mut self.stats, "oversized");
+                return bump(&mut self.stats, QuorumDrop::Oversized);
             }
         } else if len > self.config.max_message_bytes {
             tracing::error!(bytes = len, to, "a quorum message exceeds the frame limit");
-            return bump(&mut self.stats, "oversized");
+            return bump(&mut self.stats, QuorumDrop::Oversized);
         }
         self.outputs.push_back(QuorumOutput::Send {
             to: to.to_owned(),
@@ -1038,7 +1048,7 @@ impl QuorumPlane {
         };
         for env in replies {
             let Some(node) = self.proposer_nodes.get(&env.to).cloned() else {
-                bump(&mut self.stats, "unknown_proposer");
+                bump(&mut self.stats, QuorumDrop::UnknownProposer);
                 continue;
             };
             let msg = QuorumMsg::Reply {
@@ -1192,7 +1202,7 @@ impl QuorumPlane {
                                 };
                                 self.send(&node, &msg);
                             }
-                            None => bump(&mut self.stats, "no_root"),
+                            None => bump(&mut self.stats, QuorumDrop::NoRoot),
                         }
                     }
                     ProposerOutput::Complete(c) => {

@@ -12,7 +12,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{self, Undeliverable, UserFrame};
-use super::{bump, Node, Output};
+use super::{bump, DropReason, Node, Output};
 use crate::pid::Pid;
 use crate::process::{Delivery, PushError};
 
@@ -336,7 +336,7 @@ impl Node {
                 payload: payload.clone(),
             };
             let Ok(bytes) = wire::encode(&frame) else {
-                bump(&mut self.stats.dropped, "encode_failed");
+                self.stats.drop_input(DropReason::EncodeFailed);
                 continue;
             };
             let Some(peer) = self.peers.get(node) else {
@@ -372,7 +372,10 @@ impl Node {
     /// The shell could not queue a frame (the stream is full). Counted; for a user
     /// message the shell reports it to the sender (see [`Node::refuse_ack`]).
     pub fn frame_refused(&mut self, to: &str, class: Class) {
-        bump(&mut self.stats.send_errors, "backpressure");
+        bump(
+            &mut self.stats.send_errors,
+            SendError::Backpressure(to.to_owned()).as_str(),
+        );
         if class == Class::User {
             tracing::debug!(peer = to, "user frame refused by the transport");
         }
@@ -553,11 +556,11 @@ impl Node {
             } => {
                 let aid = AckId(id);
                 let Some(pending) = self.acks.get_mut(&aid) else {
-                    bump(&mut self.stats.dropped, "late_ack");
+                    self.stats.drop_input(DropReason::LateAck);
                     return;
                 };
                 let Some((incarnation, _)) = pending.waiting.remove(from) else {
-                    bump(&mut self.stats.dropped, "unexpected_ack");
+                    self.stats.drop_input(DropReason::UnexpectedAck);
                     return;
                 };
                 pending.outcome.delivered += delivered as usize;
