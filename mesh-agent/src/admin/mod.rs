@@ -9,7 +9,7 @@
 //! | `GET /metrics` | Prometheus text format 0.0.4                              | yes   |
 //! | `GET /livez`   | `200 ok` while the membership loop turns, else `503`      | no    |
 //! | `GET /readyz`  | `200 ok` once joined (or alone by design), else `503` + why | no  |
-//! | `/v1/groups`, `/v1/names`, `/v1/send`, `/v1/listen`, ... | groups, names and messaging (see `mesh.rs`) | yes |
+//! | `/v1/groups`, `/v1/names`, `/v1/send`, `/v1/listen`, ... | groups and names (see `groups.rs`), messaging (see `messaging.rs`) | yes |
 //! | `/v1/claims`, `/v1/names/strong`, `/v1/quorum`, ... | task claims, strong names, the quorum plane (see `quorum.rs`) | yes |
 //!
 //! When a token is configured, every route except the two probes needs
@@ -36,13 +36,13 @@ use tokio::net::TcpListener;
 
 use crate::runtime::{AgentHandle, MemberView};
 
-mod mesh;
+mod common;
+mod groups;
+mod messaging;
 mod quorum;
 
-pub use mesh::{
-    Failed, GroupCount, GroupMember, GroupView, ListenBody, ListenLine, NameView, Policy,
-    SendAnswer, SendBody, SyncBody, DEFAULT_SCOPE,
-};
+pub use groups::{GroupCount, GroupMember, GroupView, NameView, Policy, DEFAULT_SCOPE};
+pub use messaging::{Failed, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody};
 pub use quorum::{
     ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, QuorumView, ReleaseBody, SessionView,
     ShardView, StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
@@ -92,12 +92,19 @@ pub fn router<V: AdminView>(view: V, token: Option<String>) -> Router {
 }
 
 /// The whole admin API of a running agent: [`router`]'s routes plus groups, names,
-/// send, listen (the `mesh` routes) and claims, strong names and the quorum (the
+/// send, listen (the `groups` and `messaging` routes) and claims, strong names and the quorum (the
 /// `quorum` routes; see the tables in those modules' docs).
 pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
-    let mesh = mesh::routes().with_state(handle.clone());
+    let groups = groups::routes().with_state(handle.clone());
+    let messaging = messaging::routes().with_state(handle.clone());
     let quorum = quorum::routes(handle.clone());
-    finish(base_routes(handle).merge(mesh).merge(quorum), token)
+    finish(
+        base_routes(handle)
+            .merge(groups)
+            .merge(messaging)
+            .merge(quorum),
+        token,
+    )
 }
 
 fn base_routes<V: AdminView>(view: V) -> Router {

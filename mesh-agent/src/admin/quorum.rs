@@ -82,8 +82,8 @@ use metrics::counter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::common::{bad_request, stopped, ApiJson, HEARTBEAT};
 use super::json_error;
-use super::mesh::{bad_request, stopped, ApiJson, HEARTBEAT};
 use crate::runtime::{AgentHandle, ApiError, ProcessHandle, QuorumStatus};
 use mesh_core::claims::{
     CallOk, ClaimReject, ClaimsError, HolderEvent, LostReason, ShardId, ShardTable, StrongName,

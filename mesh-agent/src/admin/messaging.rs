@@ -1,13 +1,8 @@
-//! The admin API's groups, names and messaging routes (`meshctl groups`, `names`,
-//! `send`, `listen`), backed by a running agent.
+//! The admin API's messaging routes (`meshctl send`, `listen`, `sync`), backed by a
+//! running agent.
 //!
 //! | route | body / query | answer |
 //! |---|---|---|
-//! | `GET /v1/scopes` | | `["default", ...]` scopes with at least one group |
-//! | `GET /v1/groups` | `?scope=S` | `[{"group", "members"}]` (distinct processes) |
-//! | `GET /v1/groups/{group}` | `?scope=S` | `{"scope", "group", "members": [{"pid", "node", "count", "meta"}]}` |
-//! | `GET /v1/names` | | `[{"name", "pid", "node", "hlc", "meta", "policy"}]` |
-//! | `GET /v1/names/{name}` | | one of those, or 404 |
 //! | `POST /v1/send` | [`SendBody`] (`group`, `name`, `strong` or `pid`) | [`SendAnswer`]: delivered counts, failures, nodes that did not answer |
 //! | `POST /v1/listen` | [`ListenBody`] | NDJSON stream of [`ListenLine`]s while the client stays connected |
 //! | `POST /v1/sync` | `{"mode": "quorum"\|"all", "timeout_ms"}` | `{"ok": true}` or 504 |
@@ -24,233 +19,30 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::common::{bad_request, json_rejection, stopped, ApiJson, HEARTBEAT};
+use super::groups::{Policy, DEFAULT_SCOPE};
 use super::json_error;
-use crate::runtime::{AgentHandle, ApiError, ProcessHandle};
+use crate::runtime::{AgentHandle, ProcessHandle};
 use mesh_core::node::{Dest, GroupMode, NodeOpError, SendError, SyncMode};
 use mesh_core::pid::Pid;
 use mesh_core::process::Delivery;
-use mesh_core::registry::{ConflictPolicy, NameInfo, RegisterError};
-
-/// The scope used when a request names none.
-pub const DEFAULT_SCOPE: &str = "default";
-/// How often a `listen` stream writes a heartbeat line.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+use mesh_core::registry::RegisterError;
 
 /// The routes of this module, over a running agent.
 pub(crate) fn routes() -> Router<AgentHandle> {
     Router::new()
-        .route("/v1/scopes", get(scopes))
-        .route("/v1/groups", get(groups))
-        .route("/v1/groups/{group}", get(group))
-        .route("/v1/names", get(names))
-        .route("/v1/names/{name}", get(name))
         .route("/v1/send", post(send))
         .route("/v1/listen", post(listen))
         .route("/v1/sync", post(sync))
-}
-
-pub(crate) fn stopped(e: &ApiError) -> Response {
-    let status = match e {
-        ApiError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-        ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
-    };
-    json_error(status, e.to_string())
-}
-
-/// `?scope=S`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ScopeQuery {
-    scope: Option<String>,
-}
-
-impl ScopeQuery {
-    fn scope(&self) -> String {
-        self.scope
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SCOPE.to_owned())
-    }
-}
-
-/// A name's conflict policy as the API spells it (`notify`, `kill`,
-/// `unregister_both`); the wire format inside the cluster uses one-letter names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Policy {
-    /// The loser's claim is retracted and its process notified (default).
-    #[default]
-    Notify,
-    /// As notify, and the losing process is ended.
-    Kill,
-    /// Both claims are retracted and both processes notified.
-    UnregisterBoth,
-}
-
-impl From<Policy> for ConflictPolicy {
-    fn from(p: Policy) -> Self {
-        match p {
-            Policy::Notify => Self::Notify,
-            Policy::Kill => Self::Kill,
-            Policy::UnregisterBoth => Self::UnregisterBoth,
-        }
-    }
-}
-
-impl From<ConflictPolicy> for Policy {
-    fn from(p: ConflictPolicy) -> Self {
-        match p {
-            ConflictPolicy::Notify => Self::Notify,
-            ConflictPolicy::Kill => Self::Kill,
-            ConflictPolicy::UnregisterBoth => Self::UnregisterBoth,
-        }
-    }
-}
-
-/// One line of `GET /v1/groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupCount {
-    /// The group.
-    pub group: String,
-    /// Distinct member processes.
-    pub members: usize,
-}
-
-/// One member in `GET /v1/groups/{group}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupMember {
-    /// The process.
-    pub pid: String,
-    /// Its node.
-    pub node: String,
-    /// How many times it joined (multiplicity).
-    pub count: usize,
-    /// Its metadata, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<String>,
-}
-
-/// `GET /v1/groups/{group}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupView {
-    /// The scope.
-    pub scope: String,
-    /// The group.
-    pub group: String,
-    /// Members, by PID.
-    pub members: Vec<GroupMember>,
-}
-
-/// One name in `GET /v1/names`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NameView {
-    /// The name.
-    pub name: String,
-    /// The holder.
-    pub pid: String,
-    /// The holder's node.
-    pub node: String,
-    /// The claim's hybrid logical timestamp, `wall_ms.logical`.
-    pub hlc: String,
-    /// Conflict policy.
-    pub policy: Policy,
-    /// Metadata, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<String>,
-}
-
-impl NameView {
-    fn new(name: String, info: NameInfo) -> Self {
-        Self {
-            name,
-            node: info.pid.node.clone(),
-            pid: info.pid.to_string(),
-            hlc: format!("{}.{}", info.hlc.wall_ms, info.hlc.logical),
-            policy: info.policy.into(),
-            meta: info.meta,
-        }
-    }
-}
-
-async fn scopes(State(h): State<AgentHandle>) -> Response {
-    match h.call(|n, _| n.registry().scopes()).await {
-        Ok(s) => Json(s).into_response(),
-        Err(e) => stopped(&e),
-    }
-}
-
-async fn groups(State(h): State<AgentHandle>, Query(q): Query<ScopeQuery>) -> Response {
-    let scope = q.scope();
-    match h.call(move |n, _| n.registry().group_counts(&scope)).await {
-        Ok(counts) => Json(
-            counts
-                .into_iter()
-                .map(|(group, members)| GroupCount { group, members })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => stopped(&e),
-    }
-}
-
-async fn group(
-    State(h): State<AgentHandle>,
-    Path(group): Path<String>,
-    Query(q): Query<ScopeQuery>,
-) -> Response {
-    let scope = q.scope();
-    let (s, g) = (scope.clone(), group.clone());
-    match h
-        .call(move |n, _| n.registry().members_with_meta(&s, &g))
-        .await
-    {
-        Ok(members) => Json(GroupView {
-            scope,
-            group,
-            members: members
-                .into_iter()
-                .map(|(pid, count, meta)| GroupMember {
-                    node: pid.node.clone(),
-                    pid: pid.to_string(),
-                    count,
-                    meta,
-                })
-                .collect(),
-        })
-        .into_response(),
-        Err(e) => stopped(&e),
-    }
-}
-
-async fn names(State(h): State<AgentHandle>) -> Response {
-    match h.call(|n, _| n.registry().registered()).await {
-        Ok(list) => Json(
-            list.into_iter()
-                .map(|(name, info)| NameView::new(name, info))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => stopped(&e),
-    }
-}
-
-async fn name(State(h): State<AgentHandle>, Path(name): Path<String>) -> Response {
-    match h.whereis(&name).await {
-        Ok(Some(info)) => Json(NameView::new(name, info)).into_response(),
-        Ok(None) => json_error(
-            StatusCode::NOT_FOUND,
-            format!("no process is registered as {name:?}"),
-        ),
-        Err(e) => stopped(&e),
-    }
 }
 
 /// `POST /v1/send`: exactly one of `group`, `name`, `strong`, `pid`; exactly one of `payload`
@@ -309,36 +101,6 @@ pub struct SendAnswer {
     /// Nodes whose send queue was full: their targets got nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backpressure: Vec<String>,
-}
-
-pub(crate) fn bad_request(msg: impl Into<String>) -> Response {
-    json_error(StatusCode::BAD_REQUEST, msg)
-}
-
-/// A body that is not the JSON object the route takes: 4xx with axum's reason (it
-/// names the field for unknown or mistyped keys).
-pub(crate) fn json_rejection(e: &JsonRejection) -> Response {
-    json_error(e.status(), format!("bad request body: {}", e.body_text()))
-}
-
-/// A JSON request body whose rejection is answered like every other error of the API
-/// (`{"error": ...}` with axum's status and reason), so handlers take the value itself.
-#[derive(Debug)]
-pub(crate) struct ApiJson<T>(pub(crate) T);
-
-impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Response;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(e) => Err(json_rejection(&e)),
-        }
-    }
 }
 
 impl SendBody {
