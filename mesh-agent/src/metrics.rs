@@ -45,7 +45,7 @@ const FSYNC_BUCKETS: &[f64] = &[
 
 /// Kinds of `mesh_claims_token_rejections_total`: a release with a token that is not
 /// the task's current one, a name release or transfer with a stale version (both
-/// counted by the admin API, see `admin/quorum.rs`), and a send to a strong name that
+/// counted by the admin API, see `admin/claims.rs`), and a send to a strong name that
 /// its receiving node refused for a stale version.
 pub const TOKEN_REJECTION_KINDS: [&str; 3] = ["release", "name_version", "strong_send"];
 

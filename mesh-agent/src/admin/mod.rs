@@ -36,17 +36,23 @@ use tokio::net::TcpListener;
 
 use crate::runtime::{AgentHandle, MemberView};
 
+mod calls;
+mod claims;
 mod common;
 mod groups;
 mod messaging;
 mod quorum;
+mod strong_names;
 
+pub use calls::CALL_DEADLINE;
+pub use claims::{
+    ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, ReleaseBody, SessionView, ShardView,
+};
 pub use groups::{GroupCount, GroupMember, GroupView, NameView, Policy, DEFAULT_SCOPE};
 pub use messaging::{Failed, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody};
-pub use quorum::{
-    ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, QuorumView, ReleaseBody, SessionView,
-    ShardView, StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
-    CALL_DEADLINE,
+pub use quorum::QuorumView;
+pub use strong_names::{
+    StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
 };
 
 /// Content type of the Prometheus text exposition format.
@@ -97,7 +103,7 @@ pub fn router<V: AdminView>(view: V, token: Option<String>) -> Router {
 pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
     let groups = groups::routes().with_state(handle.clone());
     let messaging = messaging::routes().with_state(handle.clone());
-    let quorum = quorum::routes(handle.clone());
+    let quorum = calls::routes(handle.clone());
     finish(
         base_routes(handle)
             .merge(groups)

@@ -1,0 +1,552 @@
+//! The admin API's task-claim routes: `POST /v1/claims`, `POST /v1/claims/hold` (the
+//! NDJSON hold stream), `POST /v1/claims/release` and `GET /v1/claims` (linearizable
+//! reads of the shard tables). The table, properties and decisions are in
+//! [`calls`](super::calls).
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use metrics::counter;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::calls::{
+    ms, ndjson, not_ready, remaining, settle, task_subject, unavailable, unexpected, CallFailure,
+    QuorumApi, CALL_DEADLINE,
+};
+use super::common::{bad_request, stopped, ApiJson, HEARTBEAT};
+use super::json_error;
+use crate::runtime::AgentHandle;
+use mesh_core::claims::{
+    CallOk, ClaimReject, ClaimsError, HolderEvent, LostReason, ShardId, ShardTable, Unavailable,
+};
+use mesh_core::node::quorum::CallError;
+
+use super::strong_names::StrongNameView;
+
+/// How often a hold stream looks at the claim's validity.
+pub(super) const HOLD_POLL: Duration = Duration::from_millis(250);
+
+/// `POST /v1/claims` and `POST /v1/claims/hold`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// The task key (1..=128 bytes).
+    pub task: String,
+    /// The lease TTL in milliseconds (default: the agent's `claims_ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// The answer to `POST /v1/claims`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimAnswer {
+    /// The task.
+    pub task: String,
+    /// Its fencing token: send it with every effect, and downstream refuse lower ones.
+    pub token: u64,
+    /// How long the claim is valid from now on the agent's clock, unless renewed (the
+    /// agent renews it every TTL/3).
+    pub valid_for_ms: u64,
+    /// The agent that holds it.
+    pub node: String,
+}
+
+/// `POST /v1/claims/release` (and its answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// The task.
+    pub task: String,
+    /// Its current token (a stale one is refused with 409 and changes nothing).
+    pub token: u64,
+}
+
+/// One line of a `POST /v1/claims/hold` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HoldLine {
+    /// The task is claimed: first line.
+    Claimed {
+        /// The task.
+        task: String,
+        /// Its fencing token.
+        token: u64,
+        /// Validity left, in milliseconds.
+        valid_for_ms: u64,
+    },
+    /// A renew was acknowledged: the validity moved on.
+    Renewed {
+        /// The token (unchanged).
+        token: u64,
+        /// Validity left, in milliseconds.
+        valid_for_ms: u64,
+    },
+    /// Nothing changed for a second (lets the agent notice a departed client).
+    Heartbeat,
+    /// The claim is lost and the stream ends: stop using the token.
+    Lost {
+        /// The task.
+        task: String,
+        /// The lost token.
+        token: u64,
+        /// `evicted` (a result showed it gone), `expired` (no renew was acknowledged in
+        /// time), `released` (released through the API), `agent_stopped`.
+        reason: String,
+    },
+}
+
+/// `?shard=N` of `GET /v1/claims`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShardQuery {
+    shard: Option<u32>,
+}
+
+/// A session (lease) in a shard table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session id, `node/incarnation/n`.
+    pub session: String,
+    /// The holder (the session's node).
+    pub holder: String,
+    /// The lease TTL in milliseconds.
+    pub ttl_ms: u64,
+    /// The stamp of its last refresh.
+    pub renew_seq: u64,
+}
+
+/// A claim in a shard table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimView {
+    /// The task.
+    pub task: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// The holding node.
+    pub holder: String,
+    /// The holding session.
+    pub session: String,
+}
+
+/// One shard table as `GET /v1/claims` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    /// The shard.
+    pub shard: u32,
+    /// The shard's fencing counter: the next token, version or stamp it hands out.
+    pub next_token: u64,
+    /// Sessions, by id.
+    pub sessions: Vec<SessionView>,
+    /// Claims, by task.
+    pub claims: Vec<ClaimView>,
+    /// Strong names, by name.
+    pub names: Vec<StrongNameView>,
+}
+
+impl ShardView {
+    pub(super) fn new(shard: ShardId, table: &ShardTable) -> Self {
+        Self {
+            shard: shard.0,
+            next_token: table.next_token,
+            sessions: table
+                .sessions
+                .iter()
+                .map(|(sid, s)| SessionView {
+                    session: sid.to_string(),
+                    holder: sid.node.clone(),
+                    ttl_ms: s.ttl_ms,
+                    renew_seq: s.renew_seq,
+                })
+                .collect(),
+            claims: table
+                .claims
+                .iter()
+                .map(|(task, rec)| ClaimView {
+                    task: task.clone(),
+                    token: rec.token,
+                    holder: rec.sid.node.clone(),
+                    session: rec.sid.to_string(),
+                })
+                .collect(),
+            names: table
+                .names
+                .iter()
+                .map(|(name, n)| StrongNameView::new(name, n))
+                .collect(),
+        }
+    }
+}
+
+/// The answer to `GET /v1/claims`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimsView {
+    /// The shards read: the one asked for (even if never written), or every shard that
+    /// was ever written.
+    pub shards: Vec<ShardView>,
+}
+
+pub(super) async fn claim(
+    State(api): State<QuorumApi>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Response {
+    let subject = task_subject(&body.task);
+    if api.local().holds.contains(&body.task) {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!("{subject} is held by an open hold stream on this agent"),
+        );
+    }
+    let ttl = body.ttl_ms.map(Duration::from_millis);
+    let (token, until) = match settle(api.agent.claim(&body.task, ttl)).await {
+        Ok(CallOk::Claimed {
+            token, valid_until, ..
+        }) => (token, valid_until),
+        Ok(other) => return unexpected(&other),
+        Err(f) => return f.response(&subject),
+    };
+    match remaining(&api.agent, until).await {
+        Ok(left) => Json(ClaimAnswer {
+            task: body.task,
+            token,
+            valid_for_ms: ms(left),
+            node: api.agent.identity().name,
+        })
+        .into_response(),
+        Err(e) => stopped(&e),
+    }
+}
+
+pub(super) async fn release(
+    State(api): State<QuorumApi>,
+    ApiJson(body): ApiJson<ReleaseBody>,
+) -> Response {
+    let subject = task_subject(&body.task);
+    match settle(api.agent.release(&body.task, body.token)).await {
+        Ok(CallOk::Released { .. }) => Json(body).into_response(),
+        Ok(other) => unexpected(&other),
+        Err(f) => {
+            if matches!(f.rejection(), Some(ClaimReject::StaleToken { .. })) {
+                counter!("mesh_claims_token_rejections_total", "kind" => "release").increment(1);
+            }
+            f.response(&subject)
+        }
+    }
+}
+
+/// A task under an open hold stream: ends the hold when dropped (the stream ended or
+/// the client went away) and, unless the claim was lost, releases it.
+pub(super) struct HoldGuard {
+    api: QuorumApi,
+    task: String,
+    token: u64,
+    /// The claim's TTL (for how long a release is retried).
+    ttl: Duration,
+    release: bool,
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.api.local().holds.remove(&self.task);
+        if !self.release {
+            return;
+        }
+        let agent = self.api.agent.clone();
+        let (task, token, ttl) = (self.task.clone(), self.token, self.ttl);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(release_hold(agent, task, token, ttl));
+            }
+            // Only when the runtime itself is going away: the agent stops with it.
+            Err(_) => tracing::warn!(%task, token, "hold ended without a runtime to release"),
+        }
+    }
+}
+
+/// Pause between the attempts of [`release_hold`].
+pub(super) const HOLD_RELEASE_RETRY: Duration = Duration::from_secs(1);
+/// Attempts of [`release_hold`] before it gives up (and counts it).
+pub(super) const HOLD_RELEASE_ATTEMPTS: u32 = 120;
+
+/// Releases the claim of a hold that ended. A claim left behind would be renewed by the
+/// agent for ever, so the release is retried while the quorum is unavailable or the
+/// outcome is unknown. "Not held" may be transient: after a release whose outcome was
+/// unknown, the holder adopts the claim again at its next renew (every TTL/3) if the
+/// release did not take effect; so the release stops only once the claim has stayed
+/// away for a whole TTL. Counted in `mesh_claims_hold_releases_total{result}`.
+pub(super) async fn release_hold(agent: AgentHandle, task: String, token: u64, ttl: Duration) {
+    let mut away_since: Option<Instant> = None;
+    let mut outcome = "failed";
+    for attempt in 0..HOLD_RELEASE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(HOLD_RELEASE_RETRY).await;
+        }
+        match settle(agent.release(&task, token)).await {
+            Ok(_) => {
+                outcome = "released";
+                break;
+            }
+            // The agent is stopping: its sessions go with it.
+            Err(CallFailure::Api(_)) => return,
+            // Held again with a newer token: that is another claim, not ours.
+            Err(CallFailure::Call(CallError::Claims(ClaimsError::Rejected(
+                ClaimReject::StaleToken { .. },
+            )))) => {
+                outcome = "gone";
+                break;
+            }
+            Err(CallFailure::Call(CallError::Claims(
+                ClaimsError::NotHeld { .. } | ClaimsError::Rejected(ClaimReject::NotHeld { .. }),
+            ))) => {
+                let since = *away_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ttl {
+                    outcome = "gone";
+                    break;
+                }
+            }
+            Err(f) => {
+                away_since = None;
+                tracing::warn!(%task, token, error = ?f, attempt, "hold ended; release failed, retrying");
+            }
+        }
+    }
+    counter!("mesh_claims_hold_releases_total", "result" => outcome).increment(1);
+    match outcome {
+        "released" => tracing::info!(%task, token, "hold ended; claim released"),
+        "gone" => tracing::debug!(%task, token, "hold ended; the claim was already gone"),
+        _ => tracing::warn!(%task, token, "hold ended; gave up releasing the claim"),
+    }
+}
+
+/// The state of a hold stream between two lines.
+pub(super) struct Hold {
+    guard: HoldGuard,
+    events: broadcast::Receiver<HolderEvent>,
+    first: Option<HoldLine>,
+    last_until: Instant,
+    last_line: Instant,
+    done: bool,
+}
+
+impl Hold {
+    /// The next line, or `None` once the stream is over.
+    async fn next_line(&mut self) -> Option<HoldLine> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Ok(HolderEvent::Lost { task, token, reason })
+                        if task == self.guard.task && token == self.guard.token =>
+                    {
+                        let reason = match reason {
+                            LostReason::Evicted => "evicted",
+                            LostReason::Expired => "expired",
+                        };
+                        return Some(self.lost(reason));
+                    }
+                    // Other tasks' events; a lagging receiver relies on the polling below.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Some(self.lost("agent_stopped"));
+                    }
+                },
+                () = tokio::time::sleep(HOLD_POLL) => {
+                    let task = self.guard.task.clone();
+                    let seen = self
+                        .guard
+                        .api
+                        .agent
+                        .call(move |n, now| {
+                            n.quorum()
+                                .and_then(|q| q.validity(&task))
+                                .map(|(t, until)| (t, until, until.saturating_duration_since(now)))
+                        })
+                        .await;
+                    match seen {
+                        Err(_) => return Some(self.lost("agent_stopped")),
+                        Ok(Some((t, until, left))) if t == self.guard.token => {
+                            if until > self.last_until {
+                                self.last_until = until;
+                                self.last_line = Instant::now();
+                                return Some(HoldLine::Renewed {
+                                    token: t,
+                                    valid_for_ms: ms(left),
+                                });
+                            }
+                            if self.last_line.elapsed() >= HEARTBEAT {
+                                self.last_line = Instant::now();
+                                return Some(HoldLine::Heartbeat);
+                            }
+                        }
+                        // Not held any more, and no loss was reported: released through the
+                        // API (or lost while this receiver lagged).
+                        Ok(_) => return Some(self.lost("released")),
+                    }
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, reason: &str) -> HoldLine {
+        self.done = true;
+        self.guard.release = false;
+        HoldLine::Lost {
+            task: self.guard.task.clone(),
+            token: self.guard.token,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+pub(super) async fn hold(
+    State(api): State<QuorumApi>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Response {
+    let task = body.task.clone();
+    let subject = task_subject(&task);
+    let held = {
+        let t = task.clone();
+        api.agent
+            .call(move |n, _| n.quorum().and_then(|q| q.validity(&t)))
+            .await
+    };
+    match held {
+        Ok(Some((token, _))) => {
+            return json_error(
+                StatusCode::CONFLICT,
+                format!("{subject} is already held by this agent with token {token}"),
+            )
+        }
+        Ok(None) => {}
+        Err(e) => return stopped(&e),
+    }
+    if !api.local().holds.insert(task.clone()) {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!("{subject} is held by an open hold stream on this agent"),
+        );
+    }
+    // From here on the guard owns the hold (and, once claimed, the release).
+    let ttl = body.ttl_ms.map(Duration::from_millis);
+    let default_ttl = api
+        .agent
+        .call(|n, _| n.quorum().map(|q| q.config().ttl))
+        .await;
+    let mut guard = HoldGuard {
+        api: api.clone(),
+        task: task.clone(),
+        token: 0,
+        ttl: ttl
+            .or(default_ttl.ok().flatten())
+            .unwrap_or(crate::config::DEFAULT_CLAIMS_TTL),
+        release: false,
+    };
+    // Subscribe before claiming, so that no loss can slip in between.
+    let events = api.agent.subscribe_claims();
+    let (token, until) = match settle(api.agent.claim(&task, ttl)).await {
+        Ok(CallOk::Claimed {
+            token, valid_until, ..
+        }) => (token, valid_until),
+        Ok(other) => return unexpected(&other),
+        Err(f) => return f.response(&subject),
+    };
+    guard.token = token;
+    guard.release = true;
+    let left = match remaining(&api.agent, until).await {
+        Ok(left) => left,
+        Err(e) => return stopped(&e),
+    };
+    let state = Hold {
+        guard,
+        events,
+        first: Some(HoldLine::Claimed {
+            task,
+            token,
+            valid_for_ms: ms(left),
+        }),
+        last_until: until,
+        last_line: Instant::now(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        let line = st.next_line().await?;
+        Some((Ok::<_, std::convert::Infallible>(ndjson(&line)), st))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+pub(super) async fn claims(
+    State(api): State<QuorumApi>,
+    query: Result<Query<ShardQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_request(format!("bad query: {}", e.body_text())),
+    };
+    let status = match api.agent.quorum_status().await {
+        Ok(s) => s,
+        Err(e) => return stopped(&e),
+    };
+    if let Some(refused) = not_ready(status.as_ref()) {
+        return refused;
+    }
+    let shards = status.map_or(0, |s| s.shards);
+    let wanted: Vec<u32> = match q.shard {
+        Some(s) if s >= shards => {
+            return bad_request(format!(
+                "shard {s} does not exist: this cluster has shards 0..={}",
+                shards.saturating_sub(1)
+            ))
+        }
+        Some(s) => vec![s],
+        None => (0..shards).collect(),
+    };
+    let reads = wanted.iter().map(|s| {
+        let agent = api.agent.clone();
+        let shard = ShardId(*s);
+        async move {
+            let r = tokio::time::timeout(CALL_DEADLINE, agent.read_shard(shard)).await;
+            (shard, r)
+        }
+    });
+    let mut views = Vec::new();
+    let mut late = Vec::new();
+    for (shard, r) in futures_util::future::join_all(reads).await {
+        match r {
+            Ok(Ok(Some(Ok(Some(table))))) => views.push(ShardView::new(shard, &table)),
+            // Never written: shown only when asked for by number.
+            Ok(Ok(Some(Ok(None)))) if q.shard.is_some() => {
+                views.push(ShardView::new(shard, &ShardTable::default()));
+            }
+            Ok(Ok(Some(Ok(None)))) => {}
+            Ok(Ok(Some(Err(_)))) | Err(_) => late.push(shard.0),
+            Ok(Ok(None)) => return unavailable(&Unavailable::NoVoters),
+            Ok(Err(e)) => return stopped(&e),
+        }
+    }
+    if !late.is_empty() {
+        let list: Vec<String> = late.iter().map(ToString::to_string).collect();
+        return json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "no quorum answered the read of shard {} in time",
+                list.join(", ")
+            ),
+        );
+    }
+    Json(ClaimsView { shards: views }).into_response()
+}
