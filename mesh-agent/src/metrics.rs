@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use mesh_core::claims::ShardId;
+use mesh_core::claims::{HoldOutcome, ShardId};
 use mesh_core::membership::{EventKind, MemberState, Rejected};
 use mesh_core::node::quorum::{QuorumDrop, QuorumPlane};
 use mesh_core::node::Undeliverable;
@@ -478,8 +478,8 @@ fn register_quorum() {
     for result in ["accepted", "refused"] {
         counter!("mesh_strong_sends_total", "result" => result).increment(0);
     }
-    for result in ["released", "gone", "failed"] {
-        counter!("mesh_claims_hold_releases_total", "result" => result).increment(0);
+    for result in HoldOutcome::ALL {
+        counter!("mesh_claims_hold_releases_total", "result" => result.as_str()).increment(0);
     }
     for name in [
         "mesh_quorum_failed_rounds_total",
@@ -554,6 +554,7 @@ struct QuorumFigures {
     sends_refused: u64,
     slot_bytes_max: u64,
     shards_stalled: usize,
+    hold_releases: Vec<(&'static str, u64)>,
 }
 
 impl QuorumFigures {
@@ -620,6 +621,13 @@ impl QuorumFigures {
             .values()
             .filter(|h| h.stalled().is_some())
             .count();
+        f.hold_releases = HoldOutcome::ALL
+            .iter()
+            .map(|o| {
+                let label = o.as_str();
+                (label, s.hold_releases.get(label).copied().unwrap_or(0))
+            })
+            .collect();
         f.sends_accepted = cache.stats().sends_accepted;
         f.sends_refused = cache.stats().sends_refused;
         f
@@ -683,6 +691,9 @@ impl QuorumFigures {
         gauge!("mesh_strong_names").set(self.strong_names as f64);
         counter!("mesh_strong_sends_total", "result" => "accepted").absolute(self.sends_accepted);
         counter!("mesh_strong_sends_total", "result" => "refused").absolute(self.sends_refused);
+        for (result, v) in &self.hold_releases {
+            counter!("mesh_claims_hold_releases_total", "result" => *result).absolute(*v);
+        }
     }
 }
 

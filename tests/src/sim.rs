@@ -737,13 +737,14 @@ impl Sim {
                     },
                 ),
                 Output::Fatal(why) => self.nodes[n].fatal.push(why),
-                // Outcomes of acknowledged sends, barriers and claims calls are kept for
-                // the tests, in order.
+                // Outcomes of acknowledged sends, barriers, claims calls and holds are
+                // kept for the tests, in order.
                 Output::SendResult { .. }
                 | Output::SyncDone { .. }
                 | Output::ClaimDone { .. }
                 | Output::ShardRead { .. }
-                | Output::ClaimEvent(_) => {
+                | Output::ClaimEvent(_)
+                | Output::HoldEnded { .. } => {
                     self.results.push((n, out));
                 }
             }

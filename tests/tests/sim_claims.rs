@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, Unavailable};
+use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, HoldOutcome, Unavailable};
 use mesh_core::membership::MemberState;
 use mesh_core::node::quorum::CallError;
-use mesh_core::node::Dest;
+use mesh_core::node::{Dest, Output};
 use mesh_core::process::Delivery;
 use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
 
@@ -496,6 +496,122 @@ fn a_release_with_a_stale_token_is_refused_and_changes_nothing() {
             let next = token_of(&claim(&mut sim, 4, "job")?);
             if next <= current {
                 return Err(format!("token {next} after {current}: tokens went back"));
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Opens a hold on `task` at node `n` ([`mesh_core::node::Node::hold`]) and waits for
+/// its claim; the token.
+fn hold(sim: &mut Sim, n: usize, task: &str) -> Result<u64, String> {
+    let call = match sim.with_node(n, |node, now| node.hold(now, task, None)) {
+        Some(Ok(c)) => c,
+        other => return Err(format!("n{n}: hold refused at once: {other:?}")),
+    };
+    match sim.await_claim(n, call, secs(10)) {
+        Some(Ok(ok)) => Ok(token_of(&ok)),
+        other => Err(format!("n{n}: hold's claim: {other:?}")),
+    }
+}
+
+/// How the release of node `n`'s hold on `task` ended, once it has.
+fn hold_ended(sim: &Sim, n: usize, task: &str) -> Option<(u64, HoldOutcome)> {
+    sim.results.iter().find_map(|(node, out)| match out {
+        Output::HoldEnded {
+            task: t,
+            token,
+            outcome,
+        } if *node == n && t == task => Some((*token, *outcome)),
+        _ => None,
+    })
+}
+
+/// Holds through the node (H1, H2 of `mesh_core::claims::hold`): while a hold is open,
+/// a plain claim and a second hold of its task on that node are refused at once, with
+/// nothing submitted; when the hold ends its claim is released (`Released`, with the
+/// hold's token), and another node can claim the task with a higher token.
+#[test]
+fn a_hold_excludes_other_claims_of_its_task_and_its_end_releases_the_claim() {
+    for_each_seed(
+        "a_hold_excludes_other_claims_of_its_task_and_its_end_releases_the_claim",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let token = hold(&mut sim, 3, "job")?;
+            match sim.with_node(3, |node, now| node.claim(now, "job", None)) {
+                Some(Err(CallError::UnderHold { .. })) => {}
+                other => return Err(format!("a claim under a hold: {other:?}")),
+            }
+            match sim.with_node(3, |node, now| node.hold(now, "job", None)) {
+                Some(Err(CallError::AlreadyHeld { token: t, .. })) if t == token => {}
+                other => return Err(format!("a second hold: {other:?}")),
+            }
+            sim.with_node(3, |node, now| node.end_hold(now, "job"));
+            sim.run_until(secs(10), |s| hold_ended(s, 3, "job").is_some());
+            match hold_ended(&sim, 3, "job") {
+                Some((t, HoldOutcome::Released)) if t == token => {}
+                other => return Err(format!("the ended hold's release: {other:?}")),
+            }
+            let next = token_of(&claim(&mut sim, 4, "job")?);
+            if next <= token {
+                return Err(format!("token {next} after {token}: tokens went back"));
+            }
+            Ok(())
+        },
+    );
+}
+
+/// H2–H4 under a partition: a hold ended while its node is cut off from everyone
+/// keeps its task excluded on that node while the release is retried; the release
+/// ends as `Released` or `Gone` (never given up within the partition), and it never
+/// takes the task from the node that claimed it meanwhile: that claim stays valid
+/// after the heal.
+#[test]
+fn a_hold_ended_in_a_partition_never_releases_the_next_holders_claim() {
+    for_each_seed(
+        "a_hold_ended_in_a_partition_never_releases_the_next_holders_claim",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed)?;
+            let token = hold(&mut sim, 3, "job")?;
+            sim.partition(&[3], &[0, 1, 2, 4]);
+            sim.with_node(3, |node, now| node.end_hold(now, "job"));
+            match sim.with_node(3, |node, now| node.claim(now, "job", None)) {
+                Some(Err(CallError::UnderHold { .. })) => {}
+                other => return Err(format!("a claim while the release runs: {other:?}")),
+            }
+            // The claim expires on the other side; n4 takes the task.
+            let started = sim.elapsed();
+            let next = loop {
+                match claim(&mut sim, 4, "job") {
+                    Ok(ok) => break token_of(&ok),
+                    Err(e) if e.contains("held by") => {}
+                    Err(e) => return Err(format!("n4: {e}")),
+                }
+                if sim.elapsed() - started > secs(30) {
+                    return Err("n4 never got the task".into());
+                }
+                sim.run_for(Duration::from_millis(250));
+            };
+            if next <= token {
+                return Err(format!("token {next} after {token}: tokens went back"));
+            }
+            sim.run_for(secs(3));
+            sim.heal();
+            sim.run_until(secs(30), |s| hold_ended(s, 3, "job").is_some());
+            match hold_ended(&sim, 3, "job") {
+                Some((t, HoldOutcome::Released | HoldOutcome::Gone)) if t == token => {}
+                other => return Err(format!("the ended hold's release: {other:?}")),
+            }
+            sim.run_for(secs(5));
+            let valid = sim
+                .with_node(4, |node, now| {
+                    node.quorum().is_some_and(|q| q.is_valid(now, "job", next))
+                })
+                .unwrap_or(false);
+            if !valid {
+                return Err("the hold's release took the next holder's claim".into());
             }
             Ok(())
         },

@@ -52,8 +52,11 @@
 //!   retrying for up to two minutes while the quorum is unavailable or the outcome is
 //!   unknown (`mesh_claims_hold_releases_total{result}` counts how it ended).
 //!   A hold refuses a task the agent already holds, and a plain claim refuses a task
-//!   under an open hold: otherwise the hold's release would pull the task from under the
-//!   other caller.
+//!   under an open hold or whose hold's release is still running: otherwise the hold's
+//!   release would pull the task from under the other caller. These rules are the
+//!   core's ([`mesh_core::claims::hold`], run by the simulator); this module carries
+//!   the lines and tells the core when the stream ended. (The `renewed` lines still come
+//!   from looking at the claim's validity every 250 ms.)
 //! - **A strong name without `pid`** is registered for a process the agent spawns and
 //!   keeps: messages sent to the name wait in its mailbox (bounded; a full one refuses
 //!   further sends as `mailbox_full`). The agent ends that process when the name is
@@ -68,7 +71,7 @@
 //!   the `GET /v1/names` list); strong names spelled `release` or `transfer` are served
 //!   by `GET` on those two routes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -135,8 +138,6 @@ pub(super) struct QuorumApi {
 /// What the API itself keeps on the agent.
 #[derive(Default)]
 pub(super) struct Local {
-    /// Tasks under an open hold stream.
-    pub(super) holds: BTreeSet<String>,
     /// Processes spawned to own a strong name registered without `pid`: name → the
     /// process and the version it was registered at (0: unknown, the call timed out).
     pub(super) kept: BTreeMap<String, (ProcessHandle, u64)>,
@@ -194,7 +195,9 @@ pub(super) fn describe(subject: &str, e: &CallError) -> (StatusCode, String) {
     let e = match e {
         CallError::BadTtl(why) => return (StatusCode::BAD_REQUEST, format!("ttl: {why}")),
         CallError::TooManyTtls { .. } => return (StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
-        CallError::HeldWithOtherTtl { .. } => return (StatusCode::CONFLICT, e.to_string()),
+        CallError::HeldWithOtherTtl { .. }
+        | CallError::AlreadyHeld { .. }
+        | CallError::UnderHold { .. } => return (StatusCode::CONFLICT, e.to_string()),
         CallError::Claims(e) => e,
     };
     let status = match e {

@@ -3,6 +3,8 @@
 //! reads of the shard tables). The table, properties and decisions are in
 //! [`calls`](super::calls).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -16,16 +18,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::calls::{
-    ms, ndjson, not_ready, remaining, settle, task_subject, unavailable, unexpected, CallFailure,
-    QuorumApi, CALL_DEADLINE,
+    ms, ndjson, not_ready, remaining, settle, task_subject, unavailable, unexpected, QuorumApi,
+    CALL_DEADLINE,
 };
 use super::common::{bad_request, stopped, ApiJson, HEARTBEAT};
 use super::json_error;
-use crate::runtime::AgentHandle;
 use mesh_core::claims::{
-    CallOk, ClaimReject, ClaimsError, HolderEvent, LostReason, ShardId, ShardTable, Unavailable,
+    CallOk, ClaimReject, HolderEvent, LostReason, ShardId, ShardTable, Unavailable,
 };
-use mesh_core::node::quorum::CallError;
 
 use super::strong_names::StrongNameView;
 
@@ -196,12 +196,6 @@ pub(super) async fn claim(
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Response {
     let subject = task_subject(&body.task);
-    if api.local().holds.contains(&body.task) {
-        return json_error(
-            StatusCode::CONFLICT,
-            format!("{subject} is held by an open hold stream on this agent"),
-        );
-    }
     let ttl = body.ttl_ms.map(Duration::from_millis);
     let (token, until) = match settle(api.agent.claim(&body.task, ttl)).await {
         Ok(CallOk::Claimed {
@@ -240,92 +234,39 @@ pub(super) async fn release(
 }
 
 /// A task under an open hold stream: ends the hold when dropped (the stream ended or
-/// the client went away) and, unless the claim was lost, releases it.
+/// the client went away). The core decides the rest ([`mesh_core::claims::hold`]):
+/// unless the claim was lost, it is released, with retries, and the outcome is counted
+/// in `mesh_claims_hold_releases_total{result}`.
 pub(super) struct HoldGuard {
     api: QuorumApi,
     task: String,
-    token: u64,
-    /// The claim's TTL (for how long a release is retried).
-    ttl: Duration,
-    release: bool,
+    /// Set (on the agent's loop) the moment the core opened the hold, so a client that
+    /// leaves while the claim is being decided still ends it, and a refused hold ends
+    /// nothing (the task may be another stream's).
+    opened: Arc<AtomicBool>,
 }
 
 impl Drop for HoldGuard {
     fn drop(&mut self) {
-        self.api.local().holds.remove(&self.task);
-        if !self.release {
+        if !self.opened.load(Ordering::SeqCst) {
             return;
         }
         let agent = self.api.agent.clone();
-        let (task, token, ttl) = (self.task.clone(), self.token, self.ttl);
+        let task = self.task.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(release_hold(agent, task, token, ttl));
+                rt.spawn(async move { agent.end_hold(&task).await });
             }
             // Only when the runtime itself is going away: the agent stops with it.
-            Err(_) => tracing::warn!(%task, token, "hold ended without a runtime to release"),
+            Err(_) => tracing::warn!(task = %self.task, "hold ended without a runtime to end it"),
         }
-    }
-}
-
-/// Pause between the attempts of [`release_hold`].
-pub(super) const HOLD_RELEASE_RETRY: Duration = Duration::from_secs(1);
-/// Attempts of [`release_hold`] before it gives up (and counts it).
-pub(super) const HOLD_RELEASE_ATTEMPTS: u32 = 120;
-
-/// Releases the claim of a hold that ended. A claim left behind would be renewed by the
-/// agent for ever, so the release is retried while the quorum is unavailable or the
-/// outcome is unknown. "Not held" may be transient: after a release whose outcome was
-/// unknown, the holder adopts the claim again at its next renew (every TTL/3) if the
-/// release did not take effect; so the release stops only once the claim has stayed
-/// away for a whole TTL. Counted in `mesh_claims_hold_releases_total{result}`.
-pub(super) async fn release_hold(agent: AgentHandle, task: String, token: u64, ttl: Duration) {
-    let mut away_since: Option<Instant> = None;
-    let mut outcome = "failed";
-    for attempt in 0..HOLD_RELEASE_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(HOLD_RELEASE_RETRY).await;
-        }
-        match settle(agent.release(&task, token)).await {
-            Ok(_) => {
-                outcome = "released";
-                break;
-            }
-            // The agent is stopping: its sessions go with it.
-            Err(CallFailure::Api(_)) => return,
-            // Held again with a newer token: that is another claim, not ours.
-            Err(CallFailure::Call(CallError::Claims(ClaimsError::Rejected(
-                ClaimReject::StaleToken { .. },
-            )))) => {
-                outcome = "gone";
-                break;
-            }
-            Err(CallFailure::Call(CallError::Claims(
-                ClaimsError::NotHeld { .. } | ClaimsError::Rejected(ClaimReject::NotHeld { .. }),
-            ))) => {
-                let since = *away_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= ttl {
-                    outcome = "gone";
-                    break;
-                }
-            }
-            Err(f) => {
-                away_since = None;
-                tracing::warn!(%task, token, error = ?f, attempt, "hold ended; release failed, retrying");
-            }
-        }
-    }
-    counter!("mesh_claims_hold_releases_total", "result" => outcome).increment(1);
-    match outcome {
-        "released" => tracing::info!(%task, token, "hold ended; claim released"),
-        "gone" => tracing::debug!(%task, token, "hold ended; the claim was already gone"),
-        _ => tracing::warn!(%task, token, "hold ended; gave up releasing the claim"),
     }
 }
 
 /// The state of a hold stream between two lines.
 pub(super) struct Hold {
     guard: HoldGuard,
+    token: u64,
     events: broadcast::Receiver<HolderEvent>,
     first: Option<HoldLine>,
     last_until: Instant,
@@ -346,7 +287,7 @@ impl Hold {
             tokio::select! {
                 ev = self.events.recv() => match ev {
                     Ok(HolderEvent::Lost { task, token, reason })
-                        if task == self.guard.task && token == self.guard.token =>
+                        if task == self.guard.task && token == self.token =>
                     {
                         let reason = match reason {
                             LostReason::Evicted => "evicted",
@@ -374,7 +315,7 @@ impl Hold {
                         .await;
                     match seen {
                         Err(_) => return Some(self.lost("agent_stopped")),
-                        Ok(Some((t, until, left))) if t == self.guard.token => {
+                        Ok(Some((t, until, left))) if t == self.token => {
                             if until > self.last_until {
                                 self.last_until = until;
                                 self.last_line = Instant::now();
@@ -399,10 +340,9 @@ impl Hold {
 
     fn lost(&mut self, reason: &str) -> HoldLine {
         self.done = true;
-        self.guard.release = false;
         HoldLine::Lost {
             task: self.guard.task.clone(),
-            token: self.guard.token,
+            token: self.token,
             reason: reason.to_owned(),
         }
     }
@@ -414,60 +354,29 @@ pub(super) async fn hold(
 ) -> Response {
     let task = body.task.clone();
     let subject = task_subject(&task);
-    let held = {
-        let t = task.clone();
-        api.agent
-            .call(move |n, _| n.quorum().and_then(|q| q.validity(&t)))
-            .await
-    };
-    match held {
-        Ok(Some((token, _))) => {
-            return json_error(
-                StatusCode::CONFLICT,
-                format!("{subject} is already held by this agent with token {token}"),
-            )
-        }
-        Ok(None) => {}
-        Err(e) => return stopped(&e),
-    }
-    if !api.local().holds.insert(task.clone()) {
-        return json_error(
-            StatusCode::CONFLICT,
-            format!("{subject} is held by an open hold stream on this agent"),
-        );
-    }
-    // From here on the guard owns the hold (and, once claimed, the release).
-    let ttl = body.ttl_ms.map(Duration::from_millis);
-    let default_ttl = api
-        .agent
-        .call(|n, _| n.quorum().map(|q| q.config().ttl))
-        .await;
-    let mut guard = HoldGuard {
+    let guard = HoldGuard {
         api: api.clone(),
         task: task.clone(),
-        token: 0,
-        ttl: ttl
-            .or(default_ttl.ok().flatten())
-            .unwrap_or(crate::config::DEFAULT_CLAIMS_TTL),
-        release: false,
+        opened: Arc::default(),
     };
+    let ttl = body.ttl_ms.map(Duration::from_millis);
     // Subscribe before claiming, so that no loss can slip in between.
     let events = api.agent.subscribe_claims();
-    let (token, until) = match settle(api.agent.claim(&task, ttl)).await {
+    let hold = api.agent.hold(&task, ttl, Arc::clone(&guard.opened));
+    let (token, until) = match settle(hold).await {
         Ok(CallOk::Claimed {
             token, valid_until, ..
         }) => (token, valid_until),
         Ok(other) => return unexpected(&other),
         Err(f) => return f.response(&subject),
     };
-    guard.token = token;
-    guard.release = true;
     let left = match remaining(&api.agent, until).await {
         Ok(left) => left,
         Err(e) => return stopped(&e),
     };
     let state = Hold {
         guard,
+        token,
         events,
         first: Some(HoldLine::Claimed {
             task,

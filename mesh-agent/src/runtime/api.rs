@@ -280,6 +280,35 @@ impl AgentHandle {
             .await
     }
 
+    /// Opens a hold on `task` ([`mesh_core::claims::hold`]) and waits for its claim.
+    /// `opened` is set on the agent's loop the moment the core opened the hold (before
+    /// the claim is decided), so a caller that gives up waiting can still
+    /// [`end_hold`](Self::end_hold) it; a refused hold leaves it unset.
+    pub async fn hold(
+        &self,
+        task: &str,
+        ttl: Option<Duration>,
+        opened: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Result<CallOk, CallError>, ApiError> {
+        let task = task.to_owned();
+        self.start_claims_call(move |node, now| {
+            let call = node.hold(now, &task, ttl)?;
+            opened.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(call)
+        })
+        .await
+    }
+
+    /// Ends the hold on `task` (its client went away): the core releases its claim,
+    /// with retries, unless it was lost. Waits for room in the command queue rather
+    /// than failing when it is full, since a hold never ended would keep its claim.
+    pub async fn end_hold(&self, task: &str) {
+        let task = task.to_owned();
+        let call = Box::new(move |shell: &mut Shell, now| shell.node.end_hold(now, &task));
+        // Closed: the agent stopped, and its sessions go with it.
+        let _ = self.commands.send(Command::Call(call)).await;
+    }
+
     /// Releases a task this node holds, if `token` is its current token (else
     /// `StaleToken`, changing nothing).
     pub async fn release(

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::AgentConfig;
-use mesh_core::claims::{CallOk, ClaimsError, HolderEvent};
+use mesh_core::claims::{CallOk, ClaimsError, HoldOutcome, HolderEvent};
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
@@ -632,6 +632,21 @@ impl Shell {
                         let _ = tx.send(result);
                     }
                 }
+                Output::HoldEnded {
+                    task,
+                    token,
+                    outcome,
+                } => match outcome {
+                    HoldOutcome::Released => {
+                        tracing::info!(%task, token, "hold ended; claim released");
+                    }
+                    HoldOutcome::Gone => {
+                        tracing::debug!(%task, token, "hold ended; the claim was already gone");
+                    }
+                    HoldOutcome::Failed => {
+                        tracing::warn!(%task, token, "hold ended; gave up releasing the claim");
+                    }
+                },
                 Output::ClaimEvent(ev) => {
                     tracing::info!(event = ?ev, "claims");
                     let _ = self.shared.claim_events.send(ev);

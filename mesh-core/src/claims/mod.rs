@@ -189,6 +189,7 @@
 //! over random lives and TTLs.
 
 pub mod fenced;
+pub mod hold;
 pub mod holder;
 pub mod names;
 pub mod singleton;
@@ -200,6 +201,7 @@ pub mod watcher;
 mod tests;
 
 pub use fenced::{FenceError, FencedResource, FencedStats};
+pub use hold::{HoldOutcome, Holds};
 pub use holder::{
     CallId, CallOk, Holder, HolderConfig, HolderConfigError, HolderEvent, HolderStats, LostReason,
 };

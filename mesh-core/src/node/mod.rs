@@ -258,6 +258,15 @@ pub enum Output {
         /// The table (`None`: never written), or a timeout.
         result: Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>,
     },
+    /// An ended hold's release is over ([`Node::end_hold`]).
+    HoldEnded {
+        /// The task.
+        task: String,
+        /// The hold's token.
+        token: u64,
+        /// How the release ended.
+        outcome: crate::claims::HoldOutcome,
+    },
     /// A claim was lost or assigned without a call (see
     /// [`HolderEvent`](crate::claims::HolderEvent)).
     ClaimEvent(crate::claims::HolderEvent),
@@ -696,14 +705,7 @@ impl Node {
             Instant,
         ) -> Result<crate::claims::CallId, crate::claims::ClaimsError>,
     ) -> Result<ClaimCall, CallError> {
-        let Some(q) = self.quorum.as_mut() else {
-            return Err(CallError::Claims(crate::claims::ClaimsError::Unavailable {
-                reason: crate::claims::Unavailable::NoVoters,
-            }));
-        };
-        let r = q.call(now, ttl, f);
-        self.after_input(now);
-        r
+        self.with_quorum(now, |q| q.call(now, ttl, f))
     }
 
     /// Claims `task` on the holder of `ttl` (the default TTL if `None`); like
@@ -715,14 +717,7 @@ impl Node {
         task: &str,
         ttl: Option<Duration>,
     ) -> Result<ClaimCall, CallError> {
-        let Some(q) = self.quorum.as_mut() else {
-            return Err(CallError::Claims(crate::claims::ClaimsError::Unavailable {
-                reason: crate::claims::Unavailable::NoVoters,
-            }));
-        };
-        let r = q.claim(now, task, ttl);
-        self.after_input(now);
-        r
+        self.with_quorum(now, |q| q.claim(now, task, ttl))
     }
 
     /// Releases `task` if `token` is this node's current token for it (else
@@ -734,14 +729,45 @@ impl Node {
         task: &str,
         token: u64,
     ) -> Result<ClaimCall, CallError> {
+        self.with_quorum(now, |q| q.release(now, task, token))
+    }
+
+    /// Runs `f` on the quorum plane (refused with `NoVoters` when none are configured)
+    /// and moves what it produced into the node's outputs.
+    fn with_quorum<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut QuorumPlane) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
         let Some(q) = self.quorum.as_mut() else {
             return Err(CallError::Claims(crate::claims::ClaimsError::Unavailable {
                 reason: crate::claims::Unavailable::NoVoters,
             }));
         };
-        let r = q.release(now, task, token);
+        let r = f(q);
         self.after_input(now);
         r
+    }
+
+    /// Opens a hold on `task` ([`crate::claims::hold`]): claims it (the result comes as
+    /// [`Output::ClaimDone`]) and excludes every other claim of it on this node until the
+    /// hold ends ([`Node::end_hold`]) and its release is over.
+    pub fn hold(
+        &mut self,
+        now: Instant,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ClaimCall, CallError> {
+        self.with_quorum(now, |q| q.hold(now, task, ttl))
+    }
+
+    /// The hold on `task` ended (its client went away): its claim is released, with
+    /// retries, unless it was lost; the outcome comes as [`Output::HoldEnded`].
+    pub fn end_hold(&mut self, now: Instant, task: &str) {
+        if let Some(q) = self.quorum.as_mut() {
+            q.end_hold(now, task);
+        }
+        self.after_input(now);
     }
 
     /// Starts a linearizable read of a shard table; the result comes as
@@ -884,6 +910,15 @@ impl Node {
                     self.outputs.push_back(Output::ClaimDone { call, result });
                 }
                 QuorumOutput::Holder(ev) => self.outputs.push_back(Output::ClaimEvent(ev)),
+                QuorumOutput::HoldEnded {
+                    task,
+                    token,
+                    outcome,
+                } => self.outputs.push_back(Output::HoldEnded {
+                    task,
+                    token,
+                    outcome,
+                }),
                 QuorumOutput::ReadDone { id, result } => {
                     self.outputs.push_back(Output::ShardRead { id, result });
                 }

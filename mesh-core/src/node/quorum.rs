@@ -39,10 +39,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::hold::ReleaseAnswer;
 use crate::claims::{
-    CallId, CallOk, ClaimsError, Drift, Holder, HolderConfig, HolderEvent, HolderStats, NameCache,
-    ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable, StrongName, Submission, Unavailable,
-    Watcher, WatcherConfig,
+    CallId, CallOk, ClaimsError, Drift, HoldOutcome, Holder, HolderConfig, HolderEvent,
+    HolderStats, Holds, NameCache, ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable,
+    StrongName, Submission, Unavailable, Watcher, WatcherConfig,
 };
 use crate::pid::Pid;
 use crate::quorum::{
@@ -194,6 +195,15 @@ pub enum QuorumOutput {
     },
     /// A holder event other than a call's completion (a claim lost or assigned).
     Holder(HolderEvent),
+    /// An ended hold's release is over ([`crate::claims::hold`]).
+    HoldEnded {
+        /// The task.
+        task: String,
+        /// The hold's token.
+        token: u64,
+        /// How the release ended.
+        outcome: HoldOutcome,
+    },
     /// A linearizable read of a shard table (see [`QuorumPlane::read`]) finished.
     ReadDone {
         /// The read.
@@ -230,6 +240,8 @@ pub struct QuorumStats {
     pub evictions: u64,
     /// Commit latency samples (ms since submission) not yet drained.
     pub commit_samples: Vec<Duration>,
+    /// Ended holds' releases, by [`HoldOutcome`] label.
+    pub hold_releases: BTreeMap<&'static str, u64>,
 }
 
 /// How one shard's register looks from this node: what a stalled shard shows.
@@ -340,6 +352,18 @@ pub struct QuorumPlane {
     loopback: VecDeque<QuorumMsg>,
     stats: QuorumStats,
     stopped: bool,
+    /// Holds: claims bound to a client's stream, and their releases.
+    holds: Holds,
+    /// Calls made for holds: a hold's claim (its result also goes out) or a release
+    /// attempt (internal), by call.
+    hold_calls: BTreeMap<ClaimCall, HoldCall>,
+}
+
+/// Why a call was made for a hold.
+#[derive(Debug, Clone)]
+enum HoldCall {
+    Claim(String),
+    Release(String),
 }
 
 impl std::fmt::Debug for QuorumPlane {
@@ -374,6 +398,21 @@ pub enum CallError {
     TooManyTtls {
         /// The bound ([`MAX_TTLS`]).
         max: usize,
+    },
+    /// This node already holds the task (a hold must be the claim's only user).
+    #[error("task {task:?} is already held by this agent with token {token}")]
+    AlreadyHeld {
+        /// The task.
+        task: String,
+        /// Its current token.
+        token: u64,
+    },
+    /// The task is under an open hold on this node, or that hold's release is still
+    /// running ([`crate::claims::hold`], H1). Nothing was submitted.
+    #[error("task {task:?} is held by an open hold stream on this agent")]
+    UnderHold {
+        /// The task.
+        task: String,
     },
     /// This node already holds the task under another TTL. Nothing was submitted;
     /// release it first, or claim it again with that TTL.
@@ -481,6 +520,8 @@ impl QuorumPlane {
             outputs: VecDeque::new(),
             loopback: VecDeque::new(),
             stats: QuorumStats::default(),
+            holds: Holds::default(),
+            hold_calls: BTreeMap::new(),
             stopped: false,
         };
         plane.set_reachable();
@@ -623,6 +664,7 @@ impl QuorumPlane {
             holders,
             self.watcher.poll_timeout(),
             forwards,
+            self.holds.poll_timeout(),
             self.root.as_ref().map(|_| self.next_gossip),
         ]
         .into_iter()
@@ -800,6 +842,7 @@ impl QuorumPlane {
             self.next_gossip = now + self.config.names_gossip;
             self.gossip_names();
         }
+        self.start_hold_releases(now);
         self.drain(now);
     }
 
@@ -870,6 +913,11 @@ impl QuorumPlane {
         task: &str,
         ttl: Option<Duration>,
     ) -> Result<ClaimCall, CallError> {
+        if self.holds.is_busy(task) {
+            return Err(CallError::UnderHold {
+                task: task.to_owned(),
+            });
+        }
         let want = ms(ttl.unwrap_or(self.config.ttl));
         if let Some(held) = self.holder_ttl_of(task).map(ms) {
             if held != want {
@@ -893,6 +941,80 @@ impl QuorumPlane {
     ) -> Result<ClaimCall, CallError> {
         let held = self.holder_ttl_of(task);
         self.call(now, held, |h, now| h.release_with_token(now, task, token))
+    }
+
+    /// Opens a hold on `task` ([`crate::claims::hold`]): claims it like
+    /// [`QuorumPlane::claim`] (the result comes as [`QuorumOutput::CallDone`]), refused
+    /// at once if this node already holds the task ([`CallError::AlreadyHeld`]) or it is
+    /// under a hold ([`CallError::UnderHold`]). End it with [`QuorumPlane::end_hold`].
+    pub fn hold(
+        &mut self,
+        now: Instant,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ClaimCall, CallError> {
+        if let Some((token, _)) = self.validity(task) {
+            return Err(CallError::AlreadyHeld {
+                task: task.to_owned(),
+                token,
+            });
+        }
+        let call = self.claim(now, task, ttl)?;
+        self.holds.open(task, ttl.unwrap_or(self.config.ttl));
+        self.hold_calls
+            .insert(call, HoldCall::Claim(task.to_owned()));
+        Ok(call)
+    }
+
+    /// The client of the hold on `task` went away: unless its claim was lost, the claim
+    /// is released, with retries, and the outcome comes as [`QuorumOutput::HoldEnded`].
+    pub fn end_hold(&mut self, now: Instant, task: &str) {
+        if self.holds.close(now, task) {
+            self.start_hold_releases(now);
+            self.drain(now);
+        }
+    }
+
+    /// The token of the open hold on `task`, if its claim succeeded and was not lost.
+    pub fn hold_token(&self, task: &str) -> Option<u64> {
+        self.holds.token(task)
+    }
+
+    /// Starts the release attempts of ended holds that are due.
+    fn start_hold_releases(&mut self, now: Instant) {
+        for (task, token) in self.holds.due(now) {
+            match self.release(now, &task, token) {
+                Ok(call) => {
+                    self.hold_calls.insert(call, HoldCall::Release(task));
+                }
+                Err(e) => {
+                    let answer = match e {
+                        CallError::Claims(e) => ReleaseAnswer::of(&Err(e)),
+                        _ => ReleaseAnswer::Retry,
+                    };
+                    self.hold_answered(now, &task, answer);
+                }
+            }
+        }
+    }
+
+    fn hold_answered(&mut self, now: Instant, task: &str, answer: ReleaseAnswer) {
+        if let Some((token, outcome)) = self.holds.answered(now, task, answer) {
+            self.hold_ended(task, token, outcome);
+        }
+    }
+
+    fn hold_ended(&mut self, task: &str, token: u64, outcome: HoldOutcome) {
+        *self
+            .stats
+            .hold_releases
+            .entry(outcome.as_str())
+            .or_default() += 1;
+        self.outputs.push_back(QuorumOutput::HoldEnded {
+            task: task.to_owned(),
+            token,
+            outcome,
+        });
     }
 
     /// Starts a linearizable read of `shard`'s table on this node's proposer; the
@@ -1279,10 +1401,34 @@ impl QuorumPlane {
                 progressed = true;
                 match ev {
                     HolderEvent::Done { call, result } => {
-                        self.outputs.push_back(QuorumOutput::CallDone {
-                            call: ClaimCall { ttl_ms, call },
-                            result,
-                        });
+                        let call = ClaimCall { ttl_ms, call };
+                        match self.hold_calls.remove(&call) {
+                            Some(HoldCall::Release(task)) => {
+                                // Internal: nobody waits for it.
+                                self.hold_answered(now, &task, ReleaseAnswer::of(&result));
+                                continue;
+                            }
+                            Some(HoldCall::Claim(task)) => {
+                                let token = match &result {
+                                    Ok(CallOk::Claimed { token, .. }) => Some(*token),
+                                    _ => None,
+                                };
+                                if self.holds.claimed(now, &task, token) {
+                                    self.start_hold_releases(now);
+                                }
+                            }
+                            None => {}
+                        }
+                        self.outputs
+                            .push_back(QuorumOutput::CallDone { call, result });
+                    }
+                    HolderEvent::Lost {
+                        ref task, token, ..
+                    } => {
+                        if let Some(outcome) = self.holds.lost(task, token) {
+                            self.hold_ended(task, token, outcome);
+                        }
+                        self.outputs.push_back(QuorumOutput::Holder(ev));
                     }
                     other => self.outputs.push_back(QuorumOutput::Holder(other)),
                 }
