@@ -136,6 +136,7 @@ impl AgentConfig {
     /// Checks the configuration; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name).map_err(ConfigError::Name)?;
+        mesh_core::claims::check_ttl(self.claims_ttl).map_err(ConfigError::ClaimsTtl)?;
         if self.advertise.is_none() && self.bind.ip().is_unspecified() {
             return Err(ConfigError::NeedAdvertise(self.bind));
         }
@@ -221,6 +222,9 @@ pub enum ConfigError {
     /// `mailbox_capacity` is out of range.
     #[error("mailbox_capacity: {0} is outside 1..={MAX_MAILBOX_CAPACITY} messages")]
     MailboxCapacity(usize),
+    /// `claims_ttl` is outside what claims accept (200 ms ..= 1 day).
+    #[error("claims_ttl: {0}")]
+    ClaimsTtl(mesh_core::claims::TtlError),
 }
 
 #[cfg(test)]
@@ -299,6 +303,45 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         c.shards = 0;
         assert_eq!(c.validate(), Err(ConfigError::Shards(0)));
+    }
+
+    #[test]
+    fn a_claims_ttl_below_the_minimum_is_refused_naming_claims_ttl() {
+        let mut c = base();
+        c.claims_ttl = Duration::from_millis(199);
+        let err = c.validate().expect_err("below 200 ms");
+        assert_eq!(
+            err,
+            ConfigError::ClaimsTtl(mesh_core::claims::TtlError { ttl_ms: 199 })
+        );
+        assert_eq!(
+            err.to_string(),
+            "claims_ttl: claims ttl 199 ms is outside 200..=86400000 ms"
+        );
+        c.claims_ttl = Duration::from_secs(86_400) + Duration::from_millis(1);
+        assert!(c
+            .validate()
+            .expect_err("above a day")
+            .to_string()
+            .starts_with("claims_ttl:"));
+    }
+
+    #[test]
+    fn a_good_claims_ttl_is_accepted_and_the_holder_agrees() {
+        for ttl in [
+            Duration::from_millis(200),
+            DEFAULT_CLAIMS_TTL,
+            Duration::from_secs(86_400),
+        ] {
+            let mut c = base();
+            c.claims_ttl = ttl;
+            assert_eq!(c.validate(), Ok(()), "{ttl:?}");
+            // What the agent builds from it (the quorum plane's default guard and
+            // drift) accepts it too, so the agent cannot fail later at start.
+            let mut holder = mesh_core::claims::HolderConfig::new("n1", 1, DEFAULT_SHARDS, 3);
+            holder.ttl = ttl;
+            assert_eq!(holder.validate(), Ok(()), "{ttl:?}");
+        }
     }
 
     #[test]

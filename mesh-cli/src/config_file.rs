@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use mesh_agent::config::AgentConfig;
+use mesh_agent::config::{AgentConfig, ConfigError};
 use mesh_core::identity::validate_name;
 use mesh_core::membership::Profile;
 use serde::Deserialize;
@@ -202,31 +202,17 @@ impl Layer {
         if let Some(ttl) = self.claims_ttl {
             config.claims_ttl = ttl;
         }
-        check_claims_ttl(config.claims_ttl)?;
         config.validate().map_err(|e| {
-            failure(
-                e.to_string(),
-                "fix that setting: a flag, a MESH_* variable or a key in the config file",
-            )
+            let hint = match e {
+                ConfigError::ClaimsTtl(_) => {
+                    "use a TTL from 200ms to 1 day, e.g. --claims-ttl 10s (renews go every TTL/3)"
+                }
+                _ => "fix that setting: a flag, a MESH_* variable or a key in the config file",
+            };
+            failure(e.to_string(), hint)
         })?;
         Ok(config)
     }
-}
-
-/// Refuses a claims TTL the holder cannot work with (out of range, or too short to
-/// renew in time), naming the key: the agent would otherwise fail only at start.
-fn check_claims_ttl(ttl: Duration) -> Result<()> {
-    // The holder's own check, on the settings the agent uses.
-    let mut probe = mesh_core::claims::HolderConfig::new("n", 0, 1, 3);
-    probe.ttl = ttl;
-    mesh_core::claims::Holder::new(probe)
-        .map(drop)
-        .map_err(|e| {
-            failure(
-                format!("claims_ttl: {e}"),
-                "use a TTL from 200ms to 1 day, e.g. --claims-ttl 10s (renews go every TTL/3)",
-            )
-        })
 }
 
 /// An IO error as a short lower-case reason ("no such file or directory").

@@ -108,10 +108,7 @@ impl HolderConfig {
 
     /// Checks the settings; [`Holder::new`] refuses what this refuses.
     pub fn validate(&self) -> Result<(), HolderConfigError> {
-        let ttl_ms = self.ttl_ms();
-        if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
-            return Err(HolderConfigError::Ttl { ttl_ms });
-        }
+        check_ttl(self.ttl).map_err(|TtlError { ttl_ms }| HolderConfigError::Ttl { ttl_ms })?;
         // A renew sent TTL/3 after a refresh must leave time to complete before the
         // validity of that refresh ends.
         if self.ttl / 3 + self.guard >= self.drift.shrink(self.ttl) {
@@ -125,6 +122,29 @@ impl HolderConfig {
         }
         Ok(())
     }
+}
+
+/// Checks a claims TTL on its own: it must lie within 200 ms ..= 1 day
+/// ([`MIN_TTL_MS`]..=[`MAX_TTL_MS`], what the shard table accepts), counted in whole
+/// milliseconds. Pure; [`HolderConfig::validate`] applies the same rule, and with the
+/// default guard (100 ms) and drift bound (0.1 %) every TTL it accepts also leaves a
+/// holder time to renew, so a config can be checked before any holder exists.
+pub fn check_ttl(ttl: Duration) -> Result<(), TtlError> {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    if (MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
+        Ok(())
+    } else {
+        Err(TtlError { ttl_ms })
+    }
+}
+
+/// Why [`check_ttl`] refused a TTL: it is outside 200 ms ..= 1 day
+/// ([`MIN_TTL_MS`]..=[`MAX_TTL_MS`]). Nothing was built or changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("claims ttl {ttl_ms} ms is outside {MIN_TTL_MS}..={MAX_TTL_MS} ms")]
+pub struct TtlError {
+    /// The refused TTL, in whole milliseconds (saturating).
+    pub ttl_ms: u64,
 }
 
 /// Why a [`HolderConfig`] was refused (no holder was built).

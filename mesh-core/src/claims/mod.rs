@@ -203,7 +203,8 @@ mod tests;
 pub use fenced::{FenceError, FencedResource, FencedStats};
 pub use hold::{HoldOutcome, Holds};
 pub use holder::{
-    CallId, CallOk, Holder, HolderConfig, HolderConfigError, HolderEvent, HolderStats, LostReason,
+    check_ttl, CallId, CallOk, Holder, HolderConfig, HolderConfigError, HolderEvent, HolderStats,
+    LostReason, TtlError,
 };
 pub use names::{NameCache, NameCacheStats, SendRefused};
 pub use singleton::{run_while_holding, Cancelled};
