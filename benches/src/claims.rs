@@ -378,6 +378,8 @@ pub fn error_kind(e: &CallError) -> String {
         CallError::BadTtl(_) => "bad_ttl",
         CallError::TooManyTtls { .. } => "too_many_ttls",
         CallError::HeldWithOtherTtl { .. } => "held_with_other_ttl",
+        CallError::AlreadyHeld { .. } => "already_held",
+        CallError::UnderHold { .. } => "under_hold",
         CallError::Claims(c) => match c {
             ClaimsError::Unavailable { .. } => "unavailable",
             ClaimsError::Rejected(r) => {

@@ -55,8 +55,8 @@
 //!   under an open hold or whose hold's release is still running: otherwise the hold's
 //!   release would pull the task from under the other caller. These rules are the
 //!   core's ([`mesh_core::claims::hold`], run by the simulator); this module carries
-//!   the lines and tells the core when the stream ended. (The `renewed` lines still come
-//!   from looking at the claim's validity every 250 ms.)
+//!   the lines (a `renewed` line per [`HolderEvent::Renewed`](mesh_core::claims::HolderEvent),
+//!   and a look at the claim once a heartbeat) and tells the core when the stream ended.
 //! - **A strong name without `pid`** is registered for a process the agent spawns and
 //!   keeps: messages sent to the name wait in its mailbox (bounded; a full one refuses
 //!   further sends as `mailbox_full`). The agent ends that process when the name is

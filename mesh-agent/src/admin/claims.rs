@@ -29,9 +29,6 @@ use mesh_core::claims::{
 
 use super::strong_names::StrongNameView;
 
-/// How often a hold stream looks at the claim's validity.
-pub(super) const HOLD_POLL: Duration = Duration::from_millis(250);
-
 /// `POST /v1/claims` and `POST /v1/claims/hold`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,7 +266,6 @@ pub(super) struct Hold {
     token: u64,
     events: broadcast::Receiver<HolderEvent>,
     first: Option<HoldLine>,
-    last_until: Instant,
     last_line: Instant,
     done: bool,
 }
@@ -284,6 +280,7 @@ impl Hold {
             return None;
         }
         loop {
+            let beat = HEARTBEAT.saturating_sub(self.last_line.elapsed());
             tokio::select! {
                 ev = self.events.recv() => match ev {
                     Ok(HolderEvent::Lost { task, token, reason })
@@ -295,44 +292,41 @@ impl Hold {
                         };
                         return Some(self.lost(reason));
                     }
-                    // Other tasks' events; a lagging receiver relies on the polling below.
+                    Ok(HolderEvent::Renewed { task, token, valid_until })
+                        if task == self.guard.task && token == self.token =>
+                    {
+                        let Ok(left) = remaining(&self.guard.api.agent, valid_until).await else {
+                            return Some(self.lost("agent_stopped"));
+                        };
+                        self.last_line = Instant::now();
+                        return Some(HoldLine::Renewed {
+                            token,
+                            valid_for_ms: ms(left),
+                        });
+                    }
+                    // Other tasks' events; a lagging receiver relies on the heartbeat's
+                    // look at the claim below.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         return Some(self.lost("agent_stopped"));
                     }
                 },
-                () = tokio::time::sleep(HOLD_POLL) => {
+                () = tokio::time::sleep(beat) => {
+                    // Once a heartbeat: is the claim still ours? (A release through the
+                    // API, or a loss this receiver missed by lagging, ends the stream.)
                     let task = self.guard.task.clone();
                     let seen = self
                         .guard
                         .api
                         .agent
-                        .call(move |n, now| {
-                            n.quorum()
-                                .and_then(|q| q.validity(&task))
-                                .map(|(t, until)| (t, until, until.saturating_duration_since(now)))
-                        })
+                        .call(move |n, _| n.quorum().and_then(|q| q.validity(&task)))
                         .await;
-                    match seen {
-                        Err(_) => return Some(self.lost("agent_stopped")),
-                        Ok(Some((t, until, left))) if t == self.token => {
-                            if until > self.last_until {
-                                self.last_until = until;
-                                self.last_line = Instant::now();
-                                return Some(HoldLine::Renewed {
-                                    token: t,
-                                    valid_for_ms: ms(left),
-                                });
-                            }
-                            if self.last_line.elapsed() >= HEARTBEAT {
-                                self.last_line = Instant::now();
-                                return Some(HoldLine::Heartbeat);
-                            }
-                        }
-                        // Not held any more, and no loss was reported: released through the
-                        // API (or lost while this receiver lagged).
-                        Ok(_) => return Some(self.lost("released")),
-                    }
+                    self.last_line = Instant::now();
+                    return Some(match seen {
+                        Err(_) => self.lost("agent_stopped"),
+                        Ok(Some((t, _))) if t == self.token => HoldLine::Heartbeat,
+                        Ok(_) => self.lost("released"),
+                    });
                 }
             }
         }
@@ -383,7 +377,6 @@ pub(super) async fn hold(
             token,
             valid_for_ms: ms(left),
         }),
-        last_until: until,
         last_line: Instant::now(),
         done: false,
     };

@@ -648,7 +648,11 @@ impl Shell {
                     }
                 },
                 Output::ClaimEvent(ev) => {
-                    tracing::info!(event = ?ev, "claims");
+                    if matches!(ev, HolderEvent::Renewed { .. }) {
+                        tracing::trace!(event = ?ev, "claims");
+                    } else {
+                        tracing::info!(event = ?ev, "claims");
+                    }
                     let _ = self.shared.claim_events.send(ev);
                 }
             }

@@ -252,6 +252,16 @@ pub enum HolderEvent {
         /// Why.
         reason: LostReason,
     },
+    /// A session refresh extended the validity of a claim this holder holds (one event
+    /// per claim of the session, after each acknowledged renew).
+    Renewed {
+        /// The task.
+        task: String,
+        /// Its token.
+        token: u64,
+        /// Valid until then now (this node's clock).
+        valid_until: Instant,
+    },
     /// A task was handed to this holder without its asking (a reassignment, or a claim
     /// whose call timed out but took effect). Its validity is the session's.
     Assigned {
@@ -1172,6 +1182,7 @@ impl Holder {
             self.lose_session(shard, LostReason::Evicted);
             return;
         };
+        let before = session.valid_until;
         if let Some(t0) = refreshed {
             let ttl = Duration::from_millis(entry.ttl_ms);
             let until = t0 + drift.shrink(ttl).saturating_sub(guard);
@@ -1189,6 +1200,9 @@ impl Holder {
             .filter(|(task, token)| mine.get(task.as_str()) != Some(token))
             .map(|(t, k)| (t.clone(), *k))
             .collect();
+        let extended = session
+            .valid_until
+            .filter(|u| before.is_some_and(|b| *u > b));
         for (task, token) in gone {
             st.claims.remove(&task);
             self.stats.lost_evicted += 1;
@@ -1197,6 +1211,17 @@ impl Holder {
                 token,
                 reason: LostReason::Evicted,
             });
+        }
+        if let Some(valid_until) = extended {
+            for (task, token) in &st.claims {
+                if mine.get(task.as_str()) == Some(token) {
+                    self.events.push_back(HolderEvent::Renewed {
+                        task: task.clone(),
+                        token: *token,
+                        valid_until,
+                    });
+                }
+            }
         }
         for (task, token) in mine {
             if !st.claims.contains_key(task) && !st.releasing.contains(&token) {

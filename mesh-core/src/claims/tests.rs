@@ -1289,8 +1289,13 @@ fn a_task_reassigned_to_this_session_arrives_as_assigned_and_is_valid() {
     h.tick();
     h.settle();
     let tok = h.table.as_ref().map(|t| token(t, "orphan")).expect("table");
+    let events: Vec<HolderEvent> = h
+        .events()
+        .into_iter()
+        .filter(|e| !matches!(e, HolderEvent::Renewed { .. }))
+        .collect();
     assert_eq!(
-        h.events(),
+        events,
         [HolderEvent::Assigned {
             task: "orphan".into(),
             token: tok
@@ -2100,4 +2105,45 @@ fn a_register_that_forgets_live_clients_applies_late_copies_twice() {
     // only in the recent pool, and a late copy from beyond it is applied again.
     let caught = (0..64).any(|seed| !run_lives(seed, 1500, Forgetful).applied_twice.is_empty());
     assert!(caught, "the check must catch a forgetful register");
+}
+
+#[test]
+fn a_renew_reports_each_claim_of_the_session_renewed_with_its_new_validity() {
+    let mut h = Harness::new();
+    h.holder.claim(h.now, "a").expect("admitted");
+    h.holder.claim(h.now, "b").expect("admitted");
+    h.settle();
+    let before = h.holder.validity("a").expect("held");
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, HolderEvent::Renewed { .. })),
+        "a claim is not a renew"
+    );
+    h.now += Duration::from_millis(500);
+    h.holder.renew(h.now, "a").expect("admitted");
+    h.settle();
+    let after = h.holder.validity("a").expect("still held");
+    assert!(after.1 > before.1, "the renew extended the validity");
+    let mut renewed: Vec<(String, u64, Instant)> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            HolderEvent::Renewed {
+                task,
+                token,
+                valid_until,
+            } => Some((task, token, valid_until)),
+            _ => None,
+        })
+        .collect();
+    renewed.sort();
+    let b = h.holder.validity("b").expect("held");
+    assert_eq!(
+        renewed,
+        [
+            ("a".to_owned(), after.0, after.1),
+            ("b".to_owned(), b.0, b.1)
+        ]
+    );
 }

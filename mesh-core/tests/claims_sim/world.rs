@@ -845,6 +845,9 @@ impl Sim {
                 }
             }
             HolderEvent::Assigned { task, token } => self.acquire(n, &task, token),
+            // Informational: the application checks validity when it uses a claim
+            // (`is_valid`), which is what the windows record.
+            HolderEvent::Renewed { .. } => {}
             HolderEvent::NameLost { name, .. } => {
                 self.nodes[n].app.names.remove(&name);
             }
