@@ -392,7 +392,7 @@ fn a_hold_releases_its_claim_on_ctrl_c_and_when_its_client_vanishes() {
         || {
             let m = c.agents[n5].metrics().map_err(|e| e.to_string())?;
             match metric_value(&m, r#"mesh_claims_hold_releases_total{result="released"}"#) {
-                Some(v) if v == 1.0 => Ok(()),
+                Some(1.0) => Ok(()),
                 other => Err(format!("released = {other:?}")),
             }
         },

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::calls::{name_subject, settle, unavailable, unexpected, CallFailure, QuorumApi};
 use super::common::{bad_request, stopped, ApiJson};
 use super::json_error;
-use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, ShardId, StrongName, Unavailable};
+use mesh_core::claims::{
+    CallOk, ClaimReject, ClaimsError, KeptVerdict, ShardId, StrongName, Unavailable,
+};
 use mesh_core::node::quorum::CallError;
 use mesh_core::pid::Pid;
 
@@ -107,19 +109,9 @@ pub struct WhereisAnswer {
     pub linearizable: bool,
 }
 
-/// What to do with a kept process after a look at this agent's cache.
-pub(super) enum Sweep {
-    /// The name is gone or owned by another process since it was registered: end it.
-    End,
-    /// The cache shows the name owned by it at this version (its registration timed
-    /// out but took effect): remember the version.
-    Learn(u64),
-}
-
 /// Ends the kept processes whose name this agent's cache shows released or owned by
-/// another process since their registration. A process whose registration timed out
-/// (version unknown) is kept until the cache shows it the owner, since a cache that has
-/// not learned the registration yet looks the same as one where it never happened.
+/// another process since their registration, as the core judges it
+/// ([`NameCache::judge_kept`](mesh_core::claims::NameCache::judge_kept)).
 pub(super) async fn sweep_kept(api: &QuorumApi) {
     let kept: Vec<(String, Pid, u64)> = api
         .local()
@@ -136,29 +128,9 @@ pub(super) async fn sweep_kept(api: &QuorumApi) {
             let Some(q) = n.quorum() else {
                 return Vec::new();
             };
-            let cache = q.name_cache();
-            let shards = q.config().shards;
             kept.into_iter()
                 .filter_map(|(name, pid, version)| {
-                    let verdict = match cache.whereis(&name) {
-                        Some(e) if e.owner == pid && version == 0 => Sweep::Learn(e.version),
-                        Some(e) if e.owner != pid && version > 0 && e.version > version => {
-                            Sweep::End
-                        }
-                        Some(_) => return None,
-                        // Absent from a table newer than its registration: released.
-                        None => {
-                            let shard = mesh_core::claims::shard_of(name.as_bytes(), shards);
-                            let newer = cache
-                                .snapshot(shard)
-                                .is_some_and(|(stamp, _)| stamp > version);
-                            if version > 0 && newer {
-                                Sweep::End
-                            } else {
-                                return None;
-                            }
-                        }
-                    };
+                    let verdict = q.name_cache().judge_kept(&name, &pid, version)?;
                     Some((name, verdict))
                 })
                 .collect::<Vec<_>>()
@@ -169,8 +141,8 @@ pub(super) async fn sweep_kept(api: &QuorumApi) {
     for (name, verdict) in verdicts {
         match verdict {
             // Dropping the handle ends the process.
-            Sweep::End => drop(local.kept.remove(&name)),
-            Sweep::Learn(v) => {
+            KeptVerdict::End => drop(local.kept.remove(&name)),
+            KeptVerdict::Learn(v) => {
                 if let Some(entry) = local.kept.get_mut(&name) {
                     entry.1 = v;
                 }

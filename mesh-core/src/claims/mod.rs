@@ -206,7 +206,7 @@ pub use holder::{
     check_ttl, CallId, CallOk, Holder, HolderConfig, HolderConfigError, HolderEvent, HolderStats,
     LostReason, TtlError,
 };
-pub use names::{NameCache, NameCacheStats, SendRefused};
+pub use names::{KeptVerdict, NameCache, NameCacheStats, SendRefused};
 pub use singleton::{run_while_holding, Cancelled};
 pub use submit::{Submission, SubmitStats};
 pub use table::{

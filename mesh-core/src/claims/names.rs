@@ -43,6 +43,18 @@ pub enum SendRefused {
     },
 }
 
+/// What to do with a process an agent keeps to own a strong name (one registered
+/// without a PID), judged on the cache ([`NameCache::judge_kept`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeptVerdict {
+    /// The name is gone, or owned by another process, since its registration: end the
+    /// process.
+    End,
+    /// The cache shows the process the owner at this version (its registration timed
+    /// out but took effect): remember the version.
+    Learn(u64),
+}
+
 /// Counters of a name cache.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NameCacheStats {
@@ -135,6 +147,29 @@ impl NameCache {
             Err(_) => self.stats.sends_refused += 1,
         }
         verdict
+    }
+
+    /// Judges a kept process `pid` registered as `name` at `version` (0: unknown, the
+    /// registration timed out). `None`: keep it as it is. A process of unknown version is
+    /// kept until the cache shows it the owner (a cache that has not learned the
+    /// registration yet looks the same as one where it never happened); one of a known
+    /// version ends once the cache shows the name owned by another process at a newer
+    /// version, or absent from a table newer than the registration.
+    pub fn judge_kept(&self, name: &str, pid: &Pid, version: u64) -> Option<KeptVerdict> {
+        match self.whereis(name) {
+            Some(e) if e.owner == *pid && version == 0 => Some(KeptVerdict::Learn(e.version)),
+            Some(e) if e.owner != *pid && version > 0 && e.version > version => {
+                Some(KeptVerdict::End)
+            }
+            Some(_) => None,
+            None => {
+                let shard = shard_of(name.as_bytes(), self.shards);
+                let newer = self
+                    .snapshot(shard)
+                    .is_some_and(|(stamp, _)| stamp > version);
+                (version > 0 && newer).then_some(KeptVerdict::End)
+            }
+        }
     }
 
     /// The counters.

@@ -2147,3 +2147,65 @@ fn a_renew_reports_each_claim_of_the_session_renewed_with_its_new_validity() {
         ]
     );
 }
+
+#[test]
+fn a_kept_process_ends_only_when_the_cache_shows_its_name_gone_or_taken_since() {
+    let mut cache = NameCache::new(1);
+    let mine = pid("n1", 1);
+    let a = sid("n1", 1);
+    let t1 = step(
+        &open(&ShardTable::default(), &a),
+        &register("db", mine.clone(), &a, false),
+    )
+    .expect("register");
+    let v1 = t1.names["db"].version;
+    // Nothing learned yet: a registration of unknown or known version is kept.
+    assert_eq!(cache.judge_kept("db", &mine, 0), None);
+    assert_eq!(cache.judge_kept("db", &mine, v1), None);
+    assert!(cache.learn(ShardId(0), &t1));
+    assert_eq!(
+        cache.judge_kept("db", &mine, 0),
+        Some(KeptVerdict::Learn(v1)),
+        "a timed-out registration that took effect learns its version"
+    );
+    assert_eq!(cache.judge_kept("db", &mine, v1), None, "still the owner");
+    let t2 = step(
+        &t1,
+        &ShardChange::TransferName {
+            name: "db".into(),
+            version: v1,
+            to: pid("n2", 1),
+            sid: None,
+        },
+    )
+    .expect("transfer");
+    assert!(cache.learn(ShardId(0), &t2));
+    assert_eq!(cache.judge_kept("db", &mine, v1), Some(KeptVerdict::End));
+    assert_eq!(
+        cache.judge_kept("db", &mine, 0),
+        None,
+        "a registration of unknown version waits to be shown the owner"
+    );
+    let t3 = step(
+        &t2,
+        &ShardChange::ReleaseName {
+            name: "db".into(),
+            version: t2.names["db"].version,
+        },
+    )
+    .expect("release");
+    let mut fresh = NameCache::new(1);
+    assert!(fresh.learn(ShardId(0), &t3));
+    assert_eq!(
+        fresh.judge_kept("db", &mine, v1),
+        Some(KeptVerdict::End),
+        "absent from a newer table: released"
+    );
+    let mut old = NameCache::new(1);
+    assert!(old.learn(ShardId(0), &open(&ShardTable::default(), &a)));
+    assert_eq!(
+        old.judge_kept("db", &mine, v1),
+        None,
+        "absent from a table older than the registration: not learned yet"
+    );
+}
