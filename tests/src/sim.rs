@@ -44,7 +44,9 @@ use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Profile, SwimTimer,
 };
-use mesh_core::node::{Node, NodeConfig, Output, RequestFailed, RequestTag, StateFrame, StoreBoot};
+use mesh_core::node::{
+    Completion, Node, NodeConfig, OpId, Output, RequestFailed, RequestTag, StateFrame, StoreBoot,
+};
 use mesh_core::quorum::store::load_acceptor;
 use mesh_core::quorum::{AcceptorStore, MemStore};
 use mesh_transport::frame::Class;
@@ -573,9 +575,10 @@ impl Sim {
         call: mesh_core::node::quorum::ClaimCall,
     ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
         self.results.iter().rev().find_map(|(node, out)| match out {
-            Output::ClaimDone { call: c, result } if *node == n && *c == call => {
-                Some(result.clone())
-            }
+            Output::Completed {
+                id: OpId::Claims(c),
+                result: Completion::Claims(result),
+            } if *node == n && *c == call => Some(result.clone()),
             _ => None,
         })
     }
@@ -739,12 +742,7 @@ impl Sim {
                 Output::Fatal(why) => self.nodes[n].fatal.push(why),
                 // Outcomes of acknowledged sends, barriers, claims calls and holds are
                 // kept for the tests, in order.
-                Output::SendResult { .. }
-                | Output::SyncDone { .. }
-                | Output::ClaimDone { .. }
-                | Output::ShardRead { .. }
-                | Output::ClaimEvent(_)
-                | Output::HoldEnded { .. } => {
+                Output::Completed { .. } | Output::ClaimEvent(_) | Output::HoldEnded { .. } => {
                     self.results.push((n, out));
                 }
             }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_core::node::{Dest, GroupMode, Output, SendError, Undeliverable};
+use mesh_core::node::{Completion, Dest, GroupMode, OpId, Output, SendError, Undeliverable};
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Mailbox};
 use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
@@ -203,9 +203,10 @@ fn undeliverable_sends_are_errors_to_the_sender() {
     assert!(send(&mut sim, Dest::Pid(remote.clone()), true).is_ok());
     sim.run_for(secs(1));
     let refusal = sim.results.iter().rev().find_map(|(n, out)| match out {
-        Output::SendResult { outcome, .. } if *n == 0 && !outcome.failed.is_empty() => {
-            Some(outcome.failed.clone())
-        }
+        Output::Completed {
+            result: Completion::Send(outcome),
+            ..
+        } if *n == 0 && !outcome.failed.is_empty() => Some(outcome.failed.clone()),
         _ => None,
     });
     assert_eq!(
@@ -281,9 +282,10 @@ fn a_full_send_queue_is_the_senders_error_for_one_process_and_a_footnote_for_a_g
                 .ok_or("an acknowledged group send has a pending ack")?;
             let outcome = |s: &Sim| {
                 s.results.iter().find_map(|(n, o)| match o {
-                    Output::SendResult { id, outcome } if *n == 0 && *id == ack => {
-                        Some(outcome.clone())
-                    }
+                    Output::Completed {
+                        id: OpId::Send(id),
+                        result: Completion::Send(outcome),
+                    } if *n == 0 && *id == ack => Some(outcome.clone()),
                     _ => None,
                 })
             };

@@ -18,8 +18,8 @@ use super::{AgentHandle, Command, Shell};
 use mesh_core::claims::{CallId, CallOk, ClaimsError, Holder, HolderEvent, StrongName};
 use mesh_core::node::quorum::{CallError, ClaimCall};
 use mesh_core::node::{
-    Dest, MonitorItem, Node, NodeOpError, ProcessError, SendError, SendOutcome, SendReceipt,
-    SyncError, SyncMode,
+    Completion, Dest, MonitorItem, Node, NodeOpError, OpId, ProcessError, SendError, SendOutcome,
+    SendReceipt, SyncError, SyncMode,
 };
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
@@ -167,11 +167,7 @@ impl AgentHandle {
                 // An outcome resolved during the send (every frame refused) is flushed
                 // only after this closure returns, so the waiter is in place for it.
                 let receipt = shell.send_now(now, from, &dest, payload, true)?;
-                let rx = receipt.pending.map(|id| {
-                    let (tx, rx) = oneshot::channel();
-                    shell.acks.insert(id, tx);
-                    rx
-                });
+                let rx = receipt.pending.map(|id| shell.wait_for(OpId::Send(id)));
                 Ok((receipt, rx))
             })
             .await?;
@@ -180,7 +176,13 @@ impl AgentHandle {
             Err(e) => return Ok(Err(e)),
         };
         let outcome = match rx {
-            Some(rx) => rx.await.map_err(|_| ApiError::Stopped)?,
+            Some(rx) => {
+                completion(rx, |c| match c {
+                    Completion::Send(o) => Some(o),
+                    _ => None,
+                })
+                .await?
+            }
             None => SendOutcome::default(),
         };
         Ok(Ok((receipt, outcome)))
@@ -221,13 +223,16 @@ impl AgentHandle {
         let rx = self
             .call_shell(move |shell, now| {
                 let id = shell.node.sync(now, mode, timeout);
-                let (tx, rx) = oneshot::channel();
-                shell.syncs.insert(id, tx);
-                rx
+                shell.wait_for(OpId::Sync(id))
             })
             .await?;
-        // The node may have finished the barrier in the same step; flush delivered it.
-        rx.await.map_err(|_| ApiError::Stopped)
+        // The node may have finished the barrier in the same step; the flush after this
+        // closure delivers it.
+        completion(rx, |c| match c {
+            Completion::Sync(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 }
 
@@ -255,16 +260,18 @@ impl AgentHandle {
         let started = self
             .call_shell(move |shell, now| {
                 let call = start(&mut shell.node, now)?;
-                let (tx, rx) = oneshot::channel();
-                shell.claim_waiters.insert(call, tx);
-                Ok::<_, CallError>(rx)
+                Ok::<_, CallError>(shell.wait_for(OpId::Claims(call)))
             })
             .await?;
         let rx = match started {
             Ok(rx) => rx,
             Err(e) => return Ok(Err(e)),
         };
-        let result = rx.await.map_err(|_| ApiError::Stopped)?;
+        let result = completion(rx, |c| match c {
+            Completion::Claims(r) => Some(r),
+            _ => None,
+        })
+        .await?;
         Ok(result.map_err(CallError::Claims))
     }
 
@@ -410,13 +417,17 @@ impl AgentHandle {
         let rx = self
             .call_shell(move |shell, now| {
                 let id = shell.node.read_shard(now, shard)?;
-                let (tx, rx) = oneshot::channel();
-                shell.read_waiters.insert(id, tx);
-                Some(rx)
+                Some(shell.wait_for(OpId::Read(id)))
             })
             .await?;
         match rx {
-            Some(rx) => Ok(Some(rx.await.map_err(|_| ApiError::Stopped)?)),
+            Some(rx) => Ok(Some(
+                completion(rx, |c| match c {
+                    Completion::Read(r) => Some(r),
+                    _ => None,
+                })
+                .await?,
+            )),
             None => Ok(None),
         }
     }
@@ -611,4 +622,14 @@ impl Drop for MonitorHandle {
         });
         let _ = self.agent.commands.try_send(Command::Call(call));
     }
+}
+
+/// Waits for an operation's completion and takes the variant `pick` expects (the node
+/// completes an [`OpId`] with the matching [`Completion`]; anything else, like a dropped
+/// waiter, means the agent stopped).
+async fn completion<T>(
+    rx: oneshot::Receiver<Completion>,
+    pick: impl FnOnce(Completion) -> Option<T>,
+) -> Result<T, ApiError> {
+    rx.await.ok().and_then(pick).ok_or(ApiError::Stopped)
 }

@@ -48,15 +48,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::AgentConfig;
-use mesh_core::claims::{CallOk, ClaimsError, HoldOutcome, HolderEvent};
+use mesh_core::claims::{HoldOutcome, HolderEvent};
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
 };
-use mesh_core::node::quorum::{ClaimCall, QuorumConfig};
+use mesh_core::node::quorum::QuorumConfig;
 use mesh_core::node::{
-    AckId, Node, NodeConfig, Output, QuorumBoot, RequestFailed, RequestTag, SendOutcome, SyncError,
-    SyncId,
+    Completion, Node, NodeConfig, OpId, Output, QuorumBoot, RequestFailed, RequestTag,
 };
 use mesh_core::registry::RegistryConfig;
 use store::{Persisted, Store};
@@ -263,8 +262,7 @@ impl Agent {
             let mut shell = Shell {
                 store,
                 persist_tx,
-                claim_waiters: HashMap::new(),
-                read_waiters: HashMap::new(),
+                waiters: HashMap::new(),
                 node,
                 transport: transport.clone(),
                 timers: BinaryHeap::new(),
@@ -272,8 +270,6 @@ impl Agent {
                 shared,
                 seeds_configured,
                 done_tx,
-                acks: HashMap::new(),
-                syncs: HashMap::new(),
                 next_publish: now,
                 refused_user: Vec::new(),
             };
@@ -366,10 +362,6 @@ fn boot_incarnation(data_dir: Option<&Path>) -> Result<u64, StartError> {
     Ok(next)
 }
 
-/// A shard read's outcome.
-type ShardReadResult =
-    Result<Option<mesh_core::claims::ShardTable>, mesh_core::quorum::ProposeError>;
-
 /// A finished request: its tag and outcome.
 type Done = (RequestTag, Result<Bytes, RequestFailed>);
 
@@ -378,10 +370,10 @@ struct Shell {
     /// A voter's durable store.
     store: Option<Store>,
     persist_tx: mpsc::UnboundedSender<Persisted>,
-    /// Callers waiting for a claims or strong-name call.
-    claim_waiters: HashMap<ClaimCall, oneshot::Sender<Result<CallOk, ClaimsError>>>,
-    /// Callers waiting for a shard read.
-    read_waiters: HashMap<u64, oneshot::Sender<ShardReadResult>>,
+    /// Callers waiting for an operation to complete (an acknowledged send, a barrier, a
+    /// claims or strong-name call, a shard read): one map, as the node has one
+    /// [`Output::Completed`].
+    waiters: HashMap<OpId, oneshot::Sender<Completion>>,
     node: Node,
     transport: Transport,
     timers: BinaryHeap<Reverse<(Instant, SwimTimer, u64)>>,
@@ -389,10 +381,6 @@ struct Shell {
     shared: Arc<Shared>,
     seeds_configured: bool,
     done_tx: mpsc::UnboundedSender<Done>,
-    /// Callers waiting for an acknowledged send's outcome.
-    acks: HashMap<AckId, oneshot::Sender<SendOutcome>>,
-    /// Callers waiting for a barrier.
-    syncs: HashMap<SyncId, oneshot::Sender<Result<(), SyncError>>>,
     /// When the node's metrics are next published.
     next_publish: Instant,
     /// Peers whose user frame the transport refused during the current flush.
@@ -406,6 +394,13 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 impl Shell {
     fn now(&self) -> Instant {
         self.shared.clock.now()
+    }
+
+    /// Registers a waiter for `id`'s [`Output::Completed`].
+    fn wait_for(&mut self, id: OpId) -> oneshot::Receiver<Completion> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(id, tx);
+        rx
     }
 
     /// Runs a send and carries its frames out at once, so that a full send queue is the
@@ -603,13 +598,10 @@ impl Shell {
                     self.timers.push(Reverse((at, timer, self.timer_seq)));
                 }
                 Output::Membership(ev) => self.on_event(ev),
-                Output::SendResult { id, outcome } => {
-                    if let Some(tx) = self.acks.remove(&id) {
-                        let _ = tx.send(outcome);
-                    }
-                }
-                Output::SyncDone { id, result } => {
-                    if let Some(tx) = self.syncs.remove(&id) {
+                Output::Completed { id, result } => {
+                    // No waiter: the caller gave up (or nobody asked, e.g. a hold's
+                    // internal release, which the node keeps to itself).
+                    if let Some(tx) = self.waiters.remove(&id) {
                         let _ = tx.send(result);
                     }
                 }
@@ -622,16 +614,6 @@ impl Shell {
                     None => fatal("the root record must be persisted but this node has no store"),
                 },
                 Output::Fatal(why) => fatal(&why),
-                Output::ClaimDone { call, result } => {
-                    if let Some(tx) = self.claim_waiters.remove(&call) {
-                        let _ = tx.send(result);
-                    }
-                }
-                Output::ShardRead { id, result } => {
-                    if let Some(tx) = self.read_waiters.remove(&id) {
-                        let _ = tx.send(result);
-                    }
-                }
                 Output::HoldEnded {
                     task,
                     token,

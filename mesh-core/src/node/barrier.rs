@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mesh_crdt::Digest;
 use serde::{Deserialize, Serialize};
 
-use super::{Node, Output};
+use super::{Completion, Node, OpId, Output};
 
 /// How many peers a [`Node::sync`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub(super) struct SyncWaiter {
 pub(super) type Cover = (u64, u64, u64);
 
 impl Node {
-    /// A propagation barrier: completes ([`Output::SyncDone`]) once `mode`'s peers'
+    /// A propagation barrier: completes ([`Output::Completed`]) once `mode`'s peers'
     /// digests cover this node's latest change to groups and names, or at `timeout`.
     /// Starts an anti-entropy round with every live peer so it does not wait for the
     /// periodic ones. (Scopes share one replica, so the barrier covers every scope.)
@@ -105,14 +105,14 @@ impl Node {
         for w in std::mem::take(&mut self.syncs) {
             let (covered, needed) = self.sync_progress(&w);
             if covered >= needed {
-                self.outputs.push_back(Output::SyncDone {
-                    id: w.id,
-                    result: Ok(()),
+                self.outputs.push_back(Output::Completed {
+                    id: OpId::Sync(w.id),
+                    result: Completion::Sync(Ok(())),
                 });
             } else if now >= w.deadline {
-                self.outputs.push_back(Output::SyncDone {
-                    id: w.id,
-                    result: Err(SyncError::Timeout { covered, needed }),
+                self.outputs.push_back(Output::Completed {
+                    id: OpId::Sync(w.id),
+                    result: Completion::Sync(Err(SyncError::Timeout { covered, needed })),
                 });
             } else {
                 keep.push(w);

@@ -184,6 +184,32 @@ pub enum RequestRefused {
     NoHandler(Class),
 }
 
+/// Identifies an operation whose end comes as [`Output::Completed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpId {
+    /// An acknowledged send ([`Node::send`] with `ack`).
+    Send(AckId),
+    /// A barrier ([`Node::sync`]).
+    Sync(SyncId),
+    /// A claims or strong-name call ([`Node::claims_call`], [`Node::claim`], ...).
+    Claims(ClaimCall),
+    /// A linearizable shard read ([`Node::read_shard`]).
+    Read(u64),
+}
+
+/// How an operation ended ([`Output::Completed`]); the variant matches the [`OpId`]'s.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// What happened remotely to an acknowledged send.
+    Send(SendOutcome),
+    /// The barrier was covered, or not in time.
+    Sync(Result<(), SyncError>),
+    /// The call's result.
+    Claims(Result<crate::claims::CallOk, crate::claims::ClaimsError>),
+    /// The table (`None`: never written), or a timeout.
+    Read(Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>),
+}
+
 /// Something the shell must do.
 #[derive(Debug, Clone)]
 pub enum Output {
@@ -225,12 +251,14 @@ pub enum Output {
     },
     /// A membership change.
     Membership(MembershipEvent),
-    /// The outcome of an acknowledged send.
-    SendResult {
-        /// Which send.
-        id: AckId,
-        /// What happened remotely.
-        outcome: SendOutcome,
+    /// An operation finished: an acknowledged send's remote part, a barrier, a claims
+    /// or strong-name call, or a shard read. Every completion comes this one way; `id`
+    /// is what the call that started it returned.
+    Completed {
+        /// Which operation.
+        id: OpId,
+        /// How it ended.
+        result: Completion,
     },
     /// Write these acceptor states durably (one transaction, fsync), then call
     /// [`Node::handle_persisted`] with `id`. Replies wait for it.
@@ -244,20 +272,6 @@ pub enum Output {
     PersistRoot(crate::quorum::RootRecord),
     /// Stop the process: durable state could not be written.
     Fatal(String),
-    /// A claims or strong-name call finished.
-    ClaimDone {
-        /// Which call.
-        call: ClaimCall,
-        /// Its result.
-        result: Result<crate::claims::CallOk, crate::claims::ClaimsError>,
-    },
-    /// A linearizable shard read ([`Node::read_shard`]) finished.
-    ShardRead {
-        /// The read.
-        id: u64,
-        /// The table (`None`: never written), or a timeout.
-        result: Result<Option<crate::claims::ShardTable>, crate::quorum::ProposeError>,
-    },
     /// An ended hold's release is over ([`Node::end_hold`]).
     HoldEnded {
         /// The task.
@@ -270,13 +284,6 @@ pub enum Output {
     /// A claim was lost or assigned without a call (see
     /// [`HolderEvent`](crate::claims::HolderEvent)).
     ClaimEvent(crate::claims::HolderEvent),
-    /// A [`Node::sync`] finished.
-    SyncDone {
-        /// Which barrier.
-        id: SyncId,
-        /// Covered, or not in time.
-        result: Result<(), SyncError>,
-    },
 }
 
 /// Counters the shell publishes as metrics.
@@ -694,7 +701,7 @@ impl Node {
     }
 
     /// Starts a claims or strong-name call on the holder of `ttl` (the default TTL if
-    /// `None`); its result comes as [`Output::ClaimDone`]. Fails at once, with nothing
+    /// `None`); its result comes as [`Output::Completed`]. Fails at once, with nothing
     /// submitted, when no voters are configured or too few are reachable.
     pub fn claims_call(
         &mut self,
@@ -750,7 +757,7 @@ impl Node {
     }
 
     /// Opens a hold on `task` ([`crate::claims::hold`]): claims it (the result comes as
-    /// [`Output::ClaimDone`]) and excludes every other claim of it on this node until the
+    /// [`Output::Completed`]) and excludes every other claim of it on this node until the
     /// hold ends ([`Node::end_hold`]) and its release is over.
     pub fn hold(
         &mut self,
@@ -771,7 +778,7 @@ impl Node {
     }
 
     /// Starts a linearizable read of a shard table; the result comes as
-    /// [`Output::ShardRead`]. `None` if the quorum plane is off or not formed yet.
+    /// [`Output::Completed`]. `None` if the quorum plane is off or not formed yet.
     pub fn read_shard(&mut self, now: Instant, shard: crate::claims::ShardId) -> Option<u64> {
         let id = self.quorum.as_mut()?.read(now, shard);
         self.after_input(now);
@@ -907,7 +914,10 @@ impl Node {
                 }
                 QuorumOutput::Fatal(why) => self.outputs.push_back(Output::Fatal(why)),
                 QuorumOutput::CallDone { call, result } => {
-                    self.outputs.push_back(Output::ClaimDone { call, result });
+                    self.outputs.push_back(Output::Completed {
+                        id: OpId::Claims(call),
+                        result: Completion::Claims(result),
+                    });
                 }
                 QuorumOutput::Holder(ev) => self.outputs.push_back(Output::ClaimEvent(ev)),
                 QuorumOutput::HoldEnded {
@@ -920,7 +930,10 @@ impl Node {
                     outcome,
                 }),
                 QuorumOutput::ReadDone { id, result } => {
-                    self.outputs.push_back(Output::ShardRead { id, result });
+                    self.outputs.push_back(Output::Completed {
+                        id: OpId::Read(id),
+                        result: Completion::Read(result),
+                    });
                 }
             }
         }

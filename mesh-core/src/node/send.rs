@@ -12,7 +12,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{self, Undeliverable, UserFrame};
-use super::{bump, DropReason, Node, Output};
+use super::{bump, Completion, DropReason, Node, OpId, Output};
 use crate::pid::Pid;
 use crate::process::{Delivery, PushError};
 
@@ -139,7 +139,7 @@ impl SendError {
     }
 }
 
-/// Identifies an acknowledged send's pending outcome ([`Output::SendResult`]).
+/// Identifies an acknowledged send's pending outcome ([`Output::Completed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AckId(pub u64);
 
@@ -155,7 +155,7 @@ pub struct SendReceipt {
     /// Remote processes targeted.
     pub remote_targets: usize,
     /// Set for an acknowledged send with remote targets: the outcome comes as
-    /// [`Output::SendResult`].
+    /// [`Output::Completed`].
     pub pending: Option<AckId>,
     /// Remote nodes whose send queue was full, so their frame was not sent (set by the
     /// shell, which carries the frames out; see [`Node::refuse_ack`]).
@@ -185,7 +185,7 @@ pub(super) struct PendingAck {
 
 impl Node {
     /// Sends `payload` to `dest`. Local targets get it at once; remote ones get one
-    /// frame per node. With `ack`, the remote outcome comes as [`Output::SendResult`].
+    /// frame per node. With `ack`, the remote outcome comes as [`Output::Completed`].
     pub fn send(
         &mut self,
         now: Instant,
@@ -421,9 +421,9 @@ impl Node {
         }
         if pending.waiting.is_empty() {
             if let Some(done) = self.acks.remove(&id) {
-                self.outputs.push_back(Output::SendResult {
-                    id,
-                    outcome: done.outcome,
+                self.outputs.push_back(Output::Completed {
+                    id: OpId::Send(id),
+                    result: Completion::Send(done.outcome),
                 });
             }
         }
@@ -571,9 +571,9 @@ impl Node {
                 );
                 if pending.waiting.is_empty() {
                     if let Some(done) = self.acks.remove(&aid) {
-                        self.outputs.push_back(Output::SendResult {
-                            id: aid,
-                            outcome: done.outcome,
+                        self.outputs.push_back(Output::Completed {
+                            id: OpId::Send(aid),
+                            result: Completion::Send(done.outcome),
                         });
                     }
                 }
@@ -591,9 +591,9 @@ impl Node {
         for id in due {
             if let Some(mut a) = self.acks.remove(&id) {
                 a.outcome.timed_out = a.waiting.into_keys().collect();
-                self.outputs.push_back(Output::SendResult {
-                    id,
-                    outcome: a.outcome,
+                self.outputs.push_back(Output::Completed {
+                    id: OpId::Send(id),
+                    result: Completion::Send(a.outcome),
                 });
             }
         }
