@@ -722,7 +722,7 @@ async fn send_window(
     while t0.elapsed() < window {
         let (d, p) = (dest.clone(), payload.clone());
         let call = agent
-            .call(move |n, now| {
+            .call_mut(move |n, now| {
                 let (mut ok, mut err, mut reached) = (0u64, 0u64, 0u64);
                 // The refusals of the previous call's frames are counted by now.
                 let bp = backpressure(n);

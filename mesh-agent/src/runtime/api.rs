@@ -40,9 +40,22 @@ pub enum ApiError {
 }
 
 impl AgentHandle {
-    /// Runs `f` on the node task with the node and the current time, and returns its
-    /// result. The building block of every API call.
+    /// Reads the node: runs `f` on the node task with the node (read-only) and the
+    /// current time, and returns its result. The escape hatch for queries the API has no
+    /// method for; every change goes through a method of its own.
     pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node, std::time::Instant) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.call_shell(move |shell, now| f(&shell.node, now)).await
+    }
+
+    /// Runs `f` on the node task with the node and the current time: what the API's
+    /// methods that change the node are made of. Public only for benchmarks and tests
+    /// that drive the node past the API's rules (e.g. sends without the backpressure
+    /// rule of [`send`](Self::send)); applications use the methods.
+    #[doc(hidden)]
+    pub async fn call_mut<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Node, std::time::Instant) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -76,7 +89,7 @@ impl AgentHandle {
     /// [`ProcessHandle::exit`] is called): its mailbox closes and it leaves every
     /// group and name in one delta.
     pub async fn spawn(&self, mailbox_capacity: Option<usize>) -> Result<ProcessHandle, ApiError> {
-        let (pid, mailbox) = self.call(move |n, _| n.spawn(mailbox_capacity)).await?;
+        let (pid, mailbox) = self.call_mut(move |n, _| n.spawn(mailbox_capacity)).await?;
         Ok(ProcessHandle {
             pid,
             mailbox,
@@ -94,7 +107,7 @@ impl AgentHandle {
         meta: Option<String>,
     ) -> Result<Result<(), NodeOpError<JoinError>>, ApiError> {
         let (scope, groups, pid) = (scope.to_owned(), groups.to_vec(), pid.clone());
-        self.call(move |n, now| n.join(now, &scope, &groups, &pid, meta))
+        self.call_mut(move |n, now| n.join(now, &scope, &groups, &pid, meta))
             .await
     }
 
@@ -106,7 +119,7 @@ impl AgentHandle {
         pid: &Pid,
     ) -> Result<Result<(), NodeOpError<LeaveError>>, ApiError> {
         let (scope, groups, pid) = (scope.to_owned(), groups.to_vec(), pid.clone());
-        self.call(move |n, now| n.leave_groups(now, &scope, &groups, &pid))
+        self.call_mut(move |n, now| n.leave_groups(now, &scope, &groups, &pid))
             .await
     }
 
@@ -126,14 +139,14 @@ impl AgentHandle {
         policy: ConflictPolicy,
     ) -> Result<Result<(), NodeOpError<RegisterError>>, ApiError> {
         let (name, pid) = (name.to_owned(), pid.clone());
-        self.call(move |n, now| n.register(now, &name, &pid, meta, policy))
+        self.call_mut(move |n, now| n.register(now, &name, &pid, meta, policy))
             .await
     }
 
     /// Unregisters a name held by a local process.
     pub async fn unregister(&self, name: &str) -> Result<Result<Pid, UnregisterError>, ApiError> {
         let name = name.to_owned();
-        self.call(move |n, now| n.unregister(now, &name)).await
+        self.call_mut(move |n, now| n.unregister(now, &name)).await
     }
 
     /// The holder of an eventual name in this node's view.
@@ -198,7 +211,7 @@ impl AgentHandle {
     ) -> Result<Result<(Snapshot, MonitorHandle), ProcessError>, ApiError> {
         let (scope, group) = (scope.to_owned(), group.map(str::to_owned));
         let r = self
-            .call(move |n, _| n.monitor(owner, &scope, group.as_deref()))
+            .call_mut(move |n, _| n.monitor(owner, &scope, group.as_deref()))
             .await?;
         Ok(r.map(|(id, snapshot, inbox)| {
             (
@@ -559,7 +572,7 @@ impl ProcessHandle {
         // Exiting a process that already exited (killed by a name-conflict policy)
         // is not an error.
         self.agent
-            .call(move |n, now| n.exit(now, &pid).ok())
+            .call_mut(move |n, now| n.exit(now, &pid).ok())
             .await?;
         Ok(())
     }
@@ -606,7 +619,7 @@ impl MonitorHandle {
     pub async fn demonitor(mut self) -> Result<(), ApiError> {
         self.ended = true;
         let id = self.id;
-        self.agent.call(move |n, _| n.demonitor(id)).await?;
+        self.agent.call_mut(move |n, _| n.demonitor(id)).await?;
         Ok(())
     }
 }
