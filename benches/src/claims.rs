@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use mesh_agent::runtime::{AgentHandle, ApiError, ProcessHandle};
 use mesh_core::claims::{shard_of, CallOk, ClaimsError};
-use mesh_core::node::quorum::CallError;
+use mesh_core::node::claims_plane::CallError;
 use serde::{Deserialize, Serialize};
 
 use crate::cleanup::ScratchDir;
@@ -158,7 +158,7 @@ impl LatencySummary {
     }
 }
 
-/// A node's quorum counters (see `mesh_core::node::quorum::QuorumStats`).
+/// A node's quorum counters (see `mesh_core::node::claims_plane::QuorumStats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuorumCounters {
     /// Durable commits (one fsync each).

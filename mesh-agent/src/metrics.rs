@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use mesh_core::claims::{HoldOutcome, ShardId};
 use mesh_core::membership::{EventKind, MemberState, Rejected};
-use mesh_core::node::quorum::{QuorumDrop, QuorumPlane};
+use mesh_core::node::claims_plane::{QuorumDrop, QuorumPlane};
 use mesh_core::node::Undeliverable;
 use mesh_core::node::{DropReason, Node, SendError};
 
@@ -796,7 +796,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use mesh_core::node::quorum::{QuorumConfig, QuorumPlane};
+    use mesh_core::node::claims_plane::{QuorumConfig, QuorumPlane};
     use mesh_core::quorum::VoterNames;
 
     fn plane(name: &str) -> QuorumPlane {

@@ -92,7 +92,7 @@ mod tests {
                 "peer_unreachable",
             ]
         );
-        let quorum: Vec<&str> = crate::node::quorum::QuorumDrop::ALL
+        let quorum: Vec<&str> = crate::node::claims_plane::QuorumDrop::ALL
             .iter()
             .map(|r| r.as_str())
             .collect();

@@ -25,7 +25,7 @@
 //!   `GroupsItem`, names deltas, `UserFrame`, `Undeliverable`, `ControlFrame`;
 //! - CRDT deltas and digests (`mesh_crdt`) as the node instantiates them (live and
 //!   retired origins, one and many dots per element, dot clouds);
-//! - the quorum plane (`node::quorum::QuorumMsg`, CASPaxos `Request`/`Reply`/`Outcome`,
+//! - the quorum plane (`node::claims_plane::QuorumMsg`, CASPaxos `Request`/`Reply`/`Outcome`,
 //!   `Slot`/`Record`, `Hello`, `RootRecord`), claims `ShardChange` and `ClaimReject`;
 //! - the acceptor store's persisted bytes (`quorum::store`: keys, acceptor states, the
 //!   root record), which `RedbStore` writes as they are.
@@ -51,7 +51,7 @@ use mesh_core::dissemination::{
 };
 use mesh_core::hlc::Hlc;
 use mesh_core::identity::NodeId;
-use mesh_core::node::quorum::QuorumMsg;
+use mesh_core::node::claims_plane::QuorumMsg;
 use mesh_core::node::{
     AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, Undeliverable, UserFrame, GROUPS,
     NAMES,

@@ -542,7 +542,7 @@ impl Sim {
         let names: Vec<String> = voters.iter().map(|v| format!("n{v}")).collect();
         let names = mesh_core::quorum::VoterNames::new(names).expect("3 or 5 voters");
         self.node_config.quorum = Some(mesh_core::node::QuorumBoot {
-            config: mesh_core::node::quorum::QuorumConfig::new(names),
+            config: mesh_core::node::claims_plane::QuorumConfig::new(names),
             store: None,
         });
     }
@@ -563,8 +563,9 @@ impl Sim {
             &mut mesh_core::claims::Holder,
             Instant,
         ) -> Result<mesh_core::claims::CallId, mesh_core::claims::ClaimsError>,
-    ) -> Option<Result<mesh_core::node::quorum::ClaimCall, mesh_core::node::quorum::CallError>>
-    {
+    ) -> Option<
+        Result<mesh_core::node::claims_plane::ClaimCall, mesh_core::node::claims_plane::CallError>,
+    > {
         self.with_node(n, |node, now| node.claims_call(now, ttl, f))
     }
 
@@ -572,7 +573,7 @@ impl Sim {
     pub fn claim_result(
         &self,
         n: usize,
-        call: mesh_core::node::quorum::ClaimCall,
+        call: mesh_core::node::claims_plane::ClaimCall,
     ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
         self.results.iter().rev().find_map(|(node, out)| match out {
             Output::Completed {
@@ -587,7 +588,7 @@ impl Sim {
     pub fn await_claim(
         &mut self,
         n: usize,
-        call: mesh_core::node::quorum::ClaimCall,
+        call: mesh_core::node::claims_plane::ClaimCall,
         limit: Duration,
     ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
         self.run_until(limit, |s| s.claim_result(n, call).is_some());

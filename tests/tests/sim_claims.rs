@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, HoldOutcome, Unavailable};
 use mesh_core::membership::MemberState;
-use mesh_core::node::quorum::CallError;
+use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{Dest, Output};
 use mesh_core::process::Delivery;
 use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};

@@ -36,7 +36,7 @@
 //! (with the owner and version), stale token or version (with the current one), not held
 //! by this agent, session lost; `404` no such strong name or local process; `504` no
 //! decision in time; `400` bad input; `507` a shard table is full, or this agent already uses
-//! the most distinct TTLs ([`MAX_TTLS`](mesh_core::node::quorum::MAX_TTLS)); `429` too many calls.
+//! the most distinct TTLs ([`MAX_TTLS`](mesh_core::node::claims_plane::MAX_TTLS)); `429` too many calls.
 //!
 //! # Decisions
 //!
@@ -93,7 +93,7 @@ use super::strong_names::{
 };
 use crate::runtime::{AgentHandle, ApiError, ProcessHandle, QuorumStatus};
 use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, Unavailable};
-use mesh_core::node::quorum::CallError;
+use mesh_core::node::claims_plane::CallError;
 
 /// Longest a claims or strong-name route waits for a decision before it answers `504`.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(20);

@@ -17,7 +17,7 @@ use super::json_error;
 use mesh_core::claims::{
     CallOk, ClaimReject, ClaimsError, KeptVerdict, ShardId, StrongName, Unavailable,
 };
-use mesh_core::node::quorum::CallError;
+use mesh_core::node::claims_plane::CallError;
 use mesh_core::pid::Pid;
 
 /// A strong name: its owner and version.

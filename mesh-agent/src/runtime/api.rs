@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Command, Shell};
 use mesh_core::claims::{CallId, CallOk, ClaimsError, Holder, HolderEvent, StrongName};
-use mesh_core::node::quorum::{CallError, ClaimCall};
+use mesh_core::node::claims_plane::{CallError, ClaimCall};
 use mesh_core::node::{
     Completion, Dest, MonitorItem, Node, NodeOpError, OpId, ProcessError, SendError, SendOutcome,
     SendReceipt, SyncError, SyncMode,
@@ -490,7 +490,7 @@ pub struct QuorumStatus {
 }
 
 impl QuorumStatus {
-    fn of(q: &mesh_core::node::quorum::QuorumPlane) -> Self {
+    fn of(q: &mesh_core::node::claims_plane::QuorumPlane) -> Self {
         use mesh_core::quorum::FormationState as F;
         let (state, reason) = match q.formation().state() {
             F::Forming => ("forming", None),

@@ -53,7 +53,7 @@ use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
 };
-use mesh_core::node::quorum::QuorumConfig;
+use mesh_core::node::claims_plane::QuorumConfig;
 use mesh_core::node::{
     Completion, Node, NodeConfig, OpId, Output, QuorumBoot, RequestFailed, RequestTag,
 };

@@ -43,8 +43,8 @@
 
 mod anti_entropy;
 mod barrier;
+pub mod claims_plane;
 mod processes;
-pub mod quorum;
 mod send;
 pub(crate) mod wire;
 
@@ -82,7 +82,9 @@ pub use wire::{
     AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, Undeliverable, UserFrame,
 };
 
-use quorum::{CallError, ClaimCall, QuorumConfig, QuorumOutput, QuorumPlane, QuorumSetupError};
+use claims_plane::{
+    CallError, ClaimCall, QuorumConfig, QuorumOutput, QuorumPlane, QuorumSetupError,
+};
 
 /// The dissemination channel of group deltas.
 pub const GROUPS: ChannelId = ChannelId(0);

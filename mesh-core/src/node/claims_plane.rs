@@ -1,4 +1,4 @@
-//! The quorum plane inside the node: voter formation, the acceptor with group commit,
+//! The claims plane: the quorum machinery inside the node — voter formation, the acceptor with group commit,
 //! the proposer, forwarding to a shard's preferred proposer, the claims holders and the
 //! watcher, and the strong-name cache. Sans-IO like the rest of the node: the shell
 //! persists what [`QuorumOutput::Persist`] asks (fsync) and hands the result back.
