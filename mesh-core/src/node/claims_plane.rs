@@ -1,6 +1,6 @@
-//! The claims plane: the quorum machinery inside the node — voter formation, the acceptor with group commit,
-//! the proposer, forwarding to a shard's preferred proposer, the claims holders and the
-//! watcher, and the strong-name cache. Sans-IO like the rest of the node: the shell
+//! The claims plane: the quorum machinery inside the node — voter formation, the
+//! acceptor with group commit, the proposer, forwarding to a shard's preferred proposer,
+//! the claims holders and the watcher, holds, and the strong-name cache. Sans-IO like the rest of the node: the shell
 //! persists what [`QuorumOutput::Persist`] asks (fsync) and hands the result back.
 //!
 //! ```text
