@@ -16,11 +16,12 @@
 //! A failure prints the seed and a command that replays it (`MESH_SIM_SEED`);
 //! `MESH_SIM_SEEDS` runs more seeds.
 
-use super::*;
-use crate::quorum::{AcceptorStore, MemStore};
+use mesh_core::quorum::root::*;
+use mesh_core::quorum::{AcceptorStore, MemStore};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 const SEEDS: u64 = 300;
 const RETRY: Duration = Duration::from_millis(500);
@@ -672,7 +673,7 @@ fn formation_keeps_one_root_under_loss_reordering_crashes_wipes_and_mismatched_c
     println!("{} seeds: {coverage:?}", seeds.len());
     if let Some((first, msg)) = failures.first() {
         panic!(
-            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-core --lib quorum::root::sim -- --nocapture",
+            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-core --test root_sim formation_keeps_one_root -- --nocapture",
             failures.len(),
             seeds.len(),
             failures.iter().map(|(s, _)| *s).collect::<Vec<_>>()
