@@ -22,7 +22,8 @@
 //! deadline (overlap), watchers that wait TTL instead of TTL·(1+ρ) under skew (overlap),
 //! quorums of one voter (not linearizable).
 //!
-//! `MESH_SIM_SEEDS=N` runs more seeds (default 200); `MESH_SIM_SEED=S` runs one seed.
+//! Seeds run through `mesh_sim_seeds`: `MESH_SIM_SEEDS=N` runs more seeds (default 200);
+//! `MESH_SIM_SEED=S` runs one seed; a failure prints a `REPRODUCE WITH:` command.
 
 #[path = "claims_sim/invariants.rs"]
 mod invariants;
@@ -32,95 +33,55 @@ mod lincheck;
 mod world;
 
 use mesh_core::claims::Drift;
-use std::sync::Mutex;
+use mesh_sim_seeds::{for_each_seed, run_seeds, sim_test};
 use std::time::{Duration, Instant};
 use world::{Options, Record, Sim, Stats};
 
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(seed) = std::env::var("MESH_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let n = std::env::var("MESH_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
-}
-
-/// Run every seed (on as many threads as there are cores, like `tests/src/sim.rs`'s
-/// `for_each_seed`; each run is deterministic on its own) and return `check`'s verdict
-/// per seed, in seed order.
-fn run_seeds<T: Send>(
+/// Runs the sim with `opts` on each of `seeds` (on all cores, through
+/// `mesh_sim_seeds::run_seeds`) and returns `check`'s verdict per seed, in seed order. A
+/// run that panics fails the test: a negative control counts what the checks caught.
+fn run_sims<T: Send>(
     seeds: &[u64],
     opts: &Options,
     check: impl Fn(&Record, &Stats) -> T + Sync,
 ) -> Vec<(u64, T)> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(seeds.len().max(1));
-    let out = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (out, check) = (&out, &check);
-            s.spawn(move || {
-                for &seed in seeds.iter().skip(t).step_by(threads) {
-                    let (record, stats) = Sim::new(seed, opts.clone()).run();
-                    let verdict = check(&record, &stats);
-                    out.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((seed, verdict));
-                }
-            });
-        }
-    });
-    let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
-    out.sort_by_key(|(seed, _)| *seed);
-    out
+    run_seeds(seeds, |seed| {
+        let (record, stats) = Sim::new(seed, opts.clone()).run();
+        check(&record, &stats)
+    })
+    .into_iter()
+    .map(|(seed, verdict)| (seed, verdict.unwrap_or_else(|p| panic!("seed {seed} {p}"))))
+    .collect()
 }
 
 #[test]
 fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
     let started = Instant::now();
-    let seeds = seeds(200);
-    let results = run_seeds(&seeds, &Options::default(), |record, stats| {
-        (*stats, invariants::all(record))
-    });
+    let opts = Options::default();
+    let runs = for_each_seed(
+        sim_test!("claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew"),
+        200,
+        |seed| {
+            let (record, stats) = Sim::new(seed, opts.clone()).run();
+            invariants::all(&record).map(|m| (stats, m))
+        },
+    );
     let mut total = Stats::default();
     let (mut steps, mut max_evict, mut max_calm) = (0u64, Duration::ZERO, Duration::ZERO);
-    let mut failures = Vec::new();
-    for (seed, (stats, verdict)) in &results {
+    for (_, (stats, m)) in &runs {
         total.add(stats);
-        match verdict {
-            Ok(m) => {
-                steps += m.checker_steps;
-                max_evict = max_evict.max(m.eviction_latency);
-                max_calm = max_calm.max(m.calm_op_latency);
-            }
-            Err(why) => {
-                println!("seed {seed} FAILED: {why}");
-                failures.push(*seed);
-            }
-        }
+        steps += m.checker_steps;
+        max_evict = max_evict.max(m.eviction_latency);
+        max_calm = max_calm.max(m.calm_op_latency);
     }
     println!(
-        "claims sim: {} seeds, {} failed, {:.1?}; checker steps {steps}; slowest eviction \
-         after a kill {max_evict:?} (bound {:?} at the slowest clock); slowest calm op \
-         {max_calm:?}\n{total:?}",
-        seeds.len(),
-        failures.len(),
+        "claims sim: {} seeds, {:.1?}; checker steps {steps}; slowest eviction after a kill \
+         {max_evict:?} (bound {:?} at the slowest clock); slowest calm op {max_calm:?}\n{total:?}",
+        runs.len(),
         started.elapsed(),
         invariants::eviction_bound(1.0 - world::rho()),
     );
-    if let Some(first) = failures.first() {
-        panic!(
-            "failing seeds: {failures:?}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p \
-             mesh-core --test claims_sim claims_stay_safe -- --nocapture"
-        );
-    }
-    if seeds.len() >= 50 {
+    if runs.len() >= 50 {
         // The faults and the paths they should exercise really happened.
         assert!(total.voter_crashes > 0 && total.voter_cuts > 0 && total.holder_isolations > 0);
         assert!(total.holder_crashes > 0 && total.freezes > 0 && total.write_pauses > 0);
@@ -136,7 +97,7 @@ type Check = fn(&Record) -> Result<(), String>;
 /// How many of `seeds` seeds run with `opts` fail each of `checks`.
 fn caught(seeds: u64, opts: Options, checks: &[Check]) -> Vec<u64> {
     let seeds: Vec<u64> = (0..seeds).collect();
-    let results = run_seeds(&seeds, &opts, |record, _| {
+    let results = run_sims(&seeds, &opts, |record, _| {
         checks.iter().map(|c| c(record)).collect::<Vec<_>>()
     });
     let mut counts = vec![0; checks.len()];

@@ -23,13 +23,15 @@
 //!   replicas different — the convergence check can fail.
 //!
 //! `MESH_SIM_SEEDS=N` runs `N` seeds (default 200; 50 for the heavier rumor-mongering
-//! run, where every node relays every delta); `MESH_SIM_SEED=S` runs one seed.
+//! run, where every node relays every delta); `MESH_SIM_SEED=S` runs one seed; both through
+//! `mesh_sim_seeds::for_each_seed`, which prints a `REPRODUCE WITH:` command on failure.
 
 use bytes::Bytes;
 use mesh_core::dissemination::{
     decode_batch, ChannelId, Dissemination, DisseminationConfig, DisseminationOutput, MAX_DATAGRAM,
 };
 use mesh_crdt::{Digest, Orswot, Replica};
+use mesh_sim_seeds::{for_each_seed, run_seeds, sim_test};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
@@ -434,53 +436,31 @@ impl Sim {
     }
 }
 
-/// `MESH_SIM_SEED` alone, or `MESH_SIM_SEEDS` (else `default`) seeds from 0.
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(seed) = std::env::var("MESH_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let n = std::env::var("MESH_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
-}
-
-/// Runs every seed; returns the totals and the slowest convergence.
-fn run_seeds(test: &str, default_seeds: u64, scenario: Scenario) -> (Totals, Duration) {
+/// Runs every seed the environment asks for (`mesh_sim_seeds::for_each_seed`, default
+/// `default_seeds`); returns the totals and the slowest convergence.
+fn run_scenario(test: &str, default_seeds: u64, scenario: Scenario) -> (Totals, Duration) {
     let started = Instant::now();
-    let seeds = seeds(default_seeds);
-    let mut failures = Vec::new();
+    let runs = for_each_seed(sim_test!(test), default_seeds, |seed| {
+        let mut sim = Sim::new(seed, scenario);
+        match sim.run() {
+            Some(after) => Ok((std::mem::take(&mut sim.totals), after)),
+            None => Err(format!(
+                "replicas still differ {:?} after the last write",
+                scenario.bound
+            )),
+        }
+    });
     let mut totals = Totals::default();
     let mut slowest = Duration::ZERO;
-    for &seed in &seeds {
-        let mut sim = Sim::new(seed, scenario);
-        let converged = sim.run();
-        totals.add(&sim.totals);
-        match converged {
-            Some(after) => slowest = slowest.max(after),
-            None => {
-                println!(
-                    "seed {seed} FAILED: replicas still differ {:?} after the last write",
-                    scenario.bound
-                );
-                println!(
-                    "REPRODUCE WITH: MESH_SIM_SEED={seed} cargo test -p mesh-core --test dissemination_sim {test} -- --nocapture"
-                );
-                failures.push(seed);
-            }
-        }
+    for (_, (t, after)) in &runs {
+        totals.add(t);
+        slowest = slowest.max(*after);
     }
     println!(
-        "{test}: {} seeds, {} failed, slowest convergence {slowest:?} after the last write, {:.1?}; {totals:?}",
-        seeds.len(),
-        failures.len(),
+        "{test}: {} seeds, slowest convergence {slowest:?} after the last write, {:.1?}; {totals:?}",
+        runs.len(),
         started.elapsed()
     );
-    assert!(failures.is_empty(), "failing seeds: {failures:?}");
     (totals, slowest)
 }
 
@@ -491,7 +471,7 @@ fn replicas_converge_by_anti_entropy_alone_when_every_broadcast_is_lost() {
         anti_entropy: true,
         bound: AE_INTERVAL * N as u32,
     };
-    let (t, _) = run_seeds(
+    let (t, _) = run_scenario(
         "replicas_converge_by_anti_entropy_alone_when_every_broadcast_is_lost",
         200,
         scenario,
@@ -510,7 +490,7 @@ fn replicas_converge_by_piggyback_and_batches_alone_without_loss_or_anti_entropy
         anti_entropy: false,
         bound: Duration::from_secs(2),
     };
-    let (t, _) = run_seeds(
+    let (t, _) = run_scenario(
         "replicas_converge_by_piggyback_and_batches_alone_without_loss_or_anti_entropy",
         50,
         scenario,
@@ -529,13 +509,16 @@ fn without_anti_entropy_lost_broadcasts_leave_the_replicas_different() {
         anti_entropy: false,
         bound: AE_INTERVAL * N as u32,
     };
-    for seed in 0..5 {
+    let seeds: Vec<u64> = (0..5).collect();
+    for (seed, run) in run_seeds(&seeds, |seed| {
         let mut sim = Sim::new(seed, scenario);
+        (sim.run(), std::mem::take(&mut sim.totals))
+    }) {
+        let (converged, t) = run.unwrap_or_else(|p| panic!("seed {seed} {p}"));
         assert_eq!(
-            sim.run(),
-            None,
+            converged, None,
             "seed {seed} converged without any delivery"
         );
-        assert!(sim.totals.writes > 0 && sim.totals.items_lost > 0);
+        assert!(t.writes > 0 && t.items_lost > 0, "seed {seed}: {t:?}");
     }
 }

@@ -17,12 +17,14 @@
 //! Negative controls: retries under fresh request ids (duplicated increments) and quorums
 //! of one acceptor (lost increments) must both be caught by the same checks.
 //!
-//! `MESH_SIM_SEEDS=N` runs more seeds (default 200); `MESH_SIM_SEED=S` runs one seed.
+//! Seeds run through `mesh_sim_seeds`: `MESH_SIM_SEEDS=N` runs more seeds (default 200);
+//! `MESH_SIM_SEED=S` runs one seed; a failure prints a `REPRODUCE WITH:` command.
 
 use mesh_core::quorum::{
     Acceptor, AcceptorOutput, AcceptorState, Change, NodeId, Outcome, ProposeError, Proposer,
     ProposerConfig, ProposerOutput, Reply, Request, RequestId, Slot,
 };
+use mesh_sim_seeds::{for_each_seed, run_seeds, sim_test};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::cmp::Reverse;
@@ -617,44 +619,42 @@ fn check_history(history: &[OpRecord], final_value: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("MESH_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let n = std::env::var("MESH_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    (0..n).collect()
+/// Runs `sim` on each of `seeds` (on all cores); a panicking run fails the test (a
+/// negative control counts what the checker caught, not what crashed).
+fn verdicts(
+    seeds: std::ops::Range<u64>,
+    sim: impl Fn(u64) -> Sim + Sync,
+) -> Vec<(u64, SimStats, Result<(), String>)> {
+    let seeds: Vec<u64> = seeds.collect();
+    run_seeds(&seeds, |seed| sim(seed).run())
+        .into_iter()
+        .map(|(seed, run)| {
+            let (stats, verdict) = run.unwrap_or_else(|p| panic!("seed {seed} {p}"));
+            (seed, stats, verdict)
+        })
+        .collect()
 }
 
 #[test]
 fn concurrent_increments_survive_loss_duplication_reordering_and_crashes() {
     let started = Instant::now();
-    let seeds = seeds();
-    let mut failures = Vec::new();
+    let runs = for_each_seed(
+        sim_test!("concurrent_increments_survive_loss_duplication_reordering_and_crashes"),
+        200,
+        |seed| {
+            let (stats, result) = Sim::new(seed).run();
+            result.map(|()| stats)
+        },
+    );
     let mut total = SimStats::default();
-    for &seed in &seeds {
-        let (stats, result) = Sim::new(seed).run();
-        total.add(&stats);
-        if let Err(why) = result {
-            println!("seed {seed} FAILED: {why}");
-            println!(
-                "REPRODUCE WITH: MESH_SIM_SEED={seed} cargo test -p mesh-core --test quorum_sim -- --nocapture"
-            );
-            failures.push(seed);
-        }
+    for (_, stats) in &runs {
+        total.add(stats);
     }
     println!(
-        "quorum sim: {} seeds, {} failed, {:.1?}; {total:?}",
-        seeds.len(),
-        failures.len(),
+        "quorum sim: {} seeds, {:.1?}; {total:?}",
+        runs.len(),
         started.elapsed()
     );
-    assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(total.crashes > 0 && total.partitions > 0);
     assert!(total.lost > 0 && total.duplicated > 0);
     assert!(total.cache_hits > 0, "the 1-RTT cache was exercised");
@@ -670,10 +670,12 @@ fn concurrent_increments_survive_loss_duplication_reordering_and_crashes() {
 fn retries_under_fresh_request_ids_are_caught_as_duplicated_increments() {
     let mut caught = 0;
     let mut retries = 0;
-    for seed in 0..200 {
+    let runs = verdicts(0..200, |seed| {
         let mut sim = Sim::new(seed);
         sim.fresh_ids_on_retry = true;
-        let (stats, result) = sim.run();
+        sim
+    });
+    for (seed, stats, result) in runs {
         retries += stats.retries;
         if let Err(why) = result {
             if caught == 0 {
@@ -694,8 +696,8 @@ fn retries_under_fresh_request_ids_are_caught_as_duplicated_increments() {
 #[test]
 fn quorums_of_one_acceptor_are_caught_by_the_history_checker() {
     let mut caught = 0;
-    for seed in 0..50 {
-        let (_, result) = Sim::with_voters(seed, |c| vec![ACCEPTORS[c]]).run();
+    for (seed, _, result) in verdicts(0..50, |seed| Sim::with_voters(seed, |c| vec![ACCEPTORS[c]]))
+    {
         if let Err(why) = result {
             if caught == 0 {
                 println!("caught on seed {seed}: {why}");

@@ -1154,69 +1154,17 @@ impl Sim {
     }
 }
 
-/// The name of the running test binary (`sim_membership` for
-/// `target/debug/deps/sim_membership-0123abcd`), for the reproduce line.
-fn test_target() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .map(|stem| match stem.rsplit_once('-') {
-            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_owned(),
-            _ => stem,
-        })
-        .unwrap_or_else(|| "<test>".to_owned())
-}
-
-/// How many seeds a simulation test runs: `MESH_SIM_SEEDS` (for long runs, e.g.
-/// 10000), else `default`.
-pub fn seed_count(default: u64) -> u64 {
-    std::env::var("MESH_SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Runs `check` for every seed (or only `MESH_SIM_SEED` when set, to replay one),
-/// spread over the machine's cores. On failure, panics with the failing seeds and a
-/// one-line command that replays the first.
+/// Runs `check` for every seed through the workspace's one seed loop
+/// ([`mesh_sim_seeds::for_each_seed`]): `MESH_SIM_SEEDS` seeds (else `default`), or only
+/// `MESH_SIM_SEED` to replay one, spread over the machine's cores. A seed fails when
+/// `check` returns `Err` or panics; then this panics with the failing seeds and a
+/// `REPRODUCE WITH:` line naming `test` in the running test target.
 pub fn for_each_seed(test: &str, default: u64, check: impl Fn(u64) -> Result<(), String> + Sync) {
-    let seeds: Vec<u64> = match std::env::var("MESH_SIM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => (0..seed_count(default)).collect(),
+    let target = mesh_sim_seeds::current_target();
+    let test = mesh_sim_seeds::SimTest {
+        package: env!("CARGO_PKG_NAME"),
+        target: &target,
+        name: test,
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(seeds.len().max(1));
-    let failures = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let seeds = &seeds;
-            let check = &check;
-            let failures = &failures;
-            s.spawn(move || {
-                for &seed in seeds.iter().skip(t).step_by(threads) {
-                    if let Err(msg) = check(seed) {
-                        failures
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((seed, msg));
-                    }
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
-    failures.sort_by_key(|(s, _)| *s);
-    let target = test_target();
-    if let Some((first, msg)) = failures.first() {
-        panic!(
-            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-tests --test {target} {test} -- --nocapture",
-            failures.len(),
-            seeds.len(),
-            failures.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        );
-    }
+    mesh_sim_seeds::for_each_seed(test, default, check);
 }

@@ -832,7 +832,3 @@ impl Formation {
 #[cfg(test)]
 #[path = "root_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "root_sim.rs"]
-mod sim;

@@ -13,14 +13,17 @@
 //! configured voter has another voter set — no node has any root and the creator reports
 //! the mismatch.
 //!
-//! A failure prints the seed and a command that replays it (`MESH_SIM_SEED`);
-//! `MESH_SIM_SEEDS` runs more seeds.
+//! Seeds run through `mesh_sim_seeds::for_each_seed`: `MESH_SIM_SEEDS=N` runs more seeds
+//! (default 300), `MESH_SIM_SEED=S` replays one, and a failure prints the seed with a
+//! `REPRODUCE WITH:` command.
 
-use super::*;
-use crate::quorum::{AcceptorStore, MemStore};
+use mesh_core::quorum::root::*;
+use mesh_core::quorum::{AcceptorStore, MemStore};
+use mesh_sim_seeds::{for_each_seed, sim_test};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 const SEEDS: u64 = 300;
 const RETRY: Duration = Duration::from_millis(500);
@@ -648,37 +651,19 @@ fn run_seed(seed: u64) -> Result<Coverage, String> {
 
 #[test]
 fn formation_keeps_one_root_under_loss_reordering_crashes_wipes_and_mismatched_configs() {
-    let seeds: Vec<u64> = match std::env::var("MESH_SIM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => {
-            let n = std::env::var("MESH_SIM_SEEDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(SEEDS);
-            (0..n).collect()
-        }
-    };
+    let runs = for_each_seed(
+        sim_test!(
+            "formation_keeps_one_root_under_loss_reordering_crashes_wipes_and_mismatched_configs"
+        ),
+        SEEDS,
+        run_seed,
+    );
     let mut coverage = Coverage::default();
-    let mut failures: Vec<(u64, String)> = Vec::new();
-    for &seed in &seeds {
-        match run_seed(seed) {
-            Ok(c) => coverage.add(c),
-            Err(e) => failures.push((seed, e)),
-        }
+    for (_, c) in &runs {
+        coverage.add(*c);
     }
-    println!("{} seeds: {coverage:?}", seeds.len());
-    if let Some((first, msg)) = failures.first() {
-        panic!(
-            "{} of {} seeds failed: {:?}\nfirst failure (seed {first}): {msg}\nREPRODUCE WITH: MESH_SIM_SEED={first} cargo test -p mesh-core --lib quorum::root::sim -- --nocapture",
-            failures.len(),
-            seeds.len(),
-            failures.iter().map(|(s, _)| *s).collect::<Vec<_>>()
-        );
-    }
-    if seeds.len() as u64 >= SEEDS {
+    println!("{} seeds: {coverage:?}", runs.len());
+    if runs.len() as u64 >= SEEDS {
         let c = coverage;
         assert!(
             c.second_root > 0
