@@ -205,6 +205,42 @@ impl<O: Ord + Clone, E: Ord + Clone + std::hash::Hash> Orswot<O, E> {
         self.origins.get(origin).map(OriginState::digest)
     }
 
+    /// True if a peer summarized (for `origin`) by `peer` holds everything this replica
+    /// held of `origin` when it computed `then` (an earlier
+    /// [`origin_digest`](Self::origin_digest) of this same replica): the adds *and* the
+    /// removals. This is what a propagation barrier asks of its own origin.
+    ///
+    /// A removal mints no dot, so comparing prefixes alone misses it. Within one
+    /// incarnation a replica's context and its set of removed dots only grow; so if the
+    /// peer's prefix reaches `then`'s and the peer's live dots in its prefix hash like
+    /// ours *now* (our prefix covering the peer's), every dot `then` knew is known to
+    /// the peer and every dot `then` had removed is removed there too. This holds while
+    /// the replica keeps changing after `then`. Dots `then` held above its prefix (a
+    /// cloud, which an origin's own replica never has) are only covered by an exact
+    /// match. A newer incarnation on the peer supersedes `then`. `None` (the peer does
+    /// not know the origin) covers only an empty `then`.
+    pub fn covered_by(&self, origin: &O, then: &OriginDigest, peer: Option<&OriginDigest>) -> bool {
+        let Some(peer) = peer else {
+            return then.contiguous == 0 && then.cloud_dots == 0 && then.live_hash == 0;
+        };
+        if peer.incarnation != then.incarnation {
+            return peer.incarnation > then.incarnation;
+        }
+        if peer == then {
+            return true;
+        }
+        if peer.retired || then.retired || then.cloud_dots != 0 {
+            return false;
+        }
+        let Some(mine) = self.origins.get(origin) else {
+            return false;
+        };
+        mine.key() == (then.incarnation, false)
+            && peer.contiguous >= then.contiguous
+            && mine.ctx.contiguous() >= peer.contiguous
+            && mine.live_hash_upto(peer.contiguous) == peer.prefix_hash
+    }
+
     /// The delta a peer whose state is summarized by `peer` lacks: merging it makes the
     /// peer's state include ours for every origin where ours is not behind.
     ///

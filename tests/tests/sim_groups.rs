@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mesh_core::node::MonitorItem;
-use mesh_core::node::{Dest, GroupMode};
+use mesh_core::node::{Dest, GroupMode, Output, SyncMode};
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
 use mesh_core::registry::{ConflictPolicy, MonitorId, MonitorView, RegistryConfig};
@@ -626,6 +626,106 @@ fn a_node_back_before_permdown_is_unhidden_with_node_restored_events() {
                 return Err(format!(
                     "want 2 NodeDown then 2 NodeRestored, got {reasons:?}"
                 ));
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Runs a `sync(All)` on node `n` and steps the simulator one instant at a time until
+/// its `SyncDone` comes out; returns the barrier's result (Err if it never completed).
+fn sync_all(sim: &mut Sim, n: usize, timeout: Duration) -> Result<(), String> {
+    let id = sim
+        .with_node(n, |node, now| node.sync(now, SyncMode::All, timeout))
+        .ok_or("node is dead")?;
+    let deadline = sim.elapsed() + timeout + secs(1);
+    loop {
+        let done = sim.results.iter().position(|(m, out)| {
+            *m == n && matches!(out, Output::SyncDone { id: i, .. } if *i == id)
+        });
+        if let Some(i) = done {
+            return match sim.results.remove(i).1 {
+                Output::SyncDone { result, .. } => result.map_err(|e| e.to_string()),
+                _ => Err("not a SyncDone".into()),
+            };
+        }
+        if sim.elapsed() > deadline || !sim.step() {
+            return Err(format!("sync {id:?} never completed"));
+        }
+    }
+}
+
+/// N6 covers removals: once `sync(All)` returns Ok after a leave, an unregister or a
+/// process exit, the peer no longer shows the removed member or name at that same
+/// instant (a removal mints no dot, so a barrier on dot sequences alone returns at
+/// once).
+#[test]
+fn sync_returns_only_once_a_removal_has_reached_every_peer() {
+    for_each_seed(
+        "sync_returns_only_once_a_removal_has_reached_every_peer",
+        SEEDS,
+        |seed| {
+            let mut sim = cluster(seed, 2, secs(300))?;
+            sim.set_network(lossy());
+            let group = vec!["g".to_owned()];
+            let shows = |sim: &Sim, pid: &Pid| -> Result<(bool, bool), String> {
+                let v = view(sim, 1).ok_or("n1 is dead")?;
+                Ok((
+                    v.members
+                        .keys()
+                        .any(|(s, g, p)| s == "default" && g == "g" && p == pid),
+                    v.names.get("x") == Some(pid),
+                ))
+            };
+            let timeout = secs(20);
+            for (round, removal) in ["leave", "unregister", "exit"].iter().enumerate() {
+                let (pid, _mailbox) = sim
+                    .with_node(0, |node, _| node.spawn(None))
+                    .ok_or("n0 is dead")?;
+                sim.with_node(0, |node, now| {
+                    node.join(now, "default", &group, &pid, None)
+                        .map_err(|e| e.to_string())?;
+                    node.register(now, "x", &pid, None, ConflictPolicy::default())
+                        .map_err(|e| e.to_string())
+                })
+                .ok_or("n0 is dead")??;
+                sync_all(&mut sim, 0, timeout)?;
+                if shows(&sim, &pid)? != (true, true) {
+                    return Err(format!("round {round}: after the add barrier n1 lacks P"));
+                }
+                sim.with_node(0, |node, now| match *removal {
+                    "leave" => {
+                        node.leave_groups(now, "default", &group, &pid)
+                            .map_err(|e| e.to_string())?;
+                        node.unregister(now, "x")
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    "unregister" => node
+                        .unregister(now, "x")
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    _ => node.exit(now, &pid).map_err(|e| e.to_string()),
+                })
+                .ok_or("n0 is dead")??;
+                sync_all(&mut sim, 0, timeout)?;
+                let (member, name) = shows(&sim, &pid)?;
+                let member_expected = *removal == "unregister";
+                if name || member != member_expected {
+                    return Err(format!(
+                        "round {round} ({removal}): sync(All) returned Ok while n1 shows \
+                         member={member} name={name}"
+                    ));
+                }
+                if *removal == "unregister" {
+                    sim.with_node(0, |node, now| node.exit(now, &pid))
+                        .ok_or("n0 is dead")?
+                        .map_err(|e| e.to_string())?;
+                    sync_all(&mut sim, 0, timeout)?;
+                    if shows(&sim, &pid)?.0 {
+                        return Err(format!("round {round}: n1 still shows P after exit + sync"));
+                    }
+                }
             }
             Ok(())
         },

@@ -1,9 +1,17 @@
 //! The sync barrier (N6): [`Node::sync`] completes once the chosen peers' digests
 //! cover this node's latest change, or fails at its deadline.
+//!
+//! "Cover" means the whole per-origin digest, not the highest dot: the target is this
+//! node's own [`OriginDigest`] of groups and of names at the call, and a peer covers it
+//! when [`Orswot::covered_by`](mesh_crdt::Orswot::covered_by) says so (its prefix reaches
+//! the target's and its live dots in that prefix hash like ours). A removal (leave,
+//! unregister, process exit) mints no dot; comparing sequence numbers alone let a
+//! barrier after a removal return at once, with every peer still showing the removed
+//! member.
 
 use std::time::{Duration, Instant};
 
-use mesh_crdt::Digest;
+use mesh_crdt::{Digest, OriginDigest};
 use serde::{Deserialize, Serialize};
 
 use super::{Completion, Node, OpId, Output};
@@ -40,12 +48,13 @@ pub(super) struct SyncWaiter {
     id: SyncId,
     pub(super) deadline: Instant,
     mode: SyncMode,
-    /// Our own contexts at the time of the call: (incarnation, groups max, names max).
-    target: (u64, u64, u64),
+    /// Our own origin's digests at the time of the call.
+    target: Cover,
 }
 
-/// What a peer's digests say about our own origin: (incarnation, groups, names).
-pub(super) type Cover = (u64, u64, u64);
+/// One replica's digests of our own origin: (groups, names); `None` if it knows nothing
+/// of us in that CRDT.
+pub(super) type Cover = (Option<OriginDigest>, Option<OriginDigest>);
 
 impl Node {
     /// A propagation barrier: completes ([`Output::Completed`]) once `mode`'s peers'
@@ -72,12 +81,26 @@ impl Node {
     }
 
     fn own_cover(&self) -> Cover {
-        let max = |c: Option<&mesh_crdt::SeqSet>| c.and_then(mesh_crdt::SeqSet::max).unwrap_or(0);
         (
-            self.registry.groups().incarnation(),
-            max(self.registry.groups().state().context_of(&self.name)),
-            max(self.registry.names().state().context_of(&self.name)),
+            self.registry.groups().state().origin_digest(&self.name),
+            self.registry.names().state().origin_digest(&self.name),
         )
+    }
+
+    /// True if `peer`'s digests of our origin hold everything `target` held.
+    fn covers(&self, target: &Cover, peer: &Cover) -> bool {
+        fn one<E: Ord + Clone + std::hash::Hash>(
+            state: &mesh_crdt::Orswot<String, E>,
+            me: &String,
+            target: Option<&OriginDigest>,
+            peer: Option<&OriginDigest>,
+        ) -> bool {
+            target.is_none_or(|t| state.covered_by(me, t, peer))
+        }
+        let groups = self.registry.groups().state();
+        let names = self.registry.names().state();
+        one(groups, &self.name, target.0.as_ref(), peer.0.as_ref())
+            && one(names, &self.name, target.1.as_ref(), peer.1.as_ref())
     }
 
     fn sync_progress(&self, w: &SyncWaiter) -> (usize, usize) {
@@ -85,10 +108,9 @@ impl Node {
             .peers
             .keys()
             .filter(|p| {
-                self.cover.get(*p).is_some_and(|c| {
-                    c.0 > w.target.0
-                        || (c.0 == w.target.0 && c.1 >= w.target.1 && c.2 >= w.target.2)
-                })
+                self.cover
+                    .get(*p)
+                    .is_some_and(|c| self.covers(&w.target, c))
             })
             .count();
         let n = self.peers.len();
@@ -128,11 +150,13 @@ impl Node {
         groups: &Digest<String>,
         names: &Digest<String>,
     ) {
-        if let Some(me) = groups.get(&self.name) {
-            let names_seq = names.get(&self.name).map_or(0, |d| d.contiguous);
-            self.cover
-                .insert(peer.to_owned(), (me.incarnation, me.contiguous, names_seq));
-        }
+        self.cover.insert(
+            peer.to_owned(),
+            (
+                groups.get(&self.name).copied(),
+                names.get(&self.name).copied(),
+            ),
+        );
         // The peer's own partition header tells its current incarnation.
         if self.peers.contains_key(peer) {
             if let Some(own) = groups.get(&peer.to_owned()) {
