@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mesh_core::node::MonitorItem;
-use mesh_core::node::{Dest, GroupMode, Output, SyncMode};
+use mesh_core::node::{Completion, Dest, GroupMode, OpId, Output, SyncMode};
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
 use mesh_core::registry::{ConflictPolicy, MonitorId, MonitorView, RegistryConfig};
@@ -633,7 +633,7 @@ fn a_node_back_before_permdown_is_unhidden_with_node_restored_events() {
 }
 
 /// Runs a `sync(All)` on node `n` and steps the simulator one instant at a time until
-/// its `SyncDone` comes out; returns the barrier's result (Err if it never completed).
+/// its completion comes out; returns the barrier's result (Err if it never completed).
 fn sync_all(sim: &mut Sim, n: usize, timeout: Duration) -> Result<(), String> {
     let id = sim
         .with_node(n, |node, now| node.sync(now, SyncMode::All, timeout))
@@ -641,12 +641,15 @@ fn sync_all(sim: &mut Sim, n: usize, timeout: Duration) -> Result<(), String> {
     let deadline = sim.elapsed() + timeout + secs(1);
     loop {
         let done = sim.results.iter().position(|(m, out)| {
-            *m == n && matches!(out, Output::SyncDone { id: i, .. } if *i == id)
+            *m == n && matches!(out, Output::Completed { id: OpId::Sync(i), .. } if *i == id)
         });
         if let Some(i) = done {
             return match sim.results.remove(i).1 {
-                Output::SyncDone { result, .. } => result.map_err(|e| e.to_string()),
-                _ => Err("not a SyncDone".into()),
+                Output::Completed {
+                    result: Completion::Sync(result),
+                    ..
+                } => result.map_err(|e| e.to_string()),
+                _ => Err("not a barrier's completion".into()),
             };
         }
         if sim.elapsed() > deadline || !sim.step() {
