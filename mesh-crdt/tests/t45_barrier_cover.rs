@@ -60,9 +60,9 @@ fn a_newer_incarnation_on_the_peer_covers_and_an_older_one_does_not() {
     let me = "a".to_owned();
     let _ = a.add(1);
     let then = digest_of(&a, "a").expect("a knows itself");
-    let mut newer = then.clone();
+    let mut newer = then;
     newer.incarnation = 3;
-    let mut older = then.clone();
+    let mut older = then;
     older.incarnation = 1;
     assert!(a.state().covered_by(&me, &then, Some(&newer)));
     assert!(!a.state().covered_by(&me, &then, Some(&older)));
