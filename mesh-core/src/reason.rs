@@ -90,6 +90,7 @@ mod tests {
                 "no_handler",
                 "malformed_control_frame",
                 "peer_unreachable",
+                "unknown_origin",
             ]
         );
         let quorum: Vec<&str> = crate::node::claims_plane::QuorumDrop::ALL

@@ -74,6 +74,25 @@ impl<O, E> Orswot<O, E> {
         self.origins.keys()
     }
 
+    /// Keeps only the partitions of the origins `keep` accepts, dropping the others
+    /// whole (dots, context, retirement). Partitions are independent, so what remains is
+    /// still a causally safe delta: it claims exactly what it did for the kept origins.
+    /// Returns the origins dropped.
+    pub fn retain_origins(&mut self, mut keep: impl FnMut(&O) -> bool) -> Vec<O>
+    where
+        O: Clone + Ord,
+    {
+        let mut dropped = Vec::new();
+        self.origins.retain(|o, _| {
+            let k = keep(o);
+            if !k {
+                dropped.push(o.clone());
+            }
+            k
+        });
+        dropped
+    }
+
     /// Total number of live dots, over all elements and origins.
     pub fn live_dots(&self) -> usize {
         self.origins.values().map(|o| o.dots.len()).sum()

@@ -734,3 +734,75 @@ fn sync_returns_only_once_a_removal_has_reached_every_peer() {
         },
     );
 }
+
+/// N7: groups state pushed for an origin that SWIM has never seen is not merged (so it
+/// can never linger past every permdown, since `down` hides only a member's state), is
+/// counted as `unknown_origin`, and is not relayed: no node shows the ghost's member.
+/// A push of the same shape for a real member's process is merged (the control).
+#[test]
+fn state_for_an_origin_membership_never_saw_is_refused_counted_and_not_relayed() {
+    use mesh_core::node::StateFrame;
+    use mesh_core::registry::GroupEntry;
+    use mesh_crdt::Replica;
+    use mesh_transport::frame::Class;
+
+    fn push_for(origin: &str, incarnation: u64) -> Vec<u8> {
+        let mut r: Replica<String, GroupEntry> = Replica::new(origin.to_owned(), incarnation);
+        let groups = r.add(GroupEntry {
+            scope: "default".into(),
+            group: "ghosts".into(),
+            pid: Pid::new(origin, incarnation, 1),
+            meta: None,
+        });
+        let frame = StateFrame::Push {
+            groups,
+            names: mesh_crdt::Delta::new(),
+        };
+        rmp_serde::to_vec_named(&frame).expect("encodes")
+    }
+
+    for_each_seed(
+        "state_for_an_origin_membership_never_saw_is_refused_counted_and_not_relayed",
+        20,
+        |seed| {
+            let mut sim = cluster(seed, 3, secs(30))?;
+            let ghost = push_for("ghost", 1);
+            sim.with_node(0, |node, now| {
+                node.handle_frame(now, "n1", Class::State, &ghost)
+            });
+            sim.run_for(secs(5));
+            for n in 0..3 {
+                let seen = sim
+                    .node(n)
+                    .map_or(0, |node| node.registry().member_count("default", "ghosts"));
+                if seen != 0 {
+                    return Err(format!("n{n} shows the ghost's member"));
+                }
+            }
+            let refused = sim
+                .node(0)
+                .and_then(|node| node.stats().dropped.get("unknown_origin").copied())
+                .unwrap_or(0);
+            if refused == 0 {
+                return Err("the refusal was not counted".into());
+            }
+            // The control: a push for a process of n2 (a member, at its incarnation) is
+            // merged by n0.
+            let inc = sim
+                .node(2)
+                .map(|node| node.boot_incarnation())
+                .ok_or("n2 runs")?;
+            let member = push_for("n2", inc);
+            sim.with_node(0, |node, now| {
+                node.handle_frame(now, "n1", Class::State, &member)
+            });
+            let merged = sim
+                .node(0)
+                .is_some_and(|node| node.registry().member_count("default", "ghosts") == 1);
+            if !merged {
+                return Err("a member's state must be merged (the control)".into());
+            }
+            Ok(())
+        },
+    );
+}

@@ -11,7 +11,10 @@ use mesh_types::PeerRef;
 use serde::Serialize;
 
 use super::wire::{self, AeRequest, AeResponse, GroupsItem, StateFrame};
-use super::{DropReason, Node, Output, RequestFailed, RequestRefused, RequestTag, GROUPS, NAMES};
+use super::{
+    DropReason, Node, Output, RequestFailed, RequestRefused, RequestTag, GROUPS,
+    MAX_UNKNOWN_ORIGINS, NAMES,
+};
 use crate::dissemination::ChannelId;
 
 /// Largest anti-entropy response (bytes of deltas); the rest comes in later rounds.
@@ -90,12 +93,43 @@ impl Node {
         groups: &mesh_crdt::Delta<String, crate::registry::GroupEntry>,
         names: &mesh_crdt::Delta<String, crate::registry::NameClaim>,
     ) {
-        if self.registry.merge_groups(now, groups, &[]).is_err() {
+        let (groups, names) = (
+            self.known_origins_only(groups),
+            self.known_origins_only(names),
+        );
+        if self.registry.merge_groups(now, &groups, &[]).is_err() {
             self.stats.drop_input(DropReason::RefusedDelta);
         }
-        if self.registry.merge_names(now, names).is_err() {
+        if self.registry.merge_names(now, &names).is_err() {
             self.stats.drop_input(DropReason::RefusedDelta);
         }
+    }
+
+    /// `delta` without the partitions of origins SWIM has never seen (N7): each is
+    /// counted as `unknown_origin` and remembered, so that this node asks the origin for
+    /// its state once it comes up. A node's own state arrives on its SWIM packets, after
+    /// SWIM has seen it, so formation is not slowed; anything else repairs by
+    /// anti-entropy with members.
+    fn known_origins_only<E>(
+        &mut self,
+        delta: &mesh_crdt::Delta<String, E>,
+    ) -> mesh_crdt::Delta<String, E>
+    where
+        E: Clone,
+    {
+        let known = |o: &String| *o == self.name || self.membership.member(o).is_some();
+        if delta.origins().all(known) {
+            return delta.clone();
+        }
+        let mut kept = delta.clone();
+        let dropped = kept.retain_origins(known);
+        for origin in dropped {
+            self.stats.drop_input(DropReason::UnknownOrigin);
+            if self.unknown_origins.len() < MAX_UNKNOWN_ORIGINS {
+                self.unknown_origins.insert(origin);
+            }
+        }
+        kept
     }
 
     /// Hands an item to dissemination (`own`: made here, so pushed directly to every
@@ -114,10 +148,13 @@ impl Node {
 
     pub(super) fn apply_item(&mut self, now: Instant, channel: ChannelId, item: Bytes) {
         self.stats.delta_bytes_in += item.len() as u64;
+        let stripped;
         let changed = if channel == GROUPS {
             match wire::decode::<GroupsItem>(&item) {
                 Ok(g) => {
-                    let Ok(changed) = self.registry.merge_groups(now, &g.delta, &g.exited) else {
+                    let delta = self.known_origins_only(&g.delta);
+                    stripped = delta.origins().count() != g.delta.origins().count();
+                    let Ok(changed) = self.registry.merge_groups(now, &delta, &g.exited) else {
                         self.stats.drop_input(DropReason::RefusedDelta);
                         return;
                     };
@@ -136,13 +173,18 @@ impl Node {
             }
         } else if channel == NAMES {
             match wire::decode::<mesh_crdt::Delta<String, crate::registry::NameClaim>>(&item) {
-                Ok(d) => match self.registry.merge_names(now, &d) {
-                    Ok(changed) => changed,
-                    Err(_) => {
-                        self.stats.drop_input(DropReason::RefusedDelta);
-                        return;
+                Ok(d) => {
+                    let kept = self.known_origins_only(&d);
+                    stripped = kept.origins().count() != d.origins().count();
+                    let merged = self.registry.merge_names(now, &kept);
+                    match merged {
+                        Ok(changed) => changed,
+                        Err(_) => {
+                            self.stats.drop_input(DropReason::RefusedDelta);
+                            return;
+                        }
                     }
-                },
+                }
                 Err(_) => {
                     self.stats.drop_input(DropReason::MalformedDelta);
                     return;
@@ -154,8 +196,11 @@ impl Node {
         };
         if changed {
             self.stats.deltas_applied += 1;
-            // Rumor mongering: what was news here is passed on.
-            self.spread(now, channel, item, false);
+            // Rumor mongering: what was news here is passed on (but not an item that
+            // carried unknown origins' state: this node does not vouch for it).
+            if !stripped {
+                self.spread(now, channel, item, false);
+            }
         }
     }
 

@@ -33,6 +33,10 @@
 //!   delivery is immediate, remote messages to a node share one ordered stream.
 //! - **N4 one frame per node.** A group send carries one frame per remote node holding
 //!   members, whatever the number of members there.
+//! - **N7 no state without a member.** Groups and names state of an origin SWIM has
+//!   never seen is not merged and not relayed (counted as `unknown_origin`); once the
+//!   origin comes up, this node asks it for its state. So state pushed for a node that
+//!   never joined cannot linger past every permdown (down hides only what a member had).
 //!
 //! Liveness (checked in the simulator over many seeds):
 //! - **N5 convergence.** After a heal, every live node's visible groups and names are
@@ -48,7 +52,7 @@ mod processes;
 mod send;
 pub(crate) mod wire;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -90,6 +94,10 @@ use claims_plane::{
 pub const GROUPS: ChannelId = ChannelId(0);
 /// The dissemination channel of eventual-name deltas.
 pub const NAMES: ChannelId = ChannelId(1);
+
+/// Most origins remembered as refused (N7) until they come up; beyond it, their state
+/// comes with the periodic anti-entropy rounds.
+pub const MAX_UNKNOWN_ORIGINS: usize = 1024;
 
 /// Up to this many live peers, a change made on this node is pushed to every peer
 /// directly (dissemination's direct push, D1): one hop, `n` small frames per change.
@@ -354,6 +362,9 @@ pub struct Node {
     lags: Vec<Duration>,
     stats: NodeStats,
     quorum: Option<QuorumPlane>,
+    /// Origins whose state was refused because SWIM had never seen them (N7): asked for
+    /// their state by anti-entropy when they come up.
+    unknown_origins: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Node {
@@ -408,6 +419,9 @@ crate::reason::reasons! {
         MalformedControlFrame => "malformed_control_frame",
         /// A quorum message to a node that is not a live member.
         PeerUnreachable => "peer_unreachable",
+        /// Groups or names state of an origin SWIM has never seen (N7): not merged, not
+        /// relayed.
+        UnknownOrigin => "unknown_origin",
     }
 }
 
@@ -482,6 +496,7 @@ impl Node {
             lags: Vec::new(),
             stats: NodeStats::default(),
             quorum,
+            unknown_origins: BTreeSet::new(),
         };
         node.drain_registry(now);
         Ok(node)
@@ -850,7 +865,8 @@ impl Node {
                 // whether to unhide them (same incarnation) or drop them (a restart).
                 // Others are reached by the periodic rounds; an exchange per Up would
                 // cost N² digests when a cluster forms.
-                if self.registry.hidden_nodes().contains(&name) {
+                let refused = self.unknown_origins.remove(&name);
+                if refused || self.registry.hidden_nodes().contains(&name) {
                     self.dissem.request_anti_entropy(now, &name);
                 }
             }
