@@ -401,10 +401,10 @@ pub fn error_kind(e: &CallError) -> String {
 }
 
 /// The outcome of one call as the loops see it: the result, or the error's kind.
-fn outcome(r: Result<Result<CallOk, CallError>, ApiError>) -> Result<Result<CallOk, String>> {
+fn outcome(r: Result<CallOk, ApiError<CallError>>) -> Result<Result<CallOk, String>> {
     match r {
-        Ok(Ok(ok)) => Ok(Ok(ok)),
-        Ok(Err(e)) => Ok(Err(error_kind(&e))),
+        Ok(ok) => Ok(Ok(ok)),
+        Err(ApiError::Failed(e)) => Ok(Err(error_kind(&e))),
         Err(ApiError::Busy) => Ok(Err("busy".to_owned())),
         Err(ApiError::Stopped) => bail!("the agent stopped"),
     }

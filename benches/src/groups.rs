@@ -471,7 +471,7 @@ pub fn mesh_in_process(s: &TpSettings) -> Result<Throughput> {
     while t0.elapsed() < s.duration {
         let now = Instant::now();
         for _ in 0..s.batch {
-            match node.send(now, None, &dest, payload.clone(), false) {
+            match node.send(now, None, &dest, payload.clone()) {
                 Ok(_) => tp.sends += 1,
                 Err(_) => tp.send_errors += 1,
             }
@@ -533,7 +533,7 @@ pub fn mesh_in_memory(s: &TpSettings, seed: u64) -> Result<Throughput> {
                 let mut ok = 0;
                 let mut err = 0;
                 for _ in 0..batch {
-                    match n.send(now, None, &d, p.clone(), false) {
+                    match n.send(now, None, &d, p.clone()) {
                         Ok(_) => ok += 1,
                         Err(_) => err += 1,
                     }
@@ -661,7 +661,7 @@ impl GroupsWorker {
             let process = agent.spawn(None).await?;
             agent
                 .join(DEFAULT_SCOPE, &group, process.pid(), None)
-                .await?
+                .await
                 .map_err(|e| anyhow!("join: {e}"))?;
             let count = delivered.clone();
             tokio::spawn(async move {
@@ -727,7 +727,7 @@ async fn send_window(
                 // The refusals of the previous call's frames are counted by now.
                 let bp = backpressure(n);
                 for _ in 0..batch {
-                    match n.send(now, None, &d, p.clone(), false) {
+                    match n.send(now, None, &d, p.clone()) {
                         Ok(r) => {
                             ok += 1;
                             reached = (r.remote_targets + r.delivered_local) as u64;

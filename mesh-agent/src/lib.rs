@@ -30,7 +30,7 @@
 //! let agent = Agent::start(config).await?;
 //! // A process: a mailbox with a PID. It joins a group and answers what arrives.
 //! let worker = agent.spawn(None).await?;
-//! agent.join("default", &["workers".to_owned()], worker.pid(), None).await??;
+//! agent.join("default", &["workers".to_owned()], worker.pid(), None).await?;
 //! while let Some(delivery) = worker.recv().await {
 //!     if let Delivery::Message { payload, .. } = delivery {
 //!         println!("got {} bytes", payload.len());

@@ -44,8 +44,10 @@ use mesh_core::identity::NodeId;
 use mesh_core::membership::{
     EventKind, MemberState, Membership, MembershipConfig, MembershipEvent, Profile, SwimTimer,
 };
+use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{
-    Completion, Node, NodeConfig, OpId, Output, RequestFailed, RequestTag, StateFrame, StoreBoot,
+    Command, CommandId, Node, NodeConfig, Output, Reply, RequestFailed, RequestTag, StateFrame,
+    StoreBoot,
 };
 use mesh_core::quorum::store::load_acceptor;
 use mesh_core::quorum::{AcceptorStore, MemStore};
@@ -293,8 +295,8 @@ pub struct Sim {
     /// User streams (from, to) whose send queue is full: the transport refuses their
     /// frames, as a stalled peer's full QUIC stream does in the shell.
     full_user_streams: HashSet<(usize, usize)>,
-    /// Nodes whose user frames were refused since the last [`Sim::send_via_shell`].
-    refused_user: Vec<String>,
+    /// The last command id handed out ([`Sim::command`]).
+    next_command: u64,
     /// Configuration every booted node gets (its membership seeds and profile are set
     /// per node).
     pub node_config: NodeConfig,
@@ -339,7 +341,7 @@ impl Sim {
             requests_failed: 0,
             stream_tail: HashMap::new(),
             full_user_streams: HashSet::new(),
-            refused_user: Vec::new(),
+            next_command: 0,
             node_config: NodeConfig::default(),
             lose_broadcasts: false,
             broadcasts_lost: 0,
@@ -504,10 +506,41 @@ impl Sim {
         }
     }
 
-    /// Sends from node `n` as the agent's shell does (`send_now` in
-    /// `mesh_agent::runtime`): the node's frames are carried out at once, and the
-    /// transport's refusals are settled by [`Node::settle_send`] into the sender's
-    /// result. `None` if the node is not running.
+    /// Hands node `n` a command ([`Node::handle_command`]) under a fresh id; its reply
+    /// is in [`Sim::results`] once it comes ([`Sim::reply`]). `None` if the node is not
+    /// running.
+    pub fn command(&mut self, n: usize, cmd: Command) -> Option<CommandId> {
+        self.next_command += 1;
+        let id = CommandId(self.next_command);
+        self.with_node(n, |node, now| node.handle_command(now, id, cmd))?;
+        Some(id)
+    }
+
+    /// The reply to command `id` of node `n`, if it came.
+    pub fn reply(&self, n: usize, id: CommandId) -> Option<Reply> {
+        self.results.iter().rev().find_map(|(node, out)| match out {
+            Output::Completed { id: c, result } if *node == n && *c == id => Some(result.clone()),
+            _ => None,
+        })
+    }
+
+    /// Runs until command `id` of node `n` has its reply (or `limit` passes).
+    pub fn await_reply(&mut self, n: usize, id: CommandId, limit: Duration) -> Option<Reply> {
+        self.run_until(limit, |s| s.reply(n, id).is_some());
+        self.reply(n, id)
+    }
+
+    /// Runs command `cmd` on node `n` and waits up to `limit` for its reply.
+    pub fn run_command(&mut self, n: usize, cmd: Command, limit: Duration) -> Option<Reply> {
+        let id = self.command(n, cmd)?;
+        self.await_reply(n, id, limit)
+    }
+
+    /// Sends from node `n` as the agent's shell does ([`Command::Send`] or
+    /// [`Command::SendConfirmed`]): the frames are carried out at once and the
+    /// transport's refusals settle the reply in the core. A confirmed send runs the
+    /// simulation until its acks ended (its outcome is in [`Sim::results`]). `None` if
+    /// the node is not running (or a confirmed send got no reply in time).
     pub fn send_via_shell(
         &mut self,
         n: usize,
@@ -516,24 +549,32 @@ impl Sim {
         payload: Bytes,
         ack: bool,
     ) -> Option<Result<mesh_core::node::SendReceipt, mesh_core::node::SendError>> {
-        self.drain(n);
-        self.refused_user.clear();
-        let now = self.local_now(n);
-        let sent = self.nodes[n]
-            .node
-            .as_mut()?
-            .send(now, from, dest, payload, ack);
-        self.drain(n);
-        let refused = std::mem::take(&mut self.refused_user);
-        let settled = match sent {
-            Ok(receipt) => self.nodes[n]
-                .node
-                .as_mut()?
-                .settle_send(dest, receipt, refused),
-            Err(e) => Err(e),
+        let dest = dest.clone();
+        let cmd = if ack {
+            Command::SendConfirmed {
+                from,
+                dest,
+                payload,
+            }
+        } else {
+            Command::Send {
+                from,
+                dest,
+                payload,
+            }
         };
-        self.drain(n);
-        Some(settled)
+        let id = self.command(n, cmd)?;
+        let reply = if ack {
+            // The reply comes once every remote node answered, or at the ack timeout.
+            self.await_reply(n, id, mesh_core::node::ACK_TIMEOUT + Duration::from_secs(1))
+        } else {
+            self.reply(n, id)
+        };
+        match reply? {
+            Reply::Sent(r) => Some(r),
+            Reply::Confirmed(r) => Some(r.map(|(receipt, _)| receipt)),
+            other => panic!("a send replied {other:?}"),
+        }
     }
 
     /// Configures the quorum plane with `voters` (node indices) for every node booted
@@ -553,46 +594,32 @@ impl Sim {
         self.nodes[n].store = None;
     }
 
-    /// Starts a claims call on node `n`; `None` if it is dead, `Some(Err)` if it was
-    /// refused at once.
-    pub fn claims_call(
-        &mut self,
-        n: usize,
-        ttl: Option<Duration>,
-        f: impl FnOnce(
-            &mut mesh_core::claims::Holder,
-            Instant,
-        ) -> Result<mesh_core::claims::CallId, mesh_core::claims::ClaimsError>,
-    ) -> Option<
-        Result<mesh_core::node::claims_plane::ClaimCall, mesh_core::node::claims_plane::CallError>,
-    > {
-        self.with_node(n, |node, now| node.claims_call(now, ttl, f))
+    /// Starts a claims or strong-name command on node `n`; `None` if it is dead.
+    pub fn claims_command(&mut self, n: usize, cmd: Command) -> Option<CommandId> {
+        self.command(n, cmd)
     }
 
-    /// The result of claims call `call` on node `n`, if it finished.
+    /// The result of claims command `id` on node `n`, if it finished.
     pub fn claim_result(
         &self,
         n: usize,
-        call: mesh_core::node::claims_plane::ClaimCall,
-    ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
-        self.results.iter().rev().find_map(|(node, out)| match out {
-            Output::Completed {
-                id: OpId::Claims(c),
-                result: Completion::Claims(result),
-            } if *node == n && *c == call => Some(result.clone()),
-            _ => None,
-        })
+        id: CommandId,
+    ) -> Option<Result<mesh_core::claims::CallOk, CallError>> {
+        match self.reply(n, id)? {
+            Reply::Claims(r) => Some(r),
+            other => panic!("a claims command replied {other:?}"),
+        }
     }
 
-    /// Runs until claims call `call` on node `n` finished (or `limit` passes).
+    /// Runs until claims command `id` on node `n` finished (or `limit` passes).
     pub fn await_claim(
         &mut self,
         n: usize,
-        call: mesh_core::node::claims_plane::ClaimCall,
+        id: CommandId,
         limit: Duration,
-    ) -> Option<Result<mesh_core::claims::CallOk, mesh_core::claims::ClaimsError>> {
-        self.run_until(limit, |s| s.claim_result(n, call).is_some());
-        self.claim_result(n, call)
+    ) -> Option<Result<mesh_core::claims::CallOk, CallError>> {
+        self.run_until(limit, |s| s.claim_result(n, id).is_some());
+        self.claim_result(n, id)
     }
 
     /// Node `n`'s state machine, if it is running.
@@ -676,6 +703,8 @@ impl Sim {
             }
         }
         let life = self.nodes[n].life;
+        // A send's marker was reached: its reply is in the node's outputs now.
+        let mut carried = false;
         for out in outs {
             match out {
                 Output::Datagram { to, data } => self.send(n, &to, data),
@@ -690,7 +719,6 @@ impl Sim {
                         if let Some(node) = self.nodes[n].node.as_mut() {
                             node.frame_refused(&name, class);
                         }
-                        self.refused_user.push(name);
                     } else if let Some(target) = target {
                         self.send_frame(n, target, class, payload);
                     } else {
@@ -741,12 +769,23 @@ impl Sim {
                     },
                 ),
                 Output::Fatal(why) => self.nodes[n].fatal.push(why),
+                Output::Carried(mark) => {
+                    let now = self.local_now(n);
+                    if let Some(node) = self.nodes[n].node.as_mut() {
+                        node.handle_carried(now, mark);
+                        carried = true;
+                    }
+                }
                 // Outcomes of acknowledged sends, barriers, claims calls and holds are
                 // kept for the tests, in order.
                 Output::Completed { .. } | Output::ClaimEvent(_) | Output::HoldEnded { .. } => {
                     self.results.push((n, out));
                 }
             }
+        }
+        if carried {
+            self.drain(n);
+            return;
         }
         if let Some(at) = self.nodes[n].node.as_ref().and_then(Node::poll_timeout) {
             let at = self

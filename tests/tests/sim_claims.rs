@@ -12,7 +12,7 @@ use std::time::Duration;
 use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, HoldOutcome, Unavailable};
 use mesh_core::membership::MemberState;
 use mesh_core::node::claims_plane::CallError;
-use mesh_core::node::{Dest, Output};
+use mesh_core::node::{Command, CommandId, Dest, Output};
 use mesh_core::process::Delivery;
 use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
 
@@ -47,11 +47,24 @@ fn cluster(seed: u64) -> Result<Sim, String> {
     Ok(sim)
 }
 
+/// The command `Claim { task }` with the default TTL.
+fn claim_cmd(task: &str) -> Command {
+    Command::Claim {
+        task: task.to_owned(),
+        ttl: None,
+    }
+}
+
+/// Runs `cmd` on node `n` and returns its reply if it came at once (a refusal, with
+/// nothing submitted).
+fn at_once(sim: &mut Sim, n: usize, cmd: Command) -> Option<Result<CallOk, CallError>> {
+    let id = sim.command(n, cmd)?;
+    sim.claim_result(n, id)
+}
+
 fn claim(sim: &mut Sim, n: usize, task: &str) -> Result<CallOk, String> {
-    let task = task.to_owned();
-    let call = match sim.claims_call(n, None, move |h, now| h.claim(now, &task)) {
-        Some(Ok(c)) => c,
-        other => return Err(format!("n{n}: claim refused at once: {other:?}")),
+    let Some(call) = sim.command(n, claim_cmd(task)) else {
+        return Err(format!("n{n} is not running"));
     };
     match sim.await_claim(n, call, secs(10)) {
         Some(Ok(ok)) => Ok(ok),
@@ -184,7 +197,7 @@ fn the_minority_side_answers_unavailable_and_the_majority_carries_on() {
             if !apart {
                 return Err("the partition was never seen".into());
             }
-            let r = sim.claims_call(3, None, |h, now| h.claim(now, "x"));
+            let r = at_once(&mut sim, 3, claim_cmd("x"));
             match r {
                 Some(Err(CallError::Claims(ClaimsError::Unavailable {
                     reason:
@@ -215,18 +228,18 @@ fn concurrent_strong_registrations_have_exactly_one_winner() {
             let mut sim = cluster(seed)?;
             let mut calls = Vec::new();
             for n in [3, 4] {
-                let made = sim.with_node(n, |node, now| {
-                    let (pid, mb) = node.spawn(None);
-                    let owner = pid.clone();
-                    let call = node.claims_call(now, None, move |h, now| {
-                        h.register_strong(now, "leader", owner, false)
-                    });
-                    (pid, mb, call)
-                });
-                match made {
-                    Some((pid, mb, Ok(call))) => calls.push((n, pid, mb, call)),
-                    other => return Err(format!("n{n}: {other:?}")),
-                }
+                let (pid, mb) = sim
+                    .with_node(n, |node, _| node.spawn(None))
+                    .ok_or(format!("n{n} is not running"))?;
+                let register = Command::RegisterStrong {
+                    name: "leader".into(),
+                    owner: pid.clone(),
+                    ephemeral: false,
+                };
+                let call = sim
+                    .command(n, register)
+                    .ok_or(format!("n{n} is not running"))?;
+                calls.push((n, pid, mb, call));
             }
             let mut winners = Vec::new();
             let mut losers = Vec::new();
@@ -235,9 +248,9 @@ fn concurrent_strong_registrations_have_exactly_one_winner() {
                     Some(Ok(CallOk::Registered { version, .. })) => {
                         winners.push((pid.clone(), version))
                     }
-                    Some(Err(ClaimsError::Rejected(ClaimReject::NameTaken { owner, .. }))) => {
-                        losers.push(owner)
-                    }
+                    Some(Err(CallError::Claims(ClaimsError::Rejected(
+                        ClaimReject::NameTaken { owner, .. },
+                    )))) => losers.push(owner),
                     other => return Err(format!("n{n}: {other:?}")),
                 }
             }
@@ -265,7 +278,6 @@ fn concurrent_strong_registrations_have_exactly_one_winner() {
                     None,
                     &Dest::Strong("leader".into()),
                     bytes::Bytes::from_static(b"hi"),
-                    false,
                 )
             });
             if !matches!(sent, Some(Ok(_))) {
@@ -352,9 +364,14 @@ fn claims_with_two_ttls_in_one_shard_both_hold() {
         .expect("a task in the same shard");
     let first = claim(&mut sim, 3, &a).expect("default TTL claim");
     let call = sim
-        .claims_call(3, Some(secs(5)), move |h, now| h.claim(now, &b))
-        .expect("n3 runs")
-        .expect("accepted");
+        .command(
+            3,
+            Command::Claim {
+                task: b,
+                ttl: Some(secs(5)),
+            },
+        )
+        .expect("n3 runs");
     match sim.await_claim(3, call, secs(10)) {
         Some(Ok(CallOk::Claimed { .. })) => {}
         other => panic!("the 5 s claim in the same shard: {other:?}"),
@@ -440,13 +457,15 @@ fn a_register_over_the_frame_limit_is_refused_at_its_source_and_shows_stalled() 
 /// Releases `task` on node `n` with `token` ([`mesh_core::node::Node::release`]) and
 /// waits for the outcome.
 fn release(sim: &mut Sim, n: usize, task: &str, token: u64) -> Result<CallOk, ClaimsError> {
-    let call = match sim.with_node(n, |node, now| node.release(now, task, token)) {
-        Some(Ok(c)) => c,
-        Some(Err(CallError::Claims(e))) => return Err(e),
-        other => panic!("n{n}: release refused at once: {other:?}"),
+    let release = Command::Release {
+        task: task.to_owned(),
+        token,
     };
+    let call = sim.command(n, release).expect("node runs");
     match sim.await_claim(n, call, secs(10)) {
-        Some(r) => r,
+        Some(Ok(ok)) => Ok(ok),
+        Some(Err(CallError::Claims(e))) => Err(e),
+        Some(Err(other)) => panic!("n{n}: release refused at once: {other:?}"),
         None => panic!("n{n}: no release result within 10 s"),
     }
 }
@@ -502,17 +521,33 @@ fn a_release_with_a_stale_token_is_refused_and_changes_nothing() {
     );
 }
 
-/// Opens a hold on `task` at node `n` ([`mesh_core::node::Node::hold`]) and waits for
-/// its claim; the token.
-fn hold(sim: &mut Sim, n: usize, task: &str) -> Result<u64, String> {
-    let call = match sim.with_node(n, |node, now| node.hold(now, task, None)) {
-        Some(Ok(c)) => c,
-        other => return Err(format!("n{n}: hold refused at once: {other:?}")),
-    };
+/// The command `Hold { task }` with the default TTL.
+fn hold_cmd(task: &str) -> Command {
+    Command::Hold {
+        task: task.to_owned(),
+        ttl: None,
+    }
+}
+
+/// Opens a hold on `task` at node `n` ([`Command::Hold`]) and waits for its claim; the
+/// token, and the command that opened the hold (to end it with).
+fn hold(sim: &mut Sim, n: usize, task: &str) -> Result<(u64, CommandId), String> {
+    let call = sim
+        .command(n, hold_cmd(task))
+        .ok_or(format!("n{n} is not running"))?;
     match sim.await_claim(n, call, secs(10)) {
-        Some(Ok(ok)) => Ok(token_of(&ok)),
+        Some(Ok(ok)) => Ok((token_of(&ok), call)),
         other => Err(format!("n{n}: hold's claim: {other:?}")),
     }
+}
+
+/// Ends the hold on `task` that command `hold` opened on node `n`.
+fn end_hold(sim: &mut Sim, n: usize, task: &str, hold: CommandId) {
+    let end = Command::EndHold {
+        task: task.to_owned(),
+        hold,
+    };
+    sim.command(n, end);
 }
 
 /// How the release of node `n`'s hold on `task` ended, once it has.
@@ -538,16 +573,24 @@ fn a_hold_excludes_other_claims_of_its_task_and_its_end_releases_the_claim() {
         SEEDS,
         |seed| {
             let mut sim = cluster(seed)?;
-            let token = hold(&mut sim, 3, "job")?;
-            match sim.with_node(3, |node, now| node.claim(now, "job", None)) {
+            let (token, opened) = hold(&mut sim, 3, "job")?;
+            match at_once(&mut sim, 3, claim_cmd("job")) {
                 Some(Err(CallError::UnderHold { .. })) => {}
                 other => return Err(format!("a claim under a hold: {other:?}")),
             }
-            match sim.with_node(3, |node, now| node.hold(now, "job", None)) {
+            let second = sim.command(3, hold_cmd("job")).ok_or("n3 runs")?;
+            match sim.claim_result(3, second) {
                 Some(Err(CallError::AlreadyHeld { token: t, .. })) if t == token => {}
                 other => return Err(format!("a second hold: {other:?}")),
             }
-            sim.with_node(3, |node, now| node.end_hold(now, "job"));
+            // C5: the refused hold's command ends nothing; the task stays under the
+            // first hold.
+            end_hold(&mut sim, 3, "job", second);
+            match at_once(&mut sim, 3, claim_cmd("job")) {
+                Some(Err(CallError::UnderHold { .. })) => {}
+                other => return Err(format!("a refused hold's end ended a hold: {other:?}")),
+            }
+            end_hold(&mut sim, 3, "job", opened);
             sim.run_until(secs(10), |s| hold_ended(s, 3, "job").is_some());
             match hold_ended(&sim, 3, "job") {
                 Some((t, HoldOutcome::Released)) if t == token => {}
@@ -574,10 +617,10 @@ fn a_hold_ended_in_a_partition_never_releases_the_next_holders_claim() {
         SEEDS,
         |seed| {
             let mut sim = cluster(seed)?;
-            let token = hold(&mut sim, 3, "job")?;
+            let (token, opened) = hold(&mut sim, 3, "job")?;
             sim.partition(&[3], &[0, 1, 2, 4]);
-            sim.with_node(3, |node, now| node.end_hold(now, "job"));
-            match sim.with_node(3, |node, now| node.claim(now, "job", None)) {
+            end_hold(&mut sim, 3, "job", opened);
+            match at_once(&mut sim, 3, claim_cmd("job")) {
                 Some(Err(CallError::UnderHold { .. })) => {}
                 other => return Err(format!("a claim while the release runs: {other:?}")),
             }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mesh_core::node::MonitorItem;
-use mesh_core::node::{Completion, Dest, GroupMode, OpId, Output, SyncMode};
+use mesh_core::node::{Command, Dest, GroupMode, Reply, SyncMode};
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
 use mesh_core::registry::{ConflictPolicy, MonitorId, MonitorView, RegistryConfig};
@@ -220,7 +220,7 @@ impl Workload {
                         group,
                         mode: GroupMode::All,
                     };
-                    let _ = node.send(now, from, &dest, bytes::Bytes::from_static(b"x"), false);
+                    let _ = node.send(now, from, &dest, bytes::Bytes::from_static(b"x"));
                 });
             }
         }
@@ -635,21 +635,17 @@ fn a_node_back_before_permdown_is_unhidden_with_node_restored_events() {
 /// Runs a `sync(All)` on node `n` and steps the simulator one instant at a time until
 /// its completion comes out; returns the barrier's result (Err if it never completed).
 fn sync_all(sim: &mut Sim, n: usize, timeout: Duration) -> Result<(), String> {
-    let id = sim
-        .with_node(n, |node, now| node.sync(now, SyncMode::All, timeout))
-        .ok_or("node is dead")?;
+    let sync = Command::Sync {
+        mode: SyncMode::All,
+        timeout,
+    };
+    let id = sim.command(n, sync).ok_or("node is dead")?;
     let deadline = sim.elapsed() + timeout + secs(1);
     loop {
-        let done = sim.results.iter().position(|(m, out)| {
-            *m == n && matches!(out, Output::Completed { id: OpId::Sync(i), .. } if *i == id)
-        });
-        if let Some(i) = done {
-            return match sim.results.remove(i).1 {
-                Output::Completed {
-                    result: Completion::Sync(result),
-                    ..
-                } => result.map_err(|e| e.to_string()),
-                _ => Err("not a barrier's completion".into()),
+        if let Some(reply) = sim.reply(n, id) {
+            return match reply {
+                Reply::Synced(result) => result.map_err(|e| e.to_string()),
+                other => Err(format!("not a barrier's reply: {other:?}")),
             };
         }
         if sim.elapsed() > deadline || !sim.step() {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_core::node::{Completion, Dest, GroupMode, OpId, Output, SendError, Undeliverable};
+use mesh_core::node::{Command, Dest, GroupMode, Output, Reply, SendError, Undeliverable};
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Mailbox};
 use mesh_tests::sim::{for_each_seed, LinkConfig, Sim};
@@ -70,7 +70,7 @@ fn a_group_send_is_one_frame_per_remote_node_and_reaches_every_member_once() {
                 mode: GroupMode::All,
             };
             let receipt = node
-                .send(now, None, &dest, Bytes::from_static(b"once"), false)
+                .send(now, None, &dest, Bytes::from_static(b"once"))
                 .expect("sent");
             assert_eq!((receipt.remote_nodes, receipt.remote_targets), (4, 20));
             let mut frames = 0;
@@ -96,7 +96,7 @@ fn a_group_send_is_one_frame_per_remote_node_and_reaches_every_member_once() {
             group: "g".into(),
             mode: GroupMode::All,
         };
-        node.send(now, None, &dest, Bytes::from_static(b"once"), false)
+        node.send(now, None, &dest, Bytes::from_static(b"once"))
             .expect("sent")
     });
     sim.run_for(secs(1));
@@ -127,13 +127,7 @@ fn messages_between_one_sender_and_one_receiver_keep_their_order_under_jitter_an
             for i in 0..200u32 {
                 let payload = Bytes::from(i.to_be_bytes().to_vec());
                 let r = sim.with_node(0, |n, now| {
-                    n.send(
-                        now,
-                        Some(tx.clone()),
-                        &Dest::Pid(rx.clone()),
-                        payload,
-                        false,
-                    )
+                    n.send(now, Some(tx.clone()), &Dest::Pid(rx.clone()), payload)
                 });
                 if !matches!(r, Some(Ok(_))) {
                     return Err(format!("send {i}: {r:?}"));
@@ -165,10 +159,8 @@ fn undeliverable_sends_are_errors_to_the_sender() {
     let (remote, _rmb) = members(&mut sim, 1, "far", 1, 1).pop().expect("remote");
     sim.run_for(secs(1));
     let send = |sim: &mut Sim, dest: Dest, ack: bool| {
-        sim.with_node(0, |n, now| {
-            n.send(now, None, &dest, Bytes::from_static(b"x"), ack)
-        })
-        .expect("n0 runs")
+        sim.send_via_shell(0, None, &dest, Bytes::from_static(b"x"), ack)
+            .expect("n0 runs")
     };
     let ghost = Pid::new("n0", local.incarnation, 999);
     assert_eq!(
@@ -204,7 +196,7 @@ fn undeliverable_sends_are_errors_to_the_sender() {
     sim.run_for(secs(1));
     let refusal = sim.results.iter().rev().find_map(|(n, out)| match out {
         Output::Completed {
-            result: Completion::Send(outcome),
+            result: Reply::Confirmed(Ok((_, outcome))),
             ..
         } if *n == 0 && !outcome.failed.is_empty() => Some(outcome.failed.clone()),
         _ => None,
@@ -269,28 +261,18 @@ fn a_full_send_queue_is_the_senders_error_for_one_process_and_a_footnote_for_a_g
                 mode: GroupMode::All,
             };
             let sent_at = sim.elapsed();
-            let receipt = match sim.send_via_shell(0, None, &group, Bytes::from_static(b"b"), true)
-            {
-                Some(Ok(r)) => r,
+            let confirmed = Command::SendConfirmed {
+                from: None,
+                dest: group,
+                payload: Bytes::from_static(b"b"),
+            };
+            let (receipt, outcome) = match sim.run_command(0, confirmed, secs(10)) {
+                Some(Reply::Confirmed(Ok(r))) => r,
                 other => return Err(format!("a group send must succeed in part: {other:?}")),
             };
             if receipt.refused_nodes != vec!["n1".to_owned()] {
                 return Err(format!("refused nodes: {:?}", receipt.refused_nodes));
             }
-            let ack = receipt
-                .pending
-                .ok_or("an acknowledged group send has a pending ack")?;
-            let outcome = |s: &Sim| {
-                s.results.iter().find_map(|(n, o)| match o {
-                    Output::Completed {
-                        id: OpId::Send(id),
-                        result: Completion::Send(outcome),
-                    } if *n == 0 && *id == ack => Some(outcome.clone()),
-                    _ => None,
-                })
-            };
-            sim.run_until(secs(10), |s| outcome(s).is_some());
-            let outcome = outcome(&sim).ok_or("no outcome for the group send")?;
             if outcome.refused != vec!["n1".to_owned()] || outcome.delivered != 1 {
                 return Err(format!("group outcome: {outcome:?}"));
             }

@@ -262,13 +262,15 @@ pub(super) fn describe(subject: &str, e: &CallError) -> (StatusCode, String) {
 
 /// Runs a call under [`CALL_DEADLINE`].
 pub(super) async fn settle<T>(
-    call: impl Future<Output = Result<Result<T, CallError>, ApiError>>,
+    call: impl Future<Output = Result<T, ApiError<CallError>>>,
 ) -> Result<T, CallFailure> {
     match tokio::time::timeout(CALL_DEADLINE, call).await {
         Err(_) => Err(CallFailure::Deadline),
-        Ok(Err(e)) => Err(CallFailure::Api(e)),
-        Ok(Ok(Err(e))) => Err(CallFailure::Call(e)),
-        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Err(e)) => Err(match e.into_failed() {
+            Ok(e) => CallFailure::Call(e),
+            Err(e) => CallFailure::Api(e),
+        }),
+        Ok(Ok(v)) => Ok(v),
     }
 }
 

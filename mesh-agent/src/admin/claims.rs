@@ -3,19 +3,18 @@
 //! reads of the shard tables). The table, properties and decisions are in
 //! [`calls`](super::calls).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::runtime::{Events, EventsError};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mesh_core::node::ReadError;
 use metrics::counter;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 use super::calls::{
     ms, ndjson, not_ready, remaining, settle, task_subject, unavailable, unexpected, QuorumApi,
@@ -230,47 +229,28 @@ pub(super) async fn release(
     }
 }
 
-/// A task under an open hold stream: ends the hold when dropped (the stream ended or
-/// the client went away). The core decides the rest ([`mesh_core::claims::hold`]):
-/// unless the claim was lost, it is released, with retries, and the outcome is counted
-/// in `mesh_claims_hold_releases_total{result}`.
+/// A task under an open hold stream. Its [`runtime::Hold`](crate::runtime::Hold) ends
+/// the hold when dropped (the stream ended or the client went away); the core decides
+/// the rest ([`mesh_core::claims::hold`]): unless the claim was lost, it is released,
+/// with retries, and the outcome is counted in `mesh_claims_hold_releases_total{result}`.
+/// A refused hold ends nothing (the task may be another stream's).
 pub(super) struct HoldGuard {
     api: QuorumApi,
     task: String,
-    /// Set (on the agent's loop) the moment the core opened the hold, so a client that
-    /// leaves while the claim is being decided still ends it, and a refused hold ends
-    /// nothing (the task may be another stream's).
-    opened: Arc<AtomicBool>,
-}
-
-impl Drop for HoldGuard {
-    fn drop(&mut self) {
-        if !self.opened.load(Ordering::SeqCst) {
-            return;
-        }
-        let agent = self.api.agent.clone();
-        let task = self.task.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move { agent.end_hold(&task).await });
-            }
-            // Only when the runtime itself is going away: the agent stops with it.
-            Err(_) => tracing::warn!(task = %self.task, "hold ended without a runtime to end it"),
-        }
-    }
+    _hold: crate::runtime::Hold,
 }
 
 /// The state of a hold stream between two lines.
-pub(super) struct Hold {
+pub(super) struct HoldStream {
     guard: HoldGuard,
     token: u64,
-    events: broadcast::Receiver<HolderEvent>,
+    events: Events<HolderEvent>,
     first: Option<HoldLine>,
     last_line: Instant,
     done: bool,
 }
 
-impl Hold {
+impl HoldStream {
     /// The next line, or `None` once the stream is over.
     async fn next_line(&mut self) -> Option<HoldLine> {
         if let Some(first) = self.first.take() {
@@ -306,8 +286,8 @@ impl Hold {
                     }
                     // Other tasks' events; a lagging receiver relies on the heartbeat's
                     // look at the claim below.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => {
+                    Ok(_) | Err(EventsError::Lagged(_)) => {}
+                    Err(EventsError::Closed) => {
                         return Some(self.lost("agent_stopped"));
                     }
                 },
@@ -348,16 +328,19 @@ pub(super) async fn hold(
 ) -> Response {
     let task = body.task.clone();
     let subject = task_subject(&task);
-    let guard = HoldGuard {
-        api: api.clone(),
-        task: task.clone(),
-        opened: Arc::default(),
-    };
     let ttl = body.ttl_ms.map(Duration::from_millis);
     // Subscribe before claiming, so that no loss can slip in between.
     let events = api.agent.subscribe_claims();
-    let hold = api.agent.hold(&task, ttl, Arc::clone(&guard.opened));
-    let (token, until) = match settle(hold).await {
+    let (hold, claimed) = match api.agent.hold(&task, ttl) {
+        Ok(started) => started,
+        Err(e) => return stopped(&e),
+    };
+    let guard = HoldGuard {
+        api: api.clone(),
+        task: task.clone(),
+        _hold: hold,
+    };
+    let (token, until) = match settle(claimed).await {
         Ok(CallOk::Claimed {
             token, valid_until, ..
         }) => (token, valid_until),
@@ -368,7 +351,7 @@ pub(super) async fn hold(
         Ok(left) => left,
         Err(e) => return stopped(&e),
     };
-    let state = Hold {
+    let state = HoldStream {
         guard,
         token,
         events,
@@ -429,15 +412,18 @@ pub(super) async fn claims(
     let mut late = Vec::new();
     for (shard, r) in futures_util::future::join_all(reads).await {
         match r {
-            Ok(Ok(Some(Ok(Some(table))))) => views.push(ShardView::new(shard, &table)),
+            Ok(Ok(Some(table))) => views.push(ShardView::new(shard, &table)),
             // Never written: shown only when asked for by number.
-            Ok(Ok(Some(Ok(None)))) if q.shard.is_some() => {
+            Ok(Ok(None)) if q.shard.is_some() => {
                 views.push(ShardView::new(shard, &ShardTable::default()));
             }
-            Ok(Ok(Some(Ok(None)))) => {}
-            Ok(Ok(Some(Err(_)))) | Err(_) => late.push(shard.0),
-            Ok(Ok(None)) => return unavailable(&Unavailable::NoVoters),
-            Ok(Err(e)) => return stopped(&e),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => match e.into_failed() {
+                Ok(ReadError::Timeout(_)) => late.push(shard.0),
+                Ok(ReadError::Off) => return unavailable(&Unavailable::NoVoters),
+                Err(e) => return stopped(&e),
+            },
+            Err(_) => late.push(shard.0),
         }
     }
     if !late.is_empty() {

@@ -14,11 +14,18 @@ use crate::runtime::ApiError;
 /// How often a `listen` or `claims/hold` stream writes a heartbeat line.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// The agent is stopping (`503`) or its command queue is full (`429`).
-pub(crate) fn stopped(e: &ApiError) -> Response {
+/// The agent is stopping (`503`) or its command queue is full (`429`). Routes match
+/// their family's refusals first; one that reaches here is a route's bug, said as such.
+pub(crate) fn stopped<E: std::fmt::Display>(e: &ApiError<E>) -> Response {
     let status = match e {
         ApiError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Failed(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unhandled refusal {e}; this is a bug in mesh, please report it"),
+            )
+        }
     };
     json_error(status, e.to_string())
 }

@@ -31,11 +31,11 @@ use serde::{Deserialize, Serialize};
 use super::common::{bad_request, json_rejection, stopped, ApiJson, HEARTBEAT};
 use super::groups::{Policy, DEFAULT_SCOPE};
 use super::json_error;
+use crate::runtime::ApiError;
 use crate::runtime::{AgentHandle, ProcessHandle};
-use mesh_core::node::{Dest, GroupMode, NodeOpError, SendError, SyncMode};
+use mesh_core::node::{Dest, GroupMode, NameError, SendError, SyncMode};
 use mesh_core::pid::Pid;
 use mesh_core::process::Delivery;
-use mesh_core::registry::RegisterError;
 
 /// The routes of this module, over a running agent.
 pub(crate) fn routes() -> Router<AgentHandle> {
@@ -176,8 +176,8 @@ async fn send(State(h): State<AgentHandle>, ApiJson(body): ApiJson<SendBody>) ->
     };
     let single = dest.is_single();
     let (receipt, outcome) = match h.send_confirmed(None, dest, payload).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return send_error(&e),
+        Ok(v) => v,
+        Err(ApiError::Failed(e)) => return send_error(&e),
         Err(e) => return stopped(&e),
     };
     let mut failed: Vec<Failed> = receipt
@@ -339,9 +339,8 @@ async fn listen(State(h): State<AgentHandle>, ApiJson(body): ApiJson<ListenBody>
             .join(&scope, &body.groups, process.pid(), body.meta.clone())
             .await
         {
-            Ok(Ok(())) => {}
-            Ok(Err(NodeOpError::Op(e))) => return bad_request(e.to_string()),
-            Ok(Err(e)) => return bad_request(e.to_string()),
+            Ok(()) => {}
+            Err(ApiError::Failed(e)) => return bad_request(e.to_string()),
             Err(e) => return stopped(&e),
         }
     }
@@ -351,14 +350,14 @@ async fn listen(State(h): State<AgentHandle>, ApiJson(body): ApiJson<ListenBody>
             .register(name, process.pid(), body.meta.clone(), policy)
             .await
         {
-            Ok(Ok(())) => {}
-            Ok(Err(NodeOpError::Op(RegisterError::AlreadyRegistered(holder)))) => {
+            Ok(()) => {}
+            Err(ApiError::Failed(NameError::AlreadyRegistered(holder))) => {
                 return json_error(
                     StatusCode::CONFLICT,
                     format!("{name:?} is already registered to {holder}"),
                 )
             }
-            Ok(Err(e)) => return bad_request(e.to_string()),
+            Err(ApiError::Failed(e)) => return bad_request(e.to_string()),
             Err(e) => return stopped(&e),
         }
     }
@@ -437,8 +436,8 @@ async fn sync(
         .sync(body.mode, Duration::from_millis(body.timeout_ms))
         .await
     {
-        Ok(Ok(())) => Json(serde_json::json!({"ok": true})).into_response(),
-        Ok(Err(e)) => json_error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
+        Err(ApiError::Failed(e)) => json_error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         Err(e) => stopped(&e),
     }
 }

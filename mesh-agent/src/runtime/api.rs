@@ -1,48 +1,138 @@
 //! The application API of a running agent: processes, groups, names, send, monitors,
-//! the propagation barrier.
+//! the propagation barrier, claims and strong names.
 //!
-//! Every call is a closure run on the node task ([`AgentHandle::call`]), so it sees
-//! and changes the node's state atomically with respect to the network: a monitor's
-//! snapshot and its subscription, for instance, happen in one step. Calls fail with
-//! [`ApiError::Stopped`] once the agent has stopped, and with
-//! [`ApiError::Busy`] when the node's command queue is full (the caller should back
-//! off) — never by blocking the node.
+//! Every operation is a [`Command`] value handed to the node task, which runs it on the
+//! core ([`mesh_core::node::Node::handle_command`]) and answers with one [`Reply`]; the
+//! shell keeps one map from command id to waiter. So an operation sees and changes the
+//! node's state atomically with respect to the network: a monitor's snapshot and its
+//! subscription, for instance, happen in one step.
+//!
+//! Every method returns `Result<T, ApiError<E>>`, where `E` is its family's refusal
+//! ([`GroupError`] for joins and leaves, [`NameError`] for eventual names,
+//! [`SendError`], [`SyncError`], [`CallError`] for claims and strong names,
+//! [`ReadError`], [`ProcessError`]). [`ApiError::Stopped`] and [`ApiError::Busy`] did
+//! nothing; [`ApiError::Failed`] says in `E`'s variant what happened to the state
+//! (each variant's docs say; refusals changed nothing).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
 use metrics::counter;
 use tokio::sync::{broadcast, oneshot};
 
-use super::{AgentHandle, Command, Shell};
-use mesh_core::claims::{CallId, CallOk, ClaimsError, Holder, HolderEvent, StrongName};
-use mesh_core::node::claims_plane::{CallError, ClaimCall};
+use super::{AgentHandle, Shell, ShellCommand};
+use mesh_core::claims::{CallOk, ClaimsError, HolderEvent, ShardTable, StrongName};
+use mesh_core::membership::MembershipEvent;
+use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{
-    Completion, Dest, MonitorItem, Node, NodeOpError, OpId, ProcessError, SendError, SendOutcome,
-    SendReceipt, SyncError, SyncMode,
+    Command, CommandId, Dest, GroupError, MonitorItem, NameError, Node, ProcessError, ReadError,
+    Reply, SendError, SendOutcome, SendReceipt, SyncError, SyncMode,
 };
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
-use mesh_core::registry::{
-    ConflictPolicy, JoinError, LeaveError, MonitorId, NameInfo, RegisterError, Snapshot,
-    UnregisterError,
-};
+use mesh_core::registry::{ConflictPolicy, MonitorId, NameInfo, Snapshot};
 
-/// Why an API call failed.
+/// Why an API call failed. `E` is the operation family's refusal (`Infallible` for
+/// operations the node never refuses).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// The agent has stopped.
+pub enum ApiError<E = Infallible> {
+    /// The agent has stopped. Nothing was done.
     #[error("the agent has stopped")]
     Stopped,
-    /// The node's command queue is full; nothing was done. Retry later.
+    /// The node's command queue is full. Nothing was done; retry later.
     #[error("the agent is busy (command queue full); retry later")]
     Busy,
+    /// The node refused the operation, or it failed; the variant of `E` says what
+    /// happened to the state.
+    #[error(transparent)]
+    Failed(E),
+}
+
+impl ApiError {
+    /// The same failure for an operation of another family (`Stopped` and `Busy` are
+    /// the only failures of an infallible one).
+    pub fn widen<E>(self) -> ApiError<E> {
+        match self {
+            Self::Stopped => ApiError::Stopped,
+            Self::Busy => ApiError::Busy,
+            Self::Failed(never) => match never {},
+        }
+    }
+}
+
+impl<E> ApiError<E> {
+    /// The refusal, if the node refused (`None` for `Stopped` and `Busy`).
+    pub fn failed(&self) -> Option<&E> {
+        match self {
+            Self::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// `Ok` with the refusal, or `Err` with the failure that did nothing (`Stopped`,
+    /// `Busy`): for callers that handle those two alike for every family.
+    pub fn into_failed(self) -> Result<E, ApiError> {
+        match self {
+            Self::Failed(e) => Ok(e),
+            Self::Stopped => Err(ApiError::Stopped),
+            Self::Busy => Err(ApiError::Busy),
+        }
+    }
+}
+
+/// The core answered a command with another command's reply: a bug in the core's
+/// dispatch (C1 in `mesh_core::node::command`), never caused by input.
+fn mismatched(what: &str, reply: &Reply) -> ! {
+    unreachable!("{what} got the reply {reply:?}")
+}
+
+/// A stream of events (membership, claims) from the moment it was made.
+#[derive(Debug)]
+pub struct Events<T> {
+    rx: broadcast::Receiver<T>,
+}
+
+/// Why [`Events::recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EventsError {
+    /// This subscriber fell behind and missed this many events; the stream goes on
+    /// with the next one. (Re-read the state the events describe.)
+    #[error("missed {0} events")]
+    Lagged(u64),
+    /// The agent stopped: no more events.
+    #[error("the agent has stopped")]
+    Closed,
+}
+
+impl<T: Clone> Events<T> {
+    pub(super) fn new(rx: broadcast::Receiver<T>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event.
+    pub async fn recv(&mut self) -> Result<T, EventsError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => EventsError::Lagged(n),
+            broadcast::error::RecvError::Closed => EventsError::Closed,
+        })
+    }
+
+    /// An event if one is waiting (`Ok(None)`: none yet).
+    pub fn try_recv(&mut self) -> Result<Option<T>, EventsError> {
+        match self.rx.try_recv() {
+            Ok(ev) => Ok(Some(ev)),
+            Err(broadcast::error::TryRecvError::Empty) => Ok(None),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Err(EventsError::Lagged(n)),
+            Err(broadcast::error::TryRecvError::Closed) => Err(EventsError::Closed),
+        }
+    }
 }
 
 impl AgentHandle {
     /// Reads the node: runs `f` on the node task with the node (read-only) and the
     /// current time, and returns its result. The escape hatch for queries the API has no
-    /// method for; every change goes through a method of its own.
+    /// method for; every change is a [`Command`].
     pub async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Node, std::time::Instant) -> R + Send + 'static,
@@ -50,10 +140,9 @@ impl AgentHandle {
         self.call_shell(move |shell, now| f(&shell.node, now)).await
     }
 
-    /// Runs `f` on the node task with the node and the current time: what the API's
-    /// methods that change the node are made of. Public only for benchmarks and tests
-    /// that drive the node past the API's rules (e.g. sends without the backpressure
-    /// rule of [`send`](Self::send)); applications use the methods.
+    /// Runs `f` on the node task with the node and the current time, past every rule
+    /// of the API. Public only for benchmarks that drive the node directly (sends
+    /// without backpressure settling); applications use the methods.
     #[doc(hidden)]
     pub async fn call_mut<R: Send + 'static>(
         &self,
@@ -63,7 +152,7 @@ impl AgentHandle {
             .await
     }
 
-    pub(super) async fn call_shell<R: Send + 'static>(
+    async fn call_shell<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Shell, std::time::Instant) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -71,25 +160,77 @@ impl AgentHandle {
         let call = Box::new(move |shell: &mut Shell, now| {
             let _ = tx.send(f(shell, now));
         });
-        match self.commands.try_send(Command::Call(call)) {
-            Ok(()) => {}
+        self.queue(ShellCommand::Call(call))?;
+        rx.await.map_err(|_| ApiError::Stopped)
+    }
+
+    /// Puts `cmd` in the node task's queue, or fails at once.
+    fn queue(&self, cmd: ShellCommand) -> Result<(), ApiError> {
+        match self.commands.try_send(cmd) {
+            Ok(()) => Ok(()),
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                 counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full")
                     .increment(1);
-                return Err(ApiError::Busy);
+                Err(ApiError::Busy)
             }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-                return Err(ApiError::Stopped)
-            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(ApiError::Stopped),
         }
+    }
+
+    /// A fresh command id.
+    fn next_id(&self) -> CommandId {
+        CommandId(
+            self.shared
+                .next_command
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Runs `cmd` on the node and waits for its reply.
+    pub async fn command(&self, cmd: Command) -> Result<Reply, ApiError> {
+        let (_, rx) = self.start(cmd)?;
         rx.await.map_err(|_| ApiError::Stopped)
+    }
+
+    /// Queues `cmd` under a fresh id, with a waiter for its reply.
+    fn start(&self, cmd: Command) -> Result<(CommandId, oneshot::Receiver<Reply>), ApiError> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.queue(ShellCommand::Node {
+            id,
+            cmd,
+            reply: Some(tx),
+        })?;
+        Ok((id, rx))
+    }
+
+    /// Queues `cmd` with nobody waiting for its reply, waiting for room in the queue
+    /// (for commands that must not be lost: a process's exit, a hold's end). `false`
+    /// if the agent has stopped.
+    async fn push(&self, cmd: Command) -> bool {
+        let id = self.next_id();
+        self.commands
+            .send(ShellCommand::Node {
+                id,
+                cmd,
+                reply: None,
+            })
+            .await
+            .is_ok()
     }
 
     /// Starts a process on this node. It exits when the handle is dropped (or
     /// [`ProcessHandle::exit`] is called): its mailbox closes and it leaves every
     /// group and name in one delta.
     pub async fn spawn(&self, mailbox_capacity: Option<usize>) -> Result<ProcessHandle, ApiError> {
-        let (pid, mailbox) = self.call_mut(move |n, _| n.spawn(mailbox_capacity)).await?;
+        let reply = self
+            .command(Command::Spawn {
+                capacity: mailbox_capacity,
+            })
+            .await?;
+        let Reply::Spawned { pid, mailbox } = reply else {
+            mismatched("spawn", &reply)
+        };
         Ok(ProcessHandle {
             pid,
             mailbox,
@@ -98,36 +239,120 @@ impl AgentHandle {
         })
     }
 
-    /// `pg:join` for a local process.
+    async fn groups_command(&self, cmd: Command) -> Result<(), ApiError<GroupError>> {
+        match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::Groups(r) => r.map_err(ApiError::Failed),
+            other => mismatched("a group command", &other),
+        }
+    }
+
+    /// `pg:join/3` for one local process: it joins each of `groups` once more.
     pub async fn join(
         &self,
         scope: &str,
         groups: &[String],
         pid: &Pid,
         meta: Option<String>,
-    ) -> Result<Result<(), NodeOpError<JoinError>>, ApiError> {
-        let (scope, groups, pid) = (scope.to_owned(), groups.to_vec(), pid.clone());
-        self.call_mut(move |n, now| n.join(now, &scope, &groups, &pid, meta))
+    ) -> Result<(), ApiError<GroupError>> {
+        self.join_many(scope, groups, std::slice::from_ref(pid), meta)
             .await
     }
 
-    /// `pg:leave` for a local process.
+    /// `pg:join/3` for many local processes: all of them join, or none (if any is not
+    /// a live local process, nothing changes).
+    pub async fn join_many(
+        &self,
+        scope: &str,
+        groups: &[String],
+        pids: &[Pid],
+        meta: Option<String>,
+    ) -> Result<(), ApiError<GroupError>> {
+        self.groups_command(Command::Join {
+            scope: scope.to_owned(),
+            groups: groups.to_vec(),
+            pids: pids.to_vec(),
+            meta,
+        })
+        .await
+    }
+
+    /// `pg:leave/3` for one local process: it leaves each of `groups` once
+    /// ([`GroupError::NotJoined`] only if it was in none).
     pub async fn leave_groups(
         &self,
         scope: &str,
         groups: &[String],
         pid: &Pid,
-    ) -> Result<Result<(), NodeOpError<LeaveError>>, ApiError> {
-        let (scope, groups, pid) = (scope.to_owned(), groups.to_vec(), pid.clone());
-        self.call_mut(move |n, now| n.leave_groups(now, &scope, &groups, &pid))
+    ) -> Result<(), ApiError<GroupError>> {
+        self.leave_many(scope, groups, std::slice::from_ref(pid))
             .await
     }
 
-    /// Members of a group (with duplicates for multiplicity), in this node's view.
+    /// `pg:leave/3` for many local processes: every PID is checked first; each leaves
+    /// each group once; [`GroupError::NotJoined`] only if none had joined any.
+    pub async fn leave_many(
+        &self,
+        scope: &str,
+        groups: &[String],
+        pids: &[Pid],
+    ) -> Result<(), ApiError<GroupError>> {
+        self.groups_command(Command::Leave {
+            scope: scope.to_owned(),
+            groups: groups.to_vec(),
+            pids: pids.to_vec(),
+        })
+        .await
+    }
+
+    /// Replaces the metadata of `pid`'s membership of `group`.
+    pub async fn set_meta(
+        &self,
+        scope: &str,
+        group: &str,
+        pid: &Pid,
+        meta: Option<String>,
+    ) -> Result<(), ApiError<GroupError>> {
+        self.groups_command(Command::SetMeta {
+            scope: scope.to_owned(),
+            group: group.to_owned(),
+            pid: pid.clone(),
+            meta,
+        })
+        .await
+    }
+
+    /// `pg:get_members/2`: members of a group (one entry per join, sorted by PID), in
+    /// this node's view.
     pub async fn members_of(&self, scope: &str, group: &str) -> Result<Vec<Pid>, ApiError> {
         let (scope, group) = (scope.to_owned(), group.to_owned());
         self.call(move |n, _| n.registry().members(&scope, &group))
             .await
+    }
+
+    /// `pg:get_local_members/2`: the members of a group that live on this node.
+    pub async fn local_members(&self, scope: &str, group: &str) -> Result<Vec<Pid>, ApiError> {
+        let (scope, group) = (scope.to_owned(), group.to_owned());
+        self.call(move |n, _| n.registry().local_members(&scope, &group))
+            .await
+    }
+
+    /// `pg:which_groups/1`: the groups of `scope` with at least one visible member.
+    pub async fn which_groups(&self, scope: &str) -> Result<Vec<String>, ApiError> {
+        let scope = scope.to_owned();
+        self.call(move |n, _| n.registry().which_groups(&scope))
+            .await
+    }
+
+    /// `pg:which_local_groups/1`: the groups of `scope` with a member on this node.
+    pub async fn which_local_groups(&self, scope: &str) -> Result<Vec<String>, ApiError> {
+        let scope = scope.to_owned();
+        self.call(move |n, _| n.registry().which_local_groups(&scope))
+            .await
+    }
+
+    /// The scopes with at least one visible group (scopes need no start in mesh).
+    pub async fn scopes(&self) -> Result<Vec<String>, ApiError> {
+        self.call(|n, _| n.registry().scopes()).await
     }
 
     /// Registers an eventual name for a local process.
@@ -137,16 +362,28 @@ impl AgentHandle {
         pid: &Pid,
         meta: Option<String>,
         policy: ConflictPolicy,
-    ) -> Result<Result<(), NodeOpError<RegisterError>>, ApiError> {
-        let (name, pid) = (name.to_owned(), pid.clone());
-        self.call_mut(move |n, now| n.register(now, &name, &pid, meta, policy))
-            .await
+    ) -> Result<(), ApiError<NameError>> {
+        let cmd = Command::Register {
+            name: name.to_owned(),
+            pid: pid.clone(),
+            meta,
+            policy,
+        };
+        match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::Registered(r) => r.map_err(ApiError::Failed),
+            other => mismatched("register", &other),
+        }
     }
 
-    /// Unregisters a name held by a local process.
-    pub async fn unregister(&self, name: &str) -> Result<Result<Pid, UnregisterError>, ApiError> {
-        let name = name.to_owned();
-        self.call_mut(move |n, now| n.unregister(now, &name)).await
+    /// Unregisters a name held by a local process; returns that process.
+    pub async fn unregister(&self, name: &str) -> Result<Pid, ApiError<NameError>> {
+        let cmd = Command::Unregister {
+            name: name.to_owned(),
+        };
+        match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::Unregistered(r) => r.map_err(ApiError::Failed),
+            other => mismatched("unregister", &other),
+        }
     }
 
     /// The holder of an eventual name in this node's view.
@@ -162,9 +399,16 @@ impl AgentHandle {
         from: Option<Pid>,
         dest: Dest,
         payload: Bytes,
-    ) -> Result<Result<SendReceipt, SendError>, ApiError> {
-        self.call_shell(move |shell, now| shell.send_now(now, from, &dest, payload, false))
-            .await
+    ) -> Result<SendReceipt, ApiError<SendError>> {
+        let cmd = Command::Send {
+            from,
+            dest,
+            payload,
+        };
+        match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::Sent(r) => r.map_err(ApiError::Failed),
+            other => mismatched("send", &other),
+        }
     }
 
     /// Sends and waits until every remote node holding a target has said whether it
@@ -174,118 +418,75 @@ impl AgentHandle {
         from: Option<Pid>,
         dest: Dest,
         payload: Bytes,
-    ) -> Result<Result<(SendReceipt, SendOutcome), SendError>, ApiError> {
-        let started = self
-            .call_shell(move |shell, now| {
-                // An outcome resolved during the send (every frame refused) is flushed
-                // only after this closure returns, so the waiter is in place for it.
-                let receipt = shell.send_now(now, from, &dest, payload, true)?;
-                let rx = receipt.pending.map(|id| shell.wait_for(OpId::Send(id)));
-                Ok((receipt, rx))
-            })
-            .await?;
-        let (receipt, rx) = match started {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
+    ) -> Result<(SendReceipt, SendOutcome), ApiError<SendError>> {
+        let cmd = Command::SendConfirmed {
+            from,
+            dest,
+            payload,
         };
-        let outcome = match rx {
-            Some(rx) => {
-                completion(rx, |c| match c {
-                    Completion::Send(o) => Some(o),
-                    _ => None,
-                })
-                .await?
-            }
-            None => SendOutcome::default(),
-        };
-        Ok(Ok((receipt, outcome)))
+        match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::Confirmed(r) => r.map_err(ApiError::Failed),
+            other => mismatched("send_confirmed", &other),
+        }
     }
 
     /// Subscribes to a group (or a whole scope with `group = None`): the snapshot and
-    /// every later change, with nothing lost or repeated between them.
+    /// every later change, with nothing lost or repeated between them. Events come one
+    /// per occurrence (a process joined twice leaves twice), as pg's monitors do.
     pub async fn monitor(
         &self,
         owner: Option<Pid>,
         scope: &str,
         group: Option<&str>,
-    ) -> Result<Result<(Snapshot, MonitorHandle), ProcessError>, ApiError> {
-        let (scope, group) = (scope.to_owned(), group.map(str::to_owned));
-        let r = self
-            .call_mut(move |n, _| n.monitor(owner, &scope, group.as_deref()))
-            .await?;
-        Ok(r.map(|(id, snapshot, inbox)| {
-            (
-                snapshot,
-                MonitorHandle {
-                    id,
-                    inbox,
-                    agent: self.clone(),
-                    ended: false,
-                },
-            )
-        }))
+    ) -> Result<(Snapshot, MonitorHandle), ApiError<ProcessError>> {
+        let cmd = Command::Monitor {
+            owner,
+            scope: scope.to_owned(),
+            group: group.map(str::to_owned),
+        };
+        match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::Monitoring(r) => {
+                let (id, snapshot, inbox) = r.map_err(ApiError::Failed)?;
+                Ok((
+                    snapshot,
+                    MonitorHandle {
+                        id,
+                        inbox,
+                        agent: self.clone(),
+                        ended: false,
+                    },
+                ))
+            }
+            other => mismatched("monitor", &other),
+        }
     }
 
-    /// Waits until peers' digests cover this node's latest change (see
-    /// [`Node::sync`]).
-    pub async fn sync(
-        &self,
-        mode: SyncMode,
-        timeout: Duration,
-    ) -> Result<Result<(), SyncError>, ApiError> {
-        let rx = self
-            .call_shell(move |shell, now| {
-                let id = shell.node.sync(now, mode, timeout);
-                shell.wait_for(OpId::Sync(id))
-            })
-            .await?;
-        // The node may have finished the barrier in the same step; the flush after this
-        // closure delivers it.
-        completion(rx, |c| match c {
-            Completion::Sync(r) => Some(r),
-            _ => None,
-        })
-        .await
+    /// Waits until peers' digests cover this node's latest change to groups and names,
+    /// removals included ([`Command::Sync`]).
+    pub async fn sync(&self, mode: SyncMode, timeout: Duration) -> Result<(), ApiError<SyncError>> {
+        match self
+            .command(Command::Sync { mode, timeout })
+            .await
+            .map_err(ApiError::widen)?
+        {
+            Reply::Synced(r) => r.map_err(ApiError::Failed),
+            other => mismatched("sync", &other),
+        }
     }
 }
 
 impl AgentHandle {
-    /// Runs a claims or strong-name call on the holder of `ttl` (the default claims TTL
-    /// if `None`) and waits for its result. `Err(CallError)` inside means it never
-    /// started (unavailable, bad input); a started call ends in `Ok` or a
-    /// [`ClaimsError`] (timeout, refused).
-    pub async fn claims_call(
-        &self,
-        ttl: Option<Duration>,
-        f: impl FnOnce(&mut Holder, std::time::Instant) -> Result<CallId, ClaimsError> + Send + 'static,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        self.start_claims_call(move |node, now| node.claims_call(now, ttl, f))
-            .await
+    /// Runs a claims or strong-name command and waits for its result.
+    async fn claims_command(&self, cmd: Command) -> Result<CallOk, ApiError<CallError>> {
+        let (_, rx) = self.start(cmd).map_err(ApiError::widen)?;
+        Self::claims_reply(rx).await
     }
 
-    /// Starts a claims call with `start` and waits for its result.
-    async fn start_claims_call(
-        &self,
-        start: impl FnOnce(&mut Node, std::time::Instant) -> Result<ClaimCall, CallError>
-            + Send
-            + 'static,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let started = self
-            .call_shell(move |shell, now| {
-                let call = start(&mut shell.node, now)?;
-                Ok::<_, CallError>(shell.wait_for(OpId::Claims(call)))
-            })
-            .await?;
-        let rx = match started {
-            Ok(rx) => rx,
-            Err(e) => return Ok(Err(e)),
-        };
-        let result = completion(rx, |c| match c {
-            Completion::Claims(r) => Some(r),
-            _ => None,
-        })
-        .await?;
-        Ok(result.map_err(CallError::Claims))
+    async fn claims_reply(rx: oneshot::Receiver<Reply>) -> Result<CallOk, ApiError<CallError>> {
+        match rx.await.map_err(|_| ApiError::Stopped)? {
+            Reply::Claims(r) => r.map_err(ApiError::Failed),
+            other => mismatched("a claims command", &other),
+        }
     }
 
     /// Claims `task` for this node (its session renews itself until the task is
@@ -294,51 +495,49 @@ impl AgentHandle {
         &self,
         task: &str,
         ttl: Option<Duration>,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let task = task.to_owned();
-        self.start_claims_call(move |node, now| node.claim(now, &task, ttl))
-            .await
-    }
-
-    /// Opens a hold on `task` ([`mesh_core::claims::hold`]) and waits for its claim.
-    /// `opened` is set on the agent's loop the moment the core opened the hold (before
-    /// the claim is decided), so a caller that gives up waiting can still
-    /// [`end_hold`](Self::end_hold) it; a refused hold leaves it unset.
-    pub async fn hold(
-        &self,
-        task: &str,
-        ttl: Option<Duration>,
-        opened: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let task = task.to_owned();
-        self.start_claims_call(move |node, now| {
-            let call = node.hold(now, &task, ttl)?;
-            opened.store(true, std::sync::atomic::Ordering::SeqCst);
-            Ok(call)
+    ) -> Result<CallOk, ApiError<CallError>> {
+        self.claims_command(Command::Claim {
+            task: task.to_owned(),
+            ttl,
         })
         .await
     }
 
-    /// Ends the hold on `task` (its client went away): the core releases its claim,
-    /// with retries, unless it was lost. Waits for room in the command queue rather
-    /// than failing when it is full, since a hold never ended would keep its claim.
-    pub async fn end_hold(&self, task: &str) {
-        let task = task.to_owned();
-        let call = Box::new(move |shell: &mut Shell, now| shell.node.end_hold(now, &task));
-        // Closed: the agent stopped, and its sessions go with it.
-        let _ = self.commands.send(Command::Call(call)).await;
+    /// Opens a hold on `task` ([`mesh_core::claims::hold`]): returns the hold (end it
+    /// with [`Hold::end`], or by dropping it) and a future of its claim's result. The
+    /// hold is open from the moment this returns, so a caller that stops waiting for
+    /// the claim can still end it.
+    pub fn hold(
+        &self,
+        task: &str,
+        ttl: Option<Duration>,
+    ) -> Result<
+        (
+            Hold,
+            impl std::future::Future<Output = Result<CallOk, ApiError<CallError>>>,
+        ),
+        ApiError,
+    > {
+        let (id, rx) = self.start(Command::Hold {
+            task: task.to_owned(),
+            ttl,
+        })?;
+        let hold = Hold {
+            task: task.to_owned(),
+            id,
+            agent: Some(self.clone()),
+        };
+        Ok((hold, Self::claims_reply(rx)))
     }
 
     /// Releases a task this node holds, if `token` is its current token (else
     /// `StaleToken`, changing nothing).
-    pub async fn release(
-        &self,
-        task: &str,
-        token: u64,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let task = task.to_owned();
-        self.start_claims_call(move |node, now| node.release(now, &task, token))
-            .await
+    pub async fn release(&self, task: &str, token: u64) -> Result<CallOk, ApiError<CallError>> {
+        self.claims_command(Command::Release {
+            task: task.to_owned(),
+            token,
+        })
+        .await
     }
 
     /// The token and the end of validity (boot clock) of a task this node holds.
@@ -359,10 +558,11 @@ impl AgentHandle {
         name: &str,
         owner: Pid,
         ephemeral: bool,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let name = name.to_owned();
-        self.claims_call(None, move |h, now| {
-            h.register_strong(now, &name, owner, ephemeral)
+    ) -> Result<CallOk, ApiError<CallError>> {
+        self.claims_command(Command::RegisterStrong {
+            name: name.to_owned(),
+            owner,
+            ephemeral,
         })
         .await
     }
@@ -373,10 +573,11 @@ impl AgentHandle {
         name: &str,
         version: u64,
         to: Pid,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let name = name.to_owned();
-        self.claims_call(None, move |h, now| {
-            h.transfer_name(now, &name, version, to, false)
+    ) -> Result<CallOk, ApiError<CallError>> {
+        self.claims_command(Command::TransferStrong {
+            name: name.to_owned(),
+            version,
+            to,
         })
         .await
     }
@@ -386,10 +587,12 @@ impl AgentHandle {
         &self,
         name: &str,
         version: u64,
-    ) -> Result<Result<CallOk, CallError>, ApiError> {
-        let name = name.to_owned();
-        self.claims_call(None, move |h, now| h.release_name(now, &name, version))
-            .await
+    ) -> Result<CallOk, ApiError<CallError>> {
+        self.claims_command(Command::ReleaseStrong {
+            name: name.to_owned(),
+            version,
+        })
+        .await
     }
 
     /// The owner and version of strong name `name`: with `linearizable`, one quorum
@@ -398,16 +601,13 @@ impl AgentHandle {
         &self,
         name: &str,
         linearizable: bool,
-    ) -> Result<Result<Option<StrongName>, CallError>, ApiError> {
+    ) -> Result<Option<StrongName>, ApiError<CallError>> {
         let name = name.to_owned();
         if linearizable {
-            let r = self
-                .claims_call(None, move |h, now| h.whereis(now, &name))
-                .await?;
-            return Ok(r.map(|ok| match ok {
-                CallOk::Whereis { entry, .. } => entry,
-                _ => None,
-            }));
+            return match self.claims_command(Command::WhereisStrong { name }).await? {
+                CallOk::Whereis { entry, .. } => Ok(entry),
+                other => unreachable!("a strong-name read got {other:?}"),
+            };
         }
         self.call(move |n, _| match n.quorum() {
             Some(q) => Ok(q.name_cache().whereis(&name).cloned()),
@@ -416,32 +616,22 @@ impl AgentHandle {
             })),
         })
         .await
+        .map_err(ApiError::widen)?
+        .map_err(ApiError::Failed)
     }
 
-    /// A linearizable read of one shard's table (`Ok(None)`: quorum plane off or not
-    /// formed yet; `Err` inside: no quorum answered in time).
+    /// A linearizable read of one shard's table (`Ok(None)`: never written).
     pub async fn read_shard(
         &self,
         shard: mesh_core::claims::ShardId,
-    ) -> Result<
-        Option<Result<Option<mesh_core::claims::ShardTable>, mesh_core::quorum::ProposeError>>,
-        ApiError,
-    > {
-        let rx = self
-            .call_shell(move |shell, now| {
-                let id = shell.node.read_shard(now, shard)?;
-                Some(shell.wait_for(OpId::Read(id)))
-            })
-            .await?;
-        match rx {
-            Some(rx) => Ok(Some(
-                completion(rx, |c| match c {
-                    Completion::Read(r) => Some(r),
-                    _ => None,
-                })
-                .await?,
-            )),
-            None => Ok(None),
+    ) -> Result<Option<ShardTable>, ApiError<ReadError>> {
+        match self
+            .command(Command::ReadShard { shard })
+            .await
+            .map_err(ApiError::widen)?
+        {
+            Reply::Read(r) => r.map_err(ApiError::Failed),
+            other => mismatched("read_shard", &other),
         }
     }
 
@@ -450,9 +640,75 @@ impl AgentHandle {
         self.call(|n, _| n.quorum().map(QuorumStatus::of)).await
     }
 
-    /// Claim events (lost, assigned) from now on.
-    pub fn subscribe_claims(&self) -> broadcast::Receiver<HolderEvent> {
-        self.shared.claim_events.subscribe()
+    /// Claim events (lost, renewed, assigned) from now on.
+    pub fn subscribe_claims(&self) -> Events<HolderEvent> {
+        Events::new(self.shared.claim_events.subscribe())
+    }
+
+    /// Membership events (up, suspect, down, left, ...) from now on.
+    pub fn subscribe(&self) -> Events<MembershipEvent> {
+        Events::new(self.shared.events.subscribe())
+    }
+}
+
+/// An open hold ([`AgentHandle::hold`]). Ending it (or dropping it) releases its claim,
+/// with retries, unless it was lost.
+#[derive(Debug)]
+pub struct Hold {
+    task: String,
+    id: CommandId,
+    agent: Option<AgentHandle>,
+}
+
+impl Hold {
+    /// The task.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// Ends the hold: the core releases its claim, with retries, unless it was lost.
+    /// Waits for room in the command queue rather than failing when it is full, since a
+    /// hold never ended would keep its claim.
+    pub async fn end(mut self) {
+        if let Some(agent) = self.agent.take() {
+            // `false`: the agent stopped, and its sessions go with it.
+            let _ = agent
+                .push(Command::EndHold {
+                    task: self.task.clone(),
+                    hold: self.id,
+                })
+                .await;
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let Some(agent) = self.agent.take() else {
+            return;
+        };
+        let cmd = Command::EndHold {
+            task: self.task.clone(),
+            hold: self.id,
+        };
+        let id = agent.next_id();
+        if agent
+            .commands
+            .try_send(ShellCommand::Node {
+                id,
+                cmd,
+                reply: None,
+            })
+            .is_err()
+        {
+            // The queue is full: end it from a task that waits for room.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (task, hold) = (self.task.clone(), self.id);
+                rt.spawn(async move {
+                    let _ = agent.push(Command::EndHold { task, hold }).await;
+                });
+            }
+        }
     }
 }
 
@@ -565,15 +821,12 @@ impl ProcessHandle {
     }
 
     /// Ends the process and waits until the node has removed it from every group and
-    /// name.
+    /// name. Exiting a process that already exited (killed by a name-conflict policy)
+    /// is not an error.
     pub async fn exit(mut self) -> Result<(), ApiError> {
         self.exited = true;
         let pid = self.pid.clone();
-        // Exiting a process that already exited (killed by a name-conflict policy)
-        // is not an error.
-        self.agent
-            .call_mut(move |n, now| n.exit(now, &pid).ok())
-            .await?;
+        self.agent.command(Command::Exit { pid }).await?;
         Ok(())
     }
 }
@@ -583,11 +836,16 @@ impl Drop for ProcessHandle {
         if self.exited {
             return;
         }
-        let pid = self.pid.clone();
-        let call = Box::new(move |shell: &mut Shell, now| {
-            let _ = shell.node.exit(now, &pid);
+        let cmd = Command::Exit {
+            pid: self.pid.clone(),
+        };
+        let id = self.agent.next_id();
+        let queued = self.agent.commands.try_send(ShellCommand::Node {
+            id,
+            cmd,
+            reply: None,
         });
-        if self.agent.commands.try_send(Command::Call(call)).is_err() {
+        if queued.is_err() {
             counter!("mesh_runtime_input_dropped_total", "reason" => "exit_on_drop_lost")
                 .increment(1);
             tracing::warn!(pid = %self.pid, "could not queue the exit of a dropped process");
@@ -618,8 +876,9 @@ impl MonitorHandle {
     /// Ends the monitor; no event is delivered after this returns.
     pub async fn demonitor(mut self) -> Result<(), ApiError> {
         self.ended = true;
-        let id = self.id;
-        self.agent.call_mut(move |n, _| n.demonitor(id)).await?;
+        self.agent
+            .command(Command::Demonitor { id: self.id })
+            .await?;
         Ok(())
     }
 }
@@ -629,20 +888,11 @@ impl Drop for MonitorHandle {
         if self.ended {
             return;
         }
-        let id = self.id;
-        let call = Box::new(move |shell: &mut Shell, _| {
-            shell.node.demonitor(id);
+        let id = self.agent.next_id();
+        let _ = self.agent.commands.try_send(ShellCommand::Node {
+            id,
+            cmd: Command::Demonitor { id: self.id },
+            reply: None,
         });
-        let _ = self.agent.commands.try_send(Command::Call(call));
     }
-}
-
-/// Waits for an operation's completion and takes the variant `pick` expects (the node
-/// completes an [`OpId`] with the matching [`Completion`]; anything else, like a dropped
-/// waiter, means the agent stopped).
-async fn completion<T>(
-    rx: oneshot::Receiver<Completion>,
-    pick: impl FnOnce(Completion) -> Option<T>,
-) -> Result<T, ApiError> {
-    rx.await.ok().and_then(pick).ok_or(ApiError::Stopped)
 }

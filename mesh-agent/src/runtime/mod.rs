@@ -29,7 +29,7 @@ mod api;
 mod clock;
 mod store;
 
-pub use api::{ApiError, MonitorHandle, ProcessHandle, QuorumStatus};
+pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle, QuorumStatus};
 pub use clock::Clock;
 
 use std::cmp::Reverse;
@@ -55,7 +55,8 @@ use mesh_core::membership::{
 };
 use mesh_core::node::claims_plane::QuorumConfig;
 use mesh_core::node::{
-    Completion, Node, NodeConfig, OpId, Output, QuorumBoot, RequestFailed, RequestTag,
+    Command as NodeCommand, CommandId, Node, NodeConfig, Output, QuorumBoot, Reply, RequestFailed,
+    RequestTag,
 };
 use mesh_core::registry::RegistryConfig;
 use store::{Persisted, Store};
@@ -121,9 +122,18 @@ pub enum StartError {
 /// A closure the node task runs against the node and the shell.
 type Call = Box<dyn FnOnce(&mut Shell, Instant) + Send>;
 
-enum Command {
+/// What the node task takes from handles.
+enum ShellCommand {
+    /// Leave the cluster, then stop.
     Leave(oneshot::Sender<()>),
+    /// A read (or a benchmark's direct drive) of the node.
     Call(Call),
+    /// An application command; its reply goes to `reply`, if anyone waits.
+    Node {
+        id: CommandId,
+        cmd: NodeCommand,
+        reply: Option<oneshot::Sender<Reply>>,
+    },
 }
 
 /// How long an anti-entropy request may take.
@@ -147,6 +157,8 @@ struct Shared {
     stopping: AtomicBool,
     events: broadcast::Sender<MembershipEvent>,
     claim_events: broadcast::Sender<HolderEvent>,
+    /// The next command id ([`CommandId`]).
+    next_command: AtomicU64,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     admin: SocketAddr,
 }
@@ -233,6 +245,7 @@ impl Agent {
             stopping: AtomicBool::new(false),
             events,
             claim_events,
+            next_command: AtomicU64::new(0),
             metrics,
             admin: admin_addr,
         });
@@ -271,7 +284,6 @@ impl Agent {
                 seeds_configured,
                 done_tx,
                 next_publish: now,
-                refused_user: Vec::new(),
             };
             shell.run(inbound, command_rx, done_rx, persist_rx).await;
             transport.shutdown().await;
@@ -370,10 +382,9 @@ struct Shell {
     /// A voter's durable store.
     store: Option<Store>,
     persist_tx: mpsc::UnboundedSender<Persisted>,
-    /// Callers waiting for an operation to complete (an acknowledged send, a barrier, a
-    /// claims or strong-name call, a shard read): one map, as the node has one
+    /// Callers waiting for a command's reply: one map, as the node has one
     /// [`Output::Completed`].
-    waiters: HashMap<OpId, oneshot::Sender<Completion>>,
+    waiters: HashMap<CommandId, oneshot::Sender<Reply>>,
     node: Node,
     transport: Transport,
     timers: BinaryHeap<Reverse<(Instant, SwimTimer, u64)>>,
@@ -383,8 +394,6 @@ struct Shell {
     done_tx: mpsc::UnboundedSender<Done>,
     /// When the node's metrics are next published.
     next_publish: Instant,
-    /// Peers whose user frame the transport refused during the current flush.
-    refused_user: Vec<String>,
 }
 
 /// How often the node's counters are copied into the metrics (the membership gauges
@@ -396,38 +405,10 @@ impl Shell {
         self.shared.clock.now()
     }
 
-    /// Registers a waiter for `id`'s [`Output::Completed`].
-    fn wait_for(&mut self, id: OpId) -> oneshot::Receiver<Completion> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.insert(id, tx);
-        rx
-    }
-
-    /// Runs a send and carries its frames out at once, so that a full send queue is the
-    /// sender's error (`Backpressure` for one destination; `refused_nodes` in a group
-    /// send's receipt), not a silent drop.
-    fn send_now(
-        &mut self,
-        now: Instant,
-        from: Option<mesh_core::pid::Pid>,
-        dest: &mesh_core::node::Dest,
-        payload: Bytes,
-        ack: bool,
-    ) -> Result<mesh_core::node::SendReceipt, mesh_core::node::SendError> {
-        self.flush();
-        self.refused_user.clear();
-        let receipt = self.node.send(now, from, dest, payload, ack)?;
-        self.flush();
-        let refused = std::mem::take(&mut self.refused_user);
-        // The ack's outcome (if every frame was refused) stays queued in the node until
-        // the loop's next flush, after the caller has put its waiter in.
-        self.node.settle_send(dest, receipt, refused)
-    }
-
     async fn run(
         &mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<ShellCommand>,
         mut done: mpsc::UnboundedReceiver<Done>,
         mut persisted: mpsc::UnboundedReceiver<Persisted>,
     ) {
@@ -453,16 +434,23 @@ impl Shell {
             let sleep_for = wake.saturating_duration_since(now);
             tokio::select! {
                 cmd = commands.recv(), if leaving.is_none() => match cmd {
-                    Some(Command::Leave(done)) => {
+                    Some(ShellCommand::Leave(done)) => {
                         let now = self.now();
                         self.node.leave(now);
                         self.flush();
                         // Linger briefly so the leave notice leaves the socket.
                         leaving = Some((self.now() + Duration::from_millis(300), done));
                     }
-                    Some(Command::Call(call)) => {
+                    Some(ShellCommand::Call(call)) => {
                         let now = self.now();
                         call(self, now);
+                    }
+                    Some(ShellCommand::Node { id, cmd, reply }) => {
+                        if let Some(tx) = reply {
+                            self.waiters.insert(id, tx);
+                        }
+                        let now = self.now();
+                        self.node.handle_command(now, id, cmd);
                     }
                     None => {
                         // Every handle is gone: stop without a goodbye.
@@ -569,14 +557,11 @@ impl Shell {
                     self.transport.send_datagram(&peer, data);
                 }
                 Output::Frame { to, class, payload } => {
-                    // A refused frame is counted by the transport; the node learns of it,
-                    // and a user message's sender is told (see `Shell::send_now`).
+                    // A refused frame is counted by the transport; the node learns of it
+                    // (a user message's sender is told: C4 in `mesh_core::node::command`).
                     if self.transport.send_frame(&to, class, payload).is_err() {
                         let name = to.name.clone().unwrap_or_default();
                         self.node.frame_refused(&name, class);
-                        if class == mesh_transport::frame::Class::User {
-                            self.refused_user.push(name);
-                        }
                     }
                 }
                 Output::Request {
@@ -599,11 +584,15 @@ impl Shell {
                 }
                 Output::Membership(ev) => self.on_event(ev),
                 Output::Completed { id, result } => {
-                    // No waiter: the caller gave up (or nobody asked, e.g. a hold's
-                    // internal release, which the node keeps to itself).
+                    // No waiter: the caller gave up, or asked for no reply.
                     if let Some(tx) = self.waiters.remove(&id) {
                         let _ = tx.send(result);
                     }
+                }
+                Output::Carried(mark) => {
+                    // Every output before the marker is carried out.
+                    let now = self.now();
+                    self.node.handle_carried(now, mark);
                 }
                 Output::Persist { id, entries } => match &self.store {
                     Some(store) => store.commit(id, entries, self.persist_tx.clone()),
@@ -706,7 +695,7 @@ impl Shell {
 #[derive(Clone)]
 pub struct AgentHandle {
     shared: Arc<Shared>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<ShellCommand>,
     stopped: watch::Receiver<bool>,
 }
 
@@ -759,12 +748,6 @@ impl AgentHandle {
         out
     }
 
-    /// Membership events from now on. A subscriber that falls more than 1024 events
-    /// behind gets `RecvError::Lagged` and should re-read [`AgentHandle::members`].
-    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
-        self.shared.events.subscribe()
-    }
-
     /// The membership loop turned within the last five seconds.
     pub fn is_live(&self) -> bool {
         let last = Duration::from_millis(self.shared.last_turn_ms.load(Ordering::Relaxed));
@@ -807,7 +790,7 @@ impl AgentHandle {
     pub async fn leave(&self, grace: Duration) {
         self.shared.stopping.store(true, Ordering::Relaxed);
         let (done, wait) = oneshot::channel();
-        if self.commands.try_send(Command::Leave(done)).is_err() {
+        if self.commands.try_send(ShellCommand::Leave(done)).is_err() {
             counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full")
                 .increment(1);
         }

@@ -1,4 +1,4 @@
-//! The sync barrier (N6): [`Node::sync`] completes once the chosen peers' digests
+//! The sync barrier (N6): [`Command::Sync`](super::Command::Sync) completes once the chosen peers' digests
 //! cover this node's latest change, or fails at its deadline.
 //!
 //! "Cover" means the whole per-origin digest, not the highest dot: the target is this
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use mesh_crdt::{Digest, OriginDigest};
 use serde::{Deserialize, Serialize};
 
-use super::{Completion, Node, OpId, Output};
+use super::{Completion, Node, OpId};
 
-/// How many peers a [`Node::sync`] waits for.
+/// How many peers a [`Command::Sync`](super::Command::Sync) waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
@@ -26,11 +26,11 @@ pub enum SyncMode {
     All,
 }
 
-/// Identifies a pending [`Node::sync`].
+/// Identifies a pending [`Command::Sync`](super::Command::Sync).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyncId(pub u64);
 
-/// Why a [`Node::sync`] failed.
+/// Why a [`Command::Sync`](super::Command::Sync) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncError {
     /// The deadline passed first.
@@ -57,11 +57,11 @@ pub(super) struct SyncWaiter {
 pub(super) type Cover = (Option<OriginDigest>, Option<OriginDigest>);
 
 impl Node {
-    /// A propagation barrier: completes ([`Output::Completed`]) once `mode`'s peers'
+    /// A propagation barrier: completes ([`Output::Completed`](super::Output::Completed)) once `mode`'s peers'
     /// digests cover this node's latest change to groups and names, or at `timeout`.
     /// Starts an anti-entropy round with every live peer so it does not wait for the
     /// periodic ones. (Scopes share one replica, so the barrier covers every scope.)
-    pub fn sync(&mut self, now: Instant, mode: SyncMode, timeout: Duration) -> SyncId {
+    pub(crate) fn sync(&mut self, now: Instant, mode: SyncMode, timeout: Duration) -> SyncId {
         let id = SyncId(self.next_sync);
         self.next_sync += 1;
         let target = self.own_cover();
@@ -127,15 +127,12 @@ impl Node {
         for w in std::mem::take(&mut self.syncs) {
             let (covered, needed) = self.sync_progress(&w);
             if covered >= needed {
-                self.outputs.push_back(Output::Completed {
-                    id: OpId::Sync(w.id),
-                    result: Completion::Sync(Ok(())),
-                });
+                self.finish(OpId::Sync(w.id), Completion::Sync(Ok(())));
             } else if now >= w.deadline {
-                self.outputs.push_back(Output::Completed {
-                    id: OpId::Sync(w.id),
-                    result: Completion::Sync(Err(SyncError::Timeout { covered, needed })),
-                });
+                self.finish(
+                    OpId::Sync(w.id),
+                    Completion::Sync(Err(SyncError::Timeout { covered, needed })),
+                );
             } else {
                 keep.push(w);
             }

@@ -42,12 +42,13 @@
 //! - **N5 convergence.** After a heal, every live node's visible groups and names are
 //!   equal: deltas ride SWIM packets and stream batches, and anti-entropy repairs
 //!   whatever those lost — even if they lost everything.
-//! - **N6 barrier.** [`Node::sync`] completes once the chosen peers' digests cover this
+//! - **N6 barrier.** [`Command::Sync`] completes once the chosen peers' digests cover this
 //!   node's latest change, or fails at its deadline.
 
 mod anti_entropy;
 mod barrier;
 pub mod claims_plane;
+pub mod command;
 mod processes;
 mod send;
 pub(crate) mod wire;
@@ -78,7 +79,8 @@ use crate::registry::{MonitorId, Registry, RegistryConfig, RegistryOutput};
 
 pub use anti_entropy::{AE_PUSH_CHUNK, AE_RESPONSE_BUDGET, DELTA_PIECE};
 pub use barrier::{SyncError, SyncId, SyncMode};
-pub use processes::{MonitorItem, NodeOpError, ProcessError, MONITOR_CAPACITY};
+pub use command::{Command, CommandId, GroupError, NameError, ReadError, Reply};
+pub use processes::{MonitorItem, ProcessError, MONITOR_CAPACITY};
 pub use send::{
     AckId, Dest, GroupMode, SendError, SendOutcome, SendReceipt, ACK_TIMEOUT, MAX_PAYLOAD,
 };
@@ -194,10 +196,11 @@ pub enum RequestRefused {
     NoHandler(Class),
 }
 
-/// Identifies an operation whose end comes as [`Output::Completed`].
+/// Identifies an operation in flight inside the node; its end answers the command that
+/// started it ([`command`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OpId {
-    /// An acknowledged send ([`Node::send`] with `ack`).
+pub(crate) enum OpId {
+    /// An acknowledged send.
     Send(AckId),
     /// A barrier ([`Node::sync`]).
     Sync(SyncId),
@@ -207,9 +210,9 @@ pub enum OpId {
     Read(u64),
 }
 
-/// How an operation ended ([`Output::Completed`]); the variant matches the [`OpId`]'s.
+/// How an operation in flight ended; the variant matches the [`OpId`]'s.
 #[derive(Debug, Clone)]
-pub enum Completion {
+pub(crate) enum Completion {
     /// What happened remotely to an acknowledged send.
     Send(SendOutcome),
     /// The barrier was covered, or not in time.
@@ -261,15 +264,19 @@ pub enum Output {
     },
     /// A membership change.
     Membership(MembershipEvent),
-    /// An operation finished: an acknowledged send's remote part, a barrier, a claims
-    /// or strong-name call, or a shard read. Every completion comes this one way; `id`
-    /// is what the call that started it returned.
+    /// A command ([`Node::handle_command`]) ended: exactly one of these per command
+    /// (C1 in [`command`]), with the id the shell gave it.
     Completed {
-        /// Which operation.
-        id: OpId,
+        /// Which command.
+        id: CommandId,
         /// How it ended.
-        result: Completion,
+        result: Reply,
     },
+    /// Once every output before this one is carried out (each refused frame reported
+    /// with [`Node::frame_refused`]), call [`Node::handle_carried`] with this mark: a
+    /// send's reply depends on which of its frames the transport took (C4 in
+    /// [`command`]).
+    Carried(u64),
     /// Write these acceptor states durably (one transaction, fsync), then call
     /// [`Node::handle_persisted`] with `id`. Replies wait for it.
     Persist {
@@ -282,7 +289,7 @@ pub enum Output {
     PersistRoot(crate::quorum::RootRecord),
     /// Stop the process: durable state could not be written.
     Fatal(String),
-    /// An ended hold's release is over ([`Node::end_hold`]).
+    /// An ended hold's release is over ([`Command::EndHold`]).
     HoldEnded {
         /// The task.
         task: String,
@@ -354,6 +361,7 @@ pub struct Node {
     ae_pending: HashMap<RequestTag, (String, Instant)>,
     next_tag: u64,
     acks: BTreeMap<AckId, PendingAck>,
+    commands: command::Commands,
     next_msg_id: u64,
     cover: HashMap<String, Cover>,
     syncs: Vec<SyncWaiter>,
@@ -488,6 +496,7 @@ impl Node {
             ae_pending: HashMap::new(),
             next_tag: 1,
             acks: BTreeMap::new(),
+            commands: command::Commands::default(),
             next_msg_id: 1,
             cover: HashMap::new(),
             syncs: Vec::new(),
@@ -720,7 +729,7 @@ impl Node {
     /// Starts a claims or strong-name call on the holder of `ttl` (the default TTL if
     /// `None`); its result comes as [`Output::Completed`]. Fails at once, with nothing
     /// submitted, when no voters are configured or too few are reachable.
-    pub fn claims_call(
+    pub(crate) fn claims_call(
         &mut self,
         now: Instant,
         ttl: Option<Duration>,
@@ -735,7 +744,7 @@ impl Node {
     /// Claims `task` on the holder of `ttl` (the default TTL if `None`); like
     /// [`Node::claims_call`], and refused at once if this node holds the task under
     /// another TTL ([`CallError::HeldWithOtherTtl`]).
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         now: Instant,
         task: &str,
@@ -747,7 +756,7 @@ impl Node {
     /// Releases `task` if `token` is this node's current token for it (else
     /// `StaleToken`, nothing changed); like [`Node::claims_call`], on whichever holder
     /// holds the task.
-    pub fn release(
+    pub(crate) fn release(
         &mut self,
         now: Instant,
         task: &str,
@@ -775,8 +784,8 @@ impl Node {
 
     /// Opens a hold on `task` ([`crate::claims::hold`]): claims it (the result comes as
     /// [`Output::Completed`]) and excludes every other claim of it on this node until the
-    /// hold ends ([`Node::end_hold`]) and its release is over.
-    pub fn hold(
+    /// hold ends ([`Command::EndHold`]) and its release is over.
+    pub(crate) fn hold(
         &mut self,
         now: Instant,
         task: &str,
@@ -787,7 +796,7 @@ impl Node {
 
     /// The hold on `task` ended (its client went away): its claim is released, with
     /// retries, unless it was lost; the outcome comes as [`Output::HoldEnded`].
-    pub fn end_hold(&mut self, now: Instant, task: &str) {
+    pub(crate) fn end_hold(&mut self, now: Instant, task: &str) {
         if let Some(q) = self.quorum.as_mut() {
             q.end_hold(now, task);
         }
@@ -796,7 +805,11 @@ impl Node {
 
     /// Starts a linearizable read of a shard table; the result comes as
     /// [`Output::Completed`]. `None` if the quorum plane is off or not formed yet.
-    pub fn read_shard(&mut self, now: Instant, shard: crate::claims::ShardId) -> Option<u64> {
+    pub(crate) fn read_shard(
+        &mut self,
+        now: Instant,
+        shard: crate::claims::ShardId,
+    ) -> Option<u64> {
         let id = self.quorum.as_mut()?.read(now, shard);
         self.after_input(now);
         id
@@ -932,10 +945,7 @@ impl Node {
                 }
                 QuorumOutput::Fatal(why) => self.outputs.push_back(Output::Fatal(why)),
                 QuorumOutput::CallDone { call, result } => {
-                    self.outputs.push_back(Output::Completed {
-                        id: OpId::Claims(call),
-                        result: Completion::Claims(result),
-                    });
+                    self.finish(OpId::Claims(call), Completion::Claims(result));
                 }
                 QuorumOutput::Holder(ev) => self.outputs.push_back(Output::ClaimEvent(ev)),
                 QuorumOutput::HoldEnded {
@@ -948,10 +958,7 @@ impl Node {
                     outcome,
                 }),
                 QuorumOutput::ReadDone { id, result } => {
-                    self.outputs.push_back(Output::Completed {
-                        id: OpId::Read(id),
-                        result: Completion::Read(result),
-                    });
+                    self.finish(OpId::Read(id), Completion::Read(result));
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::Node;
+use super::{GroupError, NameError, Node};
 use crate::pid::Pid;
 use crate::process::{Inbox, Mailbox};
 use crate::registry::{
@@ -28,9 +28,82 @@ pub enum MonitorItem {
 /// Why a local process operation was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProcessError {
-    /// The PID is not a live process of this node (this boot).
-    #[error("{0} is not a live process of this node")]
+    /// The PID is a process of another node.
+    #[error("{0} is not a process of this node")]
     NotLocal(Pid),
+    /// The PID is a process of this node (this boot or an earlier one) that is no
+    /// longer alive.
+    #[error("{0} has exited")]
+    Exited(Pid),
+}
+
+impl From<ProcessError> for GroupError {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::NotLocal(pid) => Self::NotLocal(pid),
+            ProcessError::Exited(pid) => Self::Exited(pid),
+        }
+    }
+}
+
+impl From<ProcessError> for NameError {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::NotLocal(pid) => Self::NotLocal(pid),
+            ProcessError::Exited(pid) => Self::Exited(pid),
+        }
+    }
+}
+
+impl From<JoinError> for GroupError {
+    fn from(e: JoinError) -> Self {
+        match e {
+            JoinError::NoGroups => Self::NoGroups,
+            JoinError::Invalid(f) => Self::Invalid(f),
+            JoinError::NotLocal { pid } => Self::NotLocal(pid),
+        }
+    }
+}
+
+impl From<LeaveError> for GroupError {
+    fn from(e: LeaveError) -> Self {
+        match e {
+            LeaveError::NoGroups => Self::NoGroups,
+            LeaveError::Invalid(f) => Self::Invalid(f),
+            LeaveError::NotLocal { pid } => Self::NotLocal(pid),
+            LeaveError::NotJoined => Self::NotJoined,
+        }
+    }
+}
+
+impl From<SetMetaError> for GroupError {
+    fn from(e: SetMetaError) -> Self {
+        match e {
+            SetMetaError::Invalid(f) => Self::Invalid(f),
+            SetMetaError::NotLocal { pid } => Self::NotLocal(pid),
+            SetMetaError::NotJoined => Self::NotJoined,
+        }
+    }
+}
+
+impl From<RegisterError> for NameError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::Invalid(f) => Self::Invalid(f),
+            RegisterError::NotLocal { pid } => Self::NotLocal(pid),
+            RegisterError::AlreadyRegistered(pid) => Self::AlreadyRegistered(pid),
+        }
+    }
+}
+
+impl From<UnregisterError> for NameError {
+    fn from(e: UnregisterError) -> Self {
+        match e {
+            UnregisterError::Invalid(f) => Self::Invalid(f),
+            UnregisterError::NotRegistered => Self::NotRegistered,
+            UnregisterError::NotLocal { owner } => Self::NotLocal(owner),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,10 +148,14 @@ impl Node {
         .then_some(pid.local_id)
     }
 
+    /// `Ok` for a live local process; else whether the PID is another node's or one
+    /// of this node's that has exited (this boot or an earlier one).
     pub(super) fn check_local(&self, pid: &Pid) -> Result<(), ProcessError> {
-        self.local_id(pid)
-            .map(|_| ())
-            .ok_or_else(|| ProcessError::NotLocal(pid.clone()))
+        match self.local_id(pid) {
+            Some(_) => Ok(()),
+            None if pid.node == self.name => Err(ProcessError::Exited(pid.clone())),
+            None => Err(ProcessError::NotLocal(pid.clone())),
+        }
     }
 
     /// Ends a process: its mailbox closes, it leaves every group and name in one delta,
@@ -107,11 +184,34 @@ impl Node {
         groups: &[String],
         pid: &Pid,
         meta: Option<String>,
-    ) -> Result<(), NodeOpError<JoinError>> {
-        self.check_local(pid)?;
-        self.registry
-            .join(now, scope, groups, pid, meta)
-            .map_err(NodeOpError::Op)?;
+    ) -> Result<(), GroupError> {
+        self.join_many(now, scope, groups, std::slice::from_ref(pid), meta)
+    }
+
+    /// `pg:join/3`: each of `pids` joins each of `groups` once more — all of them, or
+    /// (if any PID is not a live local process, or the input breaks a limit) none
+    /// ([`Command::Join`](super::Command::Join), C3).
+    pub fn join_many(
+        &mut self,
+        now: Instant,
+        scope: &str,
+        groups: &[String],
+        pids: &[Pid],
+        meta: Option<String>,
+    ) -> Result<(), GroupError> {
+        if pids.is_empty() {
+            return Err(GroupError::NoGroups);
+        }
+        for pid in pids {
+            self.check_local(pid)?;
+        }
+        // Every PID is local and alive, and the scope, groups and metadata are the same
+        // for each: the first join refuses exactly when every one would.
+        for pid in pids {
+            self.registry
+                .join(now, scope, groups, pid, meta.clone())
+                .map_err(GroupError::from)?;
+        }
         self.after_input(now);
         Ok(())
     }
@@ -124,13 +224,41 @@ impl Node {
         scope: &str,
         groups: &[String],
         pid: &Pid,
-    ) -> Result<(), NodeOpError<LeaveError>> {
-        self.check_local(pid)?;
-        self.registry
-            .leave(now, scope, groups, pid)
-            .map_err(NodeOpError::Op)?;
+    ) -> Result<(), GroupError> {
+        self.leave_many(now, scope, groups, std::slice::from_ref(pid))
+    }
+
+    /// `pg:leave/3`: each of `pids` leaves each of `groups` once; every PID is checked
+    /// first (C3), and [`GroupError::NotJoined`] only if none of them had joined any of
+    /// the groups.
+    pub fn leave_many(
+        &mut self,
+        now: Instant,
+        scope: &str,
+        groups: &[String],
+        pids: &[Pid],
+    ) -> Result<(), GroupError> {
+        if pids.is_empty() {
+            return Err(GroupError::NoGroups);
+        }
+        for pid in pids {
+            self.check_local(pid)?;
+        }
+        let mut left = false;
+        for pid in pids {
+            match self.registry.leave(now, scope, groups, pid) {
+                Ok(()) => left = true,
+                Err(LeaveError::NotJoined) => {}
+                // The same input for every PID: the first refuses, nothing changed.
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.after_input(now);
-        Ok(())
+        if left {
+            Ok(())
+        } else {
+            Err(GroupError::NotJoined)
+        }
     }
 
     /// Replaces the metadata of `pid`'s membership of `group`.
@@ -141,11 +269,11 @@ impl Node {
         group: &str,
         pid: &Pid,
         meta: Option<String>,
-    ) -> Result<(), NodeOpError<SetMetaError>> {
+    ) -> Result<(), GroupError> {
         self.check_local(pid)?;
         self.registry
             .set_meta(now, scope, group, pid, meta)
-            .map_err(NodeOpError::Op)?;
+            .map_err(GroupError::from)?;
         self.after_input(now);
         Ok(())
     }
@@ -192,37 +320,25 @@ impl Node {
         pid: &Pid,
         meta: Option<String>,
         policy: ConflictPolicy,
-    ) -> Result<(), NodeOpError<RegisterError>> {
+    ) -> Result<(), NameError> {
         self.check_local(pid)?;
         let wall = self.wall_ms(now);
         self.registry
             .register(now, wall, name, pid, meta, policy)
-            .map_err(NodeOpError::Op)?;
+            .map_err(NameError::from)?;
         self.after_input(now);
         Ok(())
     }
 
     /// Unregisters a name held by a local process.
-    pub fn unregister(&mut self, now: Instant, name: &str) -> Result<Pid, UnregisterError> {
+    pub fn unregister(&mut self, now: Instant, name: &str) -> Result<Pid, NameError> {
         let r = self.registry.unregister(now, name);
         self.after_input(now);
-        r
+        r.map_err(NameError::from)
     }
 
     /// The holder of an eventual name in this node's view.
     pub fn whereis(&self, name: &str) -> Option<NameInfo> {
         self.registry.whereis(name)
     }
-}
-
-/// A local operation failed: either the PID is not local, or the operation itself
-/// refused. Nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NodeOpError<E> {
-    /// The PID is not a live process of this node.
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    /// The operation refused.
-    #[error(transparent)]
-    Op(E),
 }

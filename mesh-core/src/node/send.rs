@@ -184,9 +184,23 @@ pub(super) struct PendingAck {
 }
 
 impl Node {
-    /// Sends `payload` to `dest`. Local targets get it at once; remote ones get one
-    /// frame per node. With `ack`, the remote outcome comes as [`Output::Completed`].
+    /// Sends `payload` to `dest`: local targets get it at once, remote ones get one
+    /// frame per node. The direct form of [`Command::Send`](super::Command::Send)
+    /// without its backpressure settling (benchmarks and simulations that drive the
+    /// transport themselves use it); applications send with the command.
     pub fn send(
+        &mut self,
+        now: Instant,
+        from: Option<Pid>,
+        dest: &Dest,
+        payload: Bytes,
+    ) -> Result<SendReceipt, SendError> {
+        self.send_with(now, from, dest, payload, false)
+    }
+
+    /// [`Node::send`], waiting for acks if `ack` (their end goes to the command that
+    /// started the send).
+    pub(super) fn send_with(
         &mut self,
         now: Instant,
         from: Option<Pid>,
@@ -378,6 +392,7 @@ impl Node {
         );
         if class == Class::User {
             tracing::debug!(peer = to, "user frame refused by the transport");
+            self.note_refused_user(to);
         }
     }
 
@@ -421,10 +436,7 @@ impl Node {
         }
         if pending.waiting.is_empty() {
             if let Some(done) = self.acks.remove(&id) {
-                self.outputs.push_back(Output::Completed {
-                    id: OpId::Send(id),
-                    result: Completion::Send(done.outcome),
-                });
+                self.finish(OpId::Send(id), Completion::Send(done.outcome));
             }
         }
     }
@@ -571,10 +583,7 @@ impl Node {
                 );
                 if pending.waiting.is_empty() {
                     if let Some(done) = self.acks.remove(&aid) {
-                        self.outputs.push_back(Output::Completed {
-                            id: OpId::Send(aid),
-                            result: Completion::Send(done.outcome),
-                        });
+                        self.finish(OpId::Send(aid), Completion::Send(done.outcome));
                     }
                 }
             }
@@ -591,10 +600,7 @@ impl Node {
         for id in due {
             if let Some(mut a) = self.acks.remove(&id) {
                 a.outcome.timed_out = a.waiting.into_keys().collect();
-                self.outputs.push_back(Output::Completed {
-                    id: OpId::Send(id),
-                    result: Completion::Send(a.outcome),
-                });
+                self.finish(OpId::Send(id), Completion::Send(a.outcome));
             }
         }
     }
