@@ -1,0 +1,47 @@
+//! The quorum route: `GET /v1/quorum`, the plane's status plus the preferred proposer
+//! of every shard (`meshctl quorum status`).
+
+use serde::{Deserialize, Serialize};
+
+/// The quorum plane as one node sees it (`meshctl quorum status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    /// The configured voters.
+    pub voters: Vec<String>,
+    /// The root record's epoch, once formation finished.
+    pub epoch: Option<u64>,
+    /// Formation state: `forming`, `persisting`, `voter`, `non_voter`, `not_a_voter`,
+    /// `config_mismatch`.
+    pub state: String,
+    /// Why, for `not_a_voter` and `config_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Voters this node reaches (itself included).
+    pub reachable: Vec<String>,
+    /// Votes needed for a quorum.
+    pub quorum: usize,
+    /// Whether this node acts as an acceptor.
+    pub acceptor: bool,
+    /// Number of shards.
+    pub shards: u32,
+    /// Per voter, how many shards it is the preferred proposer of.
+    pub preferred: std::collections::BTreeMap<String, u32>,
+    /// Shards this node watches (evicts expired sessions of).
+    pub watched: Vec<u32>,
+    /// Shards that look stalled from here, with why (`oversized`, `timeouts`).
+    #[serde(default)]
+    pub stalled: std::collections::BTreeMap<u32, String>,
+    /// The largest shard register value this node sent (bytes), and its shard.
+    #[serde(default)]
+    pub largest_slot: Option<(u32, u64)>,
+}
+
+/// The answer to `GET /v1/quorum`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumView {
+    /// The quorum plane as this agent sees it.
+    #[serde(flatten)]
+    pub status: QuorumStatus,
+    /// The preferred proposer of each shard (index = shard) among the reachable voters.
+    pub preferred_by_shard: Vec<Option<String>>,
+}
