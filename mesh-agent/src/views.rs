@@ -100,3 +100,60 @@ pub(crate) fn quorum_status_of(q: &mesh_core::node::claims_plane::QuorumPlane) -
             .map(|(s, h)| (s.0, h.slot_bytes)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON of `a` and `b` is the same.
+    fn same_json(a: impl serde::Serialize, b: impl serde::Serialize) -> bool {
+        serde_json::to_string(&a).ok() == serde_json::to_string(&b).ok()
+    }
+
+    // Each conversion maps every variant to the one spelled the same on the wire, so the
+    // API's JSON is what it was when the bodies held the core's enums.
+    #[test]
+    fn member_states_convert_to_the_same_spelling() {
+        for s in [
+            CoreMemberState::Alive,
+            CoreMemberState::Suspect,
+            CoreMemberState::Down,
+            CoreMemberState::Left,
+        ] {
+            assert!(same_json(s, member_state(s)), "{s:?}");
+            assert_eq!(s.as_str(), member_state(s).as_str());
+        }
+        // The negative control: different states are told apart.
+        assert!(!same_json(CoreMemberState::Down, MemberState::Left));
+    }
+
+    #[test]
+    fn group_and_sync_modes_convert_to_the_same_spelling() {
+        for m in [
+            GroupMode::All,
+            GroupMode::Local,
+            GroupMode::One,
+            GroupMode::Nearest,
+        ] {
+            assert!(same_json(m, group_mode(m)), "{m:?}");
+        }
+        assert_eq!(group_mode(GroupMode::default()), CoreGroupMode::default());
+        for m in [SyncMode::Quorum, SyncMode::All] {
+            assert!(same_json(m, sync_mode(m)), "{m:?}");
+        }
+        assert!(!same_json(SyncMode::All, CoreSyncMode::Quorum));
+    }
+
+    #[test]
+    fn policies_convert_both_ways() {
+        for p in [Policy::Notify, Policy::Kill, Policy::UnregisterBoth] {
+            assert_eq!(api_policy(conflict_policy(p)), p);
+        }
+        assert_eq!(conflict_policy(Policy::Kill), ConflictPolicy::Kill);
+        assert_eq!(
+            conflict_policy(Policy::UnregisterBoth),
+            ConflictPolicy::UnregisterBoth
+        );
+        assert_eq!(conflict_policy(Policy::default()), ConflictPolicy::Notify);
+    }
+}
