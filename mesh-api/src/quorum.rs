@@ -1,7 +1,9 @@
 //! The quorum route: `GET /v1/quorum`, the plane's status plus the preferred proposer
 //! of every shard (`meshctl quorum status`).
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The quorum plane as one node sees it (`meshctl quorum status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +30,9 @@ pub struct QuorumStatus {
     pub preferred: std::collections::BTreeMap<String, u32>,
     /// Shards this node watches (evicts expired sessions of).
     pub watched: Vec<u32>,
-    /// Shards that look stalled from here, with why (`oversized`, `timeouts`).
-    #[serde(default)]
+    /// Shards that look stalled from here, with why (`oversized`, `timeouts`). In the
+    /// JSON an object keyed by the shard number as a string (`{"1": "timeouts"}`).
+    #[serde(default, deserialize_with = "stalled_from_json")]
     pub stalled: std::collections::BTreeMap<u32, String>,
     /// The largest shard register value this node sent (bytes), and its shard.
     #[serde(default)]
@@ -44,4 +47,20 @@ pub struct QuorumView {
     pub status: QuorumStatus,
     /// The preferred proposer of each shard (index = shard) among the reachable voters.
     pub preferred_by_shard: Vec<Option<String>>,
+}
+
+/// Reads `stalled`'s shard numbers from the JSON object's string keys. serde_json does
+/// that by itself for a plain [`QuorumStatus`], but not once it is flattened into
+/// [`QuorumView`] (flattened fields are buffered, and the buffer keeps keys as strings),
+/// so the view of a cluster with a stalled shard could not be read back.
+fn stalled_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, String>, D::Error> {
+    BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(shard, why)| match shard.parse::<u32>() {
+            Ok(shard) => Ok((shard, why)),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "stalled: shard {shard:?} is not a shard number"
+            ))),
+        })
+        .collect()
 }

@@ -364,7 +364,7 @@ fn quorum() {
         shards: 2,
         preferred: BTreeMap::from([("n1".into(), 1), ("n2".into(), 1)]),
         watched: vec![0],
-        stalled: BTreeMap::new(),
+        stalled: BTreeMap::from([(1, "timeouts".into())]),
         largest_slot: Some((0, 412)),
     };
     pin(
@@ -372,7 +372,19 @@ fn quorum() {
             status,
             preferred_by_shard: vec![Some("n1".into()), None],
         },
-        r#"{"voters":["n1","n2","n3"],"epoch":1,"state":"voter","reachable":["n1","n2"],"quorum":2,"acceptor":true,"shards":2,"preferred":{"n1":1,"n2":1},"watched":[0],"stalled":{},"largest_slot":[0,412],"preferred_by_shard":["n1",null]}"#,
+        r#"{"voters":["n1","n2","n3"],"epoch":1,"state":"voter","reachable":["n1","n2"],"quorum":2,"acceptor":true,"shards":2,"preferred":{"n1":1,"n2":1},"watched":[0],"stalled":{"1":"timeouts"},"largest_slot":[0,412],"preferred_by_shard":["n1",null]}"#,
     );
+    // The status alone reads the same keys, and a key that is no shard is refused.
+    let plain: QuorumStatus = serde_json::from_str(
+        r#"{"voters":[],"epoch":null,"state":"forming","reachable":[],"quorum":1,"acceptor":false,"shards":4,"preferred":{},"watched":[],"stalled":{"3":"oversized"}}"#,
+    )
+    .expect("parses");
+    assert_eq!(plain.stalled, BTreeMap::from([(3, "oversized".into())]));
+    assert_eq!((plain.largest_slot, plain.reason), (None, None));
+    let e = serde_json::from_str::<QuorumView>(
+        r#"{"voters":[],"epoch":null,"state":"forming","reachable":[],"quorum":1,"acceptor":false,"shards":4,"preferred":{},"watched":[],"stalled":{"x":"oversized"},"preferred_by_shard":[]}"#,
+    )
+    .expect_err("not a shard");
+    assert!(e.to_string().contains("\"x\""), "{e}");
     assert_eq!(DEFAULT_ADMIN_PORT, 7947);
 }
