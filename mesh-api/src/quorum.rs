@@ -27,13 +27,13 @@ pub struct QuorumStatus {
     /// Number of shards.
     pub shards: u32,
     /// Per voter, how many shards it is the preferred proposer of.
-    pub preferred: std::collections::BTreeMap<String, u32>,
+    pub preferred: BTreeMap<String, u32>,
     /// Shards this node watches (evicts expired sessions of).
     pub watched: Vec<u32>,
     /// Shards that look stalled from here, with why (`oversized`, `timeouts`). In the
     /// JSON an object keyed by the shard number as a string (`{"1": "timeouts"}`).
     #[serde(default, deserialize_with = "stalled_from_json")]
-    pub stalled: std::collections::BTreeMap<u32, String>,
+    pub stalled: BTreeMap<u32, String>,
     /// The largest shard register value this node sent (bytes), and its shard.
     #[serde(default)]
     pub largest_slot: Option<(u32, u64)>,
