@@ -29,7 +29,7 @@ fn strong_view(session: Option<&str>) -> StrongNameView {
 }
 
 #[test]
-fn members() {
+fn member_views_and_states_keep_their_json() {
     pin(
         &MemberView {
             name: "n1".into(),
@@ -60,7 +60,7 @@ fn members() {
 }
 
 #[test]
-fn groups_and_names() {
+fn group_and_name_views_keep_their_json() {
     pin(
         &GroupCount {
             group: "workers".into(),
@@ -112,7 +112,7 @@ fn groups_and_names() {
 }
 
 #[test]
-fn send() {
+fn send_bodies_and_answers_keep_their_json() {
     let body = SendBody {
         group: Some("workers".into()),
         scope: Some("s".into()),
@@ -163,7 +163,7 @@ fn send() {
 }
 
 #[test]
-fn listen() {
+fn listen_bodies_and_lines_keep_their_json() {
     let body = ListenBody {
         groups: vec!["workers".into()],
         name: Some("leader".into()),
@@ -215,7 +215,7 @@ fn listen() {
 }
 
 #[test]
-fn sync() {
+fn sync_bodies_keep_their_json_and_defaults() {
     let body = SyncBody {
         mode: SyncMode::All,
         timeout_ms: 250,
@@ -233,7 +233,7 @@ fn sync() {
 }
 
 #[test]
-fn claims() {
+fn claim_bodies_answers_lines_and_tables_keep_their_json() {
     pin(
         &ClaimBody {
             task: "job-1".into(),
@@ -305,7 +305,7 @@ fn claims() {
 }
 
 #[test]
-fn strong_names() {
+fn strong_name_bodies_and_answers_keep_their_json() {
     pin(
         &StrongBody {
             name: "leader".into(),
@@ -352,7 +352,7 @@ fn strong_names() {
 }
 
 #[test]
-fn quorum() {
+fn the_quorum_view_keeps_its_json_and_reads_back_stalled_shards() {
     let status = QuorumStatus {
         voters: vec!["n1".into(), "n2".into(), "n3".into()],
         epoch: Some(1),
