@@ -16,8 +16,8 @@ use mesh_core::membership::{Profile, DEFAULT_PACKET_SIZE, MAX_PACKET_SIZE, MIN_P
 
 /// Default SWIM/QUIC port.
 pub const DEFAULT_PORT: u16 = 7946;
-/// Default admin API port (on loopback).
-pub const DEFAULT_ADMIN_PORT: u16 = 7947;
+/// Default admin API port (on loopback); defined with the API's wire types.
+pub use mesh_api::DEFAULT_ADMIN_PORT;
 
 /// Everything an agent needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,8 +12,9 @@
 //!   behind mesh-core's [`AcceptorStore`](mesh_core::quorum::AcceptorStore) trait.
 //! - [`metrics`]: the Prometheus metrics (registered at zero at start).
 //! - [`admin`]: the admin HTTP API (`/v1/members`, `/metrics`, `/livez`, `/readyz`, groups,
-//!   names, send/listen, claims, strong names); its request and answer bodies are what
-//!   `meshctl`'s client commands speak.
+//!   names, send/listen, claims, strong names); its request and answer bodies are
+//!   `mesh-api`'s types (re-exported in [`admin`]), which `meshctl`'s client commands
+//!   speak without depending on this crate.
 //!
 //! An application embeds an agent by building an [`config::AgentConfig`], calling
 //! [`runtime::Agent::start`] on a tokio runtime and using the [`runtime::AgentHandle`]
@@ -46,3 +47,4 @@ pub mod config;
 pub mod metrics;
 pub mod redb_store;
 pub mod runtime;
+mod views;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use mesh_agent::admin::{ClaimAnswer, ClaimBody, ClaimsView, HoldLine, ReleaseBody};
+use mesh_api::{ClaimAnswer, ClaimBody, ClaimsView, HoldLine, ReleaseBody};
 
 use crate::client::{default_admin, AdminArgs, AdminClient, StatusHints};
 use crate::config_file::{io_reason, parse_duration};
@@ -388,7 +388,7 @@ fn seconds(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_agent::admin::{ClaimView, SessionView, ShardView, StrongNameView};
+    use mesh_api::{ClaimView, SessionView, ShardView, StrongNameView};
 
     fn view() -> ClaimsView {
         ClaimsView {

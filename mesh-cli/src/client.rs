@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use mesh_agent::config::DEFAULT_ADMIN_PORT;
-use mesh_agent::runtime::MemberView;
+use mesh_api::{MemberView, DEFAULT_ADMIN_PORT};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -46,7 +45,7 @@ impl AdminArgs {
 /// Longest we wait for an agent to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest we wait for a quorum call: the agent's own deadline
-/// ([`mesh_agent::admin::CALL_DEADLINE`]) plus room for the answer to come back.
+/// ([`mesh_api::CALL_DEADLINE`]) plus room for the answer to come back.
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Hints a command gives for answers of a given HTTP status, instead of the generic

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use mesh_agent::admin::{ClaimAnswer, ClaimBody, QuorumView, ReleaseBody};
-use mesh_core::membership::MemberState;
+use mesh_api::{ClaimAnswer, ClaimBody, MemberState, QuorumView, ReleaseBody};
 use mesh_transport::certs::{generate_ca, issue_node_cert, write_pair};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

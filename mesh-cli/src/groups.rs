@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use mesh_agent::admin::{GroupCount, GroupView, DEFAULT_SCOPE};
+use mesh_api::{GroupCount, GroupView, DEFAULT_SCOPE};
 
 use crate::client::AdminArgs;
 use crate::out::{print_stdout, table};
@@ -91,7 +91,7 @@ pub(crate) fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_agent::admin::GroupMember;
+    use mesh_api::GroupMember;
 
     #[test]
     fn escaping_keeps_unreserved_characters_and_encodes_the_rest() {

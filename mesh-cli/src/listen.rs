@@ -8,7 +8,7 @@ use std::io::BufRead as _;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use mesh_agent::admin::{ListenBody, ListenLine, Policy as ApiPolicy, DEFAULT_SCOPE};
+use mesh_api::{ListenBody, ListenLine, Policy as ApiPolicy, DEFAULT_SCOPE};
 
 use crate::client::AdminArgs;
 use crate::config_file::io_reason;

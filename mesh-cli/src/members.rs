@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use mesh_agent::runtime::MemberView;
+use mesh_api::MemberView;
 
 use crate::client::AdminArgs;
 use crate::out::{print_stdout, table};
@@ -68,7 +68,7 @@ pub(crate) fn human_age(seconds: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::membership::MemberState;
+    use mesh_api::MemberState;
 
     use super::*;
 

@@ -10,7 +10,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use mesh_agent::admin::{
+use mesh_api::{
     NameView, StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
 };
 

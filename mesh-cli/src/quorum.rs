@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use mesh_agent::admin::QuorumView;
+use mesh_api::QuorumView;
 
 use crate::claim::UNAVAILABLE_HINT;
 use crate::client::{AdminArgs, StatusHints};
@@ -131,7 +131,7 @@ fn render(view: &QuorumView, shards: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_agent::runtime::QuorumStatus;
+    use mesh_api::QuorumStatus;
 
     fn view() -> QuorumView {
         QuorumView {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{ArgGroup, Args};
-use mesh_agent::admin::{SendAnswer, SendBody, DEFAULT_SCOPE};
-use mesh_core::node::GroupMode;
+use mesh_api::{GroupMode, SendAnswer, SendBody, DEFAULT_SCOPE};
 
 use crate::client::AdminArgs;
 use crate::config_file::io_reason;

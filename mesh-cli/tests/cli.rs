@@ -9,8 +9,7 @@ use std::process::{Command, Output};
 use std::sync::mpsc::{self, Receiver};
 
 use mesh_agent::admin::{router, serve, AdminView};
-use mesh_agent::runtime::MemberView;
-use mesh_core::membership::MemberState;
+use mesh_api::{MemberState, MemberView};
 
 /// `meshctl` with `args`, none of the caller's `MESH_*` variables, plus `env`.
 fn meshctl(args: &[&str], env: &[(&str, &str)]) -> Output {

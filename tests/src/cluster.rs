@@ -22,8 +22,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mesh_agent::runtime::MemberView;
-use mesh_core::membership::MemberState;
+use mesh_api::MemberState;
+use mesh_api::MemberView;
 use mesh_transport::certs::{generate_ca, issue_node_cert, write_pair, CertPair};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

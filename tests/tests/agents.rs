@@ -10,8 +10,8 @@ use std::net::UdpSocket;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mesh_agent::runtime::MemberView;
-use mesh_core::membership::MemberState;
+use mesh_api::MemberState;
+use mesh_api::MemberView;
 use mesh_tests::cluster::{exclusive, log_file, meshctl, metric_value, wait_until, Cluster};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

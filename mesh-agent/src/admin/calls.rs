@@ -91,12 +91,12 @@ use super::quorum::quorum;
 use super::strong_names::{
     register, release_name, strong_names, transfer, whereis, WhereisQueryResult,
 };
-use crate::runtime::{AgentHandle, ApiError, ProcessHandle, QuorumStatus};
+use crate::runtime::{AgentHandle, ApiError, ProcessHandle};
+use mesh_api::QuorumStatus;
 use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, Unavailable};
 use mesh_core::node::claims_plane::CallError;
 
-/// Longest a claims or strong-name route waits for a decision before it answers `504`.
-pub const CALL_DEADLINE: Duration = Duration::from_secs(20);
+pub(super) use mesh_api::CALL_DEADLINE;
 
 /// The routes of this module, over a running agent.
 pub(crate) fn routes(agent: AgentHandle) -> Router {
@@ -345,8 +345,11 @@ pub(super) fn ndjson(line: &impl Serialize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::claims::{ClaimBody, ClaimView, HoldLine, SessionView, ShardView};
-    use crate::admin::strong_names::{StrongBody, StrongNameView, WhereisAnswer};
+    use crate::admin::claims::ShardViewExt as _;
+    use mesh_api::{
+        ClaimBody, ClaimView, HoldLine, SessionView, ShardView, StrongBody, StrongNameView,
+        WhereisAnswer,
+    };
     use mesh_core::claims::{SessionId, TableKind};
     use mesh_core::claims::{ShardId, ShardTable, StrongName};
     use mesh_core::pid::Pid;

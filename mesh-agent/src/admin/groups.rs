@@ -16,15 +16,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::common::stopped;
 use super::json_error;
 use crate::runtime::AgentHandle;
-use mesh_core::registry::{ConflictPolicy, NameInfo};
-
-/// The scope used when a request names none.
-pub const DEFAULT_SCOPE: &str = "default";
+use crate::views::api_policy;
+use mesh_api::{GroupCount, GroupMember, GroupView, NameView, DEFAULT_SCOPE};
+use mesh_core::registry::NameInfo;
 
 /// The routes of this module, over a running agent.
 pub(crate) fn routes() -> Router<AgentHandle> {
@@ -51,100 +50,21 @@ impl ScopeQuery {
     }
 }
 
-/// A name's conflict policy as the API spells it (`notify`, `kill`,
-/// `unregister_both`); the wire format inside the cluster uses one-letter names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Policy {
-    /// The loser's claim is retracted and its process notified (default).
-    #[default]
-    Notify,
-    /// As notify, and the losing process is ended.
-    Kill,
-    /// Both claims are retracted and both processes notified.
-    UnregisterBoth,
+/// [`NameView`] from the core's registry entry (the view is `mesh-api`'s, the entry
+/// the core's: this trait is how the agent builds one).
+trait NameViewExt {
+    /// The view of `info`, registered as `name`.
+    fn new(name: String, info: NameInfo) -> Self;
 }
 
-impl From<Policy> for ConflictPolicy {
-    fn from(p: Policy) -> Self {
-        match p {
-            Policy::Notify => Self::Notify,
-            Policy::Kill => Self::Kill,
-            Policy::UnregisterBoth => Self::UnregisterBoth,
-        }
-    }
-}
-
-impl From<ConflictPolicy> for Policy {
-    fn from(p: ConflictPolicy) -> Self {
-        match p {
-            ConflictPolicy::Notify => Self::Notify,
-            ConflictPolicy::Kill => Self::Kill,
-            ConflictPolicy::UnregisterBoth => Self::UnregisterBoth,
-        }
-    }
-}
-
-/// One line of `GET /v1/groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupCount {
-    /// The group.
-    pub group: String,
-    /// Distinct member processes.
-    pub members: usize,
-}
-
-/// One member in `GET /v1/groups/{group}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupMember {
-    /// The process.
-    pub pid: String,
-    /// Its node.
-    pub node: String,
-    /// How many times it joined (multiplicity).
-    pub count: usize,
-    /// Its metadata, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<String>,
-}
-
-/// `GET /v1/groups/{group}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupView {
-    /// The scope.
-    pub scope: String,
-    /// The group.
-    pub group: String,
-    /// Members, by PID.
-    pub members: Vec<GroupMember>,
-}
-
-/// One name in `GET /v1/names`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NameView {
-    /// The name.
-    pub name: String,
-    /// The holder.
-    pub pid: String,
-    /// The holder's node.
-    pub node: String,
-    /// The claim's hybrid logical timestamp, `wall_ms.logical`.
-    pub hlc: String,
-    /// Conflict policy.
-    pub policy: Policy,
-    /// Metadata, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<String>,
-}
-
-impl NameView {
+impl NameViewExt for NameView {
     fn new(name: String, info: NameInfo) -> Self {
         Self {
             name,
             node: info.pid.node.clone(),
             pid: info.pid.to_string(),
             hlc: format!("{}.{}", info.hlc.wall_ms, info.hlc.logical),
-            policy: info.policy.into(),
+            policy: api_policy(info.policy),
             meta: info.meta,
         }
     }

@@ -26,14 +26,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::common::{bad_request, json_rejection, stopped, ApiJson, HEARTBEAT};
-use super::groups::{Policy, DEFAULT_SCOPE};
 use super::json_error;
 use crate::runtime::ApiError;
 use crate::runtime::{AgentHandle, ProcessHandle};
-use mesh_core::node::{Dest, GroupMode, NameError, SendError, SyncMode};
+use crate::views::{conflict_policy, group_mode, sync_mode};
+use mesh_api::{Failed, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody, DEFAULT_SCOPE};
+use mesh_core::node::{Dest, NameError, SendError};
 use mesh_core::pid::Pid;
 use mesh_core::process::Delivery;
 
@@ -45,65 +45,16 @@ pub(crate) fn routes() -> Router<AgentHandle> {
         .route("/v1/sync", post(sync))
 }
 
-/// `POST /v1/send`: exactly one of `group`, `name`, `strong`, `pid`; exactly one of `payload`
-/// (text) and `payload_base64`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendBody {
-    /// A group to send to.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// The group's scope (default `default`).
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// Which group members: `all` (default), `local`, `one`, `nearest`.
-    #[serde(default)]
-    pub mode: Option<GroupMode>,
-    /// An eventual name to send to.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// A strong name to send to: its owner as this agent's cache has it. The message
-    /// carries the version, and the owner's node refuses it unless that version is
-    /// current there (`stale_version`).
-    #[serde(default)]
-    pub strong: Option<String>,
-    /// A PID to send to (`node/incarnation/local_id`).
-    #[serde(default)]
-    pub pid: Option<String>,
-    /// The message as text.
-    #[serde(default)]
-    pub payload: Option<String>,
-    /// The message as base64 (for binary payloads).
-    #[serde(default)]
-    pub payload_base64: Option<String>,
+/// What the agent makes of a [`SendBody`] (the body is `mesh-api`'s, the destination
+/// and payload the core's).
+trait SendBodyExt {
+    /// The one destination the body names, or why it does not name exactly one.
+    fn dest(&self) -> Result<Dest, String>;
+    /// The payload, from text or base64.
+    fn payload(&self) -> Result<Bytes, String>;
 }
 
-/// A target that did not get the message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failed {
-    /// The target.
-    pub pid: String,
-    /// Why (`mailbox_full`, `no_process`, ...).
-    pub reason: String,
-}
-
-/// The answer to `POST /v1/send`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SendAnswer {
-    /// Processes the message was delivered to (local and remote).
-    pub delivered: usize,
-    /// Remote nodes a frame went to.
-    pub remote_nodes: usize,
-    /// Targets that refused it.
-    pub failed: Vec<Failed>,
-    /// Nodes that did not confirm in time (their targets' fate is unknown).
-    pub timed_out: Vec<String>,
-    /// Nodes whose send queue was full: their targets got nothing.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backpressure: Vec<String>,
-}
-
-impl SendBody {
+impl SendBodyExt for SendBody {
     fn dest(&self) -> Result<Dest, String> {
         let given = [
             self.group.is_some(),
@@ -126,7 +77,7 @@ impl SendBody {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
                 group: group.clone(),
-                mode: self.mode.unwrap_or_default(),
+                mode: group_mode(self.mode.unwrap_or_default()),
             });
         }
         if let Some(name) = &self.name {
@@ -224,72 +175,16 @@ async fn send(State(h): State<AgentHandle>, ApiJson(body): ApiJson<SendBody>) ->
     Json(answer).into_response()
 }
 
-/// `POST /v1/listen`: at least one group or a name.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenBody {
-    /// Groups to join (in `scope`).
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// The scope (default `default`).
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// An eventual name to register.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The name's conflict policy (default `notify`).
-    #[serde(default)]
-    pub policy: Option<Policy>,
-    /// Metadata for the group memberships and the name.
-    #[serde(default)]
-    pub meta: Option<String>,
-    /// Mailbox capacity (default: the agent's).
-    #[serde(default)]
-    pub mailbox: Option<usize>,
+/// How the agent writes a [`ListenLine`] (the line is `mesh-api`'s, the delivery the
+/// core's).
+trait ListenLineExt: Sized {
+    /// The line for a delivery to the listening process.
+    fn from_delivery(d: Delivery) -> Self;
+    /// The line as NDJSON: its JSON and a newline.
+    fn to_line(&self) -> Bytes;
 }
 
-/// One line of a `listen` stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum ListenLine {
-    /// The process is in place: first line.
-    Ready {
-        /// Its PID.
-        pid: String,
-        /// Groups joined.
-        groups: Vec<String>,
-        /// Scope.
-        scope: String,
-        /// Name registered, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-    },
-    /// A message.
-    Message {
-        /// The sending process, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        from: Option<String>,
-        /// The payload, if it is UTF-8.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        payload: Option<String>,
-        /// The payload in base64, if it is not UTF-8.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        payload_base64: Option<String>,
-    },
-    /// The process lost its name to a concurrent registration.
-    NameConflict {
-        /// The name.
-        name: String,
-        /// Who keeps it.
-        winner: String,
-    },
-    /// Nothing happened for a second (lets the agent notice a departed client).
-    Heartbeat,
-    /// The process ended (killed by a name-conflict policy, or the agent stopping).
-    Exited,
-}
-
-impl ListenLine {
+impl ListenLineExt for ListenLine {
     fn from_delivery(d: Delivery) -> Self {
         match d {
             Delivery::Message { from, payload } => {
@@ -345,7 +240,7 @@ async fn listen(State(h): State<AgentHandle>, ApiJson(body): ApiJson<ListenBody>
         }
     }
     if let Some(name) = &body.name {
-        let policy = body.policy.unwrap_or_default().into();
+        let policy = conflict_policy(body.policy.unwrap_or_default());
         match h
             .register(name, process.pid(), body.meta.clone(), policy)
             .await
@@ -397,43 +292,20 @@ async fn listen(State(h): State<AgentHandle>, ApiJson(body): ApiJson<ListenBody>
         .into_response()
 }
 
-/// `POST /v1/sync`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncBody {
-    /// `quorum` (default) or `all`.
-    #[serde(default = "default_sync_mode")]
-    pub mode: SyncMode,
-    /// Deadline in milliseconds (default 5000, at most 60000).
-    #[serde(default = "default_sync_timeout")]
-    pub timeout_ms: u64,
-}
-
-fn default_sync_mode() -> SyncMode {
-    SyncMode::Quorum
-}
-
-fn default_sync_timeout() -> u64 {
-    5000
-}
-
 async fn sync(
     State(h): State<AgentHandle>,
     body: Result<Json<SyncBody>, JsonRejection>,
 ) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => SyncBody {
-            mode: default_sync_mode(),
-            timeout_ms: default_sync_timeout(),
-        },
+        Err(JsonRejection::MissingJsonContentType(_)) => SyncBody::default(),
         Err(e) => return json_rejection(&e),
     };
     if body.timeout_ms == 0 || body.timeout_ms > 60_000 {
         return bad_request("timeout_ms must be between 1 and 60000");
     }
     match h
-        .sync(body.mode, Duration::from_millis(body.timeout_ms))
+        .sync(sync_mode(body.mode), Duration::from_millis(body.timeout_ms))
         .await
     {
         Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),

@@ -34,7 +34,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::runtime::{AgentHandle, MemberView};
+use crate::runtime::AgentHandle;
 
 mod calls;
 mod claims;
@@ -44,15 +44,14 @@ mod messaging;
 mod quorum;
 mod strong_names;
 
-pub use calls::CALL_DEADLINE;
-pub use claims::{
-    ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, ReleaseBody, SessionView, ShardView,
-};
-pub use groups::{GroupCount, GroupMember, GroupView, NameView, Policy, DEFAULT_SCOPE};
-pub use messaging::{Failed, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody};
-pub use quorum::QuorumView;
-pub use strong_names::{
-    StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
+// The request and answer bodies live in `mesh-api` (the API's contract, which clients
+// depend on without this crate); re-exported here so that paths stay as they were.
+pub use mesh_api::{
+    ClaimAnswer, ClaimBody, ClaimView, ClaimsView, Failed, GroupCount, GroupMember, GroupMode,
+    GroupView, HoldLine, ListenBody, ListenLine, MemberState, MemberView, NameView, Policy,
+    QuorumStatus, QuorumView, ReleaseBody, SendAnswer, SendBody, SessionView, ShardView,
+    StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, SyncBody, SyncMode,
+    WhereisAnswer, CALL_DEADLINE, DEFAULT_SCOPE,
 };
 
 /// Content type of the Prometheus text exposition format.
@@ -283,7 +282,6 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use mesh_core::membership::MemberState;
 
     /// A node whose answers the test sets.
     #[derive(Clone, Default)]

@@ -4,22 +4,11 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::calls::{unavailable, QuorumApi};
 use super::common::stopped;
-use crate::runtime::QuorumStatus;
+use mesh_api::QuorumView;
 use mesh_core::claims::{ShardId, Unavailable};
-
-/// The answer to `GET /v1/quorum`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuorumView {
-    /// The quorum plane as this agent sees it.
-    #[serde(flatten)]
-    pub status: QuorumStatus,
-    /// The preferred proposer of each shard (index = shard) among the reachable voters.
-    pub preferred_by_shard: Vec<Option<String>>,
-}
 
 pub(super) async fn quorum(State(api): State<QuorumApi>) -> Response {
     let status = match api.agent.quorum_status().await {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use metrics::counter;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::calls::{name_subject, settle, unavailable, unexpected, CallFailure, QuorumApi};
 use super::common::{bad_request, stopped, ApiJson};
@@ -20,26 +20,17 @@ use mesh_core::claims::{
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::pid::Pid;
 
-/// A strong name: its owner and version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StrongNameView {
-    /// The name.
-    pub name: String,
-    /// The owning process.
-    pub pid: String,
-    /// The owner's node.
-    pub node: String,
-    /// The version (the name's fencing token).
-    pub version: u64,
-    /// Whether it vanishes with its registering agent's session.
-    pub ephemeral: bool,
-    /// For an ephemeral name read from a table or the cache, that session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
+use mesh_api::{StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer};
+
+/// [`StrongNameView`] from a core strong-name entry (the view is `mesh-api`'s, the
+/// entry the core's: this trait is how the agent builds one).
+pub(super) trait StrongNameViewExt {
+    /// The view of `entry`, registered as `name`.
+    fn new(name: &str, entry: &StrongName) -> Self;
 }
 
-impl StrongNameView {
-    pub(super) fn new(name: &str, entry: &StrongName) -> Self {
+impl StrongNameViewExt for StrongNameView {
+    fn new(name: &str, entry: &StrongName) -> Self {
         Self {
             name: name.to_owned(),
             pid: entry.owner.to_string(),
@@ -49,43 +40,6 @@ impl StrongNameView {
             session: entry.sid.as_ref().map(ToString::to_string),
         }
     }
-}
-
-/// `POST /v1/names/strong`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StrongBody {
-    /// The name (1..=128 bytes).
-    pub name: String,
-    /// The owner (`node/incarnation/local_id`); without it the agent spawns and keeps a
-    /// process to own the name (see the module docs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<String>,
-    /// Bind the name to the agent's session: it vanishes if the agent dies.
-    #[serde(default)]
-    pub ephemeral: bool,
-}
-
-/// `POST /v1/names/strong/release` (and its answer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StrongReleaseBody {
-    /// The name.
-    pub name: String,
-    /// Its current version (a stale one is refused with 409 and changes nothing).
-    pub version: u64,
-}
-
-/// `POST /v1/names/strong/transfer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StrongTransferBody {
-    /// The name.
-    pub name: String,
-    /// Its current version.
-    pub version: u64,
-    /// The new owner.
-    pub pid: String,
 }
 
 /// `?linearizable=true|false` of `GET /v1/names/strong/{name}`.
@@ -98,16 +52,6 @@ pub(crate) struct WhereisQuery {
 
 /// The `whereis` query as its handler takes it (a bad one is answered as JSON).
 pub(super) type WhereisQueryResult = Result<Query<WhereisQuery>, QueryRejection>;
-
-/// The answer to `GET /v1/names/strong/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WhereisAnswer {
-    /// The owner and version.
-    #[serde(flatten)]
-    pub entry: StrongNameView,
-    /// True for a quorum read; false for this agent's cache (possibly stale).
-    pub linearizable: bool,
-}
 
 /// Ends the kept processes whose name this agent's cache shows released or owned by
 /// another process since their registration, as the core judges it

@@ -22,6 +22,8 @@ use metrics::counter;
 use tokio::sync::{broadcast, oneshot};
 
 use super::{AgentHandle, Shell, ShellCommand};
+use crate::views::quorum_status_of;
+use mesh_api::QuorumStatus;
 use mesh_core::claims::{CallOk, ClaimsError, HolderEvent, ShardTable, StrongName};
 use mesh_core::membership::MembershipEvent;
 use mesh_core::node::claims_plane::CallError;
@@ -637,7 +639,7 @@ impl AgentHandle {
 
     /// The quorum plane as this node sees it.
     pub async fn quorum_status(&self) -> Result<Option<QuorumStatus>, ApiError> {
-        self.call(|n, _| n.quorum().map(QuorumStatus::of)).await
+        self.call(|n, _| n.quorum().map(quorum_status_of)).await
     }
 
     /// Claim events (lost, renewed, assigned) from now on.
@@ -708,84 +710,6 @@ impl Drop for Hold {
                     let _ = agent.push(Command::EndHold { task, hold }).await;
                 });
             }
-        }
-    }
-}
-
-/// The quorum plane as one node sees it (`meshctl quorum status`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QuorumStatus {
-    /// The configured voters.
-    pub voters: Vec<String>,
-    /// The root record's epoch, once formation finished.
-    pub epoch: Option<u64>,
-    /// Formation state: `forming`, `persisting`, `voter`, `non_voter`, `not_a_voter`,
-    /// `config_mismatch`.
-    pub state: String,
-    /// Why, for `not_a_voter` and `config_mismatch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Voters this node reaches (itself included).
-    pub reachable: Vec<String>,
-    /// Votes needed for a quorum.
-    pub quorum: usize,
-    /// Whether this node acts as an acceptor.
-    pub acceptor: bool,
-    /// Number of shards.
-    pub shards: u32,
-    /// Per voter, how many shards it is the preferred proposer of.
-    pub preferred: std::collections::BTreeMap<String, u32>,
-    /// Shards this node watches (evicts expired sessions of).
-    pub watched: Vec<u32>,
-    /// Shards that look stalled from here, with why (`oversized`, `timeouts`).
-    #[serde(default)]
-    pub stalled: std::collections::BTreeMap<u32, String>,
-    /// The largest shard register value this node sent (bytes), and its shard.
-    #[serde(default)]
-    pub largest_slot: Option<(u32, u64)>,
-}
-
-impl QuorumStatus {
-    fn of(q: &mesh_core::node::claims_plane::QuorumPlane) -> Self {
-        use mesh_core::quorum::FormationState as F;
-        let (state, reason) = match q.formation().state() {
-            F::Forming => ("forming", None),
-            F::Persisting(_) => ("persisting", None),
-            F::Voter(_) => ("voter", None),
-            F::NonVoter(_) => ("non_voter", None),
-            F::NotAVoter { reason, .. } => ("not_a_voter", Some(reason.clone())),
-            F::ConfigMismatch { reason } => ("config_mismatch", Some(reason.clone())),
-        };
-        let voters: Vec<String> = q.config().voters.names().to_vec();
-        let reachable = q.reachable_names();
-        let mut preferred = std::collections::BTreeMap::new();
-        for s in 0..q.config().shards {
-            if let Some(p) = q.preferred(mesh_core::claims::ShardId(s)) {
-                *preferred.entry(p).or_insert(0) += 1;
-            }
-        }
-        Self {
-            epoch: q.root().map(|r| r.epoch),
-            quorum: mesh_core::quorum::majority(voters.len()),
-            voters,
-            state: state.to_owned(),
-            reason,
-            reachable,
-            acceptor: q.is_acceptor(),
-            shards: q.config().shards,
-            preferred,
-            watched: q.watcher().watched().map(|s| s.0).collect(),
-            stalled: q
-                .shard_health()
-                .iter()
-                .filter_map(|(s, h)| Some((s.0, h.stalled()?.to_owned())))
-                .collect(),
-            largest_slot: q
-                .shard_health()
-                .iter()
-                .max_by_key(|(_, h)| h.slot_bytes)
-                .filter(|(_, h)| h.slot_bytes > 0)
-                .map(|(s, h)| (s.0, h.slot_bytes)),
         }
     }
 }

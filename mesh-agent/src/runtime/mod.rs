@@ -29,8 +29,9 @@ mod api;
 mod clock;
 mod store;
 
-pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle, QuorumStatus};
+pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle};
 pub use clock::Clock;
+pub use mesh_api::{MemberView, QuorumStatus};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -44,7 +45,6 @@ use bytes::Bytes;
 use mesh_transport::tls::TlsIdentity;
 use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig};
 use metrics::{counter, gauge};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::AgentConfig;
@@ -67,24 +67,6 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
 /// Events kept for slow subscribers before they see `Lagged`.
 const EVENT_BUFFER: usize = 1024;
-
-/// One member as the admin API and `meshctl members` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemberView {
-    /// Node name.
-    pub name: String,
-    /// Address peers dial.
-    pub addr: SocketAddr,
-    /// Boot incarnation.
-    pub incarnation: u64,
-    /// Liveness as this node sees it.
-    pub state: MemberState,
-    /// Seconds since it entered that state.
-    pub age_seconds: f64,
-    /// True for the node answering.
-    #[serde(default)]
-    pub is_self: bool,
-}
 
 /// Why an agent could not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]
@@ -731,7 +713,7 @@ impl AgentHandle {
             name: snap.me.name.clone(),
             addr: snap.me.addr,
             incarnation: snap.me.incarnation,
-            state: MemberState::Alive,
+            state: mesh_api::MemberState::Alive,
             age_seconds: now
                 .saturating_duration_since(self.shared.started)
                 .as_secs_f64(),
@@ -741,7 +723,7 @@ impl AgentHandle {
             name: m.id.name.clone(),
             addr: m.id.addr,
             incarnation: m.id.incarnation,
-            state: m.state,
+            state: crate::views::member_state(m.state),
             age_seconds: now.saturating_duration_since(m.since).as_secs_f64(),
             is_self: false,
         }));
