@@ -88,6 +88,11 @@ fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
         assert!(total.fenced_refused > 0, "paused writers were fenced off");
         assert!(total.evictions > 0 && total.reassigned > 0);
         assert!(total.lost > 0 && total.indeterminate > 0);
+        // The real routing ran: forwards, their timeouts and the retries that skipped
+        // the proposer that timed out.
+        let r = &total.routing;
+        assert!(r.forwarded > 0 && r.local > 0, "{r:?}");
+        assert!(r.timeouts > 0 && r.skipped > 0, "{r:?}");
     }
 }
 
