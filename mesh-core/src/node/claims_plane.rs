@@ -26,7 +26,8 @@
 //!   request id, so at most once) goes to the next voter in HRW order, and only when
 //!   every live voter timed out is it proposed here. (The claims simulation showed that
 //!   falling back to local proposals at once makes every node duel on the shard and
-//!   renews get lost.) Safety never depends on who proposes.
+//!   renews get lost.) Safety never depends on who proposes. These rules, and which
+//!   shards this node watches, are [`routing`]'s, which the claims simulation runs too.
 //! - **Q4 unavailable is explicit.** With no voters configured, before the root is in
 //!   force, or with fewer than a majority of voters reachable, calls fail at once with
 //!   [`Unavailable`]; they never fall back to eventual names.
