@@ -1,6 +1,7 @@
 //! Seeded simulation of task claims and strong names (`mesh_core::claims`) running the
 //! real code: voters are real `Acceptor`s, each holder node runs a real `Proposer`,
-//! `Holder` and `Watcher`. Faults: partitions (a voter cut off from some holders, a holder
+//! `Holder` and `Watcher`, and routes its changes through the real claims-plane routing
+//! (`claims_plane::routing::Router`, the one `QuorumPlane` runs). Faults: partitions (a voter cut off from some holders, a holder
 //! cut off from every voter), pauses (a frozen holder process; an application stalled
 //! between its validity check and its write), crashes with un-fsynced loss (voters) and
 //! crashes with restarts as a new incarnation (holders), loss, duplication, reordering,
@@ -20,7 +21,9 @@
 //!
 //! Negative controls, each asserted as caught: an application that ignores its validity
 //! deadline (overlap), watchers that wait TTL instead of TTL·(1+ρ) under skew (overlap),
-//! quorums of one voter (not linearizable).
+//! quorums of one voter (not linearizable), and two broken routing rules in the plane's
+//! router: a retry sent again to the proposer that timed out (calm ops stall after a
+//! kill), and no node watching its shards (a dead holder is never evicted).
 //!
 //! Seeds run through `mesh_sim_seeds`: `MESH_SIM_SEEDS=N` runs more seeds (default 200);
 //! `MESH_SIM_SEED=S` runs one seed; a failure prints a `REPRODUCE WITH:` command.
@@ -33,6 +36,7 @@ mod lincheck;
 mod world;
 
 use mesh_core::claims::Drift;
+use mesh_core::node::claims_plane::routing::RoutingMutation;
 use mesh_sim_seeds::{for_each_seed, run_seeds, sim_test};
 use std::time::{Duration, Instant};
 use world::{Options, Record, Sim, Stats};
@@ -88,6 +92,11 @@ fn claims_stay_safe_and_live_under_partitions_pauses_crashes_and_clock_skew() {
         assert!(total.fenced_refused > 0, "paused writers were fenced off");
         assert!(total.evictions > 0 && total.reassigned > 0);
         assert!(total.lost > 0 && total.indeterminate > 0);
+        // The real routing ran: forwards, their timeouts and the retries that skipped
+        // the proposer that timed out.
+        let r = &total.routing;
+        assert!(r.forwarded > 0 && r.local > 0, "{r:?}");
+        assert!(r.timeouts > 0 && r.skipped > 0, "{r:?}");
     }
 }
 
@@ -169,5 +178,49 @@ fn quorums_of_one_voter_are_caught_as_not_linearizable() {
     assert!(
         n > 0,
         "the linearizability checker must catch a quorum of one"
+    );
+}
+
+/// The routing the sim runs is the real one (`claims_plane::routing::Router`, as
+/// `QuorumPlane` runs it): breaking its skip rule in the plane is caught here.
+#[test]
+fn routing_that_retries_on_the_proposer_that_timed_out_is_caught_stalling_calm_ops() {
+    let opts = Options {
+        routing_mutation: Some(RoutingMutation::NeverSkip),
+        ..Options::default()
+    };
+    let checks: [Check; 2] = [
+        |r| invariants::one_isolated_voter_stalls_nothing(r).map(|_| ()),
+        invariants::renewing_holders_keep_their_claims,
+    ];
+    let counts = caught(20, opts, &checks);
+    println!(
+        "negative control (routing never skips): stalled calm ops in {} of 20 seeds, \
+         claims lost by renewing holders in {} of 20",
+        counts[0], counts[1]
+    );
+    assert!(
+        counts[0] > 0,
+        "a retry sent to the proposer that just timed out must stall an op after a kill"
+    );
+}
+
+/// Breaking the plane's watch rule (the preferred proposer's node watches the shard) is
+/// caught here: nobody evicts a dead holder.
+#[test]
+fn routing_where_no_node_watches_its_shards_is_caught_leaving_a_dead_holder_in_place() {
+    let opts = Options {
+        routing_mutation: Some(RoutingMutation::NeverWatch),
+        ..Options::default()
+    };
+    let n = caught(
+        10,
+        opts,
+        &[|r| invariants::dead_holder_is_evicted_in_time(r).map(|_| ())],
+    )[0];
+    println!("negative control (routing never watches): {n} of 10 seeds caught");
+    assert!(
+        n > 0,
+        "a dead holder nobody watches must be caught as never evicted"
     );
 }

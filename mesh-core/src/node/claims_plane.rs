@@ -26,7 +26,8 @@
 //!   request id, so at most once) goes to the next voter in HRW order, and only when
 //!   every live voter timed out is it proposed here. (The claims simulation showed that
 //!   falling back to local proposals at once makes every node duel on the shard and
-//!   renews get lost.) Safety never depends on who proposes.
+//!   renews get lost.) Safety never depends on who proposes. These rules, and which
+//!   shards this node watches, are [`routing`]'s, which the claims simulation runs too.
 //! - **Q4 unavailable is explicit.** With no voters configured, before the root is in
 //!   force, or with fewer than a majority of voters reachable, calls fail at once with
 //!   [`Unavailable`]; they never fall back to eventual names.
@@ -47,12 +48,16 @@ use crate::claims::{
 };
 use crate::pid::Pid;
 use crate::quorum::{
-    majority, preferred_proposer, proposer_id, Acceptor, AcceptorState, Formation, FormationConfig,
-    FormationOutput, GroupCommit, Hello, NodeId, OpId, ProposeError, Proposer, ProposerConfig,
-    ProposerOutput, Reply, Request, RequestId, RootRecord, VoterNames,
+    majority, proposer_id, Acceptor, AcceptorState, Formation, FormationConfig, FormationOutput,
+    GroupCommit, Hello, NodeId, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput,
+    Reply, Request, RequestId, RootRecord, VoterNames,
 };
 
 use super::wire;
+
+pub mod routing;
+
+use routing::{Route, Router};
 
 /// The quorum plane's settings (the same on every node of a cluster).
 #[derive(Debug, Clone)]
@@ -334,15 +339,8 @@ pub struct QuorumPlane {
     watcher: Watcher,
     names: NameCache,
     ops: HashMap<OpId, Origin>,
-    /// Changes forwarded to a preferred proposer: their deadline, shard, target and when
-    /// they were sent.
-    forwarded: HashMap<RequestId, (Instant, ShardId, String, Instant)>,
-    /// Per change, the voters that timed out on it: its retry goes to the next one.
-    excluded: HashMap<RequestId, BTreeSet<String>>,
-    /// Voters that let a forward time out, skipped as preferred proposers until then
-    /// (or until heard from): SWIM may take seconds to declare an isolated voter down,
-    /// and every new change would otherwise wait a forward timeout on it.
-    slow: HashMap<String, Instant>,
+    /// Where changes are proposed: forwards, their timeouts, skipped voters, watching.
+    router: Router,
     live: BTreeSet<String>,
     proposer_nodes: HashMap<NodeId, String>,
     next_gossip: Instant,
@@ -489,6 +487,11 @@ impl QuorumPlane {
         let mut holders = BTreeMap::new();
         holders.insert(ms(config.ttl), holder);
         let next_holder_seq = HOLDER_SEQS;
+        let router = Router::new(
+            name,
+            config.forward_timeout.min(config.ttl / 4),
+            config.slow_voter_backoff,
+        );
         let mut plane = Self {
             name: name.to_owned(),
             incarnation,
@@ -510,9 +513,7 @@ impl QuorumPlane {
             health: BTreeMap::new(),
             watcher: Watcher::new(wc),
             ops: HashMap::new(),
-            forwarded: HashMap::new(),
-            excluded: HashMap::new(),
-            slow: HashMap::new(),
+            router,
             live: BTreeSet::new(),
             proposer_nodes: HashMap::new(),
             next_gossip: now,
@@ -628,25 +629,12 @@ impl QuorumPlane {
 
     /// The shard's preferred proposer among the live voters.
     pub fn preferred(&self, shard: ShardId) -> Option<String> {
-        self.preferred_excluding(shard, &BTreeSet::new())
+        Router::preferred(shard, self.reachable_names().iter().map(String::as_str))
     }
 
-    /// The shard's preferred proposer among the live voters not in `excluded`.
-    fn preferred_excluding(&self, shard: ShardId, excluded: &BTreeSet<String>) -> Option<String> {
-        let ids: Vec<(NodeId, &String)> = self
-            .config
-            .voters
-            .names()
-            .iter()
-            .filter(|v| **v == self.name || self.live.contains(*v))
-            .filter(|v| !excluded.contains(*v))
-            .map(|v| (proposer_id(v), v))
-            .collect();
-        let only: Vec<NodeId> = ids.iter().map(|(i, _)| *i).collect();
-        let best = preferred_proposer(&shard.0.to_le_bytes(), &only)?;
-        ids.into_iter()
-            .find(|(i, _)| *i == best)
-            .map(|(_, n)| n.clone())
+    /// The routing counters (forwards, skips, timeouts, late answers).
+    pub fn routing_stats(&self) -> &routing::RouterStats {
+        self.router.stats()
     }
 
     /// Next output.
@@ -656,7 +644,7 @@ impl QuorumPlane {
 
     /// When [`QuorumPlane::handle_tick`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let forwards = self.forwarded.values().map(|(at, _, _, _)| *at).min();
+        let forwards = self.router.poll_timeout();
         let holders = self.holders.values().filter_map(Holder::poll_timeout).min();
         [
             self.formation.poll_timeout(),
@@ -701,7 +689,7 @@ impl QuorumPlane {
 
     fn on_message(&mut self, now: Instant, from: &str, msg: QuorumMsg) {
         // Heard from: no longer skipped as a slow proposer.
-        self.slow.remove(from);
+        self.router.heard_from(from);
         match msg {
             QuorumMsg::Hello(h) => self.formation.handle_hello(now, h),
             QuorumMsg::Request { to, req } => self.on_request(from, to, req),
@@ -727,10 +715,10 @@ impl QuorumPlane {
                 None => bump(&mut self.stats, QuorumDrop::NoRoot),
             },
             QuorumMsg::Forwarded { request, outcome } => {
-                match self.forwarded.remove(&request) {
-                    // Timed out here already; the retry went local.
+                match self.router.answered(request) {
+                    // Timed out here already; the retry went elsewhere.
                     None => bump(&mut self.stats, QuorumDrop::LateForward),
-                    Some((_, shard, _, sent)) => {
+                    Some(routing::PendingForward { shard, sent, .. }) => {
                         let result = outcome.ok_or(ProposeError::Timeout);
                         self.note_decision(shard, result.is_ok());
                         self.stats
@@ -819,22 +807,8 @@ impl QuorumPlane {
             keep
         });
         self.watcher.handle_timeout(now);
-        let due: Vec<RequestId> = self
-            .forwarded
-            .iter()
-            .filter(|(_, (at, _, _, _))| *at <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        for request in due {
-            if let Some((_, shard, target, _)) = self.forwarded.remove(&request) {
-                self.note_decision(shard, false);
-                self.excluded
-                    .entry(request)
-                    .or_default()
-                    .insert(target.clone());
-                self.slow
-                    .insert(target, now + self.config.slow_voter_backoff);
-            }
+        for (request, pending) in self.router.expire(now) {
+            self.note_decision(pending.shard, false);
             self.stats.forward_timeouts += 1;
             self.complete_local(now, request, Err(ProposeError::Timeout));
         }
@@ -1076,9 +1050,13 @@ impl QuorumPlane {
         if self.root.is_none() {
             return;
         }
+        let candidates = self.reachable_names();
         for s in 0..self.config.shards {
             let shard = ShardId(s);
-            if self.preferred(shard).as_deref() == Some(self.name.as_str()) {
+            if self
+                .router
+                .watches(shard, candidates.iter().map(String::as_str))
+            {
                 self.watcher.watch(now, shard);
             } else {
                 self.watcher.unwatch(shard);
@@ -1185,14 +1163,15 @@ impl QuorumPlane {
     /// Routes a submission: to the preferred proposer (the next one in HRW order for a
     /// retry of a change that timed out there), or here.
     fn submit(&mut self, now: Instant, sub: Submission) {
-        self.slow.retain(|_, until| *until > now);
-        let mut excluded = self.excluded.get(&sub.request).cloned().unwrap_or_default();
-        excluded.extend(self.slow.keys().cloned());
-        match self.preferred_excluding(sub.shard, &excluded) {
-            Some(p) if p != self.name => {
-                let timeout = self.config.forward_timeout.min(self.config.ttl / 4);
-                self.forwarded
-                    .insert(sub.request, (now + timeout, sub.shard, p.clone(), now));
+        let candidates = self.reachable_names();
+        let route = self.router.route(
+            now,
+            sub.request,
+            sub.shard,
+            candidates.iter().map(String::as_str),
+        );
+        match route {
+            Route::Forward(p) => {
                 self.stats.forwarded_out += 1;
                 let msg = QuorumMsg::Forward {
                     shard: sub.shard,
@@ -1201,7 +1180,7 @@ impl QuorumPlane {
                 };
                 self.send(&p, &msg);
             }
-            _ => match self.proposer.as_mut() {
+            Route::Local => match self.proposer.as_mut() {
                 Some(prop) => {
                     let op = prop.propose(now, sub.shard, Some(sub.request), sub.change);
                     self.ops.insert(op, Origin::Local(sub.request, now));
@@ -1239,12 +1218,7 @@ impl QuorumPlane {
         request: RequestId,
         result: Result<ShardOutcome, ProposeError>,
     ) {
-        if result.is_ok() {
-            self.excluded.remove(&request);
-        } else if self.excluded.len() > 4096 {
-            // Retries of long-gone changes: forget the oldest bookkeeping wholesale.
-            self.excluded.clear();
-        }
+        self.router.completed(request, result.is_ok());
         if request.client == self.watcher.client() {
             self.watcher.handle_completion(now, request, result);
             return;

@@ -4,13 +4,15 @@
 //! names), one seeded RNG, a discrete-event queue in global simulated time, and per-node
 //! clocks whose rates differ from real time by up to ±ρ.
 //!
-//! The shell is what DESIGN §8–9 and `claims` ask of the real one: every change goes to
-//! its shard's preferred proposer in the (simulated SWIM) view over a reliable stream; a
-//! proposer that does not answer in `FORWARD_TIMEOUT` is skipped for a while (the retry
-//! goes to the next node in HRW order, the same for everyone); the
-//! preferred proposer's node watches the shard and feeds its watcher every table its
-//! proposer decides on. Register messages are lossy datagrams (loss, duplication,
-//! reordering). Odd seeds run the watchers with reassignment.
+//! Where a change is proposed is decided by the real routing of the claims plane: each
+//! holder node runs a `claims_plane::routing::Router` (the one `QuorumPlane` runs), with
+//! the (simulated SWIM) view as its candidates. It sends every change to its shard's
+//! preferred proposer, skips a proposer that did not answer in `FORWARD_TIMEOUT` (the
+//! retry goes to the next node in HRW order, the same for everyone), and tells the
+//! preferred proposer's node to watch the shard; this world only moves the forwards and
+//! their answers (over a reliable stream), arms the router's timer and feeds the
+//! watcher every table its proposer decides on. Register messages are lossy datagrams
+//! (loss, duplication, reordering). Odd seeds run the watchers with reassignment.
 //!
 //! A run has two phases. **Faults** (`0..FAULTS_END`): one fault episode at a time —
 //! a voter crash, a voter cut off from some holders, a holder cut off from everyone, a
@@ -27,10 +29,11 @@ use mesh_core::claims::{
     LostReason, SessionId, ShardChange, ShardId, ShardOutcome, ShardSlot, ShardTable, Submission,
     Watcher, WatcherConfig, WatcherEvent,
 };
+use mesh_core::node::claims_plane::routing::{Route, Router, RouterStats, RoutingMutation};
 use mesh_core::pid::Pid;
 use mesh_core::quorum::{
-    preferred_proposer, Acceptor, AcceptorOutput, AcceptorState, Completion, NodeId, OpId, Outcome,
-    ProposeError, Proposer, ProposerConfig, ProposerOutput, Reply, Request, RequestId,
+    Acceptor, AcceptorOutput, AcceptorState, Completion, NodeId, OpId, Outcome, ProposeError,
+    Proposer, ProposerConfig, ProposerOutput, Reply, Request, RequestId,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -77,6 +80,8 @@ pub(crate) struct Options {
     pub(crate) watcher_drift: Option<Drift>,
     /// Negative control: each node's proposer uses one voter as its whole voter set.
     pub(crate) quorum_of_one: bool,
+    /// Negative control: the routing of every holder node breaks one rule.
+    pub(crate) routing_mutation: Option<RoutingMutation>,
 }
 
 /// One table operation as a client saw it (global times).
@@ -165,6 +170,8 @@ pub(crate) struct Stats {
     /// clients recorded in one (each holds a whole table).
     pub(crate) max_slot_bytes: usize,
     pub(crate) max_slot_clients: usize,
+    /// The real routing's counters, summed over every holder life.
+    pub(crate) routing: RouterStats,
 }
 
 impl Stats {
@@ -189,7 +196,16 @@ impl Stats {
         self.events += o.events;
         self.max_slot_bytes = self.max_slot_bytes.max(o.max_slot_bytes);
         self.max_slot_clients = self.max_slot_clients.max(o.max_slot_clients);
+        add_routing(&mut self.routing, &o.routing);
     }
+}
+
+fn add_routing(to: &mut RouterStats, o: &RouterStats) {
+    to.forwarded += o.forwarded;
+    to.local += o.local;
+    to.skipped += o.skipped;
+    to.timeouts += o.timeouts;
+    to.late += o.late;
 }
 
 #[derive(Clone, Debug)]
@@ -214,12 +230,13 @@ enum Origin {
     Remote(RequestId, usize, NodeId),
 }
 
-/// How long a node waits for a forwarded change before it reports a timeout. It then
-/// suspects that proposer for `SUSPECT_FOR` and sends the retry (same request id) to the
-/// next node in HRW order — the same for every node, so a shard still has one proposer
-/// while SWIM catches up (falling back to proposing locally made every node duel).
+/// How long a node waits for a forwarded change before it reports a timeout. Its router
+/// then skips that proposer for `SLOW_BACKOFF` (or until heard from) and sends the retry
+/// (same request id) to the next node in HRW order — the same for every node, so a
+/// shard still has one proposer while SWIM catches up (falling back to proposing locally
+/// made every node duel).
 const FORWARD_TIMEOUT: Duration = Duration::from_millis(100);
-const SUSPECT_FOR: Duration = Duration::from_millis(1_000);
+const SLOW_BACKOFF: Duration = Duration::from_millis(1_000);
 
 #[derive(Clone, Debug)]
 enum Fault {
@@ -238,7 +255,6 @@ enum Event {
         msg: Msg,
     },
     Sync(usize),
-    ForwardTimeout(usize, u64, RequestId, u64),
     NodeTimer(usize, u64),
     AppTick(usize, u64),
     WriteArrive {
@@ -299,12 +315,8 @@ struct Node {
     holder: Holder,
     watcher: Watcher,
     ops: BTreeMap<OpId, Origin>,
-    /// Changes forwarded to another node's proposer and not answered yet: the shard, the
-    /// number of the attempt (a retry reuses the request id) and the proposer.
-    forwarded: BTreeMap<RequestId, (ShardId, u64, usize)>,
-    attempts: u64,
-    /// Proposers that did not answer a forward, until when they are skipped.
-    suspects: BTreeMap<usize, Duration>,
+    /// The real routing: where each change goes, forwards and their timeouts, skips.
+    router: Router,
     /// The history entry of each request (all its attempts are one op).
     hist: BTreeMap<RequestId, usize>,
     timer_at: Option<Duration>,
@@ -433,7 +445,10 @@ impl Sim {
         wc.drift = self.opts.watcher_drift.unwrap_or_else(drift);
         wc.refresh = REFRESH;
         wc.reassign = self.seed % 2 == 1;
+        let mut router = Router::new(&name, FORWARD_TIMEOUT, SLOW_BACKOFF);
+        router.set_mutation(self.opts.routing_mutation);
         Node {
+            router,
             proposer: P::new(id, incarnation, 1, voters, proposer_config()),
             holder: Holder::new(hc).unwrap_or_else(|e| panic!("holder config: {e}")),
             watcher: Watcher::new(wc),
@@ -446,9 +461,6 @@ impl Sim {
             frozen_until: Duration::ZERO,
             deferred: Vec::new(),
             ops: BTreeMap::new(),
-            forwarded: BTreeMap::new(),
-            attempts: 0,
-            suspects: BTreeMap::new(),
             hist: BTreeMap::new(),
             timer_at: None,
             app: App::default(),
@@ -530,22 +542,16 @@ impl Sim {
 
     // ------------------------------------------------------------ nodes
 
-    /// The shard's preferred proposer in the view (as node `n` sees it: without the
-    /// proposers `n` currently suspects). All of a shard's changes go through it: one
-    /// proposer per shard, no duelling, and its 1-RTT cache works.
-    fn preferred_by(&self, n: Option<usize>, shard: ShardId) -> Option<usize> {
-        let suspected = |i: &usize| {
-            n.and_then(|n| self.nodes[n].suspects.get(i))
-                .is_some_and(|until| *until > self.now)
-        };
-        let ids: Vec<NodeId> = self
-            .view
+    fn name_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The names of the nodes in the view: every router's candidate proposers.
+    fn view_names(&self) -> Vec<String> {
+        self.view
             .iter()
-            .filter(|i| !suspected(i))
-            .map(|&i| self.nodes[i].id)
-            .collect();
-        let p = preferred_proposer(&shard.0.to_le_bytes(), &ids)?;
-        self.node_index(p)
+            .map(|&i| self.nodes[i].name.clone())
+            .collect()
     }
 
     fn submit(&mut self, n: usize, sub: Submission) {
@@ -568,19 +574,25 @@ impl Sim {
                 h
             }
         };
-        match self.preferred_by(Some(n), sub.shard) {
-            Some(p) if p != n => {
-                let (from, to, life) = (self.nodes[n].id, self.nodes[p].id, self.nodes[n].life);
-                self.nodes[n].attempts += 1;
-                let attempt = self.nodes[n].attempts;
-                self.nodes[n]
-                    .forwarded
-                    .insert(sub.request, (sub.shard, attempt, p));
-                let ev = Event::ForwardTimeout(n, life, sub.request, attempt);
-                self.schedule(FORWARD_TIMEOUT, ev);
+        // The real routing decides: the shard's preferred proposer in the view, or the
+        // next one for a retry that timed out there, or here.
+        let local = self.local(n);
+        let view = self.view_names();
+        let route = self.nodes[n].router.route(
+            local,
+            sub.request,
+            sub.shard,
+            view.iter().map(String::as_str),
+        );
+        match route {
+            Route::Forward(to) => {
+                let Some(p) = self.name_index(&to) else {
+                    panic!("seed {}: routed to unknown node {to}", self.seed);
+                };
+                let (from, to) = (self.nodes[n].id, self.nodes[p].id);
                 self.send(from, to, Msg::Forward(sub, hist));
             }
-            _ => self.propose(n, sub, hist, None),
+            Route::Local => self.propose(n, sub, hist, None),
         }
     }
 
@@ -647,6 +659,7 @@ impl Sim {
             }
         }
         let node = &mut self.nodes[n];
+        node.router.completed(rid, result.is_ok());
         if rid.client == node.holder.client() {
             node.holder.handle_completion(local, rid, result);
         } else if rid.client == node.watcher.client() {
@@ -739,6 +752,7 @@ impl Sim {
             node.proposer.poll_timeout(),
             node.holder.poll_timeout(),
             node.watcher.poll_timeout(),
+            node.router.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1061,6 +1075,7 @@ impl Sim {
         }
         let life = self.nodes[n].life + 1;
         let rate = self.nodes[n].rate;
+        add_routing(&mut self.stats.routing, self.nodes[n].router.stats());
         self.nodes[n] = self.fresh_node(n, rate, life);
         self.schedule(Duration::from_millis(1), Event::AppTick(n, life));
         self.view_up(n);
@@ -1083,14 +1098,17 @@ impl Sim {
         self.voters[v].cut.contains(&n) || self.isolated.contains(&n)
     }
 
-    /// Every up node watches the shards it is the preferred proposer of in the view.
+    /// Every up node watches the shards its router says it is the preferred proposer of
+    /// in the view.
     fn rewatch(&mut self) {
-        let ids: Vec<NodeId> = self.view.iter().map(|&i| self.nodes[i].id).collect();
+        let view = self.view_names();
         for i in self.up_nodes() {
             let local = self.local(i);
             for s in 0..SHARDS {
                 let shard = ShardId(s);
-                let mine = preferred_proposer(&s.to_le_bytes(), &ids) == Some(self.nodes[i].id);
+                let mine = self.nodes[i]
+                    .router
+                    .watches(shard, view.iter().map(String::as_str));
                 let watching = self.nodes[i].watcher.watched().any(|w| w == shard);
                 if mine && !watching {
                     self.nodes[i].watcher.watch(local, shard);
@@ -1127,9 +1145,7 @@ impl Sim {
         // Events of a frozen node wait until it runs again.
         let target = match &ev {
             Event::Deliver { to, .. } => self.node_index(*to),
-            Event::NodeTimer(n, _) | Event::AppTick(n, _) | Event::ForwardTimeout(n, ..) => {
-                Some(*n)
-            }
+            Event::NodeTimer(n, _) | Event::AppTick(n, _) => Some(*n),
             _ => None,
         };
         if let Some(n) = target.filter(|&n| self.frozen(n).is_some()) {
@@ -1169,6 +1185,8 @@ impl Sim {
                         && !self.isolated.contains(&o)
                         && !self.isolated.contains(&p)
                     {
+                        let name = self.nodes[o].name.clone();
+                        self.nodes[p].router.heard_from(&name);
                         self.propose(p, sub, hist, Some(from));
                         self.drain(p);
                     }
@@ -1183,24 +1201,18 @@ impl Sim {
                         return true;
                     };
                     let reachable = !self.isolated.contains(&o) && !self.isolated.contains(&p);
-                    let waiting = self.nodes[o].forwarded.remove(&request).is_some();
-                    if self.nodes[o].up && reachable && waiting {
-                        self.finish(o, shard, request, Some(hist), result);
+                    if self.nodes[o].up && reachable {
+                        let name = self.nodes[p].name.clone();
+                        let router = &mut self.nodes[o].router;
+                        router.heard_from(&name);
+                        // A late answer (the change timed out here) is dropped.
+                        if router.answered(request).is_some() {
+                            self.finish(o, shard, request, Some(hist), result);
+                        }
                         self.drain(o);
                     }
                 }
             },
-            Event::ForwardTimeout(n, life, rid, attempt) => {
-                let node = &mut self.nodes[n];
-                let current = node.forwarded.get(&rid).is_some_and(|f| f.1 == attempt);
-                if node.up && node.life == life && current {
-                    if let Some((shard, _, proposer)) = node.forwarded.remove(&rid) {
-                        node.suspects.insert(proposer, self.now + SUSPECT_FOR);
-                        self.finish(n, shard, rid, None, Err(ProposeError::Timeout));
-                        self.drain(n);
-                    }
-                }
-            }
             Event::Sync(v) => {
                 self.voters[v].sync_scheduled = false;
                 if self.voters[v].down {
@@ -1229,6 +1241,11 @@ impl Sim {
                     node.proposer.handle_timeout(local, &mut self.rng);
                     node.holder.handle_timeout(local);
                     node.watcher.handle_timeout(local);
+                    // Forwards not answered in time: a timeout for their caller (the
+                    // router skips their proposer on the retry).
+                    for (rid, pending) in node.router.expire(local) {
+                        self.finish(n, pending.shard, rid, None, Err(ProposeError::Timeout));
+                    }
                 }
                 self.drain(n);
             }
@@ -1313,6 +1330,9 @@ impl Sim {
             }
         }
         let mut st = self.stats;
+        for node in &self.nodes {
+            add_routing(&mut st.routing, node.router.stats());
+        }
         st.ops = self.record.history.len();
         st.acked = self
             .record
