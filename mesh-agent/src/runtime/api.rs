@@ -13,6 +13,31 @@
 //! [`ReadError`], [`ProcessError`]). [`ApiError::Stopped`] and [`ApiError::Busy`] did
 //! nothing; [`ApiError::Failed`] says in `E`'s variant what happened to the state
 //! (each variant's docs say; refusals changed nothing).
+//!
+//! # Groups: what differs from Erlang's `pg`
+//!
+//! The group calls are `pg`'s ([`join`](AgentHandle::join) / [`join_many`](AgentHandle::join_many)
+//! = `pg:join/3`, [`leave_groups`](AgentHandle::leave_groups) /
+//! [`leave_many`](AgentHandle::leave_many) = `pg:leave/3`,
+//! [`members_of`](AgentHandle::members_of) = `get_members`,
+//! [`local_members`](AgentHandle::local_members), [`which_groups`](AgentHandle::which_groups),
+//! [`which_local_groups`](AgentHandle::which_local_groups),
+//! [`monitor`](AgentHandle::monitor) = `pg:monitor`), with these deliberate differences:
+//!
+//! - **Scopes need no start**: any scope name works at once ([`scopes`](AgentHandle::scopes)
+//!   lists those with a group).
+//! - **Members are sorted by PID**, one entry per join (a process joined twice appears
+//!   twice), not in join order.
+//! - **Monitor events are per occurrence**: a process that joined twice and exits
+//!   gives two leave events, in order; the snapshot and the events never overlap or
+//!   leave a gap.
+//! - **A down node's members are hidden, not removed**, and come back without a
+//!   transfer if the node returns within `permdown`; after it they are purged. (`pg`
+//!   removes them when the node disconnects.)
+//! - **A PID is refused, not ignored**: a PID of another node is
+//!   [`GroupError::NotLocal`], one of this node that exited is [`GroupError::Exited`],
+//!   and a many-PID join or leave with either changes nothing (`pg:join/3` with a
+//!   non-local PID raises, too).
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -176,8 +176,9 @@ pub enum QuorumOutput {
     Send {
         /// Node name.
         to: String,
-        /// Encoded [`QuorumMsg`].
-        payload: Bytes,
+        /// The encoded control frame (a `ControlFrame::Quorum` around the encoded
+        /// [`QuorumMsg`], made in one pass).
+        frame: Bytes,
     },
     /// Write these acceptor states durably (one transaction, fsync), then call
     /// [`QuorumPlane::handle_persisted`] with `id`.
@@ -1091,7 +1092,7 @@ impl QuorumPlane {
             self.loopback.push_back(msg.clone());
             return;
         }
-        let Ok(payload) = wire::encode(msg) else {
+        let Ok((frame, len)) = wire::encode_quorum_frame(msg) else {
             return bump(&mut self.stats, QuorumDrop::EncodeFailed);
         };
         let (shard, carries_slot) = match msg {
@@ -1113,7 +1114,6 @@ impl QuorumPlane {
             }
             QuorumMsg::Hello(_) | QuorumMsg::Forwarded { .. } => (None, false),
         };
-        let len = payload.len();
         if let Some(shard) = shard {
             let h = self.health.entry(shard).or_default();
             if carries_slot {
@@ -1138,7 +1138,7 @@ impl QuorumPlane {
         }
         self.outputs.push_back(QuorumOutput::Send {
             to: to.to_owned(),
-            payload,
+            frame,
         });
     }
 

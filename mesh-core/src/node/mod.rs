@@ -919,23 +919,20 @@ impl Node {
         }
         for o in outs {
             match o {
-                QuorumOutput::Send { to, payload } => {
+                QuorumOutput::Send { to, frame } => {
                     let Some(addr) = self.peers.get(&to).map(|p| p.addr) else {
                         // Not a live member (yet): formation retries, proposers time out.
                         self.stats.drop_input(DropReason::PeerUnreachable);
                         continue;
                     };
-                    match wire::encode(&ControlFrame::Quorum(payload)) {
-                        Ok(payload) => self.outputs.push_back(Output::Frame {
-                            to: PeerRef {
-                                name: Some(to),
-                                addr,
-                            },
-                            class: Class::Control,
-                            payload,
-                        }),
-                        Err(_) => self.stats.drop_input(DropReason::EncodeFailed),
-                    }
+                    self.outputs.push_back(Output::Frame {
+                        to: PeerRef {
+                            name: Some(to),
+                            addr,
+                        },
+                        class: Class::Control,
+                        payload: frame,
+                    });
                 }
                 QuorumOutput::Persist { id, entries } => {
                     self.outputs.push_back(Output::Persist { id, entries });
