@@ -44,6 +44,15 @@ fn child_process_entry_point() {
     let Ok(which) = std::env::var(CHILD_ENV) else {
         return;
     };
+    // Never outlive the test that started this child (if it is killed, its Drop that
+    // kills children does not run).
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(2);
+        }
+    });
     // libtest printed "test child_process_entry_point ... " with no newline: end that
     // line, so the example's lines start lines of their own.
     println!();
