@@ -386,3 +386,94 @@ impl AgentBuilder {
         Ok(handle)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+
+    use mesh_transport::certs::{generate_ca, issue_node_cert};
+
+    use super::*;
+
+    fn identity(name: &str) -> TlsIdentity {
+        let ca = generate_ca("t").expect("ca");
+        let node = issue_node_cert(&ca, name).expect("node");
+        TlsIdentity::from_pem(&ca.cert_pem, &node.cert_pem, &node.key_pem).expect("identity")
+    }
+
+    fn free_port() -> SocketAddr {
+        UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+    }
+
+    #[tokio::test]
+    async fn without_admin_the_admin_settings_are_not_checked_and_nothing_listens() {
+        let mut config = AgentConfig::new("n1", PathBuf::new(), PathBuf::new(), PathBuf::new());
+        config.bind = free_port();
+        // Reachable from other hosts and no token: refused with the admin API on...
+        config.admin = "0.0.0.0:0".parse().expect("addr");
+        let tls = Tls::Identity(identity("n1"));
+        let err = AgentBuilder::from_config(config.clone())
+            .tls(tls.clone())
+            .start()
+            .await
+            .expect_err("a public admin API without a token");
+        assert!(err.to_string().starts_with("admin_token:"), "{err}");
+        // ...and nothing was bound.
+        drop(UdpSocket::bind(config.bind).expect("the QUIC port is still free"));
+
+        // ...accepted without it, and then there is no admin address.
+        let agent = AgentBuilder::from_config(config)
+            .tls(tls)
+            .no_admin()
+            .start()
+            .await
+            .expect("starts without the admin API");
+        assert_eq!(agent.admin_api(), None);
+        assert_eq!(agent.admin_addr(), SocketAddr::from(([0, 0, 0, 0], 0)));
+        agent.leave(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_is_served_where_asked_and_reported() {
+        let agent = Agent::builder("n1", Tls::Identity(identity("n1")))
+            .bind(free_port())
+            .admin("127.0.0.1:0".parse().expect("addr"))
+            .start()
+            .await
+            .expect("starts");
+        let admin = agent.admin_api().expect("an admin address");
+        assert_ne!(admin.port(), 0);
+        assert_eq!(agent.admin_addr(), admin);
+        // Something listens there.
+        tokio::net::TcpStream::connect(admin)
+            .await
+            .expect("the admin API accepts connections");
+        agent.leave(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn a_certificate_for_another_name_is_refused() {
+        let err = Agent::builder("n1", Tls::Identity(identity("n2")))
+            .bind(free_port())
+            .no_admin()
+            .start()
+            .await
+            .expect_err("n2's certificate for n1");
+        assert!(
+            matches!(err, StartError::CertName { ref cert, ref name } if cert == "n2" && name == "n1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let tls = Tls::Pem {
+            ca: b"ca".to_vec(),
+            cert: b"cert".to_vec(),
+            key: b"SECRET KEY".to_vec(),
+        };
+        assert!(!format!("{tls:?}").contains("SECRET"));
+    }
+}
