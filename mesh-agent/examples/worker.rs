@@ -95,10 +95,15 @@ pub async fn run(opts: Options) -> Result<(), Box<dyn Error>> {
                 {
                     let mut answer = b"echo: ".to_vec();
                     answer.extend_from_slice(&payload);
-                    agent
-                        .send(Some(me.pid().clone()), Dest::Pid(from), answer.into())
-                        .await??;
-                    println!("answered {} bytes", payload.len());
+                    // The asker may be gone already: say so and go on serving.
+                    let reply = Dest::Pid(from);
+                    match agent
+                        .send(Some(me.pid().clone()), reply, answer.into())
+                        .await?
+                    {
+                        Ok(_) => println!("answered {} bytes", payload.len()),
+                        Err(e) => println!("could not answer: {e}"),
+                    }
                 }
             }
             Ok(())
