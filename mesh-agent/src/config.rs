@@ -133,8 +133,16 @@ impl AgentConfig {
         self.advertise.unwrap_or(self.bind)
     }
 
-    /// Checks the configuration; the error names the offending key.
+    /// Checks the configuration (the node settings, then the admin settings); the
+    /// error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_node()?;
+        self.validate_admin()
+    }
+
+    /// Checks everything but the admin API settings (`admin`, `admin_token`): what an
+    /// agent started without the admin API needs. The error names the offending key.
+    pub fn validate_node(&self) -> Result<(), ConfigError> {
         validate_name(&self.name).map_err(ConfigError::Name)?;
         mesh_core::claims::check_ttl(self.claims_ttl).map_err(ConfigError::ClaimsTtl)?;
         if self.advertise.is_none() && self.bind.ip().is_unspecified() {
@@ -167,16 +175,22 @@ impl AgentConfig {
         if !(1..=MAX_SHARDS).contains(&self.shards) {
             return Err(ConfigError::Shards(self.shards));
         }
-        let token_set = self.admin_token.as_deref().is_some_and(|t| !t.is_empty());
-        if !self.admin.ip().is_loopback() && !token_set {
-            return Err(ConfigError::AdminNeedsToken(self.admin));
-        }
         if let Some(seed) = self
             .seeds
             .iter()
             .find(|s| s.ip().is_unspecified() || s.port() == 0)
         {
             return Err(ConfigError::BadSeed(*seed));
+        }
+        Ok(())
+    }
+
+    /// Checks the admin API settings: an `admin` address other hosts can reach needs
+    /// a non-empty `admin_token`. The error names the key.
+    pub fn validate_admin(&self) -> Result<(), ConfigError> {
+        let token_set = self.admin_token.as_deref().is_some_and(|t| !t.is_empty());
+        if !self.admin.ip().is_loopback() && !token_set {
+            return Err(ConfigError::AdminNeedsToken(self.admin));
         }
         Ok(())
     }
@@ -258,6 +272,28 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
         c.admin_token = Some("s3cret".into());
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn node_settings_are_checked_apart_from_admin_settings() {
+        // A public admin address without a token: only the admin part refuses it, so an
+        // agent started without the admin API is not refused for it.
+        let mut c = base();
+        c.admin = "0.0.0.0:7947".parse().expect("addr");
+        assert_eq!(c.validate_node(), Ok(()));
+        assert!(matches!(
+            c.validate_admin(),
+            Err(ConfigError::AdminNeedsToken(_))
+        ));
+        assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
+        // A node setting is refused by the node part, naming its key, whatever admin is.
+        c.packet_size = 100;
+        let err = c.validate_node().expect_err("packet size");
+        assert!(err.to_string().starts_with("packet_size:"), "{err}");
+        c.packet_size = DEFAULT_PACKET_SIZE;
+        c.seeds = vec!["0.0.0.0:7946".parse().expect("addr")];
+        assert!(matches!(c.validate_node(), Err(ConfigError::BadSeed(_))));
+        assert_eq!(base().validate_admin(), Ok(()));
     }
 
     #[test]

@@ -138,6 +138,20 @@ impl TlsIdentity {
     /// Fails unless the certificate verifies under the CA, carries a DNS name and
     /// matches the key.
     pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        Self::from_pem_bytes(ca_pem.as_bytes(), cert_pem.as_bytes(), key_pem.as_bytes())
+    }
+
+    /// Like [`from_pem`](Self::from_pem), from PEM bytes in memory (what an embedding
+    /// application holds after reading a secret store or generating certificates).
+    /// The bytes need not be UTF-8 outside the PEM sections; errors name the input
+    /// ("CA PEM", "certificate PEM", "key PEM") and what is wrong with it: no PEM
+    /// section of the expected kind, a malformed one, a certificate not issued by the
+    /// CA, or a key that does not belong to the certificate.
+    pub fn from_pem_bytes(
+        ca_pem: &[u8],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, TlsError> {
         Self::load(
             Source::new("CA PEM", ca_pem),
             Source::new("certificate PEM", cert_pem),
@@ -158,9 +172,9 @@ impl TlsIdentity {
         let (ca_pem, cert_pem, key_pem) = (read(ca)?, read(cert)?, read(key)?);
         let name = |p: &Path| p.display().to_string();
         Self::load(
-            Source::new(name(ca), &ca_pem),
-            Source::new(name(cert), &cert_pem),
-            Source::new(name(key), &key_pem),
+            Source::new(name(ca), ca_pem.as_bytes()),
+            Source::new(name(cert), cert_pem.as_bytes()),
+            Source::new(name(key), key_pem.as_bytes()),
             true,
         )
     }
@@ -179,9 +193,9 @@ impl TlsIdentity {
         key_pem: &str,
     ) -> Result<Self, TlsError> {
         Self::load(
-            Source::new("CA PEM", ca_pem),
-            Source::new("certificate PEM", cert_pem),
-            Source::new("key PEM", key_pem),
+            Source::new("CA PEM", ca_pem.as_bytes()),
+            Source::new("certificate PEM", cert_pem.as_bytes()),
+            Source::new("key PEM", key_pem.as_bytes()),
             false,
         )
     }
@@ -281,11 +295,11 @@ impl TlsIdentity {
 /// A PEM input and the name errors use for it.
 struct Source<'a> {
     name: String,
-    pem: &'a str,
+    pem: &'a [u8],
 }
 
 impl<'a> Source<'a> {
-    fn new(name: impl Into<String>, pem: &'a str) -> Self {
+    fn new(name: impl Into<String>, pem: &'a [u8]) -> Self {
         Self {
             name: name.into(),
             pem,
@@ -293,7 +307,7 @@ impl<'a> Source<'a> {
     }
 
     fn certs(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        let certs = rustls_pemfile::certs(&mut self.pem.as_bytes())
+        let certs = rustls_pemfile::certs(&mut &*self.pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| TlsError::Pem {
                 source_name: self.name.clone(),
@@ -308,7 +322,7 @@ impl<'a> Source<'a> {
     }
 
     fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
-        match rustls_pemfile::private_key(&mut self.pem.as_bytes()) {
+        match rustls_pemfile::private_key(&mut &*self.pem) {
             Ok(Some(key)) => Ok(key),
             Ok(None) => Err(TlsError::NoPrivateKey {
                 source_name: self.name.clone(),
@@ -515,6 +529,66 @@ mod tests {
         assert!(
             msg.contains("no private key found in") && msg.contains("n1.crt"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn pem_bytes_in_memory_load_and_name_the_node() {
+        let ca = generate_ca("c").expect("ca");
+        let node = issue_node_cert(&ca, "n1").expect("node");
+        let id = TlsIdentity::from_pem_bytes(
+            ca.cert_pem.as_bytes(),
+            node.cert_pem.as_bytes(),
+            node.key_pem.as_bytes(),
+        )
+        .expect("identity from bytes");
+        assert_eq!(id.name(), "n1");
+        id.server_config().expect("server config");
+        id.client_config().expect("client config");
+    }
+
+    #[test]
+    fn garbage_pem_bytes_are_refused_naming_the_input() {
+        let ca = generate_ca("c").expect("ca");
+        let node = issue_node_cert(&ca, "n1").expect("node");
+        let (ca_pem, cert, key) = (
+            ca.cert_pem.as_bytes(),
+            node.cert_pem.as_bytes(),
+            node.key_pem.as_bytes(),
+        );
+
+        // No PEM section at all, and bytes that are not UTF-8.
+        let err = TlsIdentity::from_pem_bytes(b"\xff\xfe not pem", cert, key).expect_err("ca");
+        assert!(
+            matches!(err, TlsError::NoCertificate { ref source_name } if source_name == "CA PEM"),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "no certificate found in CA PEM");
+
+        // A certificate section whose body is not base64.
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n";
+        let err = TlsIdentity::from_pem_bytes(ca_pem, broken, key).expect_err("cert");
+        assert!(
+            matches!(err, TlsError::Pem { ref source_name, .. } if source_name == "certificate PEM"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("malformed PEM in certificate PEM"),
+            "{err}"
+        );
+
+        // A certificate where the key should be.
+        let err = TlsIdentity::from_pem_bytes(ca_pem, cert, cert).expect_err("key");
+        assert_eq!(err.to_string(), "no private key found in key PEM");
+
+        // Another node's key.
+        let other = issue_node_cert(&ca, "n2").expect("n2");
+        let err = TlsIdentity::from_pem_bytes(ca_pem, cert, other.key_pem.as_bytes())
+            .expect_err("mismatch");
+        assert!(
+            matches!(err, TlsError::KeyMismatch { ref cert, ref key, .. } if cert == "certificate PEM" && key == "key PEM"),
+            "{err}"
         );
     }
 }

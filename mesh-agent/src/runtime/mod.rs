@@ -27,11 +27,13 @@
 
 mod api;
 mod clock;
+mod start;
 mod store;
 
 pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle};
 pub use clock::Clock;
 pub use mesh_api::{MemberView, QuorumStatus};
+pub use start::{AgentBuilder, Tls};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -42,23 +44,18 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use mesh_transport::tls::TlsIdentity;
-use mesh_transport::{Inbound, PeerRef, Transport, TransportConfig};
+use mesh_transport::{Inbound, PeerRef, Transport};
 use metrics::{counter, gauge};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::AgentConfig;
 use mesh_core::claims::{HoldOutcome, HolderEvent};
 use mesh_core::identity::NodeId;
-use mesh_core::membership::{
-    EventKind, MemberInfo, MemberState, MembershipConfig, MembershipEvent, SwimTimer,
-};
+use mesh_core::membership::{EventKind, MemberInfo, MemberState, MembershipEvent, SwimTimer};
 use mesh_core::node::claims_plane::QuorumConfig;
 use mesh_core::node::{
-    Command as NodeCommand, CommandId, Node, NodeConfig, Output, QuorumBoot, Reply, RequestFailed,
-    RequestTag,
+    Command as NodeCommand, CommandId, Node, Output, QuorumBoot, Reply, RequestFailed, RequestTag,
 };
-use mesh_core::registry::RegistryConfig;
 use store::{Persisted, Store};
 
 /// How often the loop turns even when nothing happens (drives `/livez`).
@@ -74,9 +71,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The CA, certificate or key could not be loaded.
+    /// The CA, certificate or key could not be loaded (from files or from memory).
     #[error("tls: {0}")]
-    Tls(String),
+    Tls(mesh_transport::tls::TlsError),
     /// The certificate is for another node.
     #[error("cert: the certificate is issued to {cert:?} but this node is named {name:?}")]
     CertName {
@@ -142,7 +139,8 @@ struct Shared {
     /// The next command id ([`CommandId`]).
     next_command: AtomicU64,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    admin: SocketAddr,
+    /// Where the admin API listens; `None`: it is off (no listener).
+    admin: Option<SocketAddr>,
 }
 
 /// Starts agents.
@@ -150,130 +148,12 @@ struct Shared {
 pub struct Agent;
 
 impl Agent {
-    /// Validates `config`, loads TLS, binds the transport and the admin API, and
-    /// starts joining through the seeds.
+    /// Validates `config`, loads TLS from its files, binds the transport and the admin
+    /// API, and starts joining through the seeds: the same as
+    /// `AgentBuilder::from_config(config).start()` ([`AgentBuilder`] also takes TLS
+    /// from memory and can leave the admin API off).
     pub async fn start(config: AgentConfig) -> Result<AgentHandle, StartError> {
-        config.validate()?;
-        let tls = TlsIdentity::from_files(&config.ca, &config.cert, &config.key)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-        if tls.name() != config.name {
-            return Err(StartError::CertName {
-                cert: tls.name().to_owned(),
-                name: config.name.clone(),
-            });
-        }
-        let incarnation = boot_incarnation(config.data_dir.as_deref())?;
-        let metrics = crate::metrics::install();
-        let admin_listener = tokio::net::TcpListener::bind(config.admin)
-            .await
-            .map_err(|e| StartError::Admin {
-                addr: config.admin,
-                reason: e.to_string(),
-            })?;
-        let admin_addr = admin_listener.local_addr().map_err(|e| StartError::Admin {
-            addr: config.admin,
-            reason: e.to_string(),
-        })?;
-        let (transport, inbound) = Transport::bind(TransportConfig::new(config.bind, tls))
-            .await
-            .map_err(|e| StartError::Bind(e.to_string()))?;
-
-        let (quorum, store) = quorum_boot(&config)?;
-        let clock = Clock::new();
-        let now = clock.now();
-        let identity = NodeId::new(config.name.clone(), config.advertise_addr(), incarnation);
-        let node_config = NodeConfig {
-            membership: MembershipConfig {
-                profile: config.profile,
-                seeds: config.seeds.clone(),
-                packet_size: config.packet_size,
-                ..MembershipConfig::default()
-            },
-            registry: RegistryConfig {
-                permdown: config.permdown,
-            },
-            mailbox_capacity: config.mailbox_capacity,
-            quorum,
-            ..NodeConfig::default()
-        };
-        let node = Node::new(
-            identity.clone(),
-            node_config,
-            rand::random(),
-            now,
-            clock.wall_ms(),
-        )
-        .map_err(|e| {
-            StartError::Config(match e {
-                mesh_core::node::NodeError::Dissemination(e) => {
-                    crate::config::ConfigError::Dissemination(e.to_string())
-                }
-                mesh_core::node::NodeError::Quorum(e) => {
-                    crate::config::ConfigError::Voters(e.to_string())
-                }
-            })
-        })?;
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (claim_events, _) = broadcast::channel(EVENT_BUFFER);
-        let shared = Arc::new(Shared {
-            snapshot: RwLock::new(Snapshot {
-                me: identity,
-                members: Vec::new(),
-                ready: config.seeds.is_empty(),
-            }),
-            started: now,
-            clock,
-            last_turn_ms: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            events,
-            claim_events,
-            next_command: AtomicU64::new(0),
-            metrics,
-            admin: admin_addr,
-        });
-        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (stopped_tx, stopped) = watch::channel(false);
-        let handle = AgentHandle {
-            shared: shared.clone(),
-            commands,
-            stopped,
-        };
-
-        let (admin_stop_tx, admin_stop) = oneshot::channel::<()>();
-        let router = crate::admin::agent_router(handle.clone(), config.admin_token.clone());
-        let admin_task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = admin_stop.await;
-            };
-            if let Err(e) = crate::admin::serve(admin_listener, router, shutdown).await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
-
-        let seeds_configured = !config.seeds.is_empty();
-        tokio::spawn(async move {
-            let (done_tx, done_rx) = mpsc::unbounded_channel();
-            let (persist_tx, persist_rx) = mpsc::unbounded_channel();
-            let mut shell = Shell {
-                store,
-                persist_tx,
-                waiters: HashMap::new(),
-                node,
-                transport: transport.clone(),
-                timers: BinaryHeap::new(),
-                timer_seq: 0,
-                shared,
-                seeds_configured,
-                done_tx,
-                next_publish: now,
-            };
-            shell.run(inbound, command_rx, done_rx, persist_rx).await;
-            transport.shutdown().await;
-            let _ = admin_stop_tx.send(());
-            let _ = admin_task.await;
-            let _ = stopped_tx.send(true);
-        });
-        Ok(handle)
+        AgentBuilder::from_config(config).start().await
     }
 }
 
@@ -752,9 +632,19 @@ impl AgentHandle {
                 .ready
     }
 
-    /// Address the admin API listens on.
-    pub fn admin_addr(&self) -> SocketAddr {
+    /// Address the admin API listens on, or `None` when the agent was started with
+    /// [`AgentBuilder::no_admin`] (then nothing listens on TCP).
+    pub fn admin_api(&self) -> Option<SocketAddr> {
         self.shared.admin
+    }
+
+    /// Address the admin API listens on. Without the admin API
+    /// ([`AgentBuilder::no_admin`]) it is the unspecified address `0.0.0.0:0`, where
+    /// nothing listens; prefer [`admin_api`](Self::admin_api), which says so.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.shared
+            .admin
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Prometheus text for `/metrics`.
