@@ -70,9 +70,9 @@ const RTT_HINTS: StatusHints = &[
 
 /// Runs `meshctl rtt`.
 pub(crate) fn run_rtt(args: RttArgs) -> Result<()> {
-    if args.name.is_empty() || args.name.contains(['/', '?', '#', '%']) {
+    if let Err(e) = mesh_core::identity::validate_name(&args.name) {
         return Err(failure(
-            format!("{:?} is not a node name", args.name),
+            format!("{:?} is not a node name: {e}", args.name),
             "pass a member's name as `meshctl members` shows it",
         ));
     }

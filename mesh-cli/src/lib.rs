@@ -6,7 +6,7 @@
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
 //! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
-//! (info, rtt, leave), `cert.rs`,
+//! (info, rtt, leave), `completions.rs`, `cert.rs`,
 //! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
 //! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
@@ -22,6 +22,7 @@ mod agent;
 mod cert;
 mod claim;
 mod client;
+mod completions;
 mod config_file;
 mod demo;
 mod error;
@@ -89,6 +90,8 @@ enum Command {
     Cert(cert::CertCommand),
     /// Start a throw-away cluster of N agents on this machine.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs `meshctl` with the process's arguments and returns its exit code: 0 on
@@ -119,6 +122,7 @@ pub fn main_entry() -> ExitCode {
         Command::Leave(args) => info::run_leave(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
