@@ -133,3 +133,30 @@ async fn leave(State(agent): State<AgentHandle>) -> Response {
     tokio::spawn(async move { agent.leave(LEAVE_GRACE).await });
     (StatusCode::ACCEPTED, Json(LeaveAnswer { leaving })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_commit_is_the_checkout_head_or_unknown_outside_git() {
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        match head {
+            Some(head) => assert_eq!(BUILD_COMMIT, head, "build.rs embeds HEAD"),
+            None => assert_eq!(BUILD_COMMIT, "unknown"),
+        }
+    }
+
+    #[test]
+    fn profiles_are_named_as_the_config_spells_them() {
+        for p in [Profile::Lan, Profile::Wan, Profile::Local] {
+            assert_eq!(profile_name(p).parse::<Profile>(), Ok(p));
+        }
+    }
+}
