@@ -117,3 +117,41 @@ fn info_rtt_and_leave_against_real_agents() {
     let (error, _) = failure(&run(&["info", "--admin", &n3]));
     assert!(error.contains("cannot reach the admin API"), "{error}");
 }
+
+#[test]
+fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
+    let mut cluster = Cluster::new();
+    cluster.agent_args(&["--admin-token", "s3cret"]);
+    cluster.start("n1", &[]);
+    let admin = cluster.agents[0].admin.to_string();
+    for path in ["/v1/info", "/v1/rtt/n1"] {
+        let (status, _) = cluster.agents[0].get(path).expect("GET");
+        assert_eq!(status, 401, "{path} without the token");
+    }
+    let (status, _) = cluster.agents[0]
+        .post_raw("/v1/leave", "application/json", "{}")
+        .expect("POST");
+    assert_eq!(status, 401, "leave without the token");
+    let (_, hint) = failure(&run(&["leave", "--admin", &admin]));
+    assert!(hint.contains("needs a token"), "{hint}");
+    assert!(
+        cluster.agents[0]
+            .wait_exit(Duration::from_millis(500))
+            .is_none(),
+        "a refused leave leaves the agent running"
+    );
+    let out = run(&["info", "--json", "--admin", &admin, "--token", "s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["leave", "--admin", &admin, "--token", "s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = cluster.agents[0].wait_exit(CONVERGE);
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
