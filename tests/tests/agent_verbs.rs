@@ -134,12 +134,16 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
     assert_eq!(status, 401, "leave without the token");
     let (_, hint) = failure(&run(&["leave", "--admin", &admin]));
     assert!(hint.contains("needs a token"), "{hint}");
+    // A fixed window, on purpose: it checks that nothing happens. An accepted leave
+    // marks the agent not ready at once and exits it within a second here.
     assert!(
         cluster.agents[0]
-            .wait_exit(Duration::from_millis(500))
+            .wait_exit(Duration::from_secs(1))
             .is_none(),
         "a refused leave leaves the agent running"
     );
+    let (status, body) = cluster.agents[0].get("/readyz").expect("readyz");
+    assert_eq!((status, body.as_str()), (200, "ok"), "and not leaving");
     let out = run(&["info", "--json", "--admin", &admin, "--token", "s3cret"]);
     assert!(
         out.status.success(),
