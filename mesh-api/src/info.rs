@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::MemberState;
+
 /// The answer to `GET /v1/info`: what the agent is, runs and was configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InfoView {
@@ -57,6 +59,9 @@ pub struct RttView {
     /// Smoothed round trip in milliseconds (an exponential moving average, 1/8 weight
     /// per sample).
     pub rtt_ms: f64,
+    /// The member's state as the answering agent sees it: for a member that is not
+    /// `alive`, `rtt_ms` is the last value measured while it answered.
+    pub state: MemberState,
 }
 
 /// The answer to `POST /v1/leave` (`202 Accepted`), sent before the agent leaves.

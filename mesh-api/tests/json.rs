@@ -427,8 +427,9 @@ fn info_rtt_and_leave_answers_keep_their_json() {
         &RttView {
             name: "n2".into(),
             rtt_ms: 1.25,
+            state: MemberState::Suspect,
         },
-        r#"{"name":"n2","rtt_ms":1.25}"#,
+        r#"{"name":"n2","rtt_ms":1.25,"state":"suspect"}"#,
     );
     pin(
         &LeaveAnswer {

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use mesh_api::{InfoView, LeaveAnswer, RttView};
+use mesh_api::{InfoView, LeaveAnswer, MemberState, RttView};
 
 use crate::client::{AdminArgs, StatusHints};
 use crate::error::failure;
@@ -81,7 +81,7 @@ pub(crate) fn run_rtt(args: RttArgs) -> Result<()> {
     if args.json {
         return print_stdout(&format!("{body}\n"));
     }
-    print_stdout(&format!("{} {}\n", view.name, human_rtt(view.rtt_ms)))
+    print_stdout(&render_rtt(&view))
 }
 
 /// Runs `meshctl leave`.
@@ -96,6 +96,19 @@ pub(crate) fn run_leave(args: LeaveArgs) -> Result<()> {
         "agent {} is leaving the cluster and will exit\n",
         answer.leaving
     ))
+}
+
+/// `NAME RTT`, and for a member that is not alive, that the value is its last.
+fn render_rtt(view: &RttView) -> String {
+    let rtt = human_rtt(view.rtt_ms);
+    match view.state {
+        MemberState::Alive => format!("{} {rtt}\n", view.name),
+        state => format!(
+            "{} {rtt} ({}: last measured while it answered)\n",
+            view.name,
+            state.as_str()
+        ),
+    }
 }
 
 /// A round trip for humans: `850µs`, `1.25ms`, `310ms`, `1.50s`.
@@ -227,6 +240,21 @@ mod tests {
         );
         assert_eq!(row(&text, "shards"), None, "{text}");
         assert_eq!(row(&text, "claims_ttl"), None, "{text}");
+    }
+
+    #[test]
+    fn the_round_trip_to_a_member_that_is_not_alive_is_said_to_be_its_last() {
+        let mut v = RttView {
+            name: "n2".into(),
+            rtt_ms: 1.254,
+            state: MemberState::Alive,
+        };
+        assert_eq!(render_rtt(&v), "n2 1.25ms\n");
+        v.state = MemberState::Down;
+        assert_eq!(
+            render_rtt(&v),
+            "n2 1.25ms (down: last measured while it answered)\n"
+        );
     }
 
     #[test]

@@ -564,7 +564,11 @@ fn info_from_an_agent_without_the_route_says_which_version_to_run() {
 
 #[test]
 fn rtt_prints_the_round_trip_and_names_each_refusal_with_its_hint() {
-    let (admin, request) = answer_once(200, "application/json", r#"{"name":"n2","rtt_ms":1.254}"#);
+    let (admin, request) = answer_once(
+        200,
+        "application/json",
+        r#"{"name":"n2","rtt_ms":1.254,"state":"alive"}"#,
+    );
     let out = meshctl(&["rtt", "n2", "--admin", &admin], &[]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(

@@ -75,7 +75,11 @@ fn info_rtt_and_leave_against_real_agents() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let rtt: RttView = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        if rtt.name == "n2" && rtt.rtt_ms > 0.0 && rtt.rtt_ms < 5000.0 {
+        if rtt.name == "n2"
+            && rtt.state == MemberState::Alive
+            && rtt.rtt_ms > 0.0
+            && rtt.rtt_ms < 5000.0
+        {
             Ok(())
         } else {
             Err(format!("{rtt:?}"))

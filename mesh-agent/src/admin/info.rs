@@ -111,6 +111,7 @@ async fn rtt(State(agent): State<AgentHandle>, Path(name): Path<String>) -> Resp
         Ok(Some(rtt)) => Json(RttView {
             name,
             rtt_ms: rtt.as_secs_f64() * 1000.0,
+            state: member.state,
         })
         .into_response(),
         Ok(None) => json_error(
