@@ -25,6 +25,7 @@ use std::time::Duration;
 
 mod claims;
 mod groups;
+mod info;
 mod members;
 mod messaging;
 mod quorum;
@@ -34,6 +35,7 @@ pub use claims::{
     ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, ReleaseBody, SessionView, ShardView,
 };
 pub use groups::{GroupCount, GroupMember, GroupView, NameView, Policy};
+pub use info::{ConfigSummary, InfoView, LeaveAnswer, RttView};
 pub use members::{MemberState, MemberView};
 pub use messaging::{
     Failed, GroupMode, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody, SyncMode,

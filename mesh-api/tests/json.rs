@@ -388,3 +388,53 @@ fn the_quorum_view_keeps_its_json_and_reads_back_stalled_shards() {
     assert!(e.to_string().contains("\"x\""), "{e}");
     assert_eq!(DEFAULT_ADMIN_PORT, 7947);
 }
+
+#[test]
+fn info_rtt_and_leave_answers_keep_their_json() {
+    let mut info = InfoView {
+        version: "0.1.0".into(),
+        commit: "abc123def456".into(),
+        name: "n1".into(),
+        incarnation: 3,
+        addr: "127.0.0.1:7946".parse().expect("addr"),
+        uptime_seconds: 5.5,
+        profile: "lan".into(),
+        voters: vec!["n1".into(), "n2".into(), "n3".into()],
+        config: ConfigSummary {
+            admin: "127.0.0.1:7947".parse().expect("addr"),
+            seeds: vec!["127.0.0.1:7956".parse().expect("addr")],
+            packet_size: 1100,
+            permdown_seconds: 300.0,
+            mailbox_capacity: 1024,
+            shards: Some(64),
+            claims_ttl_seconds: Some(10.0),
+        },
+    };
+    pin(
+        &info,
+        r#"{"version":"0.1.0","commit":"abc123def456","name":"n1","incarnation":3,"addr":"127.0.0.1:7946","uptime_seconds":5.5,"profile":"lan","voters":["n1","n2","n3"],"config":{"admin":"127.0.0.1:7947","seeds":["127.0.0.1:7956"],"packet_size":1100,"permdown_seconds":300.0,"mailbox_capacity":1024,"shards":64,"claims_ttl_seconds":10.0}}"#,
+    );
+    info.voters.clear();
+    info.config.shards = None;
+    info.config.claims_ttl_seconds = None;
+    let json = serde_json::to_string(&info).expect("serializes");
+    assert!(
+        json.contains(r#""voters":[]"#)
+            && json.contains(r#""shards":null,"claims_ttl_seconds":null"#),
+        "claims off: {json}"
+    );
+    pin(
+        &RttView {
+            name: "n2".into(),
+            rtt_ms: 1.25,
+            state: MemberState::Suspect,
+        },
+        r#"{"name":"n2","rtt_ms":1.25,"state":"suspect"}"#,
+    );
+    pin(
+        &LeaveAnswer {
+            leaving: "n3".into(),
+        },
+        r#"{"leaving":"n3"}"#,
+    );
+}

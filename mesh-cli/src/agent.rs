@@ -207,6 +207,11 @@ async fn run_agent(config: AgentConfig) -> Result<()> {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "interrupt",
         () = handle.stopped() => {
+            if handle.is_leaving() {
+                // `meshctl leave` (POST /v1/leave): the agent left as asked.
+                tracing::info!("left the cluster as asked by the admin API; stopped");
+                return Ok(());
+            }
             return Err(failure(
                 format!("agent {name} stopped unexpectedly"),
                 "see the log lines above for the cause",

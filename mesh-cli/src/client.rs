@@ -101,6 +101,12 @@ impl AdminClient {
         self
     }
 
+    /// This client with `hints` for the statuses they list (at the usual timeout).
+    pub(crate) fn with_hints(mut self, hints: StatusHints) -> Self {
+        self.hints = hints;
+        self
+    }
+
     /// The raw JSON of `GET /v1/members`.
     pub(crate) fn members_json(&self) -> Result<String> {
         let body = self.get("/v1/members")?;

@@ -5,7 +5,8 @@
 //! and node certificates, and `meshctl demo` starts a throw-away local cluster.
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
-//! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `cert.rs`,
+//! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
+//! (info, rtt, leave), `completions.rs`, `cert.rs`,
 //! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
 //! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
@@ -21,10 +22,12 @@ mod agent;
 mod cert;
 mod claim;
 mod client;
+mod completions;
 mod config_file;
 mod demo;
 mod error;
 mod groups;
+mod info;
 mod listen;
 mod members;
 mod names;
@@ -74,11 +77,21 @@ enum Command {
     /// The quorum plane of claims and strong names.
     #[command(subcommand)]
     Quorum(quorum::QuorumCommand),
+    /// What an agent is: version and commit, name, incarnation, uptime, profile,
+    /// voters and a summary of its configuration.
+    Info(info::InfoArgs),
+    /// The measured round trip from an agent to a member (smoothed, from
+    /// anti-entropy exchanges).
+    Rtt(info::RttArgs),
+    /// Ask an agent to leave the cluster gracefully and exit.
+    Leave(info::LeaveArgs),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
     /// Start a throw-away cluster of N agents on this machine.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs `meshctl` with the process's arguments and returns its exit code: 0 on
@@ -104,8 +117,12 @@ pub fn main_entry() -> ExitCode {
         Command::Claims(args) => claim::run_claims(args),
         Command::Release(args) => claim::run_release(args),
         Command::Quorum(command) => quorum::run(command),
+        Command::Info(args) => info::run_info(args),
+        Command::Rtt(args) => info::run_rtt(args),
+        Command::Leave(args) => info::run_leave(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

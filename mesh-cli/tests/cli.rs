@@ -524,3 +524,140 @@ fn voters_shards_and_claims_ttl_are_agent_settings_with_named_errors() {
         "a malformed name is a usage error"
     );
 }
+
+#[test]
+fn info_asks_for_the_info_route_and_prints_the_exact_json() {
+    let answer = r#"{"version":"0.1.0","commit":"abc1234","name":"n1","incarnation":3,"addr":"127.0.0.1:7946","uptime_seconds":5.5,"profile":"lan","voters":[],"config":{"admin":"127.0.0.1:7947","seeds":[],"packet_size":1100,"permdown_seconds":300.0,"mailbox_capacity":1024,"shards":null,"claims_ttl_seconds":null}}"#;
+    let (admin, request) = answer_once(200, "application/json", answer);
+    let out = meshctl(&["info", "--json", "--admin", &admin], &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        request.recv().expect("a request").0,
+        "GET /v1/info HTTP/1.1"
+    );
+    assert_eq!(stdout_of(&out), format!("{answer}\n"));
+
+    let (admin, _) = answer_once(200, "application/json", answer);
+    let text = stdout_of(&meshctl(&["info", "--admin", &admin], &[]));
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["version", "0.1.0", "(abc1234)"]),
+        "{text}"
+    );
+}
+
+#[test]
+fn info_from_an_agent_without_the_route_says_which_version_to_run() {
+    let (admin, _) = answer_once(
+        404,
+        "application/json",
+        &json_error("no route for GET /v1/info"),
+    );
+    let (error, hint) = assert_failure(&meshctl(&["info", "--admin", &admin], &[]));
+    assert!(error.contains("has no /v1/info (404)"), "{error}");
+    assert!(hint.contains("same version"), "{hint}");
+    // An answer that is not the info JSON is not passed on, even with --json.
+    let (admin, _) = answer_once(200, "application/json", r#"{"name":"n1"}"#);
+    let (error, _) = assert_failure(&meshctl(&["info", "--json", "--admin", &admin], &[]));
+    assert!(error.contains("unexpected answer"), "{error}");
+}
+
+#[test]
+fn rtt_prints_the_round_trip_and_names_each_refusal_with_its_hint() {
+    let (admin, request) = answer_once(
+        200,
+        "application/json",
+        r#"{"name":"n2","rtt_ms":1.254,"state":"alive"}"#,
+    );
+    let out = meshctl(&["rtt", "n2", "--admin", &admin], &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        request.recv().expect("a request").0,
+        "GET /v1/rtt/n2 HTTP/1.1"
+    );
+    assert_eq!(stdout_of(&out), "n2 1.25ms\n");
+
+    let cases = [
+        (
+            404,
+            "no member named \"zz\" is known to this agent",
+            "meshctl members",
+        ),
+        (
+            503,
+            "no round trip to \"zz\" measured yet (it is alive; ...)",
+            "retry shortly",
+        ),
+        (
+            400,
+            "\"zz\" is the agent asked: it has no round trip to itself",
+            "ask another agent",
+        ),
+    ];
+    for (status, message, hinted) in cases {
+        let (admin, _) = answer_once(status, "application/json", &json_error(message));
+        let (error, hint) = assert_failure(&meshctl(&["rtt", "zz", "--admin", &admin], &[]));
+        assert_eq!(error, format!("error: {message}"), "{status}");
+        assert!(hint.contains(hinted), "{status}: {hint}");
+    }
+}
+
+#[test]
+fn rtt_refuses_a_name_that_is_no_node_name_before_asking_anyone() {
+    let (error, hint) = assert_failure(&meshctl(&["rtt", "a/b", "--admin", "127.0.0.1:1"], &[]));
+    assert!(error.contains("is not a node name"), "{error}");
+    assert!(hint.contains("meshctl members"), "{hint}");
+    let out = meshctl(&["rtt"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing NAME is a usage error"
+    );
+}
+
+#[test]
+fn leave_posts_to_the_leave_route_and_says_the_agent_exits() {
+    let (admin, request) = answer_once(202, "application/json", r#"{"leaving":"n3"}"#);
+    let out = meshctl(&["leave", "--admin", &admin], &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        request.recv().expect("a request").0,
+        "POST /v1/leave HTTP/1.1"
+    );
+    assert_eq!(
+        stdout_of(&out),
+        "agent n3 is leaving the cluster and will exit\n"
+    );
+
+    let (error, hint) = assert_failure(&meshctl(&["leave", "--admin", "127.0.0.1:1"], &[]));
+    assert!(error.contains("cannot reach the admin API"), "{error}");
+    assert!(hint.contains("is the agent running?"), "{hint}");
+    let (admin, _) = answer_once(
+        401,
+        "application/json",
+        &json_error("missing or wrong bearer token"),
+    );
+    let (_, hint) = assert_failure(&meshctl(&["leave", "--admin", &admin], &[]));
+    assert!(hint.contains("--token"), "{hint}");
+}
+
+#[test]
+fn completions_are_written_for_each_shell_and_an_unknown_shell_is_a_usage_error() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef meshctl"),
+        ("fish", "complete -c meshctl"),
+    ] {
+        let out = meshctl(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}: {}", stderr_of(&out));
+        let text = stdout_of(&out);
+        assert!(text.contains(marker) && text.contains("rtt"), "{shell}");
+    }
+    let out = meshctl(&["completions", "powershell"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("[possible values: bash, zsh, fish]"),
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -11,6 +11,7 @@
 //! | `GET /readyz`  | `200 ok` once joined (or alone by design), else `503` + why | no  |
 //! | `/v1/groups`, `/v1/names`, `/v1/send`, `/v1/listen`, ... | groups and names (see `groups.rs`), messaging (see `messaging.rs`) | yes |
 //! | `/v1/claims`, `/v1/names/strong`, `/v1/quorum`, ... | task claims, strong names, the quorum plane (see `quorum.rs`) | yes |
+//! | `GET /v1/info`, `GET /v1/rtt/{name}`, `POST /v1/leave` | the agent itself, round trips, a graceful leave (see `info.rs`) | yes |
 //!
 //! When a token is configured, every route except the two probes needs
 //! `Authorization: Bearer <token>`; the probes stay open because orchestrators call
@@ -40,12 +41,14 @@ mod calls;
 mod claims;
 mod common;
 mod groups;
+mod info;
 mod messaging;
 mod quorum;
 mod strong_names;
 
 // The request and answer bodies live in `mesh-api` (the API's contract, which clients
 // depend on without this crate); re-exported here so that paths stay as they were.
+pub use info::{BUILD_COMMIT, VERSION};
 pub use mesh_api::{
     ClaimAnswer, ClaimBody, ClaimView, ClaimsView, Failed, GroupCount, GroupMember, GroupMode,
     GroupView, HoldLine, ListenBody, ListenLine, MemberState, MemberView, NameView, Policy,
@@ -103,8 +106,10 @@ pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
     let groups = groups::routes().with_state(handle.clone());
     let messaging = messaging::routes().with_state(handle.clone());
     let quorum = calls::routes(handle.clone());
+    let agent = info::routes().with_state(handle.clone());
     finish(
         base_routes(handle)
+            .merge(agent)
             .merge(groups)
             .merge(messaging)
             .merge(quorum),

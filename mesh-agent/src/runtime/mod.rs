@@ -673,6 +673,12 @@ impl AgentHandle {
         .await;
     }
 
+    /// [`leave`](Self::leave) was called (by the owner or by the admin API's
+    /// `POST /v1/leave`): a stop that follows is the one asked for.
+    pub fn is_leaving(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
     /// Resolves when the agent has stopped.
     pub async fn stopped(&self) {
         let mut rx = self.stopped.clone();

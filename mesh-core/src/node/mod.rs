@@ -553,6 +553,17 @@ impl Node {
         self.membership.drain_probe_rtts().collect()
     }
 
+    /// The settings this node was built with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The smoothed round trip to `peer`, measured on its anti-entropy requests; `None`
+    /// until one has been answered (or for an unknown peer).
+    pub fn rtt(&self, peer: &str) -> Option<Duration> {
+        self.rtt.get(peer).copied()
+    }
+
     /// Live (alive or suspect) peers.
     pub fn live_peers(&self) -> impl Iterator<Item = &NodeId> {
         self.peers.values()

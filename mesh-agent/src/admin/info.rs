@@ -1,0 +1,163 @@
+//! The admin API's agent routes: what the agent is, the round trip to a member, and a
+//! graceful leave.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /v1/info` | [`InfoView`]: version and commit, name, incarnation, uptime, profile, voters, config summary |
+//! | `GET /v1/rtt/{name}` | [`RttView`]; `404` for an unknown member, `503` before a round trip was measured, `400` for this node itself |
+//! | `POST /v1/leave` | `202` [`LeaveAnswer`], then the agent leaves gracefully and stops |
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::common::stopped;
+use super::json_error;
+use crate::runtime::AgentHandle;
+use mesh_api::{ConfigSummary, InfoView, LeaveAnswer, RttView};
+use mesh_core::membership::Profile;
+
+/// The git commit the agent was built from (short hash), or `unknown`.
+pub const BUILD_COMMIT: &str = env!("MESH_GIT_COMMIT");
+
+/// The agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long `POST /v1/leave` lets the goodbye go out before the agent stops.
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
+
+/// The routes of this module, over a running agent.
+pub(crate) fn routes() -> Router<AgentHandle> {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/rtt/{name}", get(rtt))
+        .route("/v1/leave", post(leave))
+}
+
+fn profile_name(p: Profile) -> &'static str {
+    match p {
+        Profile::Lan => "lan",
+        Profile::Wan => "wan",
+        Profile::Local => "local",
+    }
+}
+
+async fn info(State(agent): State<AgentHandle>) -> Response {
+    let admin = agent.admin_addr();
+    let uptime_seconds = agent
+        .members()
+        .into_iter()
+        .find(|m| m.is_self)
+        .map_or(0.0, |m| m.age_seconds);
+    let id = agent.identity();
+    let read = agent
+        .call(move |n, _| {
+            let c = n.config();
+            let quorum = n.quorum().map(|q| q.config());
+            (
+                profile_name(c.membership.profile),
+                quorum
+                    .map(|q| q.voters.names().to_vec())
+                    .unwrap_or_default(),
+                ConfigSummary {
+                    admin,
+                    seeds: c.membership.seeds.clone(),
+                    packet_size: c.membership.packet_size,
+                    permdown_seconds: c.registry.permdown.as_secs_f64(),
+                    mailbox_capacity: c.mailbox_capacity,
+                    shards: quorum.map(|q| q.shards),
+                    claims_ttl_seconds: quorum.map(|q| q.ttl.as_secs_f64()),
+                },
+            )
+        })
+        .await;
+    match read {
+        Ok((profile, voters, config)) => Json(InfoView {
+            version: VERSION.to_owned(),
+            commit: BUILD_COMMIT.to_owned(),
+            name: id.name,
+            incarnation: id.incarnation,
+            addr: id.addr,
+            uptime_seconds,
+            profile: profile.to_owned(),
+            voters,
+            config,
+        })
+        .into_response(),
+        Err(e) => stopped(&e),
+    }
+}
+
+async fn rtt(State(agent): State<AgentHandle>, Path(name): Path<String>) -> Response {
+    let members = agent.members();
+    let Some(member) = members.iter().find(|m| m.name == name) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("no member named {name:?} is known to this agent"),
+        );
+    };
+    if member.is_self {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is the agent asked: it has no round trip to itself"),
+        );
+    }
+    let peer = name.clone();
+    match agent.call(move |n, _| n.rtt(&peer)).await {
+        Ok(Some(rtt)) => Json(RttView {
+            name,
+            rtt_ms: rtt.as_secs_f64() * 1000.0,
+            state: member.state,
+        })
+        .into_response(),
+        Ok(None) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no round trip to {name:?} measured yet (it is {}; round trips are measured \
+                 on anti-entropy exchanges with live members)",
+                member.state.as_str()
+            ),
+        ),
+        Err(e) => stopped(&e),
+    }
+}
+
+async fn leave(State(agent): State<AgentHandle>) -> Response {
+    let leaving = agent.identity().name;
+    tracing::info!("leaving the cluster: asked by the admin API (POST /v1/leave)");
+    // The answer goes out first: the admin server stops only after the node has, and
+    // it lets this request finish.
+    tokio::spawn(async move { agent.leave(LEAVE_GRACE).await });
+    (StatusCode::ACCEPTED, Json(LeaveAnswer { leaving })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_commit_is_the_checkout_head_or_unknown_outside_git() {
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        match head {
+            Some(head) => assert_eq!(BUILD_COMMIT, head, "build.rs embeds HEAD"),
+            None => assert_eq!(BUILD_COMMIT, "unknown"),
+        }
+    }
+
+    #[test]
+    fn profiles_are_named_as_the_config_spells_them() {
+        for p in [Profile::Lan, Profile::Wan, Profile::Local] {
+            assert_eq!(profile_name(p).parse::<Profile>(), Ok(p));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The agent routes: `GET /v1/info` (`meshctl info`), `GET /v1/rtt/{name}`
+//! (`meshctl rtt`) and `POST /v1/leave` (`meshctl leave`).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::MemberState;
+
+/// The answer to `GET /v1/info`: what the agent is, runs and was configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoView {
+    /// The agent's version (`mesh-agent`'s crate version).
+    pub version: String,
+    /// The git commit the agent was built from (short hash), or `unknown` when it was
+    /// built outside a git checkout.
+    pub commit: String,
+    /// Node name.
+    pub name: String,
+    /// This boot's incarnation.
+    pub incarnation: u64,
+    /// Address peers dial.
+    pub addr: SocketAddr,
+    /// Seconds since the agent started.
+    pub uptime_seconds: f64,
+    /// SWIM timing profile: `lan`, `wan` or `local`.
+    pub profile: String,
+    /// The quorum plane's voters; empty when claims are off.
+    pub voters: Vec<String>,
+    /// The settings that shape the agent's behaviour (no paths, no secrets).
+    pub config: ConfigSummary,
+}
+
+/// The configuration part of [`InfoView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSummary {
+    /// Address the admin API listens on.
+    pub admin: SocketAddr,
+    /// The seeds it joins through.
+    pub seeds: Vec<SocketAddr>,
+    /// SWIM packet size in bytes.
+    pub packet_size: usize,
+    /// Seconds a down node's groups and names stay hidden before they are purged.
+    pub permdown_seconds: f64,
+    /// Default capacity of a process mailbox, in messages.
+    pub mailbox_capacity: usize,
+    /// Number of claim shards, when claims are on.
+    pub shards: Option<u32>,
+    /// Default lease TTL of task claims in seconds, when claims are on.
+    pub claims_ttl_seconds: Option<f64>,
+}
+
+/// The answer to `GET /v1/rtt/{name}`: the smoothed round trip from the answering
+/// agent to member `name`, measured on anti-entropy requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RttView {
+    /// The member.
+    pub name: String,
+    /// Smoothed round trip in milliseconds (an exponential moving average, 1/8 weight
+    /// per sample).
+    pub rtt_ms: f64,
+    /// The member's state as the answering agent sees it: for a member that is not
+    /// `alive`, `rtt_ms` is the last value measured while it answered.
+    pub state: MemberState,
+}
+
+/// The answer to `POST /v1/leave` (`202 Accepted`), sent before the agent leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveAnswer {
+    /// The node that is leaving.
+    pub leaving: String,
+}

@@ -1,0 +1,165 @@
+//! `meshctl info`, `rtt` and `leave` against real `meshctl agent` processes: what
+//! they print agrees with the agents, their refusals are one-line errors with a hint,
+//! and a left agent's process exits 0 while the others see it `left`. Every wait is a
+//! poll with a deadline.
+//!
+//! Needs `target/debug/meshctl` (or `MESHCTL_BIN`): `scripts/test` builds it first.
+
+use std::process::Output;
+use std::time::Duration;
+
+use mesh_api::{InfoView, MemberState, RttView};
+use mesh_tests::cluster::{meshctl, Cluster};
+
+/// Generous: agents share two cores with the build and each other.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn run(args: &[&str]) -> Output {
+    meshctl().args(args).output().expect("meshctl runs")
+}
+
+/// Exit code 1 and exactly an `error:` and a `hint:` line; returns them.
+fn failure(out: &Output) -> (String, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr:?}");
+    assert!(lines[0].starts_with("error: ") && lines[1].starts_with("hint: "));
+    (lines[0].to_owned(), lines[1].to_owned())
+}
+
+#[test]
+fn info_rtt_and_leave_against_real_agents() {
+    let mut cluster = Cluster::new();
+    cluster.agent_args(&["--voters", "n1,n2,n3"]);
+    cluster.start_n(3);
+    let all = [0, 1, 2];
+    cluster.wait_until(CONVERGE, "three alive", || {
+        cluster.sees_alive(&all, &["n1", "n2", "n3"])
+    });
+
+    // info: each agent describes itself as its members list does.
+    for agent in &cluster.agents {
+        let admin = agent.admin.to_string();
+        let out = run(&["info", "--json", "--admin", &admin]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: InfoView = serde_json::from_slice(&out.stdout).expect("info JSON");
+        let me = agent.members().expect("members").remove(0);
+        assert_eq!(
+            (&info.name, info.incarnation, info.addr),
+            (&me.name, me.incarnation, me.addr)
+        );
+        assert_eq!(info.voters, ["n1", "n2", "n3"]);
+        assert_eq!(info.config.admin, agent.admin);
+        assert_eq!(info.config.shards, Some(64));
+        assert!(!info.commit.is_empty() && !info.version.is_empty());
+        assert!(info.uptime_seconds > 0.0, "{info:?}");
+        let table = run(&["info", "--admin", &admin]);
+        let text = String::from_utf8_lossy(&table.stdout).into_owned();
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["name", agent.name.as_str()]),
+            "{text}"
+        );
+    }
+
+    // rtt: measured within a few anti-entropy rounds, never zero.
+    let n1 = cluster.agents[0].admin.to_string();
+    cluster.wait_until(CONVERGE, "n1 has measured its round trip to n2", || {
+        let out = run(&["rtt", "n2", "--json", "--admin", &n1]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let rtt: RttView = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        if rtt.name == "n2"
+            && rtt.state == MemberState::Alive
+            && rtt.rtt_ms > 0.0
+            && rtt.rtt_ms < 5000.0
+        {
+            Ok(())
+        } else {
+            Err(format!("{rtt:?}"))
+        }
+    });
+    let (error, hint) = failure(&run(&["rtt", "nope", "--admin", &n1]));
+    assert!(error.contains("no member named \"nope\""), "{error}");
+    assert!(hint.contains("meshctl members"), "{hint}");
+    let (error, hint) = failure(&run(&["rtt", "n1", "--admin", &n1]));
+    assert!(error.contains("no round trip to itself"), "{error}");
+    assert!(hint.contains("ask another agent"), "{hint}");
+
+    // leave: the answer comes first, then the process exits 0 and the others see it left.
+    let n3 = cluster.agents[2].admin.to_string();
+    let out = run(&["leave", "--json", "--admin", &n3]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["leaving"], "n3");
+    let status = cluster.agents[2].wait_exit(CONVERGE);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "n3 exits 0 after leaving:\n{}",
+        cluster.agents[2].log_tail(20)
+    );
+    cluster.wait_until(CONVERGE, "n1 and n2 see n3 left", || {
+        for agent in &cluster.agents[..2] {
+            let seen = agent.view().map_err(|e| format!("{e:#}"))?;
+            if seen.get("n3").map(|(s, _)| *s) != Some(MemberState::Left) {
+                return Err(format!("{} sees n3 as {:?}", agent.name, seen.get("n3")));
+            }
+        }
+        Ok(())
+    });
+    let (error, _) = failure(&run(&["info", "--admin", &n3]));
+    assert!(error.contains("cannot reach the admin API"), "{error}");
+}
+
+#[test]
+fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
+    let mut cluster = Cluster::new();
+    cluster.agent_args(&["--admin-token", "s3cret"]);
+    cluster.start("n1", &[]);
+    let admin = cluster.agents[0].admin.to_string();
+    for path in ["/v1/info", "/v1/rtt/n1"] {
+        let (status, _) = cluster.agents[0].get(path).expect("GET");
+        assert_eq!(status, 401, "{path} without the token");
+    }
+    let (status, _) = cluster.agents[0]
+        .post_raw("/v1/leave", "application/json", "{}")
+        .expect("POST");
+    assert_eq!(status, 401, "leave without the token");
+    let (_, hint) = failure(&run(&["leave", "--admin", &admin]));
+    assert!(hint.contains("needs a token"), "{hint}");
+    // A fixed window, on purpose: it checks that nothing happens. An accepted leave
+    // marks the agent not ready at once and exits it within a second here.
+    assert!(
+        cluster.agents[0]
+            .wait_exit(Duration::from_secs(1))
+            .is_none(),
+        "a refused leave leaves the agent running"
+    );
+    let (status, body) = cluster.agents[0].get("/readyz").expect("readyz");
+    assert_eq!((status, body.as_str()), (200, "ok"), "and not leaving");
+    let out = run(&["info", "--json", "--admin", &admin, "--token", "s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["leave", "--admin", &admin, "--token", "s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = cluster.agents[0].wait_exit(CONVERGE);
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
