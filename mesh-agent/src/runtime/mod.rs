@@ -1,11 +1,12 @@
 //! The tokio shell: feeds [`mesh_core::node::Node`] from the QUIC transport and a timer
-//! heap, carries out what it asks for, publishes events and metrics, and serves the
-//! admin API.
+//! heap, carries out what it asks for, publishes events and metrics, and (unless the
+//! agent was built with [`AgentBuilder::no_admin`]) serves the admin API.
 //!
 //! The shell holds no protocol logic. One task owns the state machine and reads one
-//! bounded input channel (the transport's), a command channel (the API: each command
-//! is a closure run against the node, so the API lives next to the node, not here) and
-//! a channel of finished requests; timers live in a deadline heap inside that task —
+//! bounded input channel (the transport's), a command channel (the API: each operation
+//! is a [`mesh_core::node::Command`] value handed to `Node::handle_command`, answered by
+//! one `Output::Completed` that the one waiter map routes back; reads are closures over
+//! `&Node`) and a channel of finished requests; timers live in a deadline heap inside that task —
 //! never one spawned sleep per timer (foca issue 26) — and all timers due together are
 //! handled in deadline, then foca, order. The loop never awaits IO: datagram and frame
 //! sends are non-blocking (the transport counts what it drops), and requests run as
@@ -22,6 +23,7 @@
 //!                         │              Request ─▶ spawned transport.request│
 //!                         │              Timer ─▶ heap                      │
 //!                         │              Membership ─▶ broadcast + metrics  │
+//!                         │              Completed ─▶ waiter; Carried ─▶ node│
 //!                         └──────────────▶ snapshot (members, ready, live)  ┘
 //! ```
 
