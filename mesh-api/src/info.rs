@@ -1,5 +1,6 @@
 //! The agent routes: `GET /v1/info` (`meshctl info`), `GET /v1/rtt/{name}`
-//! (`meshctl rtt`) and `POST /v1/leave` (`meshctl leave`).
+//! (`meshctl rtt`), `POST /v1/join` (`meshctl join`) and `POST /v1/leave`
+//! (`meshctl leave`).
 
 use std::net::SocketAddr;
 
@@ -62,6 +63,44 @@ pub struct RttView {
     /// The member's state as the answering agent sees it: for a member that is not
     /// `alive`, `rtt_ms` is the last value measured while it answered.
     pub state: MemberState,
+}
+
+/// The body of `POST /v1/join`: addresses of members to join through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinBody {
+    /// Advertised addresses of nodes of the cluster (at least one).
+    pub addrs: Vec<SocketAddr>,
+    /// How long to wait for each, in milliseconds (default 5 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One address a join reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// The member found there.
+    pub name: String,
+}
+
+/// One address a join did not reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinFailed {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why.
+    pub error: String,
+}
+
+/// The answer to `POST /v1/join` (`200`: at least one address was reached; when none
+/// was, the route answers `504` with an error naming each failure instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAnswer {
+    /// The addresses reached, with the member found at each.
+    pub joined: Vec<Joined>,
+    /// The addresses not reached, and why.
+    pub failed: Vec<JoinFailed>,
 }
 
 /// The answer to `POST /v1/leave` (`202 Accepted`), sent before the agent leaves.

@@ -35,7 +35,9 @@ pub use claims::{
     ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, ReleaseBody, SessionView, ShardView,
 };
 pub use groups::{GroupCount, GroupMember, GroupView, NameView, Policy};
-pub use info::{ConfigSummary, InfoView, LeaveAnswer, RttView};
+pub use info::{
+    ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer, RttView,
+};
 pub use members::{MemberState, MemberView};
 pub use messaging::{
     Failed, GroupMode, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody, SyncMode,

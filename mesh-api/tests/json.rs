@@ -437,4 +437,26 @@ fn info_rtt_and_leave_answers_keep_their_json() {
         },
         r#"{"leaving":"n3"}"#,
     );
+    pin(
+        &JoinBody {
+            addrs: vec!["127.0.0.1:7946".parse().expect("addr")],
+            timeout_ms: Some(2000),
+        },
+        r#"{"addrs":["127.0.0.1:7946"],"timeout_ms":2000}"#,
+    );
+    let body: JoinBody = serde_json::from_str(r#"{"addrs":["10.0.0.1:7946"]}"#).expect("parses");
+    assert_eq!(body.timeout_ms, None, "the timeout is optional");
+    pin(
+        &JoinAnswer {
+            joined: vec![Joined {
+                addr: "127.0.0.1:7946".parse().expect("addr"),
+                name: "n1".into(),
+            }],
+            failed: vec![JoinFailed {
+                addr: "127.0.0.1:9".parse().expect("addr"),
+                error: "no member at 127.0.0.1:9 came up within 1000 ms".into(),
+            }],
+        },
+        r#"{"joined":[{"addr":"127.0.0.1:7946","name":"n1"}],"failed":[{"addr":"127.0.0.1:9","error":"no member at 127.0.0.1:9 came up within 1000 ms"}]}"#,
+    );
 }

@@ -1,9 +1,10 @@
-//! `meshctl info`, `meshctl rtt NAME` and `meshctl leave`: what an agent is, its
-//! measured round trip to a member, and asking it to leave the cluster and exit.
+//! `meshctl info`, `meshctl rtt NAME`, `meshctl join ADDR...` and `meshctl leave`: what
+//! an agent is, its measured round trip to a member, asking it to join through other
+//! nodes, and asking it to leave the cluster and exit.
 
 use anyhow::Result;
 use clap::Args;
-use mesh_api::{InfoView, LeaveAnswer, MemberState, RttView};
+use mesh_api::{InfoView, JoinAnswer, JoinBody, LeaveAnswer, MemberState, RttView};
 
 use crate::client::{AdminArgs, StatusHints};
 use crate::error::failure;
@@ -30,6 +31,49 @@ pub(crate) struct RttArgs {
     /// Print the API's JSON instead of a line.
     #[arg(long)]
     json: bool,
+}
+
+/// `meshctl join` options.
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    /// Advertised addresses (`IP:PORT`, UDP) of nodes of the cluster to join through.
+    #[arg(required = true, value_name = "ADDR")]
+    addrs: Vec<std::net::SocketAddr>,
+    /// Seconds to wait for a member at each address to come up (1 to 20).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=20))]
+    timeout: u64,
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Print the API's JSON instead of a line per address.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `meshctl join`: one line per address reached (`joined NAME at ADDR`) and one per
+/// address not reached; fails (exit 1) if none was reached.
+pub(crate) fn run_join(args: JoinArgs) -> Result<()> {
+    let client = args.admin.client().for_quorum(&[(
+        504,
+        "check the addresses (the node's advertised UDP address, as `meshctl members` \
+         shows it) and that nothing blocks UDP between the two",
+    )]);
+    let body = JoinBody {
+        addrs: args.addrs,
+        timeout_ms: Some(args.timeout * 1000),
+    };
+    let text = client.post("/v1/join", &body)?;
+    let answer: JoinAnswer = client.parse(&text)?;
+    if args.json {
+        return print_stdout(&format!("{text}\n"));
+    }
+    let mut out = String::new();
+    for j in &answer.joined {
+        out.push_str(&format!("joined {} at {}\n", j.name, j.addr));
+    }
+    for f in &answer.failed {
+        out.push_str(&format!("not joined at {}: {}\n", f.addr, f.error));
+    }
+    print_stdout(&out)
 }
 
 /// `meshctl leave` options.

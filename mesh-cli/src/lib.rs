@@ -6,7 +6,7 @@
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
 //! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
-//! (info, rtt, leave), `completions.rs`, `cert.rs`,
+//! (info, rtt, join, leave), `completions.rs`, `cert.rs`,
 //! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
 //! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
@@ -83,6 +83,9 @@ enum Command {
     /// The measured round trip from an agent to a member (smoothed, from
     /// anti-entropy exchanges).
     Rtt(info::RttArgs),
+    /// Ask an agent to join the cluster through other nodes (their advertised
+    /// addresses), as a seed would.
+    Join(info::JoinArgs),
     /// Ask an agent to leave the cluster gracefully and exit.
     Leave(info::LeaveArgs),
     /// Make the cluster CA and node certificates.
@@ -119,6 +122,7 @@ pub fn main_entry() -> ExitCode {
         Command::Quorum(command) => quorum::run(command),
         Command::Info(args) => info::run_info(args),
         Command::Rtt(args) => info::run_rtt(args),
+        Command::Join(args) => info::run_join(args),
         Command::Leave(args) => info::run_leave(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),

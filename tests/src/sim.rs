@@ -622,6 +622,11 @@ impl Sim {
         self.claim_result(n, id)
     }
 
+    /// The address node `n` advertises.
+    pub fn nodes_addr(&self, n: usize) -> SocketAddr {
+        self.nodes[n].addr
+    }
+
     /// Node `n`'s state machine, if it is running.
     pub fn node(&self, n: usize) -> Option<&Node> {
         self.nodes[n].node.as_ref()

@@ -163,3 +163,81 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
     let status = cluster.agents[0].wait_exit(CONVERGE);
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+/// `meshctl join`: two agents started without seeds stay apart (the control) until one
+/// is asked to join through the other's address; it prints the member found there and
+/// both then list each other alive. A join through an address where nothing answers is
+/// a one-line error with a hint after its timeout; a join with no address or a bad one
+/// is a usage error (exit 2) that asks the agent nothing.
+#[test]
+fn join_merges_two_lone_agents_and_a_dead_address_is_an_error() {
+    use mesh_api::JoinAnswer;
+    let mut cluster = Cluster::new();
+    let a = cluster.start("n1", &[]);
+    let b = cluster.start("n2", &[]);
+    cluster.wait_until(CONVERGE, "both up", || {
+        cluster.sees_alive(&[a], &["n1"])?;
+        cluster.sees_alive(&[b], &["n2"])
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let apart = cluster.agents[b].view().expect("view");
+    assert!(
+        !apart.contains_key("n1"),
+        "found each other unasked: {apart:?}"
+    );
+
+    let admin_b = cluster.agents[b].admin.to_string();
+    let quic_a = cluster.agents[a].quic.to_string();
+    let out = run(&["join", &quic_a, "--json", "--admin", &admin_b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: JoinAnswer = serde_json::from_slice(&out.stdout).expect("join JSON");
+    assert_eq!(answer.joined.len(), 1, "{answer:?}");
+    assert_eq!(answer.joined[0].name, "n1");
+    assert!(answer.failed.is_empty(), "{answer:?}");
+    cluster.wait_until(CONVERGE, "merged", || {
+        cluster.sees_alive(&[a, b], &["n1", "n2"])
+    });
+    // Again, as text: already a member, answered at once.
+    let out = run(&["join", &quic_a, "--admin", &admin_b]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("joined n1 at {quic_a}\n")
+    );
+
+    // Nothing answers there: an error naming the address, after the timeout.
+    let port = mesh_tests::cluster::free_udp_port();
+    let nowhere = format!("127.0.0.1:{port}");
+    let out = run(&["join", &nowhere, "--timeout", "1", "--admin", &admin_b]);
+    let (error, hint) = failure(&out);
+    assert!(
+        error.contains(&nowhere) && error.contains("could not join"),
+        "{error}"
+    );
+    assert!(hint.contains("advertised"), "{hint}");
+
+    // Usage errors: nothing is sent.
+    for args in [
+        vec!["join", "--admin", admin_b.as_str()],
+        vec!["join", "not-an-address", "--admin", admin_b.as_str()],
+        vec![
+            "join",
+            &quic_a,
+            "--timeout",
+            "0",
+            "--admin",
+            admin_b.as_str(),
+        ],
+    ] {
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

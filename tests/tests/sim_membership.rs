@@ -406,3 +406,80 @@ fn pairs_that_all_renew_at_a_heal_still_reconnect() {
         },
     );
 }
+
+/// An operator's join (`Command::Announce`, `meshctl join`): two nodes that were
+/// started without seeds stay apart (the control) until one is asked to join through
+/// the other's address; the reply names the member found there, and both then see each
+/// other alive. A join through an address where nothing answers ends in `Timeout` at
+/// its deadline, not before and not never; a join to a member already known answers
+/// at once.
+#[test]
+fn a_join_through_an_address_merges_two_lone_nodes_and_a_dead_address_times_out() {
+    use mesh_core::node::{AnnounceError, Command, Reply};
+    for_each_seed(
+        "a_join_through_an_address_merges_two_lone_nodes_and_a_dead_address_times_out",
+        20,
+        |seed| {
+            let mut sim = Sim::new(seed);
+            let a = sim.add_node(&[]);
+            let b = sim.add_node(&[]);
+            sim.run_for(secs(5));
+            if sim.live_view(a).contains(&"n1".to_owned())
+                || sim.live_view(b).contains(&"n0".to_owned())
+            {
+                return Err("two nodes without seeds found each other on their own".into());
+            }
+            let addr = sim.nodes_addr(a);
+            let join = Command::Announce {
+                addr,
+                timeout: secs(5),
+            };
+            match sim.run_command(b, join, secs(6)) {
+                Some(Reply::Announced(Ok(name))) if name == "n0" => {}
+                other => return Err(format!("join through n0's address: {other:?}")),
+            }
+            let merged = sim.run_until(secs(10), |s| {
+                s.live_view(a).contains(&"n1".to_owned())
+                    && s.live_view(b).contains(&"n0".to_owned())
+            });
+            if !merged {
+                return Err("after the join the two nodes do not see each other".into());
+            }
+            // Already a member: answered in the same step.
+            let again = sim
+                .command(
+                    b,
+                    Command::Announce {
+                        addr,
+                        timeout: secs(5),
+                    },
+                )
+                .ok_or("n1 runs")?;
+            if !matches!(sim.reply(b, again), Some(Reply::Announced(Ok(_)))) {
+                return Err("a join to a known member must answer at once".into());
+            }
+            let nowhere: std::net::SocketAddr =
+                "10.9.9.9:7946".parse().map_err(|e| format!("{e}"))?;
+            let started = sim.elapsed();
+            let id = sim
+                .command(
+                    b,
+                    Command::Announce {
+                        addr: nowhere,
+                        timeout: secs(2),
+                    },
+                )
+                .ok_or("n1 runs")?;
+            match sim.await_reply(b, id, secs(5)) {
+                Some(Reply::Announced(Err(AnnounceError::Timeout { addr, .. })))
+                    if addr == nowhere => {}
+                other => return Err(format!("a join to nowhere: {other:?}")),
+            }
+            let took = sim.elapsed() - started;
+            if took < secs(2) || took > secs(3) {
+                return Err(format!("the timeout of 2 s ended after {took:?}"));
+            }
+            Ok(())
+        },
+    );
+}

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /v1/info` | [`InfoView`]: version and commit, name, incarnation, uptime, profile, voters, config summary |
 //! | `GET /v1/rtt/{name}` | [`RttView`]; `404` for an unknown member, `503` before a round trip was measured, `400` for this node itself |
+//! | `POST /v1/join` | [`JoinBody`] → [`JoinAnswer`] (`200`) if at least one address was reached (a member advertising it is alive), else `504` naming each failure; `400` for no address or a bad timeout |
 //! | `POST /v1/leave` | `202` [`LeaveAnswer`], then the agent leaves gracefully and stops |
 
 use std::time::Duration;
@@ -15,10 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::common::stopped;
+use super::common::{bad_request, stopped, ApiJson};
 use super::json_error;
 use crate::runtime::AgentHandle;
-use mesh_api::{ConfigSummary, InfoView, LeaveAnswer, RttView};
+use mesh_api::{
+    ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer, RttView,
+};
 use mesh_core::membership::Profile;
 
 /// The git commit the agent was built from (short hash), or `unknown`.
@@ -35,6 +38,7 @@ pub(crate) fn routes() -> Router<AgentHandle> {
     Router::new()
         .route("/v1/info", get(info))
         .route("/v1/rtt/{name}", get(rtt))
+        .route("/v1/join", post(join))
         .route("/v1/leave", post(leave))
 }
 
@@ -124,6 +128,65 @@ async fn rtt(State(agent): State<AgentHandle>, Path(name): Path<String>) -> Resp
         ),
         Err(e) => stopped(&e),
     }
+}
+
+/// How long `POST /v1/join` waits for each address by default.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait a join may ask for.
+const JOIN_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// Most addresses in one join.
+const JOIN_MAX_ADDRS: usize = 64;
+
+async fn join(State(agent): State<AgentHandle>, ApiJson(body): ApiJson<JoinBody>) -> Response {
+    if body.addrs.is_empty() {
+        return bad_request("addrs: give at least one address to join through");
+    }
+    if body.addrs.len() > JOIN_MAX_ADDRS {
+        return bad_request(format!(
+            "addrs: at most {JOIN_MAX_ADDRS} addresses per join"
+        ));
+    }
+    let timeout = body.timeout_ms.map_or(JOIN_TIMEOUT, Duration::from_millis);
+    if timeout.is_zero() || timeout > JOIN_TIMEOUT_MAX {
+        return bad_request(format!(
+            "timeout_ms: must be between 1 and {}",
+            JOIN_TIMEOUT_MAX.as_millis()
+        ));
+    }
+    let tries = body.addrs.iter().map(|&addr| {
+        let agent = agent.clone();
+        async move { (addr, agent.announce(addr, timeout).await) }
+    });
+    let mut answer = JoinAnswer {
+        joined: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (addr, r) in futures_util::future::join_all(tries).await {
+        match r {
+            Ok(name) => answer.joined.push(Joined { addr, name }),
+            Err(crate::runtime::ApiError::Failed(e)) => answer.failed.push(JoinFailed {
+                addr,
+                error: e.to_string(),
+            }),
+            Err(e) => return stopped(&e),
+        }
+    }
+    if answer.joined.is_empty() {
+        let why: Vec<String> = answer
+            .failed
+            .iter()
+            .map(|f| format!("{}: {}", f.addr, f.error))
+            .collect();
+        return json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "could not join through any address ({}); check that a mesh node of this \
+                 cluster listens there and advertises that address",
+                why.join("; ")
+            ),
+        );
+    }
+    Json(answer).into_response()
 }
 
 async fn leave(State(agent): State<AgentHandle>) -> Response {

@@ -53,8 +53,8 @@ use mesh_core::claims::{CallOk, ClaimsError, HolderEvent, ShardTable, StrongName
 use mesh_core::membership::MembershipEvent;
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{
-    Command, CommandId, Dest, GroupError, MonitorItem, NameError, Node, ProcessError, ReadError,
-    Reply, SendError, SendOutcome, SendReceipt, SyncError, SyncMode,
+    AnnounceError, Command, CommandId, Dest, GroupError, MonitorItem, NameError, Node,
+    ProcessError, ReadError, Reply, SendError, SendOutcome, SendReceipt, SyncError, SyncMode,
 };
 use mesh_core::pid::Pid;
 use mesh_core::process::{Delivery, Inbox, Mailbox};
@@ -485,6 +485,24 @@ impl AgentHandle {
                 ))
             }
             other => mismatched("monitor", &other),
+        }
+    }
+
+    /// Joins the cluster through the node advertising `addr` (an operator's join): the
+    /// member's name once it is alive in this node's view, or
+    /// [`AnnounceError::Timeout`] after `timeout`.
+    pub async fn announce(
+        &self,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> Result<String, ApiError<AnnounceError>> {
+        match self
+            .command(Command::Announce { addr, timeout })
+            .await
+            .map_err(ApiError::widen)?
+        {
+            Reply::Announced(r) => r.map_err(ApiError::Failed),
+            other => mismatched("announce", &other),
         }
     }
 

@@ -230,6 +230,15 @@ pub enum Command {
         /// The shard.
         shard: ShardId,
     },
+    /// Join through `addr` (an operator's `meshctl join`): announce to it now, and
+    /// reply [`Reply::Announced`] once a member advertising that address is alive in
+    /// this node's view (at once if one already is), or at `timeout`.
+    Announce {
+        /// The peer's advertised address.
+        addr: std::net::SocketAddr,
+        /// When to give up waiting for it.
+        timeout: Duration,
+    },
 }
 
 /// Why a group operation ([`Command::Join`], [`Command::Leave`],
@@ -288,6 +297,20 @@ pub enum ReadError {
     Timeout(#[from] ProposeError),
 }
 
+/// Why a [`Command::Announce`] did not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    /// No member advertising the address came up in time (nothing answers there, it is
+    /// not a mesh node of this cluster, or it advertises another address).
+    #[error("no member at {addr} came up within {timeout_ms} ms")]
+    Timeout {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// How long this node waited.
+        timeout_ms: u64,
+    },
+}
+
 /// How a command ended ([`Output::Completed`]); which variant answers which command is
 /// said on each [`Command`] variant.
 #[derive(Debug, Clone)]
@@ -323,6 +346,8 @@ pub enum Reply {
     HoldEnding(bool),
     /// A shard read (`None`: the shard was never written).
     Read(Result<Option<ShardTable>, ReadError>),
+    /// A join through an address: the name of the member found there.
+    Announced(Result<String, AnnounceError>),
 }
 
 /// A send whose frames the shell is carrying out (C4).
@@ -347,6 +372,14 @@ pub(super) struct Commands {
     next_mark: u64,
     /// The acknowledged send being settled, and its outcome if settling finished it.
     settling: Option<(super::AckId, Option<SendOutcome>)>,
+    /// Joins through an address waiting for a member there: (command, address, when
+    /// it started, deadline).
+    announces: Vec<(
+        CommandId,
+        std::net::SocketAddr,
+        std::time::Instant,
+        std::time::Instant,
+    )>,
     /// Open holds: task -> the command that opened it.
     holds: BTreeMap<String, CommandId>,
     /// While a command runs: operations that ended before their command could wait for
@@ -482,6 +515,15 @@ impl Node {
             Command::WhereisStrong { name } => {
                 let started = self.claims_call(now, None, |h, now| h.whereis(now, &name));
                 self.claims_started(id, started)
+            }
+            Command::Announce { addr, timeout } => {
+                if let Some(name) = self.live_member_at(addr) {
+                    return Some(Reply::Announced(Ok(name)));
+                }
+                self.membership.announce_to(now, addr);
+                self.after_input(now);
+                self.commands.announces.push((id, addr, now, now + timeout));
+                None
             }
             Command::ReadShard { shard } => match self.read_shard(now, shard) {
                 Some(read) => {
@@ -645,5 +687,46 @@ impl Node {
         };
         self.outputs
             .push_back(Output::Completed { id, result: reply });
+    }
+
+    /// The name of the live peer advertising `addr`, if any.
+    fn live_member_at(&self, addr: std::net::SocketAddr) -> Option<String> {
+        self.peers
+            .values()
+            .find(|p| p.addr == addr)
+            .map(|p| p.name.clone())
+    }
+
+    /// Answers the joins waiting for a member that is now live, and those whose
+    /// deadline passed.
+    pub(super) fn check_announces(&mut self, now: std::time::Instant) {
+        if self.commands.announces.is_empty() {
+            return;
+        }
+        for (id, addr, started, deadline) in std::mem::take(&mut self.commands.announces) {
+            let result = match self.live_member_at(addr) {
+                Some(name) => Ok(name),
+                None if now >= deadline => Err(AnnounceError::Timeout {
+                    addr,
+                    timeout_ms: u64::try_from(
+                        deadline.saturating_duration_since(started).as_millis(),
+                    )
+                    .unwrap_or(u64::MAX),
+                }),
+                None => {
+                    self.commands.announces.push((id, addr, started, deadline));
+                    continue;
+                }
+            };
+            self.outputs.push_back(Output::Completed {
+                id,
+                result: Reply::Announced(result),
+            });
+        }
+    }
+
+    /// The earliest deadline of a waiting join.
+    pub(super) fn announce_deadline(&self) -> Option<std::time::Instant> {
+        self.commands.announces.iter().map(|a| a.3).min()
     }
 }

@@ -79,7 +79,7 @@ use crate::registry::{MonitorId, Registry, RegistryConfig, RegistryOutput};
 
 pub use anti_entropy::{AE_PUSH_CHUNK, AE_RESPONSE_BUDGET, DELTA_PIECE};
 pub use barrier::{SyncError, SyncId, SyncMode};
-pub use command::{Command, CommandId, GroupError, NameError, ReadError, Reply};
+pub use command::{AnnounceError, Command, CommandId, GroupError, NameError, ReadError, Reply};
 pub use processes::{MonitorItem, ProcessError, MONITOR_CAPACITY};
 pub use send::{
     AckId, Dest, GroupMode, SendError, SendOutcome, SendReceipt, ACK_TIMEOUT, MAX_PAYLOAD,
@@ -592,6 +592,7 @@ impl Node {
             self.dissem.poll_timeout(),
             acks,
             syncs,
+            self.announce_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -703,6 +704,7 @@ impl Node {
         self.dissem.handle_tick(now);
         self.expire_acks(now);
         self.check_syncs(now);
+        self.check_announces(now);
         self.after_input(now);
     }
 
@@ -884,6 +886,7 @@ impl Node {
         match ev.kind {
             EventKind::Up => {
                 self.peers.insert(name.clone(), ev.member.clone());
+                self.check_announces(now);
                 self.dissem.set_peers(now, &self.peer_names());
                 // A node whose entries we hide: hear from it now, its digest tells
                 // whether to unhide them (same incarnation) or drop them (a restart).
