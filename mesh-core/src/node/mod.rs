@@ -15,7 +15,8 @@
 //!  frame ────▶│ State: batches, AE pushes ─merge──▶    │                        ─┼─▶ Frame (batches, AE push)
 //!             │ User: messages ─▶ mailboxes            │ events ─▶ monitor inboxes│
 //!  request ──▶│ AE digest ─▶ missing_for ─▶ response   │                        ─┼─▶ Request (AE digest)
-//!  API ──────▶│ spawn/exit, join/leave, register, send, monitor, sync            │
+//!  Command ──▶│ handle_command: spawn/exit, join/leave, register, send, sync,    │─▶ Completed (one per command)
+//!             │ monitor, claims and strong names (module `command`)              │
 //!             └──────────────────────────────────────────────────────────────────┘
 //! ```
 //!
