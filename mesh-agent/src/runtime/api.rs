@@ -246,6 +246,19 @@ impl AgentHandle {
             .is_ok()
     }
 
+    /// Queues `cmd` with nobody waiting for its reply, without waiting for room (for
+    /// `Drop`s, which cannot wait); `false` if the queue is full or the agent stopped.
+    fn try_push(&self, cmd: Command) -> bool {
+        let id = self.next_id();
+        self.commands
+            .try_send(ShellCommand::Node {
+                id,
+                cmd,
+                reply: None,
+            })
+            .is_ok()
+    }
+
     /// Starts a process on this node. It exits when the handle is dropped (or
     /// [`ProcessHandle::exit`] is called): its mailbox closes and it leaves every
     /// group and name in one delta.
@@ -736,16 +749,7 @@ impl Drop for Hold {
             task: self.task.clone(),
             hold: self.id,
         };
-        let id = agent.next_id();
-        if agent
-            .commands
-            .try_send(ShellCommand::Node {
-                id,
-                cmd,
-                reply: None,
-            })
-            .is_err()
-        {
+        if !agent.try_push(cmd) {
             // The queue is full: end it from a task that waits for room.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let (task, hold) = (self.task.clone(), self.id);
@@ -806,13 +810,7 @@ impl Drop for ProcessHandle {
         let cmd = Command::Exit {
             pid: self.pid.clone(),
         };
-        let id = self.agent.next_id();
-        let queued = self.agent.commands.try_send(ShellCommand::Node {
-            id,
-            cmd,
-            reply: None,
-        });
-        if queued.is_err() {
+        if !self.agent.try_push(cmd) {
             counter!("mesh_runtime_input_dropped_total", "reason" => "exit_on_drop_lost")
                 .increment(1);
             tracing::warn!(pid = %self.pid, "could not queue the exit of a dropped process");
@@ -855,11 +853,7 @@ impl Drop for MonitorHandle {
         if self.ended {
             return;
         }
-        let id = self.agent.next_id();
-        let _ = self.agent.commands.try_send(ShellCommand::Node {
-            id,
-            cmd: Command::Demonitor { id: self.id },
-            reply: None,
-        });
+        // A full queue or a stopped agent: the monitor ends with the node anyway.
+        let _ = self.agent.try_push(Command::Demonitor { id: self.id });
     }
 }

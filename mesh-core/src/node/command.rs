@@ -370,8 +370,6 @@ pub(super) struct Commands {
     /// Sends waiting for [`Node::handle_carried`], oldest first.
     open_sends: VecDeque<OpenSend>,
     next_mark: u64,
-    /// The acknowledged send being settled, and its outcome if settling finished it.
-    settling: Option<(super::AckId, Option<SendOutcome>)>,
     /// Joins through an address waiting for a member there: (command, address, when
     /// it started, deadline).
     announces: Vec<(
@@ -565,14 +563,6 @@ impl Node {
     /// An operation ended: its command (if a command started it) gets its reply. An
     /// operation no command waits for (a hold's own release call) ends silently.
     pub(super) fn finish(&mut self, op: OpId, done: super::Completion) {
-        if let (OpId::Send(aid), super::Completion::Send(outcome)) = (&op, &done) {
-            if let Some((settling, slot)) = &mut self.commands.settling {
-                if settling == aid {
-                    *slot = Some(outcome.clone());
-                    return;
-                }
-            }
-        }
         let Some((id, receipt)) = self.commands.waiting.remove(&op) else {
             if let Some(early) = self.commands.early.as_mut() {
                 early.push((op, done));
@@ -662,10 +652,17 @@ impl Node {
             });
             return;
         }
-        // Settling may finish the acks (every frame refused); catch that outcome.
-        self.commands.settling = pending.map(|aid| (aid, None));
+        // Settling may finish the acks (every frame refused) before anyone waits for
+        // them: catch that outcome as a starting command's early ends are caught.
+        let outer = self.commands.early.replace(Vec::new());
         let result = self.settle_send(&dest, receipt, refused);
-        let finished = self.commands.settling.take().and_then(|(_, o)| o);
+        let early = std::mem::replace(&mut self.commands.early, outer).unwrap_or_default();
+        let finished = early.into_iter().find_map(|(op, done)| match (op, done) {
+            (OpId::Send(aid), super::Completion::Send(outcome)) if Some(aid) == pending => {
+                Some(outcome)
+            }
+            _ => None,
+        });
         let reply = match result {
             Err(e) => {
                 if let Some(aid) = pending {
