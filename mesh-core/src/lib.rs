@@ -22,6 +22,8 @@
 //! - [`quorum`]: the CASPaxos register of the quorum plane, and the acceptor store's
 //!   contract ([`quorum::store`]: the `AcceptorStore` trait, `MemStore`, group commit).
 //! - [`claims`]: task claims and strong names on the register (sans-IO).
+//! - [`tags`]: node tags, replicated (newest version per node wins).
+//! - [`placement`]: placement by capability (HRW over members matching a tag selector).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -33,7 +35,9 @@ pub mod identity;
 pub mod membership;
 pub mod node;
 pub mod pid;
+pub mod placement;
 pub mod process;
 pub mod quorum;
 mod reason;
 pub mod registry;
+pub mod tags;
