@@ -63,6 +63,10 @@ pub struct AgentConfig {
     /// Default TTL of claims.
     #[serde(with = "crate::config::secs", default = "default_claims_ttl")]
     pub claims_ttl: Duration,
+    /// This node's tags at boot (`key=value` labels, gossiped with membership; changed
+    /// at run time with `meshctl tags`). Limits: [`mesh_types::tags`].
+    #[serde(default)]
+    pub tags: mesh_types::tags::Tags,
 }
 
 /// Default number of claim shards.
@@ -125,6 +129,7 @@ impl AgentConfig {
             voters: Vec::new(),
             shards: DEFAULT_SHARDS,
             claims_ttl: DEFAULT_CLAIMS_TTL,
+            tags: mesh_types::tags::Tags::new(),
         }
     }
 
@@ -175,6 +180,7 @@ impl AgentConfig {
         if !(1..=MAX_SHARDS).contains(&self.shards) {
             return Err(ConfigError::Shards(self.shards));
         }
+        mesh_types::tags::validate(&self.tags).map_err(ConfigError::Tags)?;
         if let Some(seed) = self
             .seeds
             .iter()
@@ -239,6 +245,9 @@ pub enum ConfigError {
     /// `claims_ttl` is outside what claims accept (200 ms ..= 1 day).
     #[error("claims_ttl: {0}")]
     ClaimsTtl(mesh_core::claims::TtlError),
+    /// `tags` break the tag rules or limits.
+    #[error("tags: {0}")]
+    Tags(mesh_types::tags::TagError),
 }
 
 #[cfg(test)]

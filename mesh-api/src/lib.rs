@@ -30,6 +30,7 @@ mod members;
 mod messaging;
 mod quorum;
 mod strong_names;
+mod tags;
 
 pub use claims::{
     ClaimAnswer, ClaimBody, ClaimView, ClaimsView, HoldLine, ReleaseBody, SessionView, ShardView,
@@ -46,6 +47,7 @@ pub use quorum::{QuorumStatus, QuorumView};
 pub use strong_names::{
     StrongBody, StrongNameView, StrongReleaseBody, StrongTransferBody, WhereisAnswer,
 };
+pub use tags::{PlaceAnswer, TagsAnswer, TagsBody};
 
 /// The admin API's default port (on loopback: `127.0.0.1:7947`).
 pub const DEFAULT_ADMIN_PORT: u16 = 7947;

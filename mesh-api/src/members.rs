@@ -20,6 +20,9 @@ pub struct MemberView {
     /// True for the node answering.
     #[serde(default)]
     pub is_self: bool,
+    /// The member's tags (`key=value` labels), as gossiped; absent when it has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// What a node knows of a member's liveness, as the API spells it (`alive`,

@@ -38,6 +38,7 @@ fn member_views_and_states_keep_their_json() {
             state: MemberState::Suspect,
             age_seconds: 12.5,
             is_self: true,
+            tags: Default::default(),
         },
         r#"{"name":"n1","addr":"127.0.0.1:7946","incarnation":3,"state":"suspect","age_seconds":12.5,"is_self":true}"#,
     );

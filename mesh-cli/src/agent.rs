@@ -94,6 +94,16 @@ pub(crate) struct AgentArgs {
     /// Default lease TTL of task claims, e.g. 10s [default: 10s].
     #[arg(long, env = "MESH_CLAIMS_TTL", value_name = "DURATION", value_parser = parse_duration)]
     claims_ttl: Option<Duration>,
+    /// A tag of this node, KEY=VALUE (e.g. region=eu); repeat the flag, or
+    /// comma-separate in MESH_TAGS. Change them at run time with `meshctl tags`.
+    #[arg(
+        long = "tag",
+        env = "MESH_TAGS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_tag
+    )]
+    tags: Vec<Option<(String, String)>>,
     /// TOML config file; keys are the long option names with underscores.
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -128,6 +138,17 @@ fn parse_voter(s: &str) -> Result<Option<String>, String> {
         .map_err(|e| format!("{s:?} is not a node name: {e}"))
 }
 
+/// One tag; an empty item (`MESH_TAGS=`) is none, as for seeds.
+fn parse_tag(s: &str) -> Result<Option<(String, String)>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    mesh_types::tags::parse_pair(s)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -160,11 +181,26 @@ impl AgentArgs {
                 .filter(|voters| !voters.is_empty()),
             shards: self.shards,
             claims_ttl: self.claims_ttl,
+            tags: Some(
+                self.tags
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<mesh_types::tags::Tags>(),
+            )
+            .filter(|tags| !tags.is_empty()),
         }
     }
 
     /// Flags and env over the config file over defaults, validated.
     pub(crate) fn config(&self) -> Result<AgentConfig> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some((k, _)) = self.tags.iter().flatten().find(|(k, _)| !seen.insert(k)) {
+            return Err(failure(
+                format!("tags: tag {k:?} given twice"),
+                "give each tag key once (--tag KEY=VALUE or MESH_TAGS=k=v,k2=v2)",
+            ));
+        }
         let file = match &self.config {
             Some(path) => Layer::from_file(path)?,
             None => Layer::default(),
@@ -253,7 +289,7 @@ fn start_failure(err: &StartError) -> anyhow::Error {
         "cert" => "issue a certificate for this node name with `meshctl cert issue --name NAME`",
         "data_dir" => "check that --data-dir exists and is writable by this user",
         "name" | "advertise" | "packet_size" | "admin_token" | "seeds" | "permdown"
-        | "mailbox_capacity" | "voters" | "shards" | "claims_ttl" => {
+        | "mailbox_capacity" | "voters" | "shards" | "claims_ttl" | "tags" => {
             "fix that setting: a flag, a MESH_* variable or a key in the config file"
         }
         _ => "see the log lines above for details",

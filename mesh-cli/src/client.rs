@@ -107,9 +107,9 @@ impl AdminClient {
         self
     }
 
-    /// The raw JSON of `GET /v1/members`.
-    pub(crate) fn members_json(&self) -> Result<String> {
-        let body = self.get("/v1/members")?;
+    /// The raw JSON of `GET /v1/members[?filter=SELECTOR]`.
+    pub(crate) fn members_json(&self, filter: Option<&str>) -> Result<String> {
+        let body = self.get(&members_path(filter))?;
         // Check the shape, so `--json` never passes on something else.
         self.parse_members(&body)?;
         Ok(body)
@@ -117,7 +117,12 @@ impl AdminClient {
 
     /// `GET /v1/members`, parsed.
     pub(crate) fn members(&self) -> Result<Vec<MemberView>> {
-        let body = self.get("/v1/members")?;
+        self.members_filtered(None)
+    }
+
+    /// `GET /v1/members[?filter=SELECTOR]`, parsed.
+    pub(crate) fn members_filtered(&self, filter: Option<&str>) -> Result<Vec<MemberView>> {
+        let body = self.get(&members_path(filter))?;
         self.parse_members(&body)
     }
 
@@ -293,4 +298,11 @@ fn error_text(body: &str) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
         .unwrap_or_else(|| body.trim().chars().take(200).collect())
+}
+
+fn members_path(filter: Option<&str>) -> String {
+    match filter {
+        Some(f) => format!("/v1/members?filter={}", crate::tags::encode(f)),
+        None => "/v1/members".to_owned(),
+    }
 }

@@ -21,7 +21,7 @@ use crate::error::{failure, one_line};
 /// Keys a config file may hold, for error messages.
 pub(crate) const KEYS: &str = "name, bind, advertise, seeds, data_dir, admin, admin_token, ca, \
                                cert, key, profile, packet_size, permdown, mailbox_capacity, \
-                               voters, shards, claims_ttl";
+                               voters, shards, claims_ttl, tags";
 
 /// One layer of agent settings; `None` means "not set here".
 ///
@@ -52,6 +52,8 @@ pub(crate) struct Layer {
     /// A duration such as `"10s"`.
     #[serde(default, deserialize_with = "duration_opt")]
     pub(crate) claims_ttl: Option<Duration>,
+    /// A table of tags: `[tags]` then `region = "eu"` lines.
+    pub(crate) tags: Option<mesh_types::tags::Tags>,
 }
 
 fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -138,6 +140,7 @@ impl Layer {
             voters: self.voters.or(lower.voters),
             shards: self.shards.or(lower.shards),
             claims_ttl: self.claims_ttl.or(lower.claims_ttl),
+            tags: self.tags.or(lower.tags),
         }
     }
 
@@ -202,10 +205,14 @@ impl Layer {
         if let Some(ttl) = self.claims_ttl {
             config.claims_ttl = ttl;
         }
+        config.tags = self.tags.unwrap_or_default();
         config.validate().map_err(|e| {
             let hint = match e {
                 ConfigError::ClaimsTtl(_) => {
                     "use a TTL from 200ms to 1 day, e.g. --claims-ttl 10s (renews go every TTL/3)"
+                }
+                ConfigError::Tags(_) => {
+                    "tags are KEY=VALUE, e.g. --tag region=eu; at most 64 tags and 512 bytes in all"
                 }
                 _ => "fix that setting: a flag, a MESH_* variable or a key in the config file",
             };

@@ -34,6 +34,7 @@ mod names;
 mod out;
 mod quorum;
 mod send;
+mod tags;
 
 /// The `meshctl` command line.
 #[derive(Debug, Parser)]
@@ -88,6 +89,12 @@ enum Command {
     Join(info::JoinArgs),
     /// Ask an agent to leave the cluster gracefully and exit.
     Leave(info::LeaveArgs),
+    /// Show or change an agent's tags (KEY=VALUE labels gossiped with membership).
+    #[command(subcommand)]
+    Tags(tags::TagsCommand),
+    /// Which live members should own a key: rendezvous hashing over the members whose
+    /// tags match --filter (the preferred owner, then the next choices).
+    Place(tags::PlaceArgs),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -124,6 +131,8 @@ pub fn main_entry() -> ExitCode {
         Command::Rtt(args) => info::run_rtt(args),
         Command::Join(args) => info::run_join(args),
         Command::Leave(args) => info::run_leave(args),
+        Command::Tags(command) => tags::run(command),
+        Command::Place(args) => tags::run_place(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::run(args),

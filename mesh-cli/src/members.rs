@@ -15,15 +15,23 @@ pub(crate) struct MembersArgs {
     /// Print the API's JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only members whose tags match this selector, e.g. 'region=eu,role!=edge'
+    /// (terms KEY=VALUE, KEY!=VALUE, KEY, !KEY; all must hold).
+    #[arg(long, value_name = "SELECTOR")]
+    filter: Option<String>,
 }
 
 /// Runs `meshctl members`.
 pub(crate) fn run(args: MembersArgs) -> Result<()> {
-    let client = args.admin.client();
+    let client = args.admin.client().with_hints(&[(
+        400,
+        "selectors are comma-separated KEY=VALUE, KEY!=VALUE, KEY or !KEY terms",
+    )]);
+    let filter = args.filter.as_deref();
     let text = if args.json {
-        format!("{}\n", client.members_json()?)
+        format!("{}\n", client.members_json(filter)?)
     } else {
-        render_table(&client.members()?)
+        render_table(&client.members_filtered(filter)?)
     };
     print_stdout(&text)
 }
@@ -45,10 +53,18 @@ pub(crate) fn render_table(members: &[MemberView]) -> String {
                 m.incarnation.to_string(),
                 m.state.as_str().to_owned(),
                 human_age(m.age_seconds),
+                if m.tags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    mesh_types::tags::format_list(&m.tags)
+                },
             ]
         })
         .collect();
-    table(&["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE"], &rows)
+    table(
+        &["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE", "TAGS"],
+        &rows,
+    )
 }
 
 /// A duration for humans: `3s`, `2m10s`, `1h4m`, `2d3h`.
@@ -80,6 +96,11 @@ mod tests {
             state,
             age_seconds: 130.4,
             is_self,
+            tags: if is_self {
+                mesh_types::tags::parse_list("region=eu,role=worker").expect("valid")
+            } else {
+                Default::default()
+            },
         }
     }
 
@@ -106,12 +127,20 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
-            ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE"]
+            ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE", "TAGS"]
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["n1*", "127.0.0.1:7946", "12", "alive", "2m10s"]
+            [
+                "n1*",
+                "127.0.0.1:7946",
+                "12",
+                "alive",
+                "2m10s",
+                "region=eu,role=worker"
+            ]
         );
+        assert!(lines[2].trim_end().ends_with(" -"));
         assert!(lines[2].starts_with("n2 "));
         assert!(lines[3].starts_with("zed "));
         // Columns line up.

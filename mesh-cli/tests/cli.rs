@@ -194,6 +194,7 @@ impl AdminView for TwoMembers {
                 },
                 age_seconds: 75.0,
                 is_self: i == 0,
+                tags: Default::default(),
             })
             .collect()
     }

@@ -258,11 +258,21 @@ pub enum EventKind {
     Down,
     /// A member left on purpose.
     Left,
+    /// A live member's tags changed (made by the node from gossiped tags, not by SWIM;
+    /// it does not change the member's state, so S3 is about the other kinds).
+    Tags,
 }
 
 impl EventKind {
     /// Every kind, for registering metrics at zero.
-    pub const ALL: [Self; 5] = [Self::Up, Self::Suspect, Self::Alive, Self::Down, Self::Left];
+    pub const ALL: [Self; 6] = [
+        Self::Up,
+        Self::Suspect,
+        Self::Alive,
+        Self::Down,
+        Self::Left,
+        Self::Tags,
+    ];
 
     /// Lower-case name, as used in metrics labels.
     pub fn as_str(self) -> &'static str {
@@ -272,6 +282,7 @@ impl EventKind {
             Self::Alive => "alive",
             Self::Down => "down",
             Self::Left => "left",
+            Self::Tags => "tags",
         }
     }
 }

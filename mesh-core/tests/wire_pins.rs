@@ -101,6 +101,10 @@ const PINS: &[(&str, &str)] = &[
     ("node/state_frame/push", "81a47075736882a16781a16f83a16183a16907a16381a16304a165929283a173a173a167a167a17083a16ea161a16907a16c019201029283a173a173a167a168a17083a16ea161a16907a16c039104a16283a16902a172c3a16381a16300a16382a16901a16382a16300a16791920202a16e81a16f81a16183a16907a16381a16301a165919285a16ea3737663a16882a177cf0000019383058ffba16302a17083a16ea161a16907a16c01a179a16ea16da16d9101"),
     ("node/ae_request", "82a16781a16f83a16184a16907a16304a170cf96d6473d87cd3e59a16ccf96d6473d87cd3e59a16285a16902a172c3a16300a17000a16c00a16386a16901a16300a16e01a167cf2b7140485678a9c3a17000a16c00a16e81a16f81a16184a16907a16301a170cf910a2dec89025cc1a16ccf910a2dec89025cc1"),
     ("node/ae_response", "84a16781a16f81a16382a16901a16382a16300a16791920202a16e81a16f81a16183a16907a16381a16301a165919285a16ea3737663a16882a177cf0000019383058ffba16302a17083a16ea161a16907a16c01a179a16ba16da16d9101a2676481a16f83a16184a16907a16304a170cf96d6473d87cd3e59a16ccf96d6473d87cd3e59a16285a16902a172c3a16300a17000a16c00a16386a16901a16300a16e01a167cf2b7140485678a9c3a17000a16c00a26e6481a16f80"),
+    ("node/tags_item", "84a16ea26e32a169cf0000019383058f80a17603a17482a6726567696f6ea26575a4726f6c65a6776f726b6572"),
+    ("node/ae_request/tags", "83a16781a16f80a16e81a16f80a174cf0123456789abcdef"),
+    ("node/ae_response/tags", "86a16781a16f80a16e81a16f80a2676481a16f80a26e6481a16f80a1749184a16ea26e32a169cf0000019383058f80a17603a17482a6726567696f6ea26575a4726f6c65a6776f726b6572a2746407"),
+    ("node/state_frame/push_tags", "81a47075736883a16781a16f80a16e81a16f80a1749184a16ea26e32a169cf0000019383058f80a17603a17482a6726567696f6ea26575a4726f6c65a6776f726b6572"),
     ("node/groups_item/full", "83a16481a16f81a16183a16907a16381a16301a165919283a173a173a167a167a17083a16ea161a16907a16c019101a1789183a16ea161a16907a16c09a174cf0000019383059148"),
     ("node/groups_item/minimal", "81a16481a16f81a16183a16907a16381a16301a165919283a173a173a167a167a17083a16ea161a16907a16c019101"),
     ("node/names_item/notify", "81a16f81a16183a16907a16381a16301a165919285a16ea3737663a16882a177cf0000019383058ffba16302a17083a16ea161a16907a16c01a179a16ea16da16d9101"),
@@ -740,6 +744,18 @@ fn swim_headers() -> Vec<Header<NodeId>> {
     .collect()
 }
 
+fn tags_item() -> mesh_core::tags::TagsItem {
+    mesh_core::tags::TagsItem {
+        name: "n2".into(),
+        incarnation: 1_733_070_000_000,
+        version: 3,
+        tags: [("region", "eu"), ("role", "worker")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    }
+}
+
 fn swim_members() -> Vec<Member<NodeId>> {
     [State::Alive, State::Suspect, State::Down]
         .into_iter()
@@ -753,6 +769,7 @@ fn state_frames() -> Vec<StateFrame> {
         StateFrame::Push {
             groups: groups_state(),
             names: names_delta(ConflictPolicy::Notify),
+            tags: Vec::new(),
         },
     ]
 }
@@ -1162,6 +1179,7 @@ fn cases() -> Vec<Case> {
         AeRequest {
             groups: digest(),
             names: names_delta(ConflictPolicy::Notify).digest(),
+            tags: None,
         },
     ));
     cases.push(wire_case(
@@ -1171,6 +1189,38 @@ fn cases() -> Vec<Case> {
             names: names_delta(ConflictPolicy::Kill),
             groups_digest: digest(),
             names_digest: Digest::default(),
+            tags: Vec::new(),
+            tags_digest: None,
+        },
+    ));
+    // Tags (added after the first release: every field is optional on the wire, so
+    // the cases above keep their bytes).
+    cases.push(wire_case("node/tags_item", tags_item()));
+    cases.push(wire_case(
+        "node/ae_request/tags",
+        AeRequest {
+            groups: Digest::default(),
+            names: Digest::default(),
+            tags: Some(0x0123_4567_89ab_cdef),
+        },
+    ));
+    cases.push(wire_case(
+        "node/ae_response/tags",
+        AeResponse {
+            groups: Delta::default(),
+            names: Delta::default(),
+            groups_digest: Digest::default(),
+            names_digest: Digest::default(),
+            tags: vec![tags_item()],
+            tags_digest: Some(7),
+        },
+    ));
+    cases.push(wire_case(
+        "node/state_frame/push_tags",
+        StateFrame::Push {
+            groups: Delta::default(),
+            names: Delta::default(),
+            tags: vec![tags_item()],
         },
     ));
     cases.push(wire_case("node/groups_item/full", groups_item()));

@@ -753,6 +753,7 @@ fn state_for_an_origin_membership_never_saw_is_refused_counted_and_not_relayed()
         let frame = StateFrame::Push {
             groups,
             names: mesh_crdt::Delta::new(),
+            tags: Vec::new(),
         };
         rmp_serde::to_vec_named(&frame).expect("encodes")
     }

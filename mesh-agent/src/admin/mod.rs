@@ -5,13 +5,14 @@
 //!
 //! | route          | answer                                                    | token |
 //! |----------------|-----------------------------------------------------------|-------|
-//! | `GET /v1/members` | JSON array of [`MemberView`], this node first          | yes   |
+//! | `GET /v1/members[?filter=SEL]` | JSON array of [`MemberView`], this node first; `filter` keeps members whose tags match a selector (`400` for a bad one) | yes |
 //! | `GET /metrics` | Prometheus text format 0.0.4                              | yes   |
 //! | `GET /livez`   | `200 ok` while the membership loop turns, else `503`      | no    |
 //! | `GET /readyz`  | `200 ok` once joined (or alone by design), else `503` + why | no  |
 //! | `/v1/groups`, `/v1/names`, `/v1/send`, `/v1/listen`, ... | groups and names (see `groups.rs`), messaging (see `messaging.rs`) | yes |
 //! | `/v1/claims`, `/v1/names/strong`, `/v1/quorum`, ... | task claims, strong names, the quorum plane (see `quorum.rs`) | yes |
 //! | `GET /v1/info`, `GET /v1/rtt/{name}`, `POST /v1/leave` | the agent itself, round trips, a graceful leave (see `info.rs`) | yes |
+//! | `GET`/`POST /v1/tags`, `GET /v1/place` | this node's tags, placement by capability (see `tags.rs`) | yes |
 //!
 //! When a token is configured, every route except the two probes needs
 //! `Authorization: Bearer <token>`; the probes stay open because orchestrators call
@@ -45,6 +46,7 @@ mod info;
 mod messaging;
 mod quorum;
 mod strong_names;
+mod tags;
 
 // The request and answer bodies live in `mesh-api` (the API's contract, which clients
 // depend on without this crate); re-exported here so that paths stay as they were.
@@ -106,7 +108,9 @@ pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
     let groups = groups::routes().with_state(handle.clone());
     let messaging = messaging::routes().with_state(handle.clone());
     let quorum = calls::routes(handle.clone());
-    let agent = info::routes().with_state(handle.clone());
+    let agent = info::routes()
+        .merge(tags::routes())
+        .with_state(handle.clone());
     finish(
         base_routes(handle)
             .merge(agent)
@@ -165,8 +169,33 @@ pub(crate) fn json_error(status: StatusCode, error: impl Into<String>) -> Respon
         .into_response()
 }
 
-async fn members<V: AdminView>(State(view): State<V>) -> Json<Vec<MemberView>> {
-    Json(view.members())
+/// The query of `GET /v1/members`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    /// A tag selector (`region=eu,role!=edge`); members whose tags match it.
+    #[serde(default)]
+    filter: Option<String>,
+}
+
+async fn members<V: AdminView>(
+    State(view): State<V>,
+    query: Result<axum::extract::Query<MembersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let filter = match query {
+        Ok(q) => q.0.filter,
+        Err(e) => return common::bad_request(format!("bad query: {}", e.body_text())),
+    };
+    let selector = match filter.as_deref().map(mesh_types::tags::Selector::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return common::bad_request(format!("filter: {e}")),
+    };
+    let mut members = view.members();
+    if let Some(sel) = selector {
+        members.retain(|m| sel.matches(&m.tags));
+    }
+    Json(members).into_response()
 }
 
 async fn metrics<V: AdminView>(State(view): State<V>) -> Response {
@@ -305,6 +334,7 @@ mod tests {
                     state: MemberState::Alive,
                     age_seconds: 12.5,
                     is_self: true,
+                    tags: Default::default(),
                 },
                 MemberView {
                     name: "n2".into(),
@@ -313,6 +343,7 @@ mod tests {
                     state: MemberState::Down,
                     age_seconds: 0.25,
                     is_self: false,
+                    tags: Default::default(),
                 },
             ]
         }

@@ -519,6 +519,43 @@ impl AgentHandle {
         }
     }
 
+    /// Changes this node's tags at run time: `set` adds or replaces, then `unset`
+    /// removes ([`Command::SetTags`]). Returns the whole new set. The change is gossiped;
+    /// every member sees it (and reports a [`EventKind::Tags`] membership event) within
+    /// a dissemination round or, failing that, an anti-entropy round.
+    ///
+    /// [`EventKind::Tags`]: mesh_core::membership::EventKind::Tags
+    pub async fn set_tags(
+        &self,
+        set: mesh_types::tags::Tags,
+        unset: Vec<String>,
+    ) -> Result<mesh_types::tags::Tags, ApiError<mesh_types::tags::TagError>> {
+        match self
+            .command(Command::SetTags { set, unset })
+            .await
+            .map_err(ApiError::widen)?
+        {
+            Reply::Tags(r) => r.map_err(ApiError::Failed),
+            other => mismatched("set_tags", &other),
+        }
+    }
+
+    /// The live members whose tags match `selector`, best first for `key` (rendezvous
+    /// hashing, [`mesh_core::placement`]), at most `n`: `place(key, sel, 1)` is the
+    /// preferred owner. Computed from this node's view of members and tags.
+    pub fn place(&self, key: &str, selector: &mesh_types::tags::Selector, n: usize) -> Vec<String> {
+        let members = self.members();
+        let live: Vec<(&str, &mesh_types::tags::Tags)> = members
+            .iter()
+            .filter(|m| m.state.is_live())
+            .map(|m| (m.name.as_str(), &m.tags))
+            .collect();
+        mesh_core::placement::ranked_owners(key, live, selector, n)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Waits until peers' digests cover this node's latest change to groups and names,
     /// removals included ([`Command::Sync`]).
     pub async fn sync(&self, mode: SyncMode, timeout: Duration) -> Result<(), ApiError<SyncError>> {

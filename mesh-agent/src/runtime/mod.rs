@@ -124,6 +124,10 @@ struct Snapshot {
     me: NodeId,
     members: Vec<MemberInfo>,
     ready: bool,
+    /// Every live member's tags (this node's included), by name; refreshed when the
+    /// tag table's digest changes.
+    tags: std::collections::BTreeMap<String, mesh_types::tags::Tags>,
+    tags_digest: u64,
 }
 
 /// Commands queued for the node task before callers see backpressure.
@@ -546,6 +550,17 @@ impl Shell {
         snap.me = me;
         snap.members = members;
         snap.ready = ready;
+        let digest = self.node.tags().digest();
+        if digest != snap.tags_digest {
+            snap.tags_digest = digest;
+            snap.tags = self
+                .node
+                .tags()
+                .items()
+                .into_iter()
+                .map(|i| (i.name, i.tags))
+                .collect();
+        }
         drop(snap);
         let turned = self.now().saturating_duration_since(self.shared.started);
         self.shared.last_turn_ms.store(
@@ -600,6 +615,7 @@ impl AgentHandle {
                 .saturating_duration_since(self.shared.started)
                 .as_secs_f64(),
             is_self: true,
+            tags: snap.tags.get(&snap.me.name).cloned().unwrap_or_default(),
         });
         out.extend(snap.members.iter().map(|m| MemberView {
             name: m.id.name.clone(),
@@ -608,6 +624,11 @@ impl AgentHandle {
             state: crate::views::member_state(m.state),
             age_seconds: now.saturating_duration_since(m.since).as_secs_f64(),
             is_self: false,
+            tags: if m.state.is_live() {
+                snap.tags.get(&m.id.name).cloned().unwrap_or_default()
+            } else {
+                Default::default()
+            },
         }));
         out
     }

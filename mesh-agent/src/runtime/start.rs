@@ -301,6 +301,7 @@ impl AgentBuilder {
             },
             mailbox_capacity: config.mailbox_capacity,
             quorum,
+            tags: config.tags.clone(),
             ..NodeConfig::default()
         };
         let node = Node::new(
@@ -316,6 +317,7 @@ impl AgentBuilder {
                     ConfigError::Dissemination(e.to_string())
                 }
                 mesh_core::node::NodeError::Quorum(e) => ConfigError::Voters(e.to_string()),
+                mesh_core::node::NodeError::Tags(e) => ConfigError::Tags(e),
             })
         })?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -325,6 +327,13 @@ impl AgentBuilder {
                 me: identity,
                 members: Vec::new(),
                 ready: config.seeds.is_empty(),
+                tags: node
+                    .tags()
+                    .items()
+                    .into_iter()
+                    .map(|i| (i.name, i.tags))
+                    .collect(),
+                tags_digest: node.tags().digest(),
             }),
             started: now,
             clock,

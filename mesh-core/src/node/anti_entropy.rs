@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::wire::{self, AeRequest, AeResponse, GroupsItem, StateFrame};
 use super::{
     DropReason, Node, Output, RequestFailed, RequestRefused, RequestTag, GROUPS,
-    MAX_UNKNOWN_ORIGINS, NAMES,
+    MAX_UNKNOWN_ORIGINS, NAMES, TAGS,
 };
 use crate::dissemination::ChannelId;
 
@@ -37,11 +37,18 @@ impl Node {
         self.stats.ae_served += 1;
         self.stats.ae_bytes_in += len as u64;
         self.learn_digests(now, from, &req.groups, &req.names);
+        let digest = self.tags.digest();
         let response = AeResponse {
             groups: self.registry.groups().missing_for(&req.groups),
             names: self.registry.names().missing_for(&req.names),
             groups_digest: self.registry.groups().digest(),
             names_digest: self.registry.names().digest(),
+            tags: if req.tags == Some(digest) {
+                Vec::new()
+            } else {
+                self.tags.items()
+            },
+            tags_digest: Some(digest),
         };
         let response = trim_response(response);
         let Ok(bytes) = wire::encode(&response) else {
@@ -79,11 +86,16 @@ impl Node {
         let rtt = self.rtt.entry(peer.clone()).or_insert(sample);
         *rtt = (*rtt * 7 + sample) / 8;
         self.merge_state(now, &resp.groups, &resp.names);
+        self.merge_tags(now, &resp.tags);
         self.learn_digests(now, &peer, &resp.groups_digest, &resp.names_digest);
         // Push what the peer lacks, in causally safe pieces.
         let groups = self.registry.groups().missing_for(&resp.groups_digest);
         let names = self.registry.names().missing_for(&resp.names_digest);
-        self.push_state(&peer, groups, names);
+        let tags = match resp.tags_digest {
+            Some(d) if d != self.tags.digest() => self.tags.items(),
+            _ => Vec::new(),
+        };
+        self.push_state(&peer, groups, names, tags);
     }
 
     /// Merges an anti-entropy piece; a refused delta is counted (the registry says why).
@@ -190,6 +202,17 @@ impl Node {
                     return;
                 }
             }
+        } else if channel == TAGS {
+            match wire::decode::<crate::tags::TagsItem>(&item) {
+                Ok(t) => {
+                    stripped = false;
+                    self.merge_tag_item(now, &t)
+                }
+                Err(_) => {
+                    self.stats.drop_input(DropReason::MalformedDelta);
+                    return;
+                }
+            }
         } else {
             self.stats.drop_input(DropReason::UnknownChannel);
             return;
@@ -209,19 +232,22 @@ impl Node {
         peer: &str,
         groups: mesh_crdt::Delta<String, crate::registry::GroupEntry>,
         names: mesh_crdt::Delta<String, crate::registry::NameClaim>,
+        mut tags: Vec<crate::tags::TagsItem>,
     ) {
         let Some(addr) = self.peers.get(peer).map(|p| p.addr) else {
             return;
         };
         let g = groups.chunks(AE_PUSH_CHUNK).unwrap_or_default();
         let n = names.chunks(AE_PUSH_CHUNK).unwrap_or_default();
-        let pieces = g.len().max(n.len());
+        // The tags ride the first piece (a whole table is at most ~700 bytes a member).
+        let pieces = g.len().max(n.len()).max(usize::from(!tags.is_empty()));
         let mut g = g.into_iter();
         let mut n = n.into_iter();
         for _ in 0..pieces {
             let frame = StateFrame::Push {
                 groups: g.next().unwrap_or_default(),
                 names: n.next().unwrap_or_default(),
+                tags: std::mem::take(&mut tags),
             };
             if let Ok(bytes) = wire::encode(&frame) {
                 self.stats.ae_bytes_out += bytes.len() as u64;
@@ -244,6 +270,7 @@ impl Node {
         let req = AeRequest {
             groups: self.registry.groups().digest(),
             names: self.registry.names().digest(),
+            tags: Some(self.tags.digest()),
         };
         let Ok(payload) = wire::encode(&req) else {
             self.stats.drop_input(DropReason::EncodeFailed);

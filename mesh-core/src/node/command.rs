@@ -230,6 +230,15 @@ pub enum Command {
         /// The shard.
         shard: ShardId,
     },
+    /// Change this node's tags: `set` adds or replaces, then `unset` removes. Replies
+    /// [`Reply::Tags`] with the whole new set; a refused change keeps the old one. The
+    /// change is gossiped to every member (a newer version always wins there).
+    SetTags {
+        /// Tags to add or replace.
+        set: mesh_types::tags::Tags,
+        /// Keys to remove.
+        unset: Vec<String>,
+    },
     /// Join through `addr` (an operator's `meshctl join`): announce to it now, and
     /// reply [`Reply::Announced`] once a member advertising that address is alive in
     /// this node's view (at once if one already is), or at `timeout`.
@@ -348,6 +357,8 @@ pub enum Reply {
     Read(Result<Option<ShardTable>, ReadError>),
     /// A join through an address: the name of the member found there.
     Announced(Result<String, AnnounceError>),
+    /// A tags change: this node's whole tag set after it.
+    Tags(Result<mesh_types::tags::Tags, mesh_types::tags::TagError>),
 }
 
 /// A send whose frames the shell is carrying out (C4).
@@ -514,6 +525,7 @@ impl Node {
                 let started = self.claims_call(now, None, |h, now| h.whereis(now, &name));
                 self.claims_started(id, started)
             }
+            Command::SetTags { set, unset } => Some(Reply::Tags(self.set_tags(now, &set, &unset))),
             Command::Announce { addr, timeout } => {
                 if let Some(name) = self.live_member_at(addr) {
                     return Some(Reply::Announced(Ok(name)));

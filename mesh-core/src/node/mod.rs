@@ -52,6 +52,7 @@ pub mod claims_plane;
 pub mod command;
 mod processes;
 mod send;
+mod tagging;
 pub(crate) mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -77,6 +78,7 @@ use crate::membership::{
 };
 use crate::process::{Delivery, DEFAULT_MAILBOX_CAPACITY};
 use crate::registry::{MonitorId, Registry, RegistryConfig, RegistryOutput};
+use crate::tags::TagTable;
 
 pub use anti_entropy::{AE_PUSH_CHUNK, AE_RESPONSE_BUDGET, DELTA_PIECE};
 pub use barrier::{SyncError, SyncId, SyncMode};
@@ -97,6 +99,8 @@ use claims_plane::{
 pub const GROUPS: ChannelId = ChannelId(0);
 /// The dissemination channel of eventual-name deltas.
 pub const NAMES: ChannelId = ChannelId(1);
+/// The dissemination channel of node tags ([`crate::tags`]).
+pub const TAGS: ChannelId = ChannelId(2);
 
 /// Most origins remembered as refused (N7) until they come up; beyond it, their state
 /// comes with the periodic anti-entropy rounds.
@@ -119,6 +123,8 @@ pub struct NodeConfig {
     pub mailbox_capacity: usize,
     /// The quorum plane (claims, strong names); `None` when no voters are configured.
     pub quorum: Option<QuorumBoot>,
+    /// This node's tags at boot (checked against [`mesh_types::tags`]'s limits).
+    pub tags: mesh_types::tags::Tags,
 }
 
 impl Default for NodeConfig {
@@ -138,6 +144,7 @@ impl Default for NodeConfig {
             },
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             quorum: None,
+            tags: mesh_types::tags::Tags::new(),
         }
     }
 }
@@ -175,6 +182,9 @@ pub enum NodeError {
     /// The quorum settings are invalid.
     #[error(transparent)]
     Quorum(#[from] QuorumSetupError),
+    /// The boot tags break the limits.
+    #[error("tags: {0}")]
+    Tags(mesh_types::tags::TagError),
 }
 
 /// Tags an anti-entropy request so its response finds its way back.
@@ -357,8 +367,10 @@ pub struct Node {
     monitors: HashMap<MonitorId, MonitorEntry>,
     /// Live (alive or suspect) peers: name -> identity.
     peers: BTreeMap<String, NodeId>,
-    /// Smoothed round trip per peer, from anti-entropy requests.
+    /// Smoothed round trip per live peer, from anti-entropy requests.
     rtt: HashMap<String, Duration>,
+    /// Every live member's tags.
+    tags: TagTable,
     ae_pending: HashMap<RequestTag, (String, Instant)>,
     next_tag: u64,
     acks: BTreeMap<AckId, PendingAck>,
@@ -475,11 +487,14 @@ impl Node {
         registry.announce();
         let dissem = Dissemination::new(
             config.dissemination.clone(),
-            &[(GROUPS, "groups"), (NAMES, "names")],
+            &[(GROUPS, "groups"), (NAMES, "names"), (TAGS, "tags")],
             rng_seed ^ 0x6469_7373,
         )
         .map_err(NodeError::Dissemination)?;
+        let tags = TagTable::new(name.clone(), boot_incarnation, config.tags.clone())
+            .map_err(NodeError::Tags)?;
         let mut node = Self {
+            tags,
             name,
             boot_incarnation,
             config,
@@ -532,6 +547,11 @@ impl Node {
     /// The groups and names (read-only).
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Every live member's tags, this node's own included (read-only).
+    pub fn tags(&self) -> &TagTable {
+        &self.tags
     }
 
     /// The dissemination scheduler (read-only).
@@ -635,9 +655,14 @@ impl Node {
                     }
                     Err(_) => self.stats.drop_input(DropReason::MalformedBatch),
                 },
-                Ok(StateFrame::Push { groups, names }) => {
+                Ok(StateFrame::Push {
+                    groups,
+                    names,
+                    tags,
+                }) => {
                     self.stats.ae_bytes_in += payload.len() as u64;
                     self.merge_state(now, &groups, &names);
+                    self.merge_tags(now, &tags);
                 }
                 Err(_) => self.stats.drop_input(DropReason::MalformedStateFrame),
             },
@@ -887,6 +912,7 @@ impl Node {
         match ev.kind {
             EventKind::Up => {
                 self.peers.insert(name.clone(), ev.member.clone());
+                self.tags.member_up(&name, ev.member.incarnation);
                 self.check_announces(now);
                 self.dissem.set_peers(now, &self.peer_names());
                 // A node whose entries we hide: hear from it now, its digest tells
@@ -901,6 +927,8 @@ impl Node {
             EventKind::Suspect | EventKind::Alive => {
                 self.peers.insert(name, ev.member.clone());
             }
+            // Made by this node (below), not by SWIM.
+            EventKind::Tags => {}
             EventKind::Down | EventKind::Left => {
                 if self
                     .peers
@@ -909,6 +937,8 @@ impl Node {
                 {
                     self.peers.remove(&name);
                     self.cover.remove(&name);
+                    self.rtt.remove(&name);
+                    self.tags.member_gone(&name, ev.member.incarnation);
                     self.dissem.set_peers(now, &self.peer_names());
                     self.registry.node_down(now, &name);
                 }

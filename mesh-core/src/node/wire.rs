@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pid::Pid;
 use crate::registry::{GroupEntry, NameClaim};
+use crate::tags::TagsItem;
 
 /// A groups delta together with the processes whose exit it records, so that
 /// receivers can report those removals as `ProcessExit` rather than `Left`.
@@ -54,6 +55,9 @@ pub enum StateFrame {
         /// Names state the peer lacks.
         #[serde(rename = "n")]
         names: Delta<String, NameClaim>,
+        /// Node tags, sent when the peer's tags digest differs from ours ([`crate::tags`]).
+        #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<TagsItem>,
     },
 }
 
@@ -66,6 +70,10 @@ pub struct AeRequest {
     /// Digest of the requester's names replica.
     #[serde(rename = "n")]
     pub names: Digest<String>,
+    /// Digest of the requester's tag table ([`crate::tags::TagTable::digest`]); absent
+    /// from peers that predate tags.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<u64>,
 }
 
 /// The answer to an [`AeRequest`]: what the requester lacks (possibly cut to a size
@@ -84,6 +92,13 @@ pub struct AeResponse {
     /// The responder's names digest.
     #[serde(rename = "nd")]
     pub names_digest: Digest<String>,
+    /// Every tags item the responder holds, when the requester's tags digest differed
+    /// from its own (or was absent).
+    #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagsItem>,
+    /// The responder's tags digest (after it answered).
+    #[serde(rename = "td", default, skip_serializing_if = "Option::is_none")]
+    pub tags_digest: Option<u64>,
 }
 
 /// Why a message to a process was not delivered.
