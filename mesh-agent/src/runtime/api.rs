@@ -850,7 +850,12 @@ impl Drop for ProcessHandle {
         if !self.agent.try_push(cmd) {
             counter!("mesh_runtime_input_dropped_total", "reason" => "exit_on_drop_lost")
                 .increment(1);
-            tracing::warn!(pid = %self.pid, "could not queue the exit of a dropped process");
+            tracing::warn!(
+                pid = %self.pid,
+                "could not queue the exit of a dropped process (the agent's command queue is \
+                 full): it stays in its groups until the agent restarts; lower the rate of \
+                 commands (see mesh_runtime_input_dropped_total)"
+            );
         }
     }
 }

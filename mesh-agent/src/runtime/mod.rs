@@ -166,10 +166,20 @@ impl Agent {
 /// A durable write failed: the process must stop, because replies that depend on it
 /// may not go out and the state in memory may already be ahead of the disk.
 fn fatal(why: &str) -> ! {
-    tracing::error!(reason = why, "fatal: stopping the process");
+    tracing::error!(
+        reason = why,
+        action = FATAL_ACTION,
+        "fatal: stopping the process"
+    );
     eprintln!("fatal: {why}");
+    eprintln!("hint: {FATAL_ACTION}");
     std::process::exit(70);
 }
+
+/// What an operator does after a fatal stop (exit 70).
+const FATAL_ACTION: &str = "check the data_dir's disk (free space, permissions, I/O errors in \
+                            the kernel log), then restart the agent: everything it acknowledged \
+                            is durable, and it resumes from its store";
 
 /// The quorum plane's boot state: settings from the config, and a voter's store.
 fn quorum_boot(config: &AgentConfig) -> Result<(Option<QuorumBoot>, Option<Store>), StartError> {
@@ -483,7 +493,13 @@ impl Shell {
                         tracing::debug!(%task, token, "hold ended; the claim was already gone");
                     }
                     HoldOutcome::Failed => {
-                        tracing::warn!(%task, token, "hold ended; gave up releasing the claim");
+                        tracing::warn!(
+                            %task,
+                            token,
+                            "hold ended; gave up releasing the claim (no quorum answered): it \
+                             expires by itself within its TTL, or release it with `meshctl \
+                             release TASK --token TOKEN` once `meshctl quorum status` is healthy"
+                        );
                     }
                 },
                 Output::ClaimEvent(ev) => {

@@ -361,7 +361,11 @@ impl AgentBuilder {
                     let _ = stop.await;
                 };
                 if let Err(e) = crate::admin::serve(listener, router, shutdown).await {
-                    tracing::error!(error = %e, "admin API stopped");
+                    tracing::error!(
+                        error = %e,
+                        "admin API stopped; the node runs on without /metrics, /readyz and \
+                         meshctl: restart the agent to get them back"
+                    );
                 }
             });
             (stop_tx, task)

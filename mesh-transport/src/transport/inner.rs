@@ -277,7 +277,8 @@ impl Inner {
                 self.warn_limited(
                     "datagram_too_large",
                     format_args!(
-                        "dropping a {len}-byte datagram: the connection to {} allows {:?}",
+                        "dropping a {len}-byte datagram: the connection to {} allows {:?}; \
+                         lower packet_size (--packet-size) to fit the path MTU",
                         conn.remote_address(),
                         conn.max_datagram_size()
                     ),
@@ -648,7 +649,11 @@ impl Inner {
         if kind == HandshakeFailure::Auth {
             self.warn_limited(
                 "handshake_auth",
-                format_args!("{side} {addr}: authentication failed: {error}"),
+                format_args!(
+                    "{side} {addr}: authentication failed: {error}; check that its \
+                     certificate is signed by this cluster's CA (--ca) and names the node \
+                     (`meshctl cert issue --name NAME`)"
+                ),
             );
         } else {
             tracing::debug!(%addr, side, kind = kind.as_str(), %error, "handshake failed");
@@ -844,7 +849,10 @@ impl Inner {
                     .datagram_dropped(DatagramDrop::UnknownVersion, 1);
                 self.warn_limited(
                     "datagram_unknown_version",
-                    format_args!("dropping datagram from {from} with unknown version {version}"),
+                    format_args!(
+                        "dropping datagram from {from} with unknown version {version}; the \
+                         peer runs an incompatible mesh version: upgrade one of the two"
+                    ),
                 );
             }
             None => self.counters.datagram_dropped(DatagramDrop::Malformed, 1),
@@ -925,12 +933,17 @@ impl Inner {
     ) {
         self.warn_limited(
             error.as_str(),
-            format_args!("dropping {what} from {from}: {error}"),
+            format_args!(
+                "dropping {what} from {from}: {error}; if it repeats, check that the peer \
+                 runs a compatible mesh version"
+            ),
         );
         if abuse.fetch_add(1, Ordering::Relaxed) + 1 == ABUSE_LIMIT {
             tracing::warn!(
                 peer = from,
-                "closing connection after {ABUSE_LIMIT} bad frames or requests"
+                "closing connection after {ABUSE_LIMIT} bad frames or requests; the peer \
+                 sends data this version cannot read: check its version (`meshctl info`) \
+                 and its logs"
             );
             conn.close(code::ABUSE, b"too many bad frames");
         }

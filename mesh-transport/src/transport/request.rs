@@ -848,7 +848,9 @@ impl Inner {
                 () = &mut drained => {}
                 _ = conn.closed() => return,
                 () = tokio::time::sleep_until(give_up) => {
-                    tracing::warn!(
+                    // Nothing for an operator to do: the requests fail and are retried
+                    // on the connection that stays.
+                    tracing::info!(
                         addr = %conn.remote_address(),
                         open,
                         "closing a duplicate connection with requests still open on it"
