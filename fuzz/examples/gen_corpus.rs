@@ -151,12 +151,15 @@ fn cluster(c: &mut Corpus) {
                 );
             }
             60 => {
-                let _ = n2.send(
+                // An acknowledged send, so the corpus has acks too.
+                n2.handle_command(
                     now,
-                    Some(p2.clone()),
-                    &Dest::Pid(p1.clone()),
-                    Bytes::from_static(b"hi"),
-                    true,
+                    mesh_core::node::CommandId(1),
+                    mesh_core::node::Command::SendConfirmed {
+                        from: Some(p2.clone()),
+                        dest: Dest::Pid(p1.clone()),
+                        payload: Bytes::from_static(b"hi"),
+                    },
                 );
             }
             80 => {
@@ -165,7 +168,7 @@ fn cluster(c: &mut Corpus) {
                     group: "g1".into(),
                     mode: Default::default(),
                 };
-                let _ = n2.send(now, None, &dest, Bytes::from_static(b"to all"), false);
+                let _ = n2.send(now, None, &dest, Bytes::from_static(b"to all"));
             }
             120 => {
                 let _ = n2.leave_groups(now, SCOPE, &["g9".into()], &p2);
@@ -310,6 +313,129 @@ fn route(
     }
 }
 
+/// Real quorum traffic: a proposer and three acceptors run an open-session and a claim
+/// on one shard; every request and reply becomes a `quorum_input` seed, as do the
+/// persisted states, a root record, and the requests to acceptor 1 as one sequence.
+fn quorum(c: &mut Corpus) {
+    use mesh_core::claims::{ShardChange, ShardId, ShardSlot};
+    use mesh_core::node::claims_plane::QuorumMsg;
+    use mesh_core::quorum::store::encode_state;
+    use mesh_core::quorum::{
+        Acceptor, AcceptorOutput, NodeId, Proposer, ProposerConfig, ProposerOutput, RequestId,
+        RootRecord,
+    };
+    use rand::SeedableRng;
+
+    let with = |selector: u8, bytes: &[u8]| {
+        let mut out = vec![selector];
+        out.extend_from_slice(bytes);
+        out
+    };
+    let now = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut acceptors: Vec<Acceptor<ShardId, ShardSlot>> =
+        voters.iter().map(|id| Acceptor::new(*id, 1)).collect();
+    let mut proposer = Proposer::new(NodeId(10), 1, 1, voters, ProposerConfig::default());
+    let changes = [
+        ShardChange::OpenSession {
+            node: "n1".into(),
+            incarnation: 7,
+            ttl_ms: 10_000,
+        },
+        ShardChange::Claim {
+            task: "job-1".into(),
+            sid: mesh_core::claims::SessionId {
+                node: "n1".into(),
+                incarnation: 7,
+                n: 1,
+            },
+        },
+    ];
+    let mut to_first = Vec::new();
+    for (seq, change) in changes.into_iter().enumerate() {
+        let rid = RequestId {
+            client: 10,
+            seq: seq as u64 + 1,
+        };
+        proposer.propose(now, ShardId(0), Some(rid), change);
+        while let Some(out) = proposer.poll_output() {
+            let ProposerOutput::Send(env) = out else {
+                continue;
+            };
+            let msg = QuorumMsg::Request {
+                to: env.to.0,
+                req: env.msg.clone(),
+            };
+            let bytes = rmp_serde::to_vec_named(&msg).expect("encodes");
+            c.add("quorum_input", &with(0, &bytes));
+            if env.to.0 == 1 {
+                to_first.push(bytes);
+            }
+            let acceptor = &mut acceptors[(env.to.0 - 1) as usize];
+            acceptor.handle_request(proposer.id(), env.msg);
+            while let Some(out) = acceptor.poll_output() {
+                let then = match out {
+                    AcceptorOutput::Persist { state, then, .. } => {
+                        c.add("quorum_input", &with(2, &encode_state(&state).expect("encodes")));
+                        then
+                    }
+                    AcceptorOutput::Send(then) => then,
+                };
+                let reply = QuorumMsg::Reply {
+                    to: 10,
+                    from: acceptor.id().0,
+                    rep: then.msg.clone(),
+                };
+                c.add(
+                    "quorum_input",
+                    &with(0, &rmp_serde::to_vec_named(&reply).expect("encodes")),
+                );
+                proposer.handle_reply(now, acceptor.id(), then.msg, &mut rng);
+            }
+        }
+    }
+    c.add("quorum_input", &with(3, &join_pieces(&to_first)));
+    let root = RootRecord {
+        epoch: 1,
+        voters: vec![("n1".into(), 11), ("n2".into(), 12), ("n3".into(), 13)],
+    };
+    c.add("quorum_input", &with(1, &encode_state(&root).expect("encodes")));
+}
+
+/// Admin API bodies as clients send them, and tag lists and selectors.
+fn admin(c: &mut Corpus) {
+    for (selector, text) in [
+        (0u8, r#"{"task":"job-1","ttl_ms":10000}"#),
+        (1, r#"{"task":"job-1","token":7}"#),
+        (2, r#"{"group":"jobs","payload":"aGk=","mode":"all"}"#),
+        (3, r#"{"groups":["jobs"],"name":"svc"}"#),
+        (4, r#"{"timeout_ms":500}"#),
+        (5, r#"{"name":"svc","pid":"n1/1/2"}"#),
+        (6, r#"{"name":"svc","version":3}"#),
+        (7, r#"{"name":"svc","version":3,"to":"n2/1/2"}"#),
+        (8, r#"{"addrs":["127.0.0.1:7946"],"timeout_ms":5000}"#),
+        (9, r#"{"set":{"region":"eu"},"unset":["zone"]}"#),
+        (10, "region=eu,role=worker"),
+        (11, "region=eu,role!=edge,gpu,!draining"),
+    ] {
+        let mut out = vec![selector];
+        out.extend_from_slice(text.as_bytes());
+        c.add("admin_input", &out);
+    }
+}
+
+/// Config files as operators write them.
+fn config(c: &mut Corpus) {
+    for text in [
+        "name = \"n1\"\nbind = \"127.0.0.1:7946\"\nseeds = [\"127.0.0.1:7947\"]\n",
+        "name = \"n1\"\ndata_dir = \"/var/lib/mesh\"\nvoters = [\"n1\", \"n2\", \"n3\"]\nclaims_ttl = \"10s\"\npermdown = \"5m\"\n",
+        "name = \"n1\"\nca = \"ca.crt\"\ncert = \"n1.crt\"\nkey = \"n1.key\"\nprofile = \"local\"\n[tags]\nregion = \"eu\"\n",
+    ] {
+        c.add("config_input", text.as_bytes());
+    }
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let mut c = Corpus {
@@ -319,6 +445,9 @@ fn main() {
     frames(&mut c);
     crdt(&mut c);
     cluster(&mut c);
+    quorum(&mut c);
+    admin(&mut c);
+    config(&mut c);
     for (target, n) in &c.written {
         println!("{target}: {n} new seeds");
     }

@@ -7,7 +7,7 @@ use crate::Policy;
 
 /// `POST /v1/send`: exactly one of `group`, `name`, `strong`, `pid`; exactly one of `payload`
 /// (text) and `payload_base64`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
     /// A group to send to.
@@ -64,7 +64,7 @@ pub struct SendAnswer {
 }
 
 /// `POST /v1/listen`: at least one group or a name.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenBody {
     /// Groups to join (in `scope`).
@@ -129,7 +129,7 @@ pub enum ListenLine {
 }
 
 /// `POST /v1/sync`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncBody {
     /// `quorum` (default) or `all`.

@@ -56,10 +56,25 @@ pub(crate) struct Layer {
     pub(crate) tags: Option<mesh_types::tags::Tags>,
 }
 
+/// A duration in a config file: text (`"5m"`, see [`parse_duration`]) or a number of
+/// seconds (`300`, `2.5`: what `meshctl agent --check-config` prints, so its output is
+/// itself a valid config file).
 fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text: Option<String> = Option::deserialize(d)?;
-    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom))
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Seconds(f64),
+    }
+    let written: Option<Written> = Option::deserialize(d)?;
+    written
+        .map(|w| match w {
+            Written::Text(t) => parse_duration(&t),
+            Written::Seconds(s) => Duration::try_from_secs_f64(s)
+                .map_err(|_| format!("{s} is not a duration in seconds (negative or too large)")),
+        })
         .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 /// Parses a duration written `1500ms`, `30s`, `2.5s`, `5m` or `1h` (a bare number is
@@ -490,5 +505,26 @@ mod tests {
         };
         let err = short.resolve().expect_err("too short");
         assert!(message(&err).starts_with("permdown:"), "{err:#}");
+    }
+
+    #[test]
+    fn check_config_output_is_a_config_file_that_reads_back_the_same() {
+        let text = "name = \"n1\"\nca = \"ca.crt\"\ncert = \"n1.crt\"\nkey = \"n1.key\"\n\
+                    permdown = \"90s\"\nclaims_ttl = \"1500ms\"\nseeds = [\"10.0.0.2:7946\"]\n\
+                    [tags]\nregion = \"eu\"\n";
+        let first = Layer::from_toml(text).expect("parses").resolve().expect("valid");
+        let printed = toml::to_string(&first).expect("prints");
+        let second = Layer::from_toml(&printed)
+            .unwrap_or_else(|e| panic!("--check-config output does not parse: {e:?}\n{printed}"))
+            .resolve()
+            .expect("valid");
+        assert_eq!(toml::to_string(&second).expect("prints"), printed);
+        assert_eq!(second.permdown, Duration::from_secs(90));
+        assert_eq!(second.claims_ttl, Duration::from_millis(1500));
+        // Durations may be written as seconds, as --check-config prints them.
+        let secs = Layer::from_toml("permdown = 120\nclaims_ttl = 2.5\n").expect("parses");
+        assert_eq!(secs.permdown, Some(Duration::from_secs(120)));
+        assert_eq!(secs.claims_ttl, Some(Duration::from_millis(2500)));
+        assert!(Layer::from_toml("permdown = -1\n").is_err());
     }
 }

@@ -142,3 +142,35 @@ pub fn main_entry() -> ExitCode {
         Err(e) => error::report(&e),
     }
 }
+
+/// Not part of meshctl's interface: entry points for the fuzz targets in `fuzz/`
+/// (`config_input`), which reach parsers that are otherwise private to the binary.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Why a config file was refused.
+    #[derive(Debug)]
+    pub enum ConfigFileError {
+        /// It is not valid TOML for the config keys: the 1-based line and a one-line
+        /// message.
+        Parse {
+            /// The line.
+            line: usize,
+            /// The message.
+            message: String,
+        },
+        /// It parsed, but a value is invalid (the message `error:` would print).
+        Invalid(String),
+    }
+
+    /// Reads a config file's text as `meshctl agent --config` does (parse, defaults,
+    /// validation) and returns the resolved config printed as `--check-config` prints
+    /// it (without redacting the token).
+    pub fn config_file(text: &str) -> Result<String, ConfigFileError> {
+        let layer = crate::config_file::Layer::from_toml(text)
+            .map_err(|(line, message)| ConfigFileError::Parse { line, message })?;
+        let config = layer
+            .resolve()
+            .map_err(|e| ConfigFileError::Invalid(e.to_string()))?;
+        toml::to_string(&config).map_err(|e| ConfigFileError::Invalid(format!("print: {e}")))
+    }
+}
