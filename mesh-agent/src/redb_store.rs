@@ -210,6 +210,22 @@ impl RedbStore {
     pub(crate) fn fail_fsyncs(&self) {
         self.backend.fail_syncs.store(true, Ordering::Relaxed);
     }
+
+    /// Start (`true`) or stop logging the file operations; stopping returns the log
+    /// (tests only).
+    #[cfg(test)]
+    pub(crate) fn log_file_ops(&self, on: bool) -> Vec<BackendOp> {
+        let mut log = self
+            .backend
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = log.take().unwrap_or_default();
+        if on {
+            *log = Some(Vec::new());
+        }
+        taken
+    }
 }
 
 impl AcceptorStore for RedbStore {
@@ -286,6 +302,36 @@ fn db_reason(e: DatabaseError) -> String {
 struct BackendHandle {
     syncs: Arc<AtomicU64>,
     fail_syncs: Arc<AtomicBool>,
+    /// Tests only: when `Some`, every write, resize and fsync is logged (torn-write tests
+    /// replay prefixes of it).
+    #[cfg(test)]
+    log: Arc<std::sync::Mutex<Option<Vec<BackendOp>>>>,
+}
+
+/// One operation on the store file, as the torn-write tests replay it.
+#[cfg(test)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BackendOp {
+    /// `write(offset, data)`.
+    Write(u64, Vec<u8>),
+    /// `set_len(len)`.
+    SetLen(u64),
+    /// `sync_data()`.
+    Sync,
+}
+
+#[cfg(test)]
+impl BackendHandle {
+    fn record(&self, op: impl FnOnce() -> BackendOp) {
+        if let Some(log) = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            log.push(op());
+        }
+    }
 }
 
 /// redb's file backend, counting fsyncs (and able to fail them in tests).
@@ -316,6 +362,8 @@ impl StorageBackend for CountingBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        #[cfg(test)]
+        self.handle.record(|| BackendOp::SetLen(len));
         self.inner.set_len(len)
     }
 
@@ -324,11 +372,16 @@ impl StorageBackend for CountingBackend {
             return Err(std::io::Error::other("injected fsync failure"));
         }
         self.inner.sync_data()?;
+        #[cfg(test)]
+        self.handle.record(|| BackendOp::Sync);
         self.handle.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        #[cfg(test)]
+        self.handle
+            .record(|| BackendOp::Write(offset, data.to_vec()));
         self.inner.write(offset, data)
     }
 

@@ -512,7 +512,10 @@ mod tests {
         let text = "name = \"n1\"\nca = \"ca.crt\"\ncert = \"n1.crt\"\nkey = \"n1.key\"\n\
                     permdown = \"90s\"\nclaims_ttl = \"1500ms\"\nseeds = [\"10.0.0.2:7946\"]\n\
                     [tags]\nregion = \"eu\"\n";
-        let first = Layer::from_toml(text).expect("parses").resolve().expect("valid");
+        let first = Layer::from_toml(text)
+            .expect("parses")
+            .resolve()
+            .expect("valid");
         let printed = toml::to_string(&first).expect("prints");
         let second = Layer::from_toml(&printed)
             .unwrap_or_else(|e| panic!("--check-config output does not parse: {e:?}\n{printed}"))
