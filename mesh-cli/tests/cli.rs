@@ -464,6 +464,49 @@ fn claims_commands_refuse_bad_usage_before_asking_anyone() {
     assert!(err.contains("not a duration"), "{err}");
 }
 
+/// `claims_reassign` is off by default and set by flag (bare or `=false`), env and file,
+/// with flag > env > file; a value that is not a boolean is refused naming the flag.
+#[test]
+fn claims_reassign_is_a_flag_an_env_variable_and_a_file_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.toml");
+    std::fs::write(&file, "claims_reassign = true\n").expect("write");
+    let file = file.to_string_lossy().into_owned();
+    let base = ["agent", "--check-config", "--name", "n1", "--data-dir", "/srv/mesh"];
+    let shown = |extra: &[&str], env: &[(&str, &str)]| -> String {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = meshctl(&args, env);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr_of(&out));
+        let table: toml::Table = stdout_of(&out).parse().expect("TOML config");
+        table["claims_reassign"].to_string()
+    };
+    assert_eq!(shown(&[], &[]), "false", "default");
+    assert_eq!(shown(&["--claims-reassign"], &[]), "true", "bare flag");
+    assert_eq!(shown(&[], &[("MESH_CLAIMS_REASSIGN", "true")]), "true", "env");
+    assert_eq!(shown(&["--config", &file], &[]), "true", "file");
+    assert_eq!(
+        shown(&["--config", &file], &[("MESH_CLAIMS_REASSIGN", "false")]),
+        "false",
+        "env over file"
+    );
+    assert_eq!(
+        shown(
+            &["--claims-reassign=false"],
+            &[("MESH_CLAIMS_REASSIGN", "true")]
+        ),
+        "false",
+        "flag over env"
+    );
+    let args: Vec<&str> = base
+        .iter()
+        .chain(&["--claims-reassign=maybe"])
+        .copied()
+        .collect();
+    let out = meshctl(&args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("--claims-reassign"), "{}", stderr_of(&out));
+}
+
 #[test]
 fn voters_shards_and_claims_ttl_are_agent_settings_with_named_errors() {
     let out = meshctl(

@@ -58,15 +58,15 @@ const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 /// Five agents, voters n1..n3, TTL 2 s, 8 shards; returns once every agent sees all
 /// five alive and has the voters' root record in force with all three reachable.
 fn voters_cluster() -> Cluster {
+    voters_cluster_with(&[])
+}
+
+/// [`voters_cluster`] with `extra` agent flags.
+fn voters_cluster_with(extra: &[&str]) -> Cluster {
     let mut c = Cluster::new();
-    c.agent_args(&[
-        "--voters",
-        "n1,n2,n3",
-        "--claims-ttl",
-        "2s",
-        "--shards",
-        "8",
-    ]);
+    let mut args = vec!["--voters", "n1,n2,n3", "--claims-ttl", "2s", "--shards", "8"];
+    args.extend_from_slice(extra);
+    c.agent_args(&args);
     c.start_n(5);
     let all: Vec<usize> = (0..5).collect();
     c.wait_until(CONVERGE, "every agent sees five alive", || {
@@ -338,6 +338,84 @@ fn a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token
         .map(|c| (c.task.clone(), c.token, c.holder.clone()))
         .collect();
     assert_eq!(held, [("job-1".to_owned(), answer.token, "n5".to_owned())]);
+}
+
+/// The holder and token of `task` in a quorum read through agent `i`.
+fn holder_of(c: &Cluster, i: usize, task: &str) -> Result<Option<(String, u64)>, String> {
+    let (status, body) = call(c, i, "GET", "/v1/claims", None);
+    if status != 200 {
+        return Err(format!("{status} {body}"));
+    }
+    let view: ClaimsView = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    Ok(view
+        .shards
+        .iter()
+        .flat_map(|s| s.claims.iter())
+        .find(|c| c.task == task)
+        .map(|c| (c.holder.clone(), c.token)))
+}
+
+/// `--claims-reassign` on real agents: n5 offers itself as a worker for `job-r` by
+/// trying to claim it (refused: n4 holds it; n5's session in the shard stays open and
+/// renewed); n4 is `kill -9`ed; the task goes to n5 with a higher token within
+/// TTL·(1+ρ) + detection + a commit + one renew period (when n5's holder learns of it),
+/// without n5 claiming again; and n5's agent holds it: releasing it there with that
+/// token succeeds (a holder that had not adopted the task would refuse it as not held).
+#[test]
+fn with_claims_reassign_a_killed_holders_task_goes_to_the_live_worker() {
+    let mut c = voters_cluster_with(&["--claims-reassign"]);
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let (status, body) = claim(&c, n4, "job-r");
+    assert_eq!(status, 200, "{body}");
+    let first: ClaimAnswer = serde_json::from_str(&body).expect("claim answer");
+    let (status, body) = claim(&c, n5, "job-r");
+    assert_eq!(status, 409, "the worker's offer is a refused claim: {body}");
+
+    c.kill9(n4);
+    let killed = Instant::now();
+    let bound = claimable_again_bound() + TTL / 3;
+    let token = loop {
+        match holder_of(&c, n5, "job-r") {
+            Ok(Some((node, token))) if node == "n5" => break token,
+            Ok(Some((node, _))) => assert_eq!(node, "n4", "only n4 or n5 may hold job-r"),
+            Ok(None) => panic!("job-r was freed, not reassigned\n{}", c.log_tails()),
+            Err(e) => assert!(e.starts_with("504"), "{e}"),
+        }
+        assert!(
+            killed.elapsed() < bound + MARGIN,
+            "job-r not reassigned {:?} after the kill (bound {bound:?})\n{}",
+            killed.elapsed(),
+            c.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(token > first.token, "token {} then {token}", first.token);
+    eprintln!("job-r reassigned {:?} after kill -9 (bound {bound:?})", killed.elapsed());
+
+    // n5's holder adopted it (the `Assigned` event): it can release it with that token.
+    let released = loop {
+        let (status, body) = call(
+            &c,
+            n5,
+            "POST",
+            "/v1/claims/release",
+            Some(json!({ "task": "job-r", "token": token })),
+        );
+        match status {
+            200 => break body,
+            // Not adopted yet (the next renew shows it) or a slow round: retry.
+            404 | 409 | 504 => {}
+            other => panic!("release answered {other}: {body}"),
+        }
+        assert!(
+            killed.elapsed() < bound + MARGIN + TTL,
+            "n5 never held job-r: {status} {body}\n{}",
+            c.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(released.contains("job-r"), "{released}");
+    assert_eq!(holder_of(&c, n5, "job-r"), Ok(None), "released");
 }
 
 #[test]

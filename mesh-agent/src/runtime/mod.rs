@@ -177,6 +177,7 @@ fn quorum_boot(config: &AgentConfig) -> Result<(Option<QuorumBoot>, Option<Store
     let mut qc = QuorumConfig::new(voters.clone());
     qc.shards = config.shards;
     qc.ttl = config.claims_ttl;
+    qc.reassign = config.claims_reassign;
     let (store, boot) = if voters.contains(&config.name) {
         let dir = config
             .data_dir
