@@ -29,11 +29,13 @@
 
 mod api;
 mod clock;
+mod election;
 mod start;
 mod store;
 
 pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle};
 pub use clock::Clock;
+pub use election::{LeaderOptions, LeaderState, Leadership};
 pub use mesh_api::{MemberView, QuorumStatus};
 pub use start::{AgentBuilder, Tls};
 
