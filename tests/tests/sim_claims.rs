@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use mesh_core::claims::{
-    CallOk, ClaimReject, ClaimsError, HolderEvent, HoldOutcome, Unavailable,
-};
+use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, HoldOutcome, HolderEvent, Unavailable};
 use mesh_core::membership::MemberState;
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{Command, CommandId, Dest, Output};
@@ -199,7 +197,10 @@ fn with_reassignment_a_killed_holders_task_is_assigned_to_the_live_worker() {
                     other => return Err(format!("the worker holds {other:?}, not {token}")),
                 }
                 // Nobody else got it, and another claim is refused with the worker.
-                if [0, 1, 2].iter().any(|&n| !assigned(&sim, n, "job").is_empty()) {
+                if [0, 1, 2]
+                    .iter()
+                    .any(|&n| !assigned(&sim, n, "job").is_empty())
+                {
                     return Err("assigned to a node that never offered itself".into());
                 }
                 match claim(&mut sim, 0, "job") {
