@@ -64,7 +64,14 @@ fn voters_cluster() -> Cluster {
 /// [`voters_cluster`] with `extra` agent flags.
 fn voters_cluster_with(extra: &[&str]) -> Cluster {
     let mut c = Cluster::new();
-    let mut args = vec!["--voters", "n1,n2,n3", "--claims-ttl", "2s", "--shards", "8"];
+    let mut args = vec![
+        "--voters",
+        "n1,n2,n3",
+        "--claims-ttl",
+        "2s",
+        "--shards",
+        "8",
+    ];
     args.extend_from_slice(extra);
     c.agent_args(&args);
     c.start_n(5);
@@ -390,7 +397,10 @@ fn with_claims_reassign_a_killed_holders_task_goes_to_the_live_worker() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(token > first.token, "token {} then {token}", first.token);
-    eprintln!("job-r reassigned {:?} after kill -9 (bound {bound:?})", killed.elapsed());
+    eprintln!(
+        "job-r reassigned {:?} after kill -9 (bound {bound:?})",
+        killed.elapsed()
+    );
 
     // n5's holder adopted it (the `Assigned` event): it can release it with that token.
     let released = loop {
@@ -811,9 +821,12 @@ fn without_voters_calls_say_unavailable_and_never_fall_back_to_eventual_names() 
         &["claim", "job-1"],
         &["claims"],
         &["quorum", "status"],
+        &["elect", "leader", "--", "true"],
     ] {
         let mut args = args.to_vec();
-        args.extend(["--admin", &a]);
+        // Before a `--` (elect's command), else at the end.
+        let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        args.splice(at..at, ["--admin", a.as_str()]);
         let (error, hint) = failure_lines(&meshctl_output(&args));
         assert_eq!(
             error, "error: claims unavailable: no voters are configured",
@@ -973,4 +986,157 @@ fn many_agent_lives_leave_every_shard_answering_with_a_flat_register() {
         largest < 8 * 1024,
         "a shard register of {largest} bytes after {lives} lives"
     );
+}
+
+/// The `leader` event of a `meshctl elect --json` line: its token.
+fn leader_token(line: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["event"] == "leader").then(|| v["token"].as_u64())?
+}
+
+/// Waits for a line of `child` that `f` accepts; panics with the lines seen.
+fn wait_line<T>(
+    c: &Cluster,
+    child: &LineChild,
+    limit: Duration,
+    what: &str,
+    f: impl Fn(&str) -> Option<T>,
+) -> (Instant, T) {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some((at, line)) = child.next(Duration::from_millis(100)) {
+            if let Some(v) = f(&line) {
+                return (at, v);
+            }
+            seen.push(line);
+        }
+    }
+    panic!(
+        "{what}: not within {limit:?}; lines {seen:?}\n{}",
+        c.log_tails()
+    );
+}
+
+/// The tokens the elected commands wrote, in order.
+fn written_tokens(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// `meshctl elect` end to end: two commands campaign for one election on n4 and n5;
+/// one leads and runs its command with `MESH_FENCING_TOKEN` (the command writes it to
+/// a file), the other waits (`campaigning`). n4 is `kill -9`ed: its `meshctl elect`
+/// stops its command and fails with an `error:`/`hint:` pair; n5 leads within the
+/// claim bound plus the campaign backoff and runs the command with a larger token.
+/// The file holds exactly the two tokens, increasing, each the one its `leader` event
+/// announced.
+#[test]
+fn meshctl_elect_runs_the_command_while_leading_and_fails_over_with_a_larger_token() {
+    let mut c = voters_cluster();
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let file = c.dir().join("tokens");
+    let script = format!(
+        "echo \"$MESH_FENCING_TOKEN\" >> {}; exec sleep 1000",
+        file.display()
+    );
+    let elect = |i: usize| {
+        LineChild::spawn(&[
+            "elect",
+            "job",
+            "--grace",
+            "300ms",
+            "--json",
+            "--admin",
+            &admin(&c, i),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+    };
+    let mut first = elect(n4);
+    let (_, t1) = wait_line(&c, &first, CALL_BOUND, "n4 leads", leader_token);
+    let second = elect(n5);
+    wait_line(&c, &second, CALL_BOUND, "n5 campaigns", |l| {
+        l.contains("\"event\":\"campaigning\"").then_some(())
+    });
+    c.wait_until(
+        Duration::from_secs(5),
+        "the leader's command ran",
+        || match written_tokens(&file).as_slice() {
+            [t] if *t == t1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    c.kill9(n4);
+    let killed = Instant::now();
+    // The claim bound, a renew period of n5's missed attempts, the backoff cap (TTL/4).
+    let bound = claimable_again_bound() + TTL / 4 + MARGIN;
+    let (at, t2) = wait_line(&c, &second, bound + CALL_BOUND, "n5 leads", leader_token);
+    let took = at.duration_since(killed);
+    assert!(
+        took <= bound,
+        "n5 led {took:?} after the kill (bound {bound:?})"
+    );
+    assert!(t2 > t1, "tokens increase: {t1} then {t2}");
+    c.wait_until(
+        Duration::from_secs(5),
+        "the new leader's command ran",
+        || match written_tokens(&file).as_slice() {
+            [a, b] if *a == t1 && *b == t2 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let (code, stderr) = first
+        .wait_exit(Duration::from_secs(10))
+        .expect("n4's meshctl elect ends once its agent is gone");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("\nhint: "),
+        "{stderr}"
+    );
+    eprintln!("elect: token {t1} on n4, killed; token {t2} on n5 after {took:?}");
+}
+
+/// `meshctl elect` refusals on real agents, each an `error:` and a `hint:` line with
+/// exit code 1 and the claim left free: a command that cannot be started, and a
+/// `--grace` that leaves no time to lead (the lease is 2 s).
+#[test]
+fn meshctl_elect_refusals_are_one_line_errors_that_leave_the_election_free() {
+    let c = voters_cluster();
+    let a = admin(&c, 3);
+    let cases: [(&[&str], &str, &str); 2] = [
+        (
+            &["elect", "e1", "--admin", &a, "--", "/nonexistent/cmd"],
+            "error: cannot run \"/nonexistent/cmd\"",
+            "check the command",
+        ),
+        (
+            &["elect", "e2", "--grace", "5s", "--admin", &a, "--", "true"],
+            "error: --grace 5s leaves no time to lead",
+            "--claims-ttl",
+        ),
+    ];
+    for (args, error, hint) in cases {
+        let out = meshctl_output(args);
+        let (e, h) = failure_lines(&out);
+        assert!(e.starts_with(error), "{args:?}: {e}");
+        assert!(h.contains(hint), "{args:?}: {h}");
+    }
+    // Both elections are free again: a plain claim of their tasks succeeds.
+    for task in ["elect/e1", "elect/e2"] {
+        c.wait_until(
+            Duration::from_secs(10),
+            "the election is free",
+            || match claim(&c, 4, task) {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            },
+        );
+    }
 }
