@@ -1140,3 +1140,127 @@ fn meshctl_elect_refusals_are_one_line_errors_that_leave_the_election_free() {
         );
     }
 }
+
+/// Sends `signal` to a process.
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = i32::try_from(pid).expect("a pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal sent");
+}
+
+/// The event name and token of a `meshctl elect --json` line.
+fn elect_event(line: &str) -> Option<(String, Option<u64>)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some((v["event"].as_str()?.to_owned(), v["token"].as_u64()))
+}
+
+/// E1 through `meshctl elect`: the leader's agent n4 is paused (SIGSTOP), so no renew
+/// reaches its `meshctl elect`, which stops its command (SIGTERM, reason
+/// `validity_ending`) and sees it exit **before** n5's `meshctl elect` leads with a
+/// larger token. Once n4 resumes it campaigns again (refused: n5 leads); when n5's
+/// `meshctl elect` is interrupted (it stops its command and releases), n4 leads again
+/// and restarts its command with a third, larger token. The commands wrote exactly the
+/// three tokens, in order.
+#[test]
+fn meshctl_elect_stops_a_paused_leaders_command_before_another_leads_and_restarts_it_later() {
+    use nix::sys::signal::Signal;
+    let c = voters_cluster();
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let file = c.dir().join("tokens");
+    let script = format!(
+        "echo \"$MESH_FENCING_TOKEN\" >> {}; exec sleep 1000",
+        file.display()
+    );
+    let elect = |i: usize| {
+        LineChild::spawn(&[
+            "elect",
+            "job",
+            "--grace",
+            "300ms",
+            "--json",
+            "--admin",
+            &admin(&c, i),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+    };
+    let first = elect(n4);
+    let (_, t1) = wait_line(&c, &first, CALL_BOUND, "n4 leads", leader_token);
+    let mut second = elect(n5);
+    wait_line(&c, &second, CALL_BOUND, "n5 campaigns", |l| {
+        elect_event(l).filter(|(e, _)| e == "campaigning")
+    });
+
+    let n4_pid = c.agents[n4].pid().expect("n4 runs");
+    signal(n4_pid, Signal::SIGSTOP);
+    let resume = scopeguard(n4_pid);
+    let (stopping, reason) = wait_line(&c, &first, TTL * 2, "n4's command is stopped", |l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "stopping" && v["token"].as_u64() == Some(t1))
+            .then(|| v["reason"].as_str().map(str::to_owned))?
+    });
+    assert_eq!(reason, "validity_ending");
+    let (exited, ()) = wait_line(
+        &c,
+        &first,
+        Duration::from_secs(2),
+        "n4's command exits",
+        |l| {
+            elect_event(l)
+                .filter(|(e, t)| e == "exited" && *t == Some(t1))
+                .map(|_| ())
+        },
+    );
+    let bound = claimable_again_bound() + TTL / 4 + MARGIN;
+    let (led, t2) = wait_line(&c, &second, bound + CALL_BOUND, "n5 leads", leader_token);
+    assert!(t2 > t1, "tokens increase: {t1} then {t2}");
+    assert!(
+        stopping < led && exited < led,
+        "n4's command ran until {:?} after n5 led",
+        exited.saturating_duration_since(led)
+    );
+    eprintln!(
+        "elect: n4 paused; its command exited {:?} before n5 led",
+        led.duration_since(exited)
+    );
+
+    drop(resume); // SIGCONT
+    wait_line(&c, &first, CALL_BOUND * 2, "n4 campaigns again", |l| {
+        elect_event(l).filter(|(e, _)| e == "campaigning")
+    });
+    signal(second.child.id(), Signal::SIGINT);
+    let (code, stderr) = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("n5's meshctl elect ends on Ctrl-C");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, t3) = wait_line(
+        &c,
+        &first,
+        bound + CALL_BOUND,
+        "n4 leads again",
+        leader_token,
+    );
+    assert!(t3 > t2, "tokens increase: {t2} then {t3}");
+    c.wait_until(
+        Duration::from_secs(5),
+        "the commands ran once per term",
+        || match written_tokens(&file).as_slice() {
+            [a, b, d] if (*a, *b, *d) == (t1, t2, t3) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+/// Resumes a SIGSTOPped process when dropped (also when the test fails).
+struct Resume(u32);
+
+fn scopeguard(pid: u32) -> Resume {
+    Resume(pid)
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
