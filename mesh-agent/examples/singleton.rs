@@ -1,7 +1,8 @@
-//! A leader-elected singleton: every copy tries to claim the task `singleton`; the one
-//! that holds it does the work, each step fenced by the claim's token, and stops the
-//! moment the claim is lost. The others stand by and retry; when the leader dies its
-//! claim expires (after the TTL) and one of them takes over with a larger token.
+//! A leader-elected singleton: every copy campaigns for the election `singleton`
+//! (`AgentHandle::run_while_leader`); the leader does the work, each step fenced by its
+//! token, and its work is cancelled before its leadership's validity ends. The others
+//! stand by and retry with the core's backoff; when the leader dies its claim expires
+//! (after the TTL) and one of them takes over with a larger token.
 //!
 //! Fencing: a token is strictly larger for every new holder, so the resource the work
 //! writes to (here a file, [`Fence`]) refuses any write carrying a smaller token than
@@ -23,8 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_agent::runtime::{Agent, ApiError, Tls};
-use mesh_core::claims::{CallOk, HolderEvent};
+use mesh_agent::runtime::{Agent, Tls};
 use mesh_core::membership::Profile;
 
 /// The task the copies compete for.
@@ -119,8 +119,22 @@ impl Fence {
     }
 }
 
-/// Starts the agent, campaigns for [`TASK`] and, once leader, works until the claim is
-/// lost. Returns after a loss (a supervisor would restart it as a new candidate).
+/// Prints `stopped token=T` when the leader's work ends, also when it is cancelled
+/// (its future dropped) because leadership is about to end.
+struct Stopped(u64);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        println!("stopped token={}", self.0);
+    }
+}
+
+/// Starts the agent and, through [`AgentHandle::run_while_leader`], campaigns for the
+/// election [`TASK`]: while it leads it works, each step fenced by its token; the work
+/// is cancelled before the leadership's validity ends, and the agent campaigns again.
+/// Returns only if the fence refuses a write (a newer leader wrote).
+///
+/// [`AgentHandle::run_while_leader`]: mesh_agent::runtime::AgentHandle::run_while_leader
 pub async fn run(opts: Options) -> Result<(), Box<dyn Error>> {
     let pem = |var: &str| {
         std::env::var(var)
@@ -143,43 +157,34 @@ pub async fn run(opts: Options) -> Result<(), Box<dyn Error>> {
         .start()
         .await?;
     println!("started {}", opts.name);
-    let mut claims = agent.subscribe_claims();
-    let fence = Fence::new(opts.fence);
+    let fence = &Fence::new(opts.fence);
+    let name = opts.name.as_str();
 
-    // Campaign: claim until this node holds the task (another holder, or no quorum
-    // yet, refuses the claim).
-    let token = loop {
-        match agent.claim(TASK, None).await {
-            Ok(CallOk::Claimed { token, .. }) => break token,
-            Ok(other) => return Err(format!("unexpected answer to a claim: {other:?}").into()),
-            Err(ApiError::Failed(_refused)) => tokio::time::sleep(Duration::from_millis(300)).await,
-            Err(stopped) => return Err(stopped.into()),
-        }
-    };
-    println!("leader {} token={token}", opts.name);
-
-    // Work, fenced by the token, until the claim is lost.
-    for step in 0.. {
-        tokio::select! {
-            event = claims.recv() => match event {
-                Ok(HolderEvent::Lost { task, token: lost, .. }) if task == TASK && lost == token => break,
-                Ok(_) => continue,
-                // Missed events: ask the node whether the claim is still ours.
-                Err(_) if agent.validity(TASK).await?.map(|(t, _)| t) != Some(token) => break,
-                Err(_) => continue,
-            },
-            () = tokio::time::sleep(Duration::from_millis(200)) => {
-                if !fence.write(token, step)? {
-                    println!("fenced out token={token}");
-                    break;
+    // Campaign (retrying with the core's backoff while another leads), then work until
+    // the work is cancelled (leadership about to end: campaign again) or fenced out.
+    let fenced = agent
+        .run_while_leader(TASK, move |token| async move {
+            println!("leader {name} token={token}");
+            let _stopped = Stopped(token);
+            for step in 0.. {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match fence.write(token, step) {
+                    Ok(true) => println!("work token={token} step={step}"),
+                    Ok(false) => {
+                        println!("fenced out token={token}");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
                 }
-                println!("work token={token} step={step}");
             }
-        }
-    }
-    println!("stopped token={token}");
+            Ok(())
+        })
+        .await;
     agent.leave(Duration::from_secs(1)).await;
-    Ok(())
+    match fenced {
+        Ok(done) => Ok(done?),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[tokio::main]

@@ -63,6 +63,11 @@ pub struct AgentConfig {
     /// Default TTL of claims.
     #[serde(with = "crate::config::secs", default = "default_claims_ttl")]
     pub claims_ttl: Duration,
+    /// Hand a dead holder's tasks to the HRW-preferred live session of each task when
+    /// its session is evicted (the new holder's application gets `Assigned` with the
+    /// token); off: they are freed for the next claim.
+    #[serde(default)]
+    pub claims_reassign: bool,
     /// This node's tags at boot (`key=value` labels, gossiped with membership; changed
     /// at run time with `meshctl tags`). Limits: [`mesh_types::tags`].
     #[serde(default)]
@@ -129,6 +134,7 @@ impl AgentConfig {
             voters: Vec::new(),
             shards: DEFAULT_SHARDS,
             claims_ttl: DEFAULT_CLAIMS_TTL,
+            claims_reassign: false,
             tags: mesh_types::tags::Tags::new(),
         }
     }

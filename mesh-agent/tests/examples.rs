@@ -537,7 +537,7 @@ fn bad_pem_is_refused_with_a_clear_error_and_nothing_starts() {
 }
 
 #[test]
-fn the_singleton_fails_over_to_a_larger_fencing_token() {
+fn the_singleton_fails_over_within_the_bound_to_a_larger_fencing_token() {
     let _serial = exclusive();
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -607,6 +607,7 @@ fn the_singleton_fails_over_to_a_larger_fencing_token() {
     }
 
     refs[first].kill();
+    let killed = Instant::now();
     let (second, t2) = wait_for(
         &mut refs,
         Duration::from_secs(90),
@@ -622,7 +623,19 @@ fn the_singleton_fails_over_to_a_larger_fencing_token() {
         t2 > t1,
         "the new leader's token {t2} is not larger than {t1}"
     );
-    println!("leader {first} token {t1}, killed; leader {second} token {t2}");
+    let took = killed.elapsed();
+    println!("leader {first} token {t1}, killed; leader {second} token {t2} after {took:?}");
+    // TTL·(1+ρ) + SWIM detection (local profile, ~2 s) + a forward timeout (the dead
+    // leader was a voter, maybe the shard's proposer) + one commit + the campaign
+    // backoff's cap (TTL/4), with room for two shared cores.
+    let ttl = Duration::from_secs(2);
+    let bound = ttl.mul_f64(1.001)
+        + Duration::from_secs(2)
+        + Duration::from_millis(1500)
+        + Duration::from_millis(500)
+        + ttl / 4
+        + Duration::from_secs(4);
+    assert!(took <= bound, "took over after {took:?} (bound {bound:?})");
     let work = format!("work token={t2} step=1");
     wait_for(
         &mut refs,
@@ -770,4 +783,113 @@ fn readme_block(readme: &str, marker: &str) -> Option<String> {
     let body = after.trim_start().strip_prefix("```rust\n")?;
     let end = body.find("\n```\n")?;
     Some(format!("{}\n", &body[..end]))
+}
+
+/// E1 in the shell, in this process: `run_while_leader` cancels (drops) the leader's work
+/// before its validity ends. Four agents (voters v1..v3, candidate c1, TTL 2 s); c1
+/// leads election `w`; two voters leave, so c1's renews can no longer be acknowledged
+/// and its validity runs out. The work's future must have been dropped, and before the
+/// last validity end c1's agent reported for the claim (`AgentHandle::validity`,
+/// polled); a work that outlived it fails the test.
+#[test]
+fn run_while_leader_cancels_the_work_before_the_leaders_validity_ends() {
+    use mesh_core::membership::Profile;
+    let _serial = exclusive();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let names = ["v1", "v2", "v3", "c1"];
+        let ports: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
+        let seed: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().expect("addr");
+        let mut agents = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let pair = pki.node(name);
+            let tls = Tls::Pem {
+                ca: pki.ca.cert_pem.clone().into_bytes(),
+                cert: pair.cert_pem.into_bytes(),
+                key: pair.key_pem.into_bytes(),
+            };
+            let bind: SocketAddr = format!("127.0.0.1:{}", ports[i]).parse().expect("addr");
+            let mut b = Agent::builder(*name, tls)
+                .bind(bind)
+                .voters(["v1", "v2", "v3"])
+                .data_dir(dir.path().join(name))
+                .claims_ttl(Duration::from_secs(2))
+                .profile(Profile::Local)
+                .no_admin();
+            if i > 0 {
+                b = b.seeds([seed]);
+            }
+            agents.push(b.start().await.expect("agent starts"));
+        }
+        let c1 = agents[3].clone();
+        let cancelled: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (tx, mut tokens) = tokio::sync::mpsc::unbounded_channel();
+        struct Guard(Arc<Mutex<Option<Instant>>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let mut at = self
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                at.get_or_insert_with(Instant::now);
+            }
+        }
+        let seen = Arc::clone(&cancelled);
+        let run = tokio::spawn({
+            let c1 = c1.clone();
+            async move {
+                c1.run_while_leader("w", move |token| {
+                    let guard = Guard(Arc::clone(&seen));
+                    let _ = tx.send(token);
+                    async move {
+                        let _guard = guard;
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .await
+            }
+        });
+        let token = tokio::time::timeout(Duration::from_secs(90), tokens.recv())
+            .await
+            .expect("c1 leads within 90 s")
+            .expect("a token");
+        // The validity c1's agent reports, polled until it is gone.
+        let mut last_end = None;
+        let mut poll_validity = |v: Option<(u64, Instant)>| {
+            if let Some((t, end)) = v {
+                assert_eq!(t, token, "the leader's claim carries its token");
+                last_end = Some(end);
+            }
+        };
+        poll_validity(c1.validity("elect/w").await.expect("agent runs"));
+        for v in [&agents[1], &agents[2]] {
+            v.leave(Duration::from_secs(1)).await;
+        }
+        let stopped_voters = Instant::now();
+        while cancelled.lock().expect("lock").is_none() {
+            assert!(
+                stopped_voters.elapsed() < Duration::from_secs(10),
+                "the work was never cancelled"
+            );
+            poll_validity(c1.validity("elect/w").await.expect("agent runs"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let at = cancelled.lock().expect("lock").expect("cancelled");
+        let end = last_end.expect("a validity was seen");
+        assert!(
+            at < end,
+            "the work was cancelled {:?} after its validity ended",
+            at - end
+        );
+        assert!(
+            tokens.try_recv().is_err(),
+            "no second term without a quorum"
+        );
+        run.abort();
+        for a in [&agents[0], &agents[3]] {
+            a.leave(Duration::from_secs(1)).await;
+        }
+    });
 }

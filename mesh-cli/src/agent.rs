@@ -94,6 +94,18 @@ pub(crate) struct AgentArgs {
     /// Default lease TTL of task claims, e.g. 10s [default: 10s].
     #[arg(long, env = "MESH_CLAIMS_TTL", value_name = "DURATION", value_parser = parse_duration)]
     claims_ttl: Option<Duration>,
+    /// Hand a dead holder's tasks to the preferred live worker (an agent with a session
+    /// in the task's shard) instead of freeing them: `--claims-reassign` or
+    /// `--claims-reassign=false` [default: false].
+    #[arg(
+        long,
+        env = "MESH_CLAIMS_REASSIGN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    claims_reassign: Option<bool>,
     /// A tag of this node, KEY=VALUE (e.g. region=eu); repeat the flag, or
     /// comma-separate in MESH_TAGS. Change them at run time with `meshctl tags`.
     #[arg(
@@ -181,6 +193,7 @@ impl AgentArgs {
                 .filter(|voters| !voters.is_empty()),
             shards: self.shards,
             claims_ttl: self.claims_ttl,
+            claims_reassign: self.claims_reassign,
             tags: Some(
                 self.tags
                     .iter()

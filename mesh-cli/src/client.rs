@@ -209,6 +209,40 @@ impl AdminClient {
         Ok(Box::new(std::io::BufReader::new(body.into_reader())))
     }
 
+    /// [`AdminClient::post_stream`], but a refusal with one of `statuses` comes back
+    /// as `Ok(Err((status, message)))` for the caller to decide on (e.g. to retry).
+    pub(crate) fn post_stream_or_refusal(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        statuses: &[u16],
+    ) -> Result<Result<Box<dyn std::io::BufRead + Send>, (u16, String)>> {
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(None)
+            .build();
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = request
+            .send_json(body)
+            .map_err(|e| self.transport_failure(&e))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if !(200..=299).contains(&status) {
+            let text = body
+                .read_to_string()
+                .map_err(|e| self.transport_failure(&e))?;
+            if statuses.contains(&status) {
+                return Ok(Err((status, error_text(&text))));
+            }
+            self.check(path, status, text)?;
+        }
+        Ok(Ok(Box::new(std::io::BufReader::new(body.into_reader()))))
+    }
+
     /// Parses an answer, or says the agent answered something unexpected.
     pub(crate) fn parse<T: DeserializeOwned>(&self, body: &str) -> Result<T> {
         serde_json::from_str(body).map_err(|e| {

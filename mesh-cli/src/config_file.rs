@@ -21,7 +21,7 @@ use crate::error::{failure, one_line};
 /// Keys a config file may hold, for error messages.
 pub(crate) const KEYS: &str = "name, bind, advertise, seeds, data_dir, admin, admin_token, ca, \
                                cert, key, profile, packet_size, permdown, mailbox_capacity, \
-                               voters, shards, claims_ttl, tags";
+                               voters, shards, claims_ttl, claims_reassign, tags";
 
 /// One layer of agent settings; `None` means "not set here".
 ///
@@ -52,6 +52,8 @@ pub(crate) struct Layer {
     /// A duration such as `"10s"`.
     #[serde(default, deserialize_with = "duration_opt")]
     pub(crate) claims_ttl: Option<Duration>,
+    /// `true`: hand a dead holder's tasks to live sessions.
+    pub(crate) claims_reassign: Option<bool>,
     /// A table of tags: `[tags]` then `region = "eu"` lines.
     pub(crate) tags: Option<mesh_types::tags::Tags>,
 }
@@ -155,6 +157,7 @@ impl Layer {
             voters: self.voters.or(lower.voters),
             shards: self.shards.or(lower.shards),
             claims_ttl: self.claims_ttl.or(lower.claims_ttl),
+            claims_reassign: self.claims_reassign.or(lower.claims_reassign),
             tags: self.tags.or(lower.tags),
         }
     }
@@ -219,6 +222,9 @@ impl Layer {
         }
         if let Some(ttl) = self.claims_ttl {
             config.claims_ttl = ttl;
+        }
+        if let Some(on) = self.claims_reassign {
+            config.claims_reassign = on;
         }
         config.tags = self.tags.unwrap_or_default();
         config.validate().map_err(|e| {

@@ -25,6 +25,7 @@ mod client;
 mod completions;
 mod config_file;
 mod demo;
+mod elect;
 mod error;
 mod groups;
 mod info;
@@ -75,6 +76,9 @@ enum Command {
     Claims(claim::ClaimsArgs),
     /// Release a task claimed on this agent, given its current token.
     Release(claim::ReleaseArgs),
+    /// Run a command while this agent leads an election (restarted when leadership
+    /// returns; stopped before it ends), with the token in MESH_FENCING_TOKEN.
+    Elect(elect::ElectArgs),
     /// The quorum plane of claims and strong names.
     #[command(subcommand)]
     Quorum(quorum::QuorumCommand),
@@ -126,6 +130,7 @@ pub fn main_entry() -> ExitCode {
         Command::Claim(args) => claim::run_claim(args),
         Command::Claims(args) => claim::run_claims(args),
         Command::Release(args) => claim::run_release(args),
+        Command::Elect(args) => elect::run(args),
         Command::Quorum(command) => quorum::run(command),
         Command::Info(args) => info::run_info(args),
         Command::Rtt(args) => info::run_rtt(args),

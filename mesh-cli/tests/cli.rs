@@ -465,6 +465,64 @@ fn claims_commands_refuse_bad_usage_before_asking_anyone() {
     assert!(err.contains("not a duration"), "{err}");
 }
 
+/// `claims_reassign` is off by default and set by flag (bare or `=false`), env and file,
+/// with flag > env > file; a value that is not a boolean is refused naming the flag.
+#[test]
+fn claims_reassign_is_a_flag_an_env_variable_and_a_file_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.toml");
+    std::fs::write(&file, "claims_reassign = true\n").expect("write");
+    let file = file.to_string_lossy().into_owned();
+    let base = [
+        "agent",
+        "--check-config",
+        "--name",
+        "n1",
+        "--data-dir",
+        "/srv/mesh",
+    ];
+    let shown = |extra: &[&str], env: &[(&str, &str)]| -> String {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = meshctl(&args, env);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr_of(&out));
+        let table: toml::Table = stdout_of(&out).parse().expect("TOML config");
+        table["claims_reassign"].to_string()
+    };
+    assert_eq!(shown(&[], &[]), "false", "default");
+    assert_eq!(shown(&["--claims-reassign"], &[]), "true", "bare flag");
+    assert_eq!(
+        shown(&[], &[("MESH_CLAIMS_REASSIGN", "true")]),
+        "true",
+        "env"
+    );
+    assert_eq!(shown(&["--config", &file], &[]), "true", "file");
+    assert_eq!(
+        shown(&["--config", &file], &[("MESH_CLAIMS_REASSIGN", "false")]),
+        "false",
+        "env over file"
+    );
+    assert_eq!(
+        shown(
+            &["--claims-reassign=false"],
+            &[("MESH_CLAIMS_REASSIGN", "true")]
+        ),
+        "false",
+        "flag over env"
+    );
+    let args: Vec<&str> = base
+        .iter()
+        .chain(&["--claims-reassign=maybe"])
+        .copied()
+        .collect();
+    let out = meshctl(&args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("--claims-reassign"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
 #[test]
 fn voters_shards_and_claims_ttl_are_agent_settings_with_named_errors() {
     let out = meshctl(
@@ -660,5 +718,29 @@ fn completions_are_written_for_each_shell_and_an_unknown_shell_is_a_usage_error(
         stderr_of(&out).contains("[possible values: bash, zsh, fish]"),
         "{}",
         stderr_of(&out)
+    );
+}
+
+/// `meshctl elect` usage errors (exit 2, nothing contacted): no command after `--`, a
+/// bad `--grace`; and an unreachable agent is an `error:`/`hint:` pair (exit 1).
+#[test]
+fn meshctl_elect_usage_errors_and_an_unreachable_agent() {
+    let out = meshctl(&["elect", "lead"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("CMD"), "{}", stderr_of(&out));
+    let out = meshctl(&["elect", "lead", "--grace", "soon", "--", "true"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("--grace"), "{}", stderr_of(&out));
+    let out = meshctl(
+        &["elect", "lead", "--admin", "127.0.0.1:9", "--", "true"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[1].starts_with("hint: "),
+        "{err}"
     );
 }

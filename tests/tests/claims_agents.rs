@@ -58,15 +58,22 @@ const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 /// Five agents, voters n1..n3, TTL 2 s, 8 shards; returns once every agent sees all
 /// five alive and has the voters' root record in force with all three reachable.
 fn voters_cluster() -> Cluster {
+    voters_cluster_with(&[])
+}
+
+/// [`voters_cluster`] with `extra` agent flags.
+fn voters_cluster_with(extra: &[&str]) -> Cluster {
     let mut c = Cluster::new();
-    c.agent_args(&[
+    let mut args = vec![
         "--voters",
         "n1,n2,n3",
         "--claims-ttl",
         "2s",
         "--shards",
         "8",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    c.agent_args(&args);
     c.start_n(5);
     let all: Vec<usize> = (0..5).collect();
     c.wait_until(CONVERGE, "every agent sees five alive", || {
@@ -338,6 +345,87 @@ fn a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token
         .map(|c| (c.task.clone(), c.token, c.holder.clone()))
         .collect();
     assert_eq!(held, [("job-1".to_owned(), answer.token, "n5".to_owned())]);
+}
+
+/// The holder and token of `task` in a quorum read through agent `i`.
+fn holder_of(c: &Cluster, i: usize, task: &str) -> Result<Option<(String, u64)>, String> {
+    let (status, body) = call(c, i, "GET", "/v1/claims", None);
+    if status != 200 {
+        return Err(format!("{status} {body}"));
+    }
+    let view: ClaimsView = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    Ok(view
+        .shards
+        .iter()
+        .flat_map(|s| s.claims.iter())
+        .find(|c| c.task == task)
+        .map(|c| (c.holder.clone(), c.token)))
+}
+
+/// `--claims-reassign` on real agents: n5 offers itself as a worker for `job-r` by
+/// trying to claim it (refused: n4 holds it; n5's session in the shard stays open and
+/// renewed); n4 is `kill -9`ed; the task goes to n5 with a higher token within
+/// TTL·(1+ρ) + detection + a commit + one renew period (when n5's holder learns of it),
+/// without n5 claiming again; and n5's agent holds it: releasing it there with that
+/// token succeeds (a holder that had not adopted the task would refuse it as not held).
+#[test]
+fn with_claims_reassign_a_killed_holders_task_goes_to_the_live_worker() {
+    let mut c = voters_cluster_with(&["--claims-reassign"]);
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let (status, body) = claim(&c, n4, "job-r");
+    assert_eq!(status, 200, "{body}");
+    let first: ClaimAnswer = serde_json::from_str(&body).expect("claim answer");
+    let (status, body) = claim(&c, n5, "job-r");
+    assert_eq!(status, 409, "the worker's offer is a refused claim: {body}");
+
+    c.kill9(n4);
+    let killed = Instant::now();
+    let bound = claimable_again_bound() + TTL / 3;
+    let token = loop {
+        match holder_of(&c, n5, "job-r") {
+            Ok(Some((node, token))) if node == "n5" => break token,
+            Ok(Some((node, _))) => assert_eq!(node, "n4", "only n4 or n5 may hold job-r"),
+            Ok(None) => panic!("job-r was freed, not reassigned\n{}", c.log_tails()),
+            Err(e) => assert!(e.starts_with("504"), "{e}"),
+        }
+        assert!(
+            killed.elapsed() < bound + MARGIN,
+            "job-r not reassigned {:?} after the kill (bound {bound:?})\n{}",
+            killed.elapsed(),
+            c.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(token > first.token, "token {} then {token}", first.token);
+    eprintln!(
+        "job-r reassigned {:?} after kill -9 (bound {bound:?})",
+        killed.elapsed()
+    );
+
+    // n5's holder adopted it (the `Assigned` event): it can release it with that token.
+    let released = loop {
+        let (status, body) = call(
+            &c,
+            n5,
+            "POST",
+            "/v1/claims/release",
+            Some(json!({ "task": "job-r", "token": token })),
+        );
+        match status {
+            200 => break body,
+            // Not adopted yet (the next renew shows it) or a slow round: retry.
+            404 | 409 | 504 => {}
+            other => panic!("release answered {other}: {body}"),
+        }
+        assert!(
+            killed.elapsed() < bound + MARGIN + TTL,
+            "n5 never held job-r: {status} {body}\n{}",
+            c.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(released.contains("job-r"), "{released}");
+    assert_eq!(holder_of(&c, n5, "job-r"), Ok(None), "released");
 }
 
 #[test]
@@ -733,9 +821,12 @@ fn without_voters_calls_say_unavailable_and_never_fall_back_to_eventual_names() 
         &["claim", "job-1"],
         &["claims"],
         &["quorum", "status"],
+        &["elect", "leader", "--", "true"],
     ] {
         let mut args = args.to_vec();
-        args.extend(["--admin", &a]);
+        // Before a `--` (elect's command), else at the end.
+        let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        args.splice(at..at, ["--admin", a.as_str()]);
         let (error, hint) = failure_lines(&meshctl_output(&args));
         assert_eq!(
             error, "error: claims unavailable: no voters are configured",
@@ -895,4 +986,281 @@ fn many_agent_lives_leave_every_shard_answering_with_a_flat_register() {
         largest < 8 * 1024,
         "a shard register of {largest} bytes after {lives} lives"
     );
+}
+
+/// The `leader` event of a `meshctl elect --json` line: its token.
+fn leader_token(line: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["event"] == "leader").then(|| v["token"].as_u64())?
+}
+
+/// Waits for a line of `child` that `f` accepts; panics with the lines seen.
+fn wait_line<T>(
+    c: &Cluster,
+    child: &LineChild,
+    limit: Duration,
+    what: &str,
+    f: impl Fn(&str) -> Option<T>,
+) -> (Instant, T) {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some((at, line)) = child.next(Duration::from_millis(100)) {
+            if let Some(v) = f(&line) {
+                return (at, v);
+            }
+            seen.push(line);
+        }
+    }
+    panic!(
+        "{what}: not within {limit:?}; lines {seen:?}\n{}",
+        c.log_tails()
+    );
+}
+
+/// The tokens the elected commands wrote, in order.
+fn written_tokens(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// `meshctl elect` end to end: two commands campaign for one election on n4 and n5;
+/// one leads and runs its command with `MESH_FENCING_TOKEN` (the command writes it to
+/// a file), the other waits (`campaigning`). n4 is `kill -9`ed: its `meshctl elect`
+/// stops its command and fails with an `error:`/`hint:` pair; n5 leads within the
+/// claim bound plus the campaign backoff and runs the command with a larger token.
+/// The file holds exactly the two tokens, increasing, each the one its `leader` event
+/// announced.
+#[test]
+fn meshctl_elect_runs_the_command_while_leading_and_fails_over_with_a_larger_token() {
+    let mut c = voters_cluster();
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let file = c.dir().join("tokens");
+    let script = format!(
+        "echo \"$MESH_FENCING_TOKEN\" >> {}; exec sleep 1000",
+        file.display()
+    );
+    let elect = |i: usize| {
+        LineChild::spawn(&[
+            "elect",
+            "job",
+            "--grace",
+            "300ms",
+            "--json",
+            "--admin",
+            &admin(&c, i),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+    };
+    let mut first = elect(n4);
+    let (_, t1) = wait_line(&c, &first, CALL_BOUND, "n4 leads", leader_token);
+    let second = elect(n5);
+    wait_line(&c, &second, CALL_BOUND, "n5 campaigns", |l| {
+        l.contains("\"event\":\"campaigning\"").then_some(())
+    });
+    c.wait_until(
+        Duration::from_secs(5),
+        "the leader's command ran",
+        || match written_tokens(&file).as_slice() {
+            [t] if *t == t1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    c.kill9(n4);
+    let killed = Instant::now();
+    // The claim bound, a renew period of n5's missed attempts, the backoff cap (TTL/4).
+    let bound = claimable_again_bound() + TTL / 4 + MARGIN;
+    let (at, t2) = wait_line(&c, &second, bound + CALL_BOUND, "n5 leads", leader_token);
+    let took = at.duration_since(killed);
+    assert!(
+        took <= bound,
+        "n5 led {took:?} after the kill (bound {bound:?})"
+    );
+    assert!(t2 > t1, "tokens increase: {t1} then {t2}");
+    c.wait_until(
+        Duration::from_secs(5),
+        "the new leader's command ran",
+        || match written_tokens(&file).as_slice() {
+            [a, b] if *a == t1 && *b == t2 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let (code, stderr) = first
+        .wait_exit(Duration::from_secs(10))
+        .expect("n4's meshctl elect ends once its agent is gone");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("\nhint: "),
+        "{stderr}"
+    );
+    eprintln!("elect: token {t1} on n4, killed; token {t2} on n5 after {took:?}");
+}
+
+/// `meshctl elect` refusals on real agents, each an `error:` and a `hint:` line with
+/// exit code 1 and the claim left free: a command that cannot be started, and a
+/// `--grace` that leaves no time to lead (the lease is 2 s).
+#[test]
+fn meshctl_elect_refusals_are_one_line_errors_that_leave_the_election_free() {
+    let c = voters_cluster();
+    let a = admin(&c, 3);
+    let cases: [(&[&str], &str, &str); 2] = [
+        (
+            &["elect", "e1", "--admin", &a, "--", "/nonexistent/cmd"],
+            "error: cannot run \"/nonexistent/cmd\"",
+            "check the command",
+        ),
+        (
+            &["elect", "e2", "--grace", "5s", "--admin", &a, "--", "true"],
+            "error: --grace 5s leaves no time to lead",
+            "--claims-ttl",
+        ),
+    ];
+    for (args, error, hint) in cases {
+        let out = meshctl_output(args);
+        let (e, h) = failure_lines(&out);
+        assert!(e.starts_with(error), "{args:?}: {e}");
+        assert!(h.contains(hint), "{args:?}: {h}");
+    }
+    // Both elections are free again: a plain claim of their tasks succeeds.
+    for task in ["elect/e1", "elect/e2"] {
+        c.wait_until(
+            Duration::from_secs(10),
+            "the election is free",
+            || match claim(&c, 4, task) {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            },
+        );
+    }
+}
+
+/// Sends `signal` to a process.
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = i32::try_from(pid).expect("a pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal sent");
+}
+
+/// The event name and token of a `meshctl elect --json` line.
+fn elect_event(line: &str) -> Option<(String, Option<u64>)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some((v["event"].as_str()?.to_owned(), v["token"].as_u64()))
+}
+
+/// E1 through `meshctl elect`: the leader's agent n4 is paused (SIGSTOP), so no renew
+/// reaches its `meshctl elect`, which stops its command (SIGTERM, reason
+/// `validity_ending`) and sees it exit **before** n5's `meshctl elect` leads with a
+/// larger token. Once n4 resumes it campaigns again (refused: n5 leads); when n5's
+/// `meshctl elect` is interrupted (it stops its command and releases), n4 leads again
+/// and restarts its command with a third, larger token. The commands wrote exactly the
+/// three tokens, in order.
+#[test]
+fn meshctl_elect_stops_a_paused_leaders_command_before_another_leads_and_restarts_it_later() {
+    use nix::sys::signal::Signal;
+    let c = voters_cluster();
+    let (n4, n5) = (c.index("n4"), c.index("n5"));
+    let file = c.dir().join("tokens");
+    let script = format!(
+        "echo \"$MESH_FENCING_TOKEN\" >> {}; exec sleep 1000",
+        file.display()
+    );
+    let elect = |i: usize| {
+        LineChild::spawn(&[
+            "elect",
+            "job",
+            "--grace",
+            "300ms",
+            "--json",
+            "--admin",
+            &admin(&c, i),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+    };
+    let first = elect(n4);
+    let (_, t1) = wait_line(&c, &first, CALL_BOUND, "n4 leads", leader_token);
+    let mut second = elect(n5);
+    wait_line(&c, &second, CALL_BOUND, "n5 campaigns", |l| {
+        elect_event(l).filter(|(e, _)| e == "campaigning")
+    });
+
+    let n4_pid = c.agents[n4].pid().expect("n4 runs");
+    signal(n4_pid, Signal::SIGSTOP);
+    let resume = scopeguard(n4_pid);
+    let (stopping, reason) = wait_line(&c, &first, TTL * 2, "n4's command is stopped", |l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "stopping" && v["token"].as_u64() == Some(t1))
+            .then(|| v["reason"].as_str().map(str::to_owned))?
+    });
+    assert_eq!(reason, "validity_ending");
+    let (exited, ()) = wait_line(
+        &c,
+        &first,
+        Duration::from_secs(2),
+        "n4's command exits",
+        |l| {
+            elect_event(l)
+                .filter(|(e, t)| e == "exited" && *t == Some(t1))
+                .map(|_| ())
+        },
+    );
+    let bound = claimable_again_bound() + TTL / 4 + MARGIN;
+    let (led, t2) = wait_line(&c, &second, bound + CALL_BOUND, "n5 leads", leader_token);
+    assert!(t2 > t1, "tokens increase: {t1} then {t2}");
+    assert!(
+        stopping < led && exited < led,
+        "n4's command ran until {:?} after n5 led",
+        exited.saturating_duration_since(led)
+    );
+    eprintln!(
+        "elect: n4 paused; its command exited {:?} before n5 led",
+        led.duration_since(exited)
+    );
+
+    drop(resume); // SIGCONT
+    wait_line(&c, &first, CALL_BOUND * 2, "n4 campaigns again", |l| {
+        elect_event(l).filter(|(e, _)| e == "campaigning")
+    });
+    signal(second.child.id(), Signal::SIGINT);
+    let (code, stderr) = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("n5's meshctl elect ends on Ctrl-C");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, t3) = wait_line(
+        &c,
+        &first,
+        bound + CALL_BOUND,
+        "n4 leads again",
+        leader_token,
+    );
+    assert!(t3 > t2, "tokens increase: {t2} then {t3}");
+    c.wait_until(
+        Duration::from_secs(5),
+        "the commands ran once per term",
+        || match written_tokens(&file).as_slice() {
+            [a, b, d] if (*a, *b, *d) == (t1, t2, t3) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+/// Resumes a SIGSTOPped process when dropped (also when the test fails).
+struct Resume(u32);
+
+fn scopeguard(pid: u32) -> Resume {
+    Resume(pid)
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, HoldOutcome, Unavailable};
+use mesh_core::claims::{CallOk, ClaimReject, ClaimsError, HoldOutcome, HolderEvent, Unavailable};
 use mesh_core::membership::MemberState;
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{Command, CommandId, Dest, Output};
@@ -25,10 +25,16 @@ fn secs(s: u64) -> Duration {
 
 /// Five nodes, voters n0..n2, claims TTL 2 s; returns once every node has the root.
 fn cluster(seed: u64) -> Result<Sim, String> {
+    cluster_with(seed, false)
+}
+
+/// [`cluster`], with the watchers' reassignment on or off (`claims_reassign`).
+fn cluster_with(seed: u64, reassign: bool) -> Result<Sim, String> {
     let mut sim = Sim::new(seed);
     sim.set_voters(&[0, 1, 2]);
     if let Some(q) = sim.node_config.quorum.as_mut() {
         q.config.ttl = TTL;
+        q.config.reassign = reassign;
     }
     sim.add_cluster(5);
     if !sim.run_until(secs(20), Sim::all_see_all_alive) {
@@ -125,6 +131,84 @@ fn a_killed_holders_task_is_claimable_again_within_the_bound_with_a_higher_token
                 }
                 sim.run_for(Duration::from_millis(200));
             }
+        },
+    );
+}
+
+/// The `Assigned` events node `n` reported for `task`, in order.
+fn assigned(sim: &Sim, n: usize, task: &str) -> Vec<u64> {
+    sim.results
+        .iter()
+        .filter_map(|(node, out)| match out {
+            Output::ClaimEvent(HolderEvent::Assigned { task: t, token })
+                if *node == n && t == task =>
+            {
+                Some(*token)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reassignment through the node (`claims_reassign`): a worker offers itself by trying
+/// to claim the task (refused, but its session in the task's shard stays open and is
+/// renewed); when the holder is killed, the task is handed to the worker with a higher
+/// token, it reports `Assigned` within TTL·(1+ρ) + detection + a renew period, and
+/// holds the task valid. The control: with reassignment off the same run assigns
+/// nothing (the task is only freed).
+#[test]
+fn with_reassignment_a_killed_holders_task_is_assigned_to_the_live_worker() {
+    for_each_seed(
+        "with_reassignment_a_killed_holders_task_is_assigned_to_the_live_worker",
+        SEEDS,
+        |seed| {
+            for reassign in [true, false] {
+                let mut sim = cluster_with(seed, reassign)?;
+                let first = token_of(&claim(&mut sim, 3, "job")?);
+                match claim(&mut sim, 4, "job") {
+                    Err(e) if e.contains("held by") => {}
+                    other => return Err(format!("the worker's claim must be refused: {other:?}")),
+                }
+                sim.kill(3);
+                let bound = TTL.mul_f64(1.001) + TTL / 3 + secs(6);
+                let came = sim.run_until(bound, |s| !assigned(s, 4, "job").is_empty());
+                let tokens = assigned(&sim, 4, "job");
+                if !reassign {
+                    if came || !tokens.is_empty() {
+                        return Err(format!("reassignment off, yet assigned {tokens:?}"));
+                    }
+                    continue;
+                }
+                let Some(&token) = tokens.first() else {
+                    return Err(format!(
+                        "no Assigned within {bound:?} of the kill: {}",
+                        sim.describe()
+                    ));
+                };
+                if token <= first {
+                    return Err(format!("assigned token {token} after {first}"));
+                }
+                let valid = sim
+                    .node(4)
+                    .and_then(|n| n.quorum())
+                    .and_then(|q| q.validity("job"));
+                match valid {
+                    Some((t, _)) if t == token => {}
+                    other => return Err(format!("the worker holds {other:?}, not {token}")),
+                }
+                // Nobody else got it, and another claim is refused with the worker.
+                if [0, 1, 2]
+                    .iter()
+                    .any(|&n| !assigned(&sim, n, "job").is_empty())
+                {
+                    return Err("assigned to a node that never offered itself".into());
+                }
+                match claim(&mut sim, 0, "job") {
+                    Err(e) if e.contains("held by") => {}
+                    other => return Err(format!("a third claim must be refused: {other:?}")),
+                }
+            }
+            Ok(())
         },
     );
 }

@@ -29,11 +29,13 @@
 
 mod api;
 mod clock;
+mod election;
 mod start;
 mod store;
 
 pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle};
 pub use clock::Clock;
+pub use election::{LeaderOptions, LeaderState, Leadership};
 pub use mesh_api::{MemberView, QuorumStatus};
 pub use start::{AgentBuilder, Tls};
 
@@ -191,6 +193,7 @@ fn quorum_boot(config: &AgentConfig) -> Result<(Option<QuorumBoot>, Option<Store
     let mut qc = QuorumConfig::new(voters.clone());
     qc.shards = config.shards;
     qc.ttl = config.claims_ttl;
+    qc.reassign = config.claims_reassign;
     let (store, boot) = if voters.contains(&config.name) {
         let dir = config
             .data_dir

@@ -201,6 +201,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Hand a dead holder's tasks to the HRW-preferred live sessions (see
+    /// [`AgentConfig::claims_reassign`](crate::config::AgentConfig::claims_reassign)).
+    #[must_use]
+    pub fn claims_reassign(mut self, on: bool) -> Self {
+        self.config.claims_reassign = on;
+        self
+    }
+
     /// SWIM timing profile.
     #[must_use]
     pub fn profile(mut self, profile: Profile) -> Self {

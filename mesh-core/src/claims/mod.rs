@@ -74,6 +74,8 @@
 //! - [`names`]: [`NameCache`], the cached (gossiped) `whereis` and the receiver's check
 //!   that refuses sends with a stale version.
 //! - [`singleton`]: [`run_while_holding`], which cancels work before its validity ends.
+//! - [`election`]: leader election on a claim: when a leader must stop, the campaign
+//!   backoff.
 //!
 //! # Driving it
 //!
@@ -188,6 +190,7 @@
 //! (`a_retried_request_is_never_applied_twice`), and `claims::tests` bounds the slot
 //! over random lives and TTLs.
 
+pub mod election;
 pub mod fenced;
 pub mod hold;
 pub mod holder;

@@ -89,10 +89,16 @@ pub struct QuorumConfig {
     /// the frame header). A larger one is not sent: it is counted (`oversized`), logged
     /// with its shard, and the shard is reported stalled ([`ShardHealth`]).
     pub max_message_bytes: usize,
+    /// Whether this node's watcher hands an evicted session's tasks, in the evicting
+    /// change, to the HRW-preferred live session of each task
+    /// ([`WatcherConfig::reassign`]); otherwise they are freed. Either is safe (S3: the
+    /// new token's validity starts after the eviction commits).
+    pub reassign: bool,
 }
 
 impl QuorumConfig {
-    /// Defaults for `voters`: 64 shards, TTL 10 s, ρ = 0.1 %, guard 100 ms.
+    /// Defaults for `voters`: 64 shards, TTL 10 s, ρ = 0.1 %, guard 100 ms, no
+    /// reassignment.
     pub fn new(voters: VoterNames) -> Self {
         Self {
             voters,
@@ -107,6 +113,7 @@ impl QuorumConfig {
             names_gossip: Duration::from_secs(5),
             // The transport's default frame limit (1 MiB) less its 2-byte body header.
             max_message_bytes: (1 << 20) - 2,
+            reassign: false,
         }
     }
 }
@@ -480,6 +487,7 @@ impl QuorumPlane {
             Holder::new(holder_config).map_err(|e| QuorumSetupError::Holder(e.to_string()))?;
         let mut wc = WatcherConfig::new(name, incarnation);
         wc.drift = config.drift;
+        wc.reassign = config.reassign;
         // The preferred proposer's watcher sees every change of its shards as it
         // commits; periodic reads only catch sessions that go silent, which the
         // eviction timer does anyway. A read per shard per second would cost every
