@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use mesh_core::discovery::DiscoveryConfig;
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{MembershipConfig, Profile};
 use mesh_core::node::{Node, NodeConfig};
@@ -285,6 +286,14 @@ impl AgentBuilder {
             .await
             .map_err(|e| StartError::Bind(e.to_string()))?;
 
+        let resolver = if config.dns_seeds.is_empty() {
+            None
+        } else {
+            Some(
+                super::dns::SeedResolver::new(config.dns_server)
+                    .map_err(|e| StartError::Config(ConfigError::DnsServer(e)))?,
+            )
+        };
         let (quorum, store) = quorum_boot(&config)?;
         let clock = Clock::new();
         let now = clock.now();
@@ -301,6 +310,10 @@ impl AgentBuilder {
             },
             mailbox_capacity: config.mailbox_capacity,
             quorum,
+            discovery: DiscoveryConfig {
+                seeds: config.dns_seeds.clone(),
+                ..DiscoveryConfig::default()
+            },
             ..NodeConfig::default()
         };
         let node = Node::new(
@@ -324,7 +337,7 @@ impl AgentBuilder {
             snapshot: RwLock::new(Snapshot {
                 me: identity,
                 members: Vec::new(),
-                ready: config.seeds.is_empty(),
+                ready: config.seeds.is_empty() && config.dns_seeds.is_empty(),
             }),
             started: now,
             clock,
@@ -335,6 +348,7 @@ impl AgentBuilder {
             next_command: AtomicU64::new(0),
             metrics,
             admin: admin_listener.as_ref().map(|(_, addr)| *addr),
+            dns_server: config.dns_server,
         });
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (stopped_tx, stopped) = watch::channel(false);
@@ -358,10 +372,11 @@ impl AgentBuilder {
             (stop_tx, task)
         });
 
-        let seeds_configured = !config.seeds.is_empty();
+        let seeds_configured = !config.seeds.is_empty() || !config.dns_seeds.is_empty();
         tokio::spawn(async move {
             let (done_tx, done_rx) = mpsc::unbounded_channel();
             let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+            let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
             let mut shell = Shell {
                 store,
                 persist_tx,
@@ -373,9 +388,13 @@ impl AgentBuilder {
                 shared,
                 seeds_configured,
                 done_tx,
+                resolver,
+                resolved_tx,
                 next_publish: now,
             };
-            shell.run(inbound, command_rx, done_rx, persist_rx).await;
+            shell
+                .run(inbound, command_rx, done_rx, persist_rx, resolved_rx)
+                .await;
             transport.shutdown().await;
             if let Some((stop_tx, task)) = admin {
                 let _ = stop_tx.send(());
