@@ -39,6 +39,10 @@
 //!   origin comes up, this node asks it for its state. So state pushed for a node that
 //!   never joined cannot linger past every permdown (down hides only what a member had).
 //!
+//! DNS seeds: the node decides when a DNS seed is looked up ([`crate::discovery`]: only
+//! while alone, with backoff), asks the shell with [`Output::ResolveSeed`], and takes
+//! the answer with [`Node::handle_seed_resolved`]; new addresses join the static seeds.
+//!
 //! Liveness (checked in the simulator over many seeds):
 //! - **N5 convergence.** After a heal, every live node's visible groups and names are
 //!   equal: deltas ride SWIM packets and stream batches, and anti-entropy repairs
