@@ -9,7 +9,7 @@ use mesh_core::membership::MemberState;
 use mesh_tests::sim::{for_each_seed, Sim};
 
 /// Seeds per test: each simulates a minute or two of a small cluster.
-const SEEDS: u64 = 24;
+const SEEDS: u64 = 60;
 const NAME: &str = "mesh.sim";
 
 fn secs(s: u64) -> Duration {
