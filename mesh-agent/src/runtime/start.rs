@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mesh_core::discovery::DiscoveryConfig;
+use mesh_core::discovery::{DiscoveryConfig, DnsSeed};
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{MembershipConfig, Profile};
 use mesh_core::node::{Node, NodeConfig};
@@ -169,6 +169,23 @@ impl AgentBuilder {
     #[must_use]
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.config.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// Seeds given by DNS name, looked up while the node is alone and mixed with
+    /// [`seeds`](Self::seeds) (see [`mesh_core::discovery`]), e.g.
+    /// `"dns+srv://_mesh._udp.mesh.internal".parse()?`.
+    #[must_use]
+    pub fn dns_seeds(mut self, seeds: impl IntoIterator<Item = DnsSeed>) -> Self {
+        self.config.dns_seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// The DNS server (`IP:PORT`) DNS seeds are looked up at (default: the system's
+    /// resolvers, `/etc/resolv.conf`).
+    #[must_use]
+    pub fn dns_server(mut self, server: SocketAddr) -> Self {
+        self.config.dns_server = Some(server);
         self
     }
 
@@ -484,6 +501,42 @@ mod tests {
             matches!(err, StartError::CertName { ref cert, ref name } if cert == "n2" && name == "n1"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn dns_seeds_alone_make_the_agent_wait_to_join_and_a_bad_dns_server_is_refused() {
+        let seed: DnsSeed = "dns://mesh.invalid:7946".parse().expect("seed");
+        // Nothing answers DNS there: the agent runs, alone and not ready.
+        let dns = free_port();
+        let agent = Agent::builder("n1", Tls::Identity(identity("n1")))
+            .bind(free_port())
+            .no_admin()
+            .dns_seeds([seed.clone()])
+            .dns_server(dns)
+            .start()
+            .await
+            .expect("starts");
+        assert!(!agent.is_ready(), "a DNS seed is a seed: not ready alone");
+        assert_eq!(agent.dns_server(), Some(dns));
+        agent.leave(Duration::from_secs(1)).await;
+        // Without DNS seeds, alone is ready.
+        let agent = Agent::builder("n2", Tls::Identity(identity("n2")))
+            .bind(free_port())
+            .no_admin()
+            .start()
+            .await
+            .expect("starts");
+        assert!(agent.is_ready());
+        agent.leave(Duration::from_secs(1)).await;
+        let err = Agent::builder("n3", Tls::Identity(identity("n3")))
+            .bind(free_port())
+            .no_admin()
+            .dns_seeds([seed])
+            .dns_server("0.0.0.0:53".parse().expect("addr"))
+            .start()
+            .await
+            .expect_err("no server to ask");
+        assert!(err.to_string().starts_with("dns_server:"), "{err}");
     }
 
     #[test]
