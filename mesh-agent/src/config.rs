@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use mesh_core::discovery::DnsSeed;
 use mesh_core::identity::{validate_name, NameError};
 use mesh_core::membership::{Profile, DEFAULT_PACKET_SIZE, MAX_PACKET_SIZE, MIN_PACKET_SIZE};
 
@@ -31,6 +32,14 @@ pub struct AgentConfig {
     pub advertise: Option<SocketAddr>,
     /// Peers to join through.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds given by DNS name (`dns://NAME:PORT`, `dns+srv://_mesh._udp.NAME`),
+    /// looked up while the node is alone and mixed with `seeds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_seeds: Vec<DnsSeed>,
+    /// The DNS server DNS seeds are looked up at (IP:PORT); `None`: the system's
+    /// resolvers (`/etc/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<SocketAddr>,
     /// Where durable state lives (the boot counter that makes incarnations grow).
     pub data_dir: Option<PathBuf>,
     /// Admin HTTP API address.
@@ -121,6 +130,8 @@ impl AgentConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             advertise: None,
             seeds: Vec::new(),
+            dns_seeds: Vec::new(),
+            dns_server: None,
             data_dir: None,
             admin: SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             admin_token: None,
@@ -194,6 +205,13 @@ impl AgentConfig {
         {
             return Err(ConfigError::BadSeed(*seed));
         }
+        if let Some(server) = self.dns_server {
+            if server.ip().is_unspecified() || server.port() == 0 {
+                return Err(ConfigError::DnsServer(format!(
+                    "{server} is not an address a query can be sent to"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -229,6 +247,10 @@ pub enum ConfigError {
     /// A seed is not dialable.
     #[error("seeds: {0} is not an address peers can dial")]
     BadSeed(SocketAddr),
+    /// `dns_server` is not usable, or (with no `dns_server`) the system resolver
+    /// configuration could not be read.
+    #[error("dns_server: {0}")]
+    DnsServer(String),
     /// `permdown` is too short.
     #[error("permdown: {0:?} is below the minimum of {MIN_PERMDOWN:?} (a slow node would lose its groups and names)")]
     Permdown(Duration),

@@ -148,6 +148,18 @@ fn register() {
     counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full").increment(0);
     gauge!("mesh_membership_joined").set(0.0);
     gauge!("mesh_membership_local_health").set(0.0);
+    describe_counter!(
+        "mesh_seed_resolves_total",
+        "DNS seed lookups started (while alone, with backoff)."
+    );
+    describe_counter!(
+        "mesh_seed_resolve_failures_total",
+        "DNS seed lookups that gave no address, by reason (nxdomain, no_records, timeout, error)."
+    );
+    counter!("mesh_seed_resolves_total").increment(0);
+    for reason in mesh_core::discovery::ResolveFailure::ALL {
+        counter!("mesh_seed_resolve_failures_total", "reason" => reason.as_str()).increment(0);
+    }
     register_node();
     register_quorum();
     mesh_transport::register_metrics();

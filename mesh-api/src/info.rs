@@ -30,6 +30,26 @@ pub struct InfoView {
     pub voters: Vec<String>,
     /// The settings that shape the agent's behaviour (no paths, no secrets).
     pub config: ConfigSummary,
+    /// What is compiled in: the agent's cargo features that are on (none is defined
+    /// yet) and its optional capabilities: `dns-seeds` (hickory-resolver),
+    /// `redb-store` (the voters' durable store), `debug-assertions` when on. Empty from
+    /// agents older than the field.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// How the agent binary was built. Empty strings from agents older than the field.
+    #[serde(default)]
+    pub build: BuildInfo,
+}
+
+/// The build part of [`InfoView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// Cargo profile: `debug` or `release`.
+    pub profile: String,
+    /// The compiler, as `rustc --version` printed it (`unknown` if it could not run).
+    pub rustc: String,
+    /// Target triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub target: String,
 }
 
 /// The configuration part of [`InfoView`].
@@ -37,8 +57,15 @@ pub struct InfoView {
 pub struct ConfigSummary {
     /// Address the admin API listens on.
     pub admin: SocketAddr,
-    /// The seeds it joins through.
+    /// The seeds it joins through (static addresses).
     pub seeds: Vec<SocketAddr>,
+    /// The DNS seeds it looks up while alone (`dns://NAME:PORT`,
+    /// `dns+srv://NAME`); empty from agents older than the field.
+    #[serde(default)]
+    pub dns_seeds: Vec<String>,
+    /// The DNS server those are looked up at; `None`: the system's resolvers.
+    #[serde(default)]
+    pub dns_server: Option<SocketAddr>,
     /// SWIM packet size in bytes.
     pub packet_size: usize,
     /// Seconds a down node's groups and names stay hidden before they are purged.

@@ -37,7 +37,8 @@ pub use claims::{
 };
 pub use groups::{GroupCount, GroupMember, GroupView, NameView, Policy};
 pub use info::{
-    ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer, RttView,
+    BuildInfo, ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer,
+    RttView,
 };
 pub use members::{MemberState, MemberView};
 pub use messaging::{

@@ -404,16 +404,34 @@ fn info_rtt_and_leave_answers_keep_their_json() {
         config: ConfigSummary {
             admin: "127.0.0.1:7947".parse().expect("addr"),
             seeds: vec!["127.0.0.1:7956".parse().expect("addr")],
+            dns_seeds: vec!["dns+srv://_mesh._udp.example.org".into()],
+            dns_server: Some("127.0.0.1:5353".parse().expect("addr")),
             packet_size: 1100,
             permdown_seconds: 300.0,
             mailbox_capacity: 1024,
             shards: Some(64),
             claims_ttl_seconds: Some(10.0),
         },
+        features: vec!["dns-seeds".into(), "redb-store".into()],
+        build: BuildInfo {
+            profile: "release".into(),
+            rustc: "rustc 1.90.0".into(),
+            target: "x86_64-unknown-linux-gnu".into(),
+        },
     };
     pin(
         &info,
-        r#"{"version":"0.1.0","commit":"abc123def456","name":"n1","incarnation":3,"addr":"127.0.0.1:7946","uptime_seconds":5.5,"profile":"lan","voters":["n1","n2","n3"],"config":{"admin":"127.0.0.1:7947","seeds":["127.0.0.1:7956"],"packet_size":1100,"permdown_seconds":300.0,"mailbox_capacity":1024,"shards":64,"claims_ttl_seconds":10.0}}"#,
+        r#"{"version":"0.1.0","commit":"abc123def456","name":"n1","incarnation":3,"addr":"127.0.0.1:7946","uptime_seconds":5.5,"profile":"lan","voters":["n1","n2","n3"],"config":{"admin":"127.0.0.1:7947","seeds":["127.0.0.1:7956"],"dns_seeds":["dns+srv://_mesh._udp.example.org"],"dns_server":"127.0.0.1:5353","packet_size":1100,"permdown_seconds":300.0,"mailbox_capacity":1024,"shards":64,"claims_ttl_seconds":10.0},"features":["dns-seeds","redb-store"],"build":{"profile":"release","rustc":"rustc 1.90.0","target":"x86_64-unknown-linux-gnu"}}"#,
+    );
+    // An agent older than the DNS seeds, features and build fields still parses.
+    let old: InfoView = serde_json::from_str(
+        r#"{"version":"0.1.0","commit":"abc123def456","name":"n1","incarnation":3,"addr":"127.0.0.1:7946","uptime_seconds":5.5,"profile":"lan","voters":[],"config":{"admin":"127.0.0.1:7947","seeds":[],"packet_size":1100,"permdown_seconds":300.0,"mailbox_capacity":1024,"shards":null,"claims_ttl_seconds":null}}"#,
+    )
+    .expect("an older agent's info parses");
+    assert!(old.features.is_empty() && old.config.dns_seeds.is_empty());
+    assert_eq!(
+        (old.build, old.config.dns_server),
+        (BuildInfo::default(), None)
     );
     info.voters.clear();
     info.config.shards = None;

@@ -12,7 +12,7 @@ use mesh_agent::runtime::{Agent, StartError};
 use mesh_core::membership::Profile;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config_file::{io_reason, parse_duration, Layer};
+use crate::config_file::{io_reason, parse_duration, Layer, SeedItem};
 use crate::error::{failure, Hint};
 
 /// How long a leaving agent waits for its goodbye to go out.
@@ -31,7 +31,9 @@ pub(crate) struct AgentArgs {
     /// Address peers dial to reach this node [default: the bind address].
     #[arg(long, env = "MESH_ADVERTISE", value_name = "ADDR")]
     advertise: Option<SocketAddr>,
-    /// A peer to join through; repeat the flag, or comma-separate in MESH_SEEDS.
+    /// A peer to join through: IP:PORT, dns://NAME:PORT (A/AAAA records) or
+    /// dns+srv://_mesh._udp.NAME (SRV records), looked up while alone; repeat the
+    /// flag, or comma-separate in MESH_SEEDS.
     #[arg(
         long = "seed",
         env = "MESH_SEEDS",
@@ -39,7 +41,11 @@ pub(crate) struct AgentArgs {
         value_delimiter = ',',
         value_parser = parse_seed
     )]
-    seeds: Vec<Option<SocketAddr>>,
+    seeds: Vec<Option<SeedItem>>,
+    /// DNS server (IP:PORT) that DNS seeds are looked up at [default: the system's
+    /// resolvers, /etc/resolv.conf].
+    #[arg(long, env = "MESH_DNS_SERVER", value_name = "ADDR")]
+    dns_server: Option<SocketAddr>,
     /// Directory for durable state; also where ca.crt, NAME.crt and NAME.key are
     /// looked for when --ca/--cert/--key are not given.
     #[arg(long, env = "MESH_DATA_DIR", value_name = "DIR")]
@@ -129,14 +135,12 @@ pub(crate) struct AgentArgs {
 
 /// One seed address; an empty item (`MESH_SEEDS=` or `a,,b`) is no seed, so a
 /// deployment can leave the variable empty on the first node.
-fn parse_seed(s: &str) -> Result<Option<SocketAddr>, String> {
+fn parse_seed(s: &str) -> Result<Option<SeedItem>, String> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse()
-        .map(Some)
-        .map_err(|_| format!("{s:?} is not an IP:PORT address, e.g. 10.0.0.2:7946"))
+    SeedItem::parse(s).map(Some)
 }
 
 /// One voter name; an empty item (`MESH_VOTERS=`) is none, as for seeds.
@@ -177,8 +181,9 @@ impl AgentArgs {
             name: self.name.clone(),
             bind: self.bind,
             advertise: self.advertise,
-            seeds: Some(self.seeds.iter().flatten().copied().collect::<Vec<_>>())
+            seeds: Some(self.seeds.iter().flatten().cloned().collect::<Vec<_>>())
                 .filter(|seeds| !seeds.is_empty()),
+            dns_server: self.dns_server,
             data_dir: self.data_dir.clone(),
             admin: self.admin,
             admin_token: self.admin_token.clone(),
@@ -305,6 +310,9 @@ fn start_failure(err: &StartError) -> anyhow::Error {
         | "mailbox_capacity" | "voters" | "shards" | "claims_ttl" | "tags" => {
             "fix that setting: a flag, a MESH_* variable or a key in the config file"
         }
+        "dns_server" => {
+            "set --dns-server IP:PORT (MESH_DNS_SERVER, dns_server in the file), or fix /etc/resolv.conf"
+        }
         _ => "see the log lines above for details",
     };
     failure(what, hint)
@@ -401,7 +409,7 @@ mod tests {
         assert_eq!(parse_seed(""), Ok(None));
         assert_eq!(
             parse_seed(" 10.0.0.2:7946 "),
-            Ok(Some("10.0.0.2:7946".parse().expect("a")))
+            Ok(Some(SeedItem::Addr("10.0.0.2:7946".parse().expect("a"))))
         );
         let args = parse(&["agent", "--seed", "127.0.0.1:1,,127.0.0.1:2", "--seed", ""]);
         assert_eq!(args.layer().seeds.map(|s| s.len()), Some(2));

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use mesh_agent::config::{AgentConfig, ConfigError};
+use mesh_core::discovery::{DnsSeed, DnsSeedError};
 use mesh_core::identity::validate_name;
 use mesh_core::membership::Profile;
 use serde::Deserialize;
@@ -19,9 +20,45 @@ use serde::Deserialize;
 use crate::error::{failure, one_line};
 
 /// Keys a config file may hold, for error messages.
-pub(crate) const KEYS: &str = "name, bind, advertise, seeds, data_dir, admin, admin_token, ca, \
-                               cert, key, profile, packet_size, permdown, mailbox_capacity, \
-                               voters, shards, claims_ttl, claims_reassign, tags";
+pub(crate) const KEYS: &str = "name, bind, advertise, seeds, dns_server, data_dir, admin, \
+                               admin_token, ca, cert, key, profile, packet_size, permdown, \
+                               mailbox_capacity, voters, shards, claims_ttl, claims_reassign, tags";
+
+/// One `seeds` item: an address, or a DNS seed (`dns://NAME:PORT`,
+/// `dns+srv://_mesh._udp.NAME`) looked up while the agent is alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SeedItem {
+    /// `IP:PORT`.
+    Addr(SocketAddr),
+    /// A name to look up.
+    Dns(DnsSeed),
+}
+
+impl SeedItem {
+    /// Parses one item; the error says which forms are accepted.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if DnsSeed::is_dns_form(t) {
+            return t
+                .parse()
+                .map(Self::Dns)
+                .map_err(|e: DnsSeedError| e.to_string());
+        }
+        t.parse().map(Self::Addr).map_err(|_| {
+            format!(
+                "{t:?} is not an IP:PORT address or a DNS seed, e.g. 10.0.0.2:7946, \
+                 dns://mesh.internal:7946 or dns+srv://_mesh._udp.mesh.internal"
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SeedItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 /// One layer of agent settings; `None` means "not set here".
 ///
@@ -33,7 +70,10 @@ pub(crate) struct Layer {
     pub(crate) name: Option<String>,
     pub(crate) bind: Option<SocketAddr>,
     pub(crate) advertise: Option<SocketAddr>,
-    pub(crate) seeds: Option<Vec<SocketAddr>>,
+    /// Addresses and DNS seeds, mixed.
+    pub(crate) seeds: Option<Vec<SeedItem>>,
+    /// The DNS server for DNS seeds; the system's resolvers when unset.
+    pub(crate) dns_server: Option<SocketAddr>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) admin: Option<SocketAddr>,
     pub(crate) admin_token: Option<String>,
@@ -144,6 +184,7 @@ impl Layer {
             bind: self.bind.or(lower.bind),
             advertise: self.advertise.or(lower.advertise),
             seeds: self.seeds.or(lower.seeds),
+            dns_server: self.dns_server.or(lower.dns_server),
             data_dir: self.data_dir.or(lower.data_dir),
             admin: self.admin.or(lower.admin),
             admin_token: self.admin_token.or(lower.admin_token),
@@ -198,7 +239,13 @@ impl Layer {
             config.bind = bind;
         }
         config.advertise = self.advertise;
-        config.seeds = self.seeds.unwrap_or_default();
+        for item in self.seeds.unwrap_or_default() {
+            match item {
+                SeedItem::Addr(addr) => config.seeds.push(addr),
+                SeedItem::Dns(seed) => config.dns_seeds.push(seed),
+            }
+        }
+        config.dns_server = self.dns_server;
         config.data_dir = self.data_dir;
         if let Some(admin) = self.admin {
             config.admin = admin;
@@ -365,7 +412,10 @@ mod tests {
         let layer = Layer::from_toml(text).expect("parses");
         assert_eq!(
             layer.seeds,
-            Some(vec![addr("127.0.0.1:7001"), addr("127.0.0.1:7002")])
+            Some(vec![
+                SeedItem::Addr(addr("127.0.0.1:7001")),
+                SeedItem::Addr(addr("127.0.0.1:7002"))
+            ])
         );
         let config = layer.resolve().expect("valid");
         assert_eq!(config.profile, Profile::Local);

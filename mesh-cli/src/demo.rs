@@ -7,7 +7,9 @@
 //! agents or more, `n1`, `n2` and `n3` are the voters of the quorum plane: once the
 //! cluster formed, the demo waits for every agent to have the voters' root record in
 //! force, then claims and releases a task through the last agent, to show task claims
-//! working end to end.
+//! working end to end. Before that it shows the groups plane: a listener on the first
+//! agent joins a group and registers a name, the last agent resolves the name and
+//! sends to the group, and the listener prints what arrived.
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use mesh_api::{ClaimAnswer, ClaimBody, MemberState, QuorumView, ReleaseBody};
+use mesh_api::{
+    ClaimAnswer, ClaimBody, GroupView, ListenBody, ListenLine, MemberState, NameView, QuorumView,
+    ReleaseBody, SendAnswer, SendBody,
+};
 use mesh_transport::certs::{generate_ca, issue_node_cert, write_pair};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -42,6 +47,12 @@ const TAIL_LINES: usize = 20;
 const VOTERS: &str = "n1,n2,n3";
 /// The task the demo claims and releases.
 const DEMO_TASK: &str = "demo-task";
+/// The group the demo's listener joins.
+const DEMO_GROUP: &str = "demo";
+/// The eventual name the demo's listener registers.
+const DEMO_NAME: &str = "demo-listener";
+/// How long the groups plane has to show each step (gossip, then the message).
+const GROUPS_DEADLINE: Duration = Duration::from_secs(15);
 
 /// `meshctl demo` options.
 #[derive(Debug, Args)]
@@ -176,6 +187,7 @@ fn run_in(args: &DemoArgs, dir: &Path, stop: &StopSignal) -> Result<()> {
     if let Some(first) = cluster.nodes.first() {
         print!("{}", render_table(&first.client()?.members()?));
     }
+    cluster.show_groups(stop)?;
     match voters {
         Some(voters) => {
             let started = Instant::now();
@@ -538,6 +550,148 @@ impl Cluster {
                     states.join("; ")
                 );
                 return Err(self.agent_failed(*worst, what));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The groups plane: a listener on the first agent in [`DEMO_GROUP`] under
+    /// [`DEMO_NAME`]; the last agent resolves the name, sees the member and sends to the
+    /// group; the listener prints the message. Each step is a line.
+    fn show_groups(&self, stop: &StopSignal) -> Result<()> {
+        let (Some(first), Some(last)) = (self.nodes.first(), self.nodes.last()) else {
+            return Ok(());
+        };
+        let listener = first.client()?;
+        let body = ListenBody {
+            groups: vec![DEMO_GROUP.to_owned()],
+            name: Some(DEMO_NAME.to_owned()),
+            ..ListenBody::default()
+        };
+        let mut lines = listener.post_stream("/v1/listen", &body)?;
+        let mut next_line = |what: &str| -> Result<ListenLine> {
+            let deadline = Instant::now() + GROUPS_DEADLINE;
+            loop {
+                if stop.requested() {
+                    return Err(Self::interrupted());
+                }
+                let mut line = String::new();
+                let read = std::io::BufRead::read_line(&mut lines, &mut line).map_err(|e| {
+                    failure(
+                        format!("lost the listener's stream on {}: {e}", first.name),
+                        "see the agent's log; rerun with --keep-dir to keep it",
+                    )
+                })?;
+                if read == 0 {
+                    return Err(failure(
+                        format!("agent {} closed the listener's stream", first.name),
+                        "see the agent's log; rerun with --keep-dir to keep it",
+                    ));
+                }
+                match listener.parse::<ListenLine>(line.trim())? {
+                    // Heartbeats (every second) let the deadline be checked.
+                    ListenLine::Heartbeat if Instant::now() < deadline => {}
+                    ListenLine::Heartbeat => {
+                        return Err(failure(
+                            format!(
+                                "the demo listener on {} saw no {what} within {}s",
+                                first.name,
+                                GROUPS_DEADLINE.as_secs()
+                            ),
+                            format!("see the agents' logs; {}", self.keep_hint),
+                        ))
+                    }
+                    other => return Ok(other),
+                }
+            }
+        };
+        let pid = match next_line("ready line")? {
+            ListenLine::Ready { pid, .. } => pid,
+            other => {
+                return Err(failure(
+                    format!("the demo listener's first line is {other:?}, not ready"),
+                    "this is a bug in meshctl; please report it",
+                ))
+            }
+        };
+        println!(
+            "groups: {} runs a listener {pid} in group {DEMO_GROUP} under the name {DEMO_NAME}",
+            first.name
+        );
+        let sender = last.client()?;
+        let started = Instant::now();
+        let name = self.poll(
+            stop,
+            GROUPS_DEADLINE,
+            "the name to reach the last agent",
+            || {
+                let (_, name) = sender
+                    .get_json::<NameView>(&format!("/v1/names/{DEMO_NAME}"))
+                    .ok()?;
+                let (_, group) = sender
+                    .get_json::<GroupView>(&format!("/v1/groups/{DEMO_GROUP}"))
+                    .ok()?;
+                (group.members.iter().any(|m| m.pid == name.pid)).then_some(name)
+            },
+        )?;
+        println!(
+            "names: {} resolves {DEMO_NAME} to {} on {} after {:.1}s",
+            last.name,
+            name.pid,
+            name.node,
+            started.elapsed().as_secs_f64()
+        );
+        let message = format!("hello from {}", last.name);
+        let send = SendBody {
+            group: Some(DEMO_GROUP.to_owned()),
+            payload: Some(message.clone()),
+            ..SendBody::default()
+        };
+        let answer: SendAnswer = sender.parse(&sender.post("/v1/send", &send)?)?;
+        println!(
+            "groups: {} sent {message:?} to group {DEMO_GROUP}: delivered to {} process{}",
+            last.name,
+            answer.delivered,
+            if answer.delivered == 1 { "" } else { "es" }
+        );
+        match next_line("message")? {
+            ListenLine::Message { payload, .. } => println!(
+                "groups: the listener on {} received {:?}",
+                first.name,
+                payload.unwrap_or_default()
+            ),
+            other => {
+                return Err(failure(
+                    format!("the demo listener got {other:?} instead of the message"),
+                    format!("see the agents' logs; {}", self.keep_hint),
+                ))
+            }
+        }
+        // Dropping the stream ends the listener: it leaves the group and the name.
+        Ok(())
+    }
+
+    /// Polls `probe` every [`POLL`] until it gives a value, or fails after `within`.
+    fn poll<T>(
+        &self,
+        stop: &StopSignal,
+        within: Duration,
+        what: &str,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + within;
+        loop {
+            if stop.requested() {
+                return Err(Self::interrupted());
+            }
+            if let Some(v) = probe() {
+                return Ok(v);
+            }
+            if Instant::now() >= deadline {
+                return Err(failure(
+                    format!("timed out after {}s waiting for {what}", within.as_secs()),
+                    format!("see the agents' logs; {}", self.keep_hint),
+                ));
             }
             std::thread::sleep(POLL);
         }

@@ -201,7 +201,13 @@ fn render_info(v: &InfoView) -> String {
         vec!["admin".to_owned(), c.admin.to_string()],
         vec![
             "seeds".to_owned(),
-            list(c.seeds.iter().map(ToString::to_string).collect()),
+            list(
+                c.seeds
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(c.dns_seeds.iter().cloned())
+                    .collect(),
+            ),
         ],
         vec!["packet_size".to_owned(), c.packet_size.to_string()],
         vec!["permdown".to_owned(), human_age(c.permdown_seconds)],
@@ -215,6 +221,20 @@ fn render_info(v: &InfoView) -> String {
     }
     if let Some(ttl) = c.claims_ttl_seconds {
         rows.push(vec!["claims_ttl".to_owned(), human_age(ttl)]);
+    }
+    if !c.dns_seeds.is_empty() {
+        let server = c
+            .dns_server
+            .map_or_else(|| "system (/etc/resolv.conf)".to_owned(), |s| s.to_string());
+        rows.push(vec!["dns_server".to_owned(), server]);
+    }
+    rows.push(vec!["features".to_owned(), list(v.features.clone())]);
+    let b = &v.build;
+    if !b.profile.is_empty() {
+        rows.push(vec![
+            "build".to_owned(),
+            format!("{} {} ({})", b.profile, b.target, b.rustc),
+        ]);
     }
     // Two columns without a header: drop the table's header line.
     let mut out = String::new();
@@ -245,11 +265,19 @@ mod tests {
             config: ConfigSummary {
                 admin: "127.0.0.1:7947".parse().expect("addr"),
                 seeds: vec!["127.0.0.1:8000".parse().expect("addr")],
+                dns_seeds: vec!["dns://mesh.internal:7946".into()],
+                dns_server: None,
                 packet_size: 1100,
                 permdown_seconds: 300.0,
                 mailbox_capacity: 1024,
                 shards: claims.then_some(64),
                 claims_ttl_seconds: claims.then_some(10.0),
+            },
+            features: vec!["dns-seeds".into(), "redb-store".into()],
+            build: mesh_api::BuildInfo {
+                profile: "release".into(),
+                rustc: "rustc 1.90.0 (1159e78c4 2025-09-14)".into(),
+                target: "x86_64-unknown-linux-gnu".into(),
             },
         }
     }
@@ -269,7 +297,26 @@ mod tests {
         assert_eq!(row(&text, "uptime"), Some(vec!["2m10s"]));
         assert_eq!(row(&text, "profile"), Some(vec!["local"]));
         assert_eq!(row(&text, "voters"), Some(vec!["n1,n2,n3"]));
-        assert_eq!(row(&text, "seeds"), Some(vec!["127.0.0.1:8000"]));
+        assert_eq!(
+            row(&text, "seeds"),
+            Some(vec!["127.0.0.1:8000,dns://mesh.internal:7946"])
+        );
+        assert_eq!(
+            row(&text, "dns_server"),
+            Some(vec!["system", "(/etc/resolv.conf)"])
+        );
+        assert_eq!(row(&text, "features"), Some(vec!["dns-seeds,redb-store"]));
+        assert_eq!(
+            row(&text, "build"),
+            Some(vec![
+                "release",
+                "x86_64-unknown-linux-gnu",
+                "(rustc",
+                "1.90.0",
+                "(1159e78c4",
+                "2025-09-14))"
+            ])
+        );
         assert_eq!(row(&text, "permdown"), Some(vec!["5m0s"]));
         assert_eq!(row(&text, "shards"), Some(vec!["64"]));
         assert_eq!(row(&text, "claims_ttl"), Some(vec!["10s"]));
@@ -284,6 +331,19 @@ mod tests {
         );
         assert_eq!(row(&text, "shards"), None, "{text}");
         assert_eq!(row(&text, "claims_ttl"), None, "{text}");
+    }
+
+    #[test]
+    fn an_agent_older_than_the_build_fields_shows_no_build_row_and_no_features() {
+        let mut v = view(&[]);
+        v.features.clear();
+        v.build = mesh_api::BuildInfo::default();
+        v.config.dns_seeds.clear();
+        let text = render_info(&v);
+        assert_eq!(row(&text, "build"), None, "{text}");
+        assert_eq!(row(&text, "dns_server"), None, "{text}");
+        assert_eq!(row(&text, "features"), Some(vec!["none"]));
+        assert_eq!(row(&text, "seeds"), Some(vec!["127.0.0.1:8000"]));
     }
 
     #[test]

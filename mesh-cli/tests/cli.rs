@@ -744,3 +744,126 @@ fn meshctl_elect_usage_errors_and_an_unreachable_agent() {
         "{err}"
     );
 }
+
+#[test]
+fn dns_seeds_and_dns_server_come_from_flag_env_and_file_mixed_with_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(
+        &file,
+        "name = \"n1\"\ndata_dir = \"/srv/mesh\"\n\
+         seeds = [\"127.0.0.1:3003\", \"dns+srv://_mesh._udp.mesh.internal\"]\n\
+         dns_server = \"127.0.0.1:5353\"\n",
+    )
+    .expect("write");
+    let shown = |args: &[&str], env: &[(&str, &str)]| -> toml::Table {
+        let out = meshctl(args, env);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        stdout_of(&out).parse().expect("TOML config")
+    };
+    let get = |t: &toml::Table, key: &str| t.get(key).map(ToString::to_string).unwrap_or_default();
+
+    // File: addresses and DNS seeds split into their keys.
+    let t = shown(
+        &["agent", "--check-config"],
+        &[("MESH_CONFIG", path(&file))],
+    );
+    assert_eq!(get(&t, "seeds"), "[\"127.0.0.1:3003\"]");
+    assert_eq!(
+        get(&t, "dns_seeds"),
+        "[\"dns+srv://_mesh._udp.mesh.internal\"]"
+    );
+    assert_eq!(get(&t, "dns_server"), "\"127.0.0.1:5353\"");
+    // Env beats the file.
+    let t = shown(
+        &["agent", "--check-config"],
+        &[
+            ("MESH_CONFIG", path(&file)),
+            ("MESH_SEEDS", "dns://mesh.internal:7946,127.0.0.1:2003"),
+            ("MESH_DNS_SERVER", "127.0.0.1:2053"),
+        ],
+    );
+    assert_eq!(get(&t, "seeds"), "[\"127.0.0.1:2003\"]");
+    assert_eq!(get(&t, "dns_seeds"), "[\"dns://mesh.internal:7946\"]");
+    assert_eq!(get(&t, "dns_server"), "\"127.0.0.1:2053\"");
+    // Flags beat env.
+    let t = shown(
+        &[
+            "agent",
+            "--check-config",
+            "--seed",
+            "dns://other.internal:1",
+            "--dns-server",
+            "127.0.0.1:1053",
+        ],
+        &[
+            ("MESH_CONFIG", path(&file)),
+            ("MESH_SEEDS", "dns://mesh.internal:7946"),
+            ("MESH_DNS_SERVER", "127.0.0.1:2053"),
+        ],
+    );
+    assert_eq!(get(&t, "seeds"), "[]");
+    assert_eq!(get(&t, "dns_seeds"), "[\"dns://other.internal:1\"]");
+    assert_eq!(get(&t, "dns_server"), "\"127.0.0.1:1053\"");
+    // Without DNS seeds the output has no DNS keys (as before them).
+    let t = shown(
+        &[
+            "agent",
+            "--check-config",
+            "--name",
+            "n1",
+            "--data-dir",
+            "/d",
+        ],
+        &[],
+    );
+    assert!(
+        !t.contains_key("dns_seeds") && !t.contains_key("dns_server"),
+        "{t}"
+    );
+
+    // A DNS seed without a port is a usage error that says what to write.
+    let out = meshctl(
+        &[
+            "agent",
+            "--check-config",
+            "--name",
+            "n1",
+            "--seed",
+            "dns://mesh.internal",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("dns://NAME:PORT"),
+        "{}",
+        stderr_of(&out)
+    );
+    // In the file: the line and the form.
+    std::fs::write(&file, "name = \"n1\"\nseeds = [\"dns+srv://bad name\"]\n").expect("write");
+    let (error, hint) = assert_failure(&meshctl(
+        &["agent", "--check-config", "--config", path(&file)],
+        &[],
+    ));
+    assert!(
+        error.contains(":2:") && error.contains("no valid DNS name"),
+        "{error}"
+    );
+    assert!(hint.contains("dns_server"), "valid keys listed: {hint}");
+    // A dns_server nobody can query is named.
+    let (error, _) = assert_failure(&meshctl(
+        &[
+            "agent",
+            "--check-config",
+            "--name",
+            "n1",
+            "--data-dir",
+            "/d",
+            "--dns-server",
+            "0.0.0.0:53",
+        ],
+        &[],
+    ));
+    assert!(error.starts_with("error: dns_server:"), "{error}");
+}

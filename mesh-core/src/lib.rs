@@ -29,6 +29,7 @@
 
 pub mod claims;
 pub mod codec;
+pub mod discovery;
 pub mod dissemination;
 pub mod hlc;
 pub mod identity;

@@ -904,6 +904,26 @@ impl Membership {
         self.absorb(now, rt);
     }
 
+    /// Replaces the addresses announced to while alone (the static seeds and what DNS
+    /// seeds resolved to; our own address is dropped). A changed list is tried from
+    /// its start at once, with the backoff back at its minimum.
+    pub fn set_seeds(&mut self, now: Instant, seeds: Vec<SocketAddr>) {
+        let me = self.identity().addr;
+        let mut unique = Vec::with_capacity(seeds.len());
+        for s in seeds {
+            if s != me && !unique.contains(&s) {
+                unique.push(s);
+            }
+        }
+        if unique == self.config.seeds {
+            return;
+        }
+        self.config.seeds = unique;
+        self.seed_cursor = 0;
+        self.seed_backoff = self.config.rejoin_backoff_min;
+        self.next_seed_announce = now;
+    }
+
     /// Leaves the cluster gracefully: tells peers we are leaving, then declares
     /// ourselves down. After this the node answers nothing.
     pub fn leave(&mut self, now: Instant) {

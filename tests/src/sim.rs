@@ -308,6 +308,12 @@ pub struct Sim {
     pub broadcasts_lost: u64,
     /// Re-wraps stripped SWIM packets (it never holds items).
     stripper: Dissemination,
+    /// The simulated DNS zone: a name and the nodes its records point at. A DNS seed
+    /// lookup ([`Output::ResolveSeed`]) is answered at once from it, at the seed's port
+    /// (7946 for SRV); a name missing or empty is NXDOMAIN.
+    pub dns: HashMap<String, Vec<usize>>,
+    /// DNS lookups answered.
+    pub dns_lookups: u64,
 }
 
 impl Sim {
@@ -351,6 +357,8 @@ impl Sim {
                 0,
             )
             .expect("valid default config"),
+            dns: HashMap::new(),
+            dns_lookups: 0,
         }
     }
 
@@ -693,6 +701,26 @@ impl Sim {
         self.links.clear();
     }
 
+    /// Answers a DNS seed lookup from [`Sim::dns`].
+    fn resolve(
+        &mut self,
+        seed: &mesh_core::discovery::DnsSeed,
+    ) -> Result<Vec<SocketAddr>, mesh_core::discovery::ResolveFailure> {
+        use mesh_core::discovery::{DnsSeed, ResolveFailure};
+        self.dns_lookups += 1;
+        let port = match seed {
+            DnsSeed::Host { port, .. } => *port,
+            DnsSeed::Srv { .. } => 7946,
+        };
+        match self.dns.get(seed.name()) {
+            Some(nodes) if !nodes.is_empty() => Ok(nodes
+                .iter()
+                .map(|&i| SocketAddr::new(self.nodes[i].addr.ip(), port))
+                .collect()),
+            _ => Err(ResolveFailure::NxDomain),
+        }
+    }
+
     fn schedule(&mut self, at: Instant, ev: Event) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq)));
@@ -783,6 +811,14 @@ impl Sim {
                 }
                 // Outcomes of acknowledged sends, barriers, claims calls and holds are
                 // kept for the tests, in order.
+                Output::ResolveSeed(r) => {
+                    let result = self.resolve(&r.seed);
+                    let now = self.local_now(n);
+                    if let Some(node) = self.nodes[n].node.as_mut() {
+                        node.handle_seed_resolved(now, r.index, result);
+                        carried = true;
+                    }
+                }
                 Output::Completed { .. } | Output::ClaimEvent(_) | Output::HoldEnded { .. } => {
                     self.results.push((n, out));
                 }

@@ -58,11 +58,40 @@ fn info_rtt_and_leave_against_real_agents() {
         assert_eq!(info.config.shards, Some(64));
         assert!(!info.commit.is_empty() && !info.version.is_empty());
         assert!(info.uptime_seconds > 0.0, "{info:?}");
+        // Build facts of this very binary: the tests run a debug build.
+        assert!(
+            info.features.iter().any(|f| f == "dns-seeds"),
+            "{:?}",
+            info.features
+        );
+        assert_eq!(
+            info.features.iter().any(|f| f == "debug-assertions"),
+            cfg!(debug_assertions)
+        );
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        assert_eq!(info.build.profile, profile, "{:?}", info.build);
+        assert!(info.build.rustc.starts_with("rustc 1."), "{:?}", info.build);
+        assert!(info.build.target.contains("linux"), "{:?}", info.build);
+        assert!(info.config.dns_seeds.is_empty() && info.config.dns_server.is_none());
         let table = run(&["info", "--admin", &admin]);
         let text = String::from_utf8_lossy(&table.stdout).into_owned();
         assert!(
             text.lines()
                 .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["name", agent.name.as_str()]),
+            "{text}"
+        );
+        let features = text
+            .lines()
+            .find(|l| l.starts_with("features "))
+            .unwrap_or_else(|| panic!("no features row: {text}"));
+        assert!(features.contains("dns-seeds,redb-store"), "{features}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("build ") && l.contains(&info.build.rustc)),
             "{text}"
         );
     }

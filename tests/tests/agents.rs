@@ -340,6 +340,51 @@ fn meshctl_demo_forms_a_cluster_and_exits_when_ready() {
         stdout.contains("meshctl members --admin 127.0.0.1:"),
         "{stdout}"
     );
+    // The groups plane, step by step: a listener, the name resolved elsewhere, a group
+    // send that arrives.
+    let listener = stdout
+        .lines()
+        .find(|l| l.starts_with("groups: n1 runs a listener n1/"))
+        .unwrap_or_else(|| panic!("no listener line: {stdout}"));
+    assert!(
+        listener.ends_with("in group demo under the name demo-listener"),
+        "{listener}"
+    );
+    let pid = listener
+        .split_whitespace()
+        .nth(5)
+        .expect("the listener's pid");
+    assert!(
+        stdout.contains(&format!("names: n3 resolves demo-listener to {pid} on n1")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("groups: n3 sent \"hello from n3\" to group demo: delivered to 1 process\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("groups: the listener on n1 received \"hello from n3\""),
+        "{stdout}"
+    );
+    let order: Vec<usize> = [
+        "groups: n1 runs",
+        "names: n3",
+        "groups: n3 sent",
+        "received",
+        "claims:",
+    ]
+    .iter()
+    .map(|l| {
+        stdout
+            .find(l)
+            .unwrap_or_else(|| panic!("{l:?} missing: {stdout}"))
+    })
+    .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "step order: {stdout}"
+    );
 }
 
 /// A `meshctl demo` process: on drop (a failed test), SIGTERM so it stops its

@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/info` | [`InfoView`]: version and commit, name, incarnation, uptime, profile, voters, config summary |
+//! | `GET /v1/info` | [`InfoView`]: version and commit, name, incarnation, uptime, profile, voters, config summary, compiled-in features and build facts |
 //! | `GET /v1/rtt/{name}` | [`RttView`]; `404` for an unknown member, `503` before a round trip was measured, `400` for this node itself |
 //! | `POST /v1/join` | [`JoinBody`] → [`JoinAnswer`] (`200`) if at least one address was reached (a member advertising it is alive), else `504` naming each failure; `400` for no address or a bad timeout |
 //! | `POST /v1/leave` | `202` [`LeaveAnswer`], then the agent leaves gracefully and stops |
@@ -20,7 +20,8 @@ use super::common::{bad_request, stopped, ApiJson};
 use super::json_error;
 use crate::runtime::AgentHandle;
 use mesh_api::{
-    ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer, RttView,
+    BuildInfo, ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer,
+    RttView,
 };
 use mesh_core::membership::Profile;
 
@@ -29,6 +30,25 @@ pub const BUILD_COMMIT: &str = env!("MESH_GIT_COMMIT");
 
 /// The agent's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What is compiled in ([`InfoView::features`]). `mesh-agent` defines no cargo feature
+/// yet; one added later is listed here with `cfg!(feature = "...")`.
+pub(crate) fn features() -> Vec<String> {
+    let mut out = vec!["dns-seeds".to_owned(), "redb-store".to_owned()];
+    if cfg!(debug_assertions) {
+        out.push("debug-assertions".to_owned());
+    }
+    out
+}
+
+/// How this binary was built ([`InfoView::build`]).
+pub(crate) fn build_info() -> BuildInfo {
+    BuildInfo {
+        profile: env!("MESH_BUILD_PROFILE").to_owned(),
+        rustc: env!("MESH_BUILD_RUSTC").to_owned(),
+        target: env!("MESH_BUILD_TARGET").to_owned(),
+    }
+}
 
 /// How long `POST /v1/leave` lets the goodbye go out before the agent stops.
 const LEAVE_GRACE: Duration = Duration::from_secs(2);
@@ -70,6 +90,8 @@ async fn info(State(agent): State<AgentHandle>) -> Response {
                 ConfigSummary {
                     admin,
                     seeds: c.membership.seeds.clone(),
+                    dns_seeds: c.discovery.seeds.iter().map(ToString::to_string).collect(),
+                    dns_server: None,
                     packet_size: c.membership.packet_size,
                     permdown_seconds: c.registry.permdown.as_secs_f64(),
                     mailbox_capacity: c.mailbox_capacity,
@@ -89,7 +111,12 @@ async fn info(State(agent): State<AgentHandle>) -> Response {
             uptime_seconds,
             profile: profile.to_owned(),
             voters,
-            config,
+            config: ConfigSummary {
+                dns_server: agent.dns_server(),
+                ..config
+            },
+            features: features(),
+            build: build_info(),
         })
         .into_response(),
         Err(e) => stopped(&e),

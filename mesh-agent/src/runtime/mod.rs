@@ -30,6 +30,7 @@
 mod api;
 mod clock;
 mod election;
+mod dns;
 mod start;
 mod store;
 
@@ -54,6 +55,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::AgentConfig;
 use mesh_core::claims::{HoldOutcome, HolderEvent};
+use mesh_core::discovery::{DnsSeed, Resolve, ResolveFailure};
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{EventKind, MemberInfo, MemberState, MembershipEvent, SwimTimer};
 use mesh_core::node::claims_plane::QuorumConfig;
@@ -61,6 +63,13 @@ use mesh_core::node::{
     Command as NodeCommand, CommandId, Node, Output, QuorumBoot, Reply, RequestFailed, RequestTag,
 };
 use store::{Persisted, Store};
+
+/// A finished DNS seed lookup, back in the node task.
+struct Resolved {
+    index: usize,
+    seed: DnsSeed,
+    result: Result<Vec<SocketAddr>, dns::LookupError>,
+}
 
 /// How often the loop turns even when nothing happens (drives `/livez`).
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -149,6 +158,8 @@ struct Shared {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Where the admin API listens; `None`: it is off (no listener).
     admin: Option<SocketAddr>,
+    /// The DNS server DNS seeds are looked up at; `None`: the system's resolvers.
+    dns_server: Option<SocketAddr>,
 }
 
 /// Starts agents.
@@ -273,6 +284,10 @@ struct Shell {
     shared: Arc<Shared>,
     seeds_configured: bool,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// Looks DNS seeds up; `None` when none are configured.
+    resolver: Option<dns::SeedResolver>,
+    /// Finished DNS seed lookups come back here.
+    resolved_tx: mpsc::UnboundedSender<Resolved>,
     /// When the node's metrics are next published.
     next_publish: Instant,
 }
@@ -292,6 +307,7 @@ impl Shell {
         mut commands: mpsc::Receiver<ShellCommand>,
         mut done: mpsc::UnboundedReceiver<Done>,
         mut persisted: mpsc::UnboundedReceiver<Persisted>,
+        mut resolved: mpsc::UnboundedReceiver<Resolved>,
     ) {
         let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
         let now = self.now();
@@ -345,6 +361,10 @@ impl Shell {
                 Some((tag, result)) = done.recv() => {
                     let now = self.now();
                     self.node.handle_response(now, tag, result);
+                }
+                Some(r) = resolved.recv() => {
+                    let now = self.now();
+                    self.on_resolved(now, r);
                 }
                 Some(p) = persisted.recv() => {
                     let now = self.now();
@@ -505,6 +525,7 @@ impl Shell {
                         );
                     }
                 },
+                Output::ResolveSeed(r) => self.resolve_seed(r),
                 Output::ClaimEvent(ev) => {
                     if matches!(ev, HolderEvent::Renewed { .. }) {
                         tracing::trace!(event = ?ev, "claims");
@@ -516,6 +537,75 @@ impl Shell {
             }
         }
         self.publish();
+    }
+
+    /// Starts the lookup the node asked for; the result comes back as [`Resolved`].
+    fn resolve_seed(&mut self, r: Resolve) {
+        counter!("mesh_seed_resolves_total").increment(1);
+        let tx = self.resolved_tx.clone();
+        let Some(resolver) = self.resolver.clone() else {
+            // Not reached: the node asks only when DNS seeds are configured, and then
+            // the resolver was built at start.
+            let _ = tx.send(Resolved {
+                index: r.index,
+                seed: r.seed,
+                result: Err(dns::LookupError {
+                    reason: ResolveFailure::Error,
+                    detail: "no resolver".to_owned(),
+                }),
+            });
+            return;
+        };
+        tokio::spawn(async move {
+            let result = resolver.resolve(&r.seed).await;
+            // The loop may have stopped; then nobody needs the answer.
+            let _ = tx.send(Resolved {
+                index: r.index,
+                seed: r.seed,
+                result,
+            });
+        });
+    }
+
+    /// A DNS seed lookup ended: a failure gets one log line naming the seed and what
+    /// to check, and is counted by reason.
+    fn on_resolved(&mut self, now: Instant, r: Resolved) {
+        let mut resolved = None;
+        let result = match r.result {
+            Ok(addrs) => {
+                resolved = Some(addrs.clone());
+                Ok(addrs)
+            }
+            Err(e) => {
+                counter!("mesh_seed_resolve_failures_total", "reason" => e.reason.as_str())
+                    .increment(1);
+                let check = match r.seed {
+                    DnsSeed::Host { .. } => "A or AAAA records",
+                    DnsSeed::Srv { .. } => "SRV records whose targets have addresses",
+                };
+                tracing::warn!(
+                    seed = %r.seed,
+                    reason = e.reason.as_str(),
+                    error = %e.detail,
+                    "DNS seed {} gave no address ({}); check that {} has {check} and that \
+                     dns_server (or /etc/resolv.conf) names a server that serves it; \
+                     retrying with backoff while alone",
+                    r.seed,
+                    e.reason.as_str(),
+                    r.seed.name(),
+                );
+                Err(e.reason)
+            }
+        };
+        let changed = self.node.handle_seed_resolved(now, r.index, result);
+        if let Some(addrs) = resolved {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            if changed {
+                tracing::info!(seed = %r.seed, "DNS seed {} resolves to {}", r.seed, list.join(", "));
+            } else {
+                tracing::debug!(seed = %r.seed, "DNS seed {} still resolves to {}", r.seed, list.join(", "));
+            }
+        }
     }
 
     fn on_event(&mut self, ev: MembershipEvent) {
@@ -687,6 +777,12 @@ impl AgentHandle {
         self.shared
             .admin
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The DNS server DNS seeds are looked up at (`dns_server`); `None`: the system's
+    /// resolvers.
+    pub fn dns_server(&self) -> Option<SocketAddr> {
+        self.shared.dns_server
     }
 
     /// Prometheus text for `/metrics`.

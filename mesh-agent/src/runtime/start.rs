@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use mesh_core::discovery::{DiscoveryConfig, DnsSeed};
 use mesh_core::identity::NodeId;
 use mesh_core::membership::{MembershipConfig, Profile};
 use mesh_core::node::{Node, NodeConfig};
@@ -171,6 +172,23 @@ impl AgentBuilder {
         self
     }
 
+    /// Seeds given by DNS name, looked up while the node is alone and mixed with
+    /// [`seeds`](Self::seeds) (see [`mesh_core::discovery`]), e.g.
+    /// `"dns+srv://_mesh._udp.mesh.internal".parse()?`.
+    #[must_use]
+    pub fn dns_seeds(mut self, seeds: impl IntoIterator<Item = DnsSeed>) -> Self {
+        self.config.dns_seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// The DNS server (`IP:PORT`) DNS seeds are looked up at (default: the system's
+    /// resolvers, `/etc/resolv.conf`).
+    #[must_use]
+    pub fn dns_server(mut self, server: SocketAddr) -> Self {
+        self.config.dns_server = Some(server);
+        self
+    }
+
     /// Where durable state lives (the boot counter; a voter's acceptor state).
     #[must_use]
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -293,6 +311,14 @@ impl AgentBuilder {
             .await
             .map_err(|e| StartError::Bind(e.to_string()))?;
 
+        let resolver = if config.dns_seeds.is_empty() {
+            None
+        } else {
+            Some(
+                super::dns::SeedResolver::new(config.dns_server)
+                    .map_err(|e| StartError::Config(ConfigError::DnsServer(e)))?,
+            )
+        };
         let (quorum, store) = quorum_boot(&config)?;
         let clock = Clock::new();
         let now = clock.now();
@@ -310,6 +336,10 @@ impl AgentBuilder {
             mailbox_capacity: config.mailbox_capacity,
             quorum,
             tags: config.tags.clone(),
+            discovery: DiscoveryConfig {
+                seeds: config.dns_seeds.clone(),
+                ..DiscoveryConfig::default()
+            },
             ..NodeConfig::default()
         };
         let node = Node::new(
@@ -334,7 +364,7 @@ impl AgentBuilder {
             snapshot: RwLock::new(Snapshot {
                 me: identity,
                 members: Vec::new(),
-                ready: config.seeds.is_empty(),
+                ready: config.seeds.is_empty() && config.dns_seeds.is_empty(),
                 tags: node
                     .tags()
                     .items()
@@ -352,6 +382,7 @@ impl AgentBuilder {
             next_command: AtomicU64::new(0),
             metrics,
             admin: admin_listener.as_ref().map(|(_, addr)| *addr),
+            dns_server: config.dns_server,
         });
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (stopped_tx, stopped) = watch::channel(false);
@@ -379,10 +410,11 @@ impl AgentBuilder {
             (stop_tx, task)
         });
 
-        let seeds_configured = !config.seeds.is_empty();
+        let seeds_configured = !config.seeds.is_empty() || !config.dns_seeds.is_empty();
         tokio::spawn(async move {
             let (done_tx, done_rx) = mpsc::unbounded_channel();
             let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+            let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
             let mut shell = Shell {
                 store,
                 persist_tx,
@@ -394,9 +426,13 @@ impl AgentBuilder {
                 shared,
                 seeds_configured,
                 done_tx,
+                resolver,
+                resolved_tx,
                 next_publish: now,
             };
-            shell.run(inbound, command_rx, done_rx, persist_rx).await;
+            shell
+                .run(inbound, command_rx, done_rx, persist_rx, resolved_rx)
+                .await;
             transport.shutdown().await;
             if let Some((stop_tx, task)) = admin {
                 let _ = stop_tx.send(());
@@ -486,6 +522,42 @@ mod tests {
             matches!(err, StartError::CertName { ref cert, ref name } if cert == "n2" && name == "n1"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn dns_seeds_alone_make_the_agent_wait_to_join_and_a_bad_dns_server_is_refused() {
+        let seed: DnsSeed = "dns://mesh.invalid:7946".parse().expect("seed");
+        // Nothing answers DNS there: the agent runs, alone and not ready.
+        let dns = free_port();
+        let agent = Agent::builder("n1", Tls::Identity(identity("n1")))
+            .bind(free_port())
+            .no_admin()
+            .dns_seeds([seed.clone()])
+            .dns_server(dns)
+            .start()
+            .await
+            .expect("starts");
+        assert!(!agent.is_ready(), "a DNS seed is a seed: not ready alone");
+        assert_eq!(agent.dns_server(), Some(dns));
+        agent.leave(Duration::from_secs(1)).await;
+        // Without DNS seeds, alone is ready.
+        let agent = Agent::builder("n2", Tls::Identity(identity("n2")))
+            .bind(free_port())
+            .no_admin()
+            .start()
+            .await
+            .expect("starts");
+        assert!(agent.is_ready());
+        agent.leave(Duration::from_secs(1)).await;
+        let err = Agent::builder("n3", Tls::Identity(identity("n3")))
+            .bind(free_port())
+            .no_admin()
+            .dns_seeds([seed])
+            .dns_server("0.0.0.0:53".parse().expect("addr"))
+            .start()
+            .await
+            .expect_err("no server to ask");
+        assert!(err.to_string().starts_with("dns_server:"), "{err}");
     }
 
     #[test]

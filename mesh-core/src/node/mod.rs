@@ -39,6 +39,10 @@
 //!   origin comes up, this node asks it for its state. So state pushed for a node that
 //!   never joined cannot linger past every permdown (down hides only what a member had).
 //!
+//! DNS seeds: the node decides when a DNS seed is looked up ([`crate::discovery`]: only
+//! while alone, with backoff), asks the shell with [`Output::ResolveSeed`], and takes
+//! the answer with [`Node::handle_seed_resolved`]; new addresses join the static seeds.
+//!
 //! Liveness (checked in the simulator over many seeds):
 //! - **N5 convergence.** After a heal, every live node's visible groups and names are
 //!   equal: deltas ride SWIM packets and stream batches, and anti-entropy repairs
@@ -68,6 +72,7 @@ use barrier::{Cover, SyncWaiter};
 use processes::{MonitorEntry, ProcEntry};
 use send::PendingAck;
 
+use crate::discovery::{Discovery, DiscoveryConfig, Resolve, ResolveFailure};
 use crate::dissemination::{
     self, ChannelId, ConfigError as DisseminationConfigError, Dissemination, DisseminationConfig,
     DisseminationOutput,
@@ -125,6 +130,9 @@ pub struct NodeConfig {
     pub quorum: Option<QuorumBoot>,
     /// This node's tags at boot (checked against [`mesh_types::tags`]'s limits).
     pub tags: mesh_types::tags::Tags,
+    /// DNS seeds and when to look them up ([`crate::discovery`]); their addresses join
+    /// the static `membership.seeds`.
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +153,7 @@ impl Default for NodeConfig {
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             quorum: None,
             tags: mesh_types::tags::Tags::new(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -312,6 +321,9 @@ pub enum Output {
     /// A claim was lost or assigned without a call (see
     /// [`HolderEvent`](crate::claims::HolderEvent)).
     ClaimEvent(crate::claims::HolderEvent),
+    /// Look this DNS seed up, then call [`Node::handle_seed_resolved`] with its
+    /// `index` and the addresses (or why there are none).
+    ResolveSeed(Resolve),
 }
 
 /// Counters the shell publishes as metrics.
@@ -383,6 +395,8 @@ pub struct Node {
     lags: Vec<Duration>,
     stats: NodeStats,
     quorum: Option<QuorumPlane>,
+    /// DNS seeds; `None` when none are configured or once the node leaves.
+    discovery: Option<Discovery>,
     /// Origins whose state was refused because SWIM had never seen them (N7): asked for
     /// their state by anti-entropy when they come up.
     unknown_origins: BTreeSet<String>,
@@ -483,6 +497,8 @@ impl Node {
             None => None,
         };
         let membership = Membership::new(identity, config.membership.clone(), rng_seed, now);
+        let discovery = (!config.discovery.seeds.is_empty())
+            .then(|| Discovery::new(config.discovery.clone(), rng_seed ^ 0x646e_7373, now));
         let mut registry = Registry::new(name.clone(), boot_incarnation, config.registry.clone());
         registry.announce();
         let dissem = Dissemination::new(
@@ -521,6 +537,7 @@ impl Node {
             lags: Vec::new(),
             stats: NodeStats::default(),
             quorum,
+            discovery,
             unknown_origins: BTreeSet::new(),
         };
         node.drain_registry(now);
@@ -528,6 +545,11 @@ impl Node {
     }
 
     // ----- accessors -------------------------------------------------------------
+
+    /// DNS seed discovery, when DNS seeds are configured (and the node has not left).
+    pub fn discovery(&self) -> Option<&Discovery> {
+        self.discovery.as_ref()
+    }
 
     /// This node's name.
     pub fn name(&self) -> &str {
@@ -614,6 +636,7 @@ impl Node {
             acks,
             syncs,
             self.announce_deadline(),
+            self.discovery.as_ref().and_then(Discovery::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -856,8 +879,43 @@ impl Node {
 
     /// Leaves the cluster gracefully (peers see `left`).
     pub fn leave(&mut self, now: Instant) {
+        self.discovery = None;
         self.membership.leave(now);
         self.after_input(now);
+    }
+
+    /// The lookup asked for by [`Output::ResolveSeed`] with `index` ended. New
+    /// addresses become seeds at once (static seeds first); a failure keeps the last
+    /// good ones (D3 in [`crate::discovery`]). Returns true when the name's addresses
+    /// changed (the shell logs it).
+    pub fn handle_seed_resolved(
+        &mut self,
+        now: Instant,
+        index: usize,
+        result: Result<Vec<std::net::SocketAddr>, ResolveFailure>,
+    ) -> bool {
+        let mut changed = false;
+        if let Some(d) = self.discovery.as_mut() {
+            if d.handle_resolved(now, index, result) {
+                changed = true;
+                let mut seeds = self.config.membership.seeds.clone();
+                seeds.extend(d.addresses());
+                self.membership.set_seeds(now, seeds);
+            }
+        }
+        self.after_input(now);
+        changed
+    }
+
+    /// Asks for the DNS lookups due now (D1, D2 in [`crate::discovery`]).
+    fn drive_discovery(&mut self, now: Instant) {
+        let Some(d) = self.discovery.as_mut() else {
+            return;
+        };
+        d.set_alone(now, self.membership.live_count() == 0);
+        while let Some(r) = d.poll_resolve(now) {
+            self.outputs.push_back(Output::ResolveSeed(r));
+        }
     }
 
     /// Moves what every sub-machine produced into the node's outputs.
@@ -905,6 +963,7 @@ impl Node {
                 }
             }
         }
+        self.drive_discovery(now);
     }
 
     fn on_membership_event(&mut self, now: Instant, ev: MembershipEvent) {
