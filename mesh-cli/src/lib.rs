@@ -5,7 +5,7 @@
 //! and node certificates, and `meshctl demo` starts a throw-away local cluster.
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
-//! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
+//! `send.rs`, `listen.rs`, `monitor.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
 //! (info, rtt, join, leave), `completions.rs`, `cert.rs`,
 //! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
@@ -30,6 +30,7 @@ mod groups;
 mod info;
 mod listen;
 mod members;
+mod monitor;
 mod names;
 mod out;
 mod quorum;
@@ -88,6 +89,9 @@ enum Command {
     Join(info::JoinArgs),
     /// Ask an agent to leave the cluster gracefully and exit.
     Leave(info::LeaveArgs),
+    /// Stream an agent's membership events, a group monitor (snapshot, then joins and
+    /// leaves with reasons) or its claims events until Ctrl-C.
+    Monitor(monitor::MonitorArgs),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -124,6 +128,7 @@ pub fn main_entry() -> ExitCode {
         Command::Rtt(args) => info::run_rtt(args),
         Command::Join(args) => info::run_join(args),
         Command::Leave(args) => info::run_leave(args),
+        Command::Monitor(args) => monitor::run(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::run(args),
