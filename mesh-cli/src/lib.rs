@@ -6,7 +6,7 @@
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
 //! `send.rs`, `listen.rs`, `monitor.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
-//! (info, rtt, join, leave), `completions.rs`, `cert.rs`,
+//! (info, rtt, join, leave, force-leave), `completions.rs`, `cert.rs`,
 //! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
 //! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
@@ -92,6 +92,8 @@ enum Command {
     /// Stream an agent's membership events, a group monitor (snapshot, then joins and
     /// leaves with reasons) or its claims events until Ctrl-C.
     Monitor(monitor::MonitorArgs),
+    /// Mark a dead (down) member as left now, cluster-wide; refused for a live member.
+    ForceLeave(info::ForceLeaveArgs),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -129,6 +131,7 @@ pub fn main_entry() -> ExitCode {
         Command::Join(args) => info::run_join(args),
         Command::Leave(args) => info::run_leave(args),
         Command::Monitor(args) => monitor::run(args),
+        Command::ForceLeave(args) => info::run_force_leave(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::run(args),

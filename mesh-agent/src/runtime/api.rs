@@ -50,7 +50,8 @@ use super::{AgentHandle, Shell, ShellCommand};
 use crate::views::quorum_status_of;
 use mesh_api::QuorumStatus;
 use mesh_core::claims::{CallOk, ClaimsError, HolderEvent, ShardTable, StrongName};
-use mesh_core::membership::MembershipEvent;
+use mesh_core::identity::NodeId;
+use mesh_core::membership::{ForceLeaveError, MemberState, MembershipEvent};
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{
     AnnounceError, Command, CommandId, Dest, GroupError, MonitorItem, NameError, Node,
@@ -516,6 +517,24 @@ impl AgentHandle {
         {
             Reply::Announced(r) => r.map_err(ApiError::Failed),
             other => mismatched("announce", &other),
+        }
+    }
+
+    /// Marks the down member `name` as left now, cluster-wide ([`Command::ForceLeave`]):
+    /// its identity and its state before, or the refusal (which changed nothing).
+    pub async fn force_leave(
+        &self,
+        name: &str,
+    ) -> Result<(NodeId, MemberState), ApiError<ForceLeaveError>> {
+        match self
+            .command(Command::ForceLeave {
+                name: name.to_owned(),
+            })
+            .await
+            .map_err(ApiError::widen)?
+        {
+            Reply::ForceLeft(r) => r.map_err(ApiError::Failed),
+            other => mismatched("force_leave", &other),
         }
     }
 
