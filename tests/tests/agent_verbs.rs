@@ -241,3 +241,85 @@ fn join_merges_two_lone_agents_and_a_dead_address_is_an_error() {
         );
     }
 }
+
+#[test]
+fn force_leave_marks_a_killed_agent_left_everywhere_and_refuses_a_live_one() {
+    use mesh_api::ForceLeaveAnswer;
+    let mut cluster = Cluster::new();
+    cluster.start_n(3);
+    let all = [0, 1, 2];
+    cluster.wait_until(CONVERGE, "three alive", || {
+        cluster.sees_alive(&all, &["n1", "n2", "n3"])
+    });
+    let n1 = cluster.agents[0].admin.to_string();
+
+    // Refusals: one line and a hint, and nothing changes.
+    let (error, hint) = failure(&run(&["force-leave", "n2", "--admin", &n1]));
+    assert!(
+        error.contains("n2 is alive") && error.contains("only a member declared down"),
+        "{error}"
+    );
+    assert!(hint.contains("meshctl leave"), "{hint}");
+    let (error, hint) = failure(&run(&["force-leave", "nope", "--admin", &n1]));
+    assert!(error.contains("no member named \"nope\""), "{error}");
+    assert!(hint.contains("meshctl members"), "{hint}");
+    let (error, hint) = failure(&run(&["force-leave", "n1", "--admin", &n1]));
+    assert!(error.contains("cannot force-leave itself"), "{error}");
+    assert!(hint.contains("another agent"), "{hint}");
+    let (error, _) = failure(&run(&["force-leave", "not a name!", "--admin", &n1]));
+    assert!(error.contains("is not a node name"), "{error}");
+    let port = mesh_tests::cluster::free_udp_port();
+    let (error, _) = failure(&run(&[
+        "force-leave",
+        "n3",
+        "--admin",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    assert!(error.contains("cannot reach the admin API"), "{error}");
+    let seen = cluster.agents[1].view().expect("view");
+    assert_eq!(
+        seen.get("n2").map(|(s, _)| *s),
+        Some(MemberState::Alive),
+        "{seen:?}"
+    );
+
+    // A killed agent, once down, is force-left on n1 and seen left by n2 too.
+    cluster.kill9(2);
+    cluster.wait_until(CONVERGE, "n1 and n2 see n3 down", || {
+        for agent in &cluster.agents[..2] {
+            let seen = agent.view().map_err(|e| format!("{e:#}"))?;
+            if seen.get("n3").map(|(s, _)| *s) != Some(MemberState::Down) {
+                return Err(format!("{} sees n3 as {:?}", agent.name, seen.get("n3")));
+            }
+        }
+        Ok(())
+    });
+    let out = run(&["force-leave", "n3", "--json", "--admin", &n1]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: ForceLeaveAnswer = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (answer.name.as_str(), answer.was),
+        ("n3", MemberState::Down)
+    );
+    cluster.wait_until(CONVERGE, "n1 and n2 see n3 left", || {
+        for agent in &cluster.agents[..2] {
+            let seen = agent.view().map_err(|e| format!("{e:#}"))?;
+            if seen.get("n3").map(|(s, _)| *s) != Some(MemberState::Left) {
+                return Err(format!("{} sees n3 as {:?}", agent.name, seen.get("n3")));
+            }
+        }
+        Ok(())
+    });
+    let n2 = cluster.agents[1].admin.to_string();
+    let out = run(&["force-leave", "n3", "--admin", &n2]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "n3 had already left\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
