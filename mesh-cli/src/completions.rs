@@ -57,7 +57,17 @@ mod tests {
             CompletionShell::Fish,
         ] {
             let text = script(shell);
-            for word in ["members", "info", "rtt", "leave", "completions", "--admin"] {
+            for word in [
+                "members",
+                "info",
+                "rtt",
+                "leave",
+                "force-leave",
+                "monitor",
+                "--groups",
+                "completions",
+                "--admin",
+            ] {
                 assert!(text.contains(word), "{shell:?} script lacks {word}");
             }
         }

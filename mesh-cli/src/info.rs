@@ -1,6 +1,7 @@
-//! `meshctl info`, `meshctl rtt NAME`, `meshctl join ADDR...` and `meshctl leave`: what
-//! an agent is, its measured round trip to a member, asking it to join through other
-//! nodes, and asking it to leave the cluster and exit.
+//! `meshctl info`, `meshctl rtt NAME`, `meshctl join ADDR...`, `meshctl leave` and
+//! `meshctl force-leave NAME`: what an agent is, its measured round trip to a member,
+//! asking it to join through other nodes, asking it to leave the cluster and exit, and
+//! marking a dead member as left cluster-wide.
 
 use anyhow::Result;
 use clap::Args;

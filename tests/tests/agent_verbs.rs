@@ -1,5 +1,5 @@
-//! `meshctl info`, `rtt` and `leave` against real `meshctl agent` processes: what
-//! they print agrees with the agents, their refusals are one-line errors with a hint,
+//! `meshctl info`, `rtt`, `join`, `leave` and `force-leave` against real `meshctl agent`
+//! processes: what they print agrees with the agents, their refusals are one-line errors with a hint,
 //! and a left agent's process exits 0 while the others see it `left`. Every wait is a
 //! poll with a deadline.
 //!
@@ -128,7 +128,13 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
     cluster.agent_args(&["--admin-token", "s3cret"]);
     cluster.start("n1", &[]);
     let admin = cluster.agents[0].admin.to_string();
-    for path in ["/v1/info", "/v1/rtt/n1"] {
+    for path in [
+        "/v1/info",
+        "/v1/rtt/n1",
+        "/v1/monitor/members",
+        "/v1/monitor/groups",
+        "/v1/monitor/claims",
+    ] {
         let (status, _) = cluster.agents[0].get(path).expect("GET");
         assert_eq!(status, 401, "{path} without the token");
     }
@@ -136,6 +142,12 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
         .post_raw("/v1/leave", "application/json", "{}")
         .expect("POST");
     assert_eq!(status, 401, "leave without the token");
+    let (status, _) = cluster.agents[0]
+        .post_raw("/v1/force-leave", "application/json", r#"{"name":"n2"}"#)
+        .expect("POST");
+    assert_eq!(status, 401, "force-leave without the token");
+    let (_, hint) = failure(&run(&["monitor", "--admin", &admin]));
+    assert!(hint.contains("needs a token"), "{hint}");
     let (_, hint) = failure(&run(&["leave", "--admin", &admin]));
     assert!(hint.contains("needs a token"), "{hint}");
     // A fixed window, on purpose: it checks that nothing happens. An accepted leave
