@@ -64,7 +64,6 @@ mod tests {
                 "leave",
                 "force-leave",
                 "monitor",
-                "--groups",
                 "completions",
                 "--admin",
             ] {
