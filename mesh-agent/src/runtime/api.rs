@@ -872,7 +872,16 @@ impl Drop for MonitorHandle {
         if self.ended {
             return;
         }
-        // A full queue or a stopped agent: the monitor ends with the node anyway.
-        let _ = self.agent.try_push(Command::Demonitor { id: self.id });
+        if !self.agent.try_push(Command::Demonitor { id: self.id }) {
+            // The queue is full (an abandoned admin stream must still free its
+            // monitor): end it from a task that waits for room. A stopped agent's
+            // monitors end with it.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (agent, id) = (self.agent.clone(), self.id);
+                rt.spawn(async move {
+                    let _ = agent.push(Command::Demonitor { id }).await;
+                });
+            }
+        }
     }
 }
