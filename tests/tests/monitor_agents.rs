@@ -337,3 +337,58 @@ fn monitor_refusals_are_usage_errors_or_one_line_with_a_hint() {
         "{err}"
     );
 }
+
+/// The claims stream: a claim's renewals show up, and so does its loss when the
+/// quorum goes (the holder's validity runs out: `expired`).
+#[test]
+fn monitor_claims_shows_renewals_and_a_loss() {
+    let mut cluster = Cluster::new();
+    cluster.agent_args(&[
+        "--voters",
+        "n1,n2,n3",
+        "--claims-ttl",
+        "2s",
+        "--shards",
+        "8",
+    ]);
+    cluster.start_n(3);
+    cluster.wait_until(CONVERGE, "three alive", || {
+        cluster.sees_alive(&[0, 1, 2], &["n1", "n2", "n3"])
+    });
+    let admin = cluster.agents[0].admin.to_string();
+    let mut json = LineChild::spawn(&["monitor", "--claims", "--json", "--admin", &admin]);
+    let mut human = LineChild::spawn(&["monitor", "--claims", "--admin", &admin]);
+    let mut token = 0;
+    cluster.wait_until(CONVERGE, "n1 claims job-1", || {
+        let out = run(&["claim", "job-1", "--json", "--admin", &admin]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        token = v["token"].as_u64().ok_or("no token")?;
+        Ok(())
+    });
+    let line = json.wait_line(CONVERGE, "a renewal of job-1", |l| {
+        l.contains("\"claim_renewed\"") && l.contains("\"job-1\"")
+    });
+    let MonitorLine::ClaimRenewed {
+        token: t,
+        valid_for_ms,
+        ..
+    } = serde_json::from_str(&line).expect("a MonitorLine")
+    else {
+        panic!("{line}")
+    };
+    assert_eq!(t, token);
+    assert!(valid_for_ms <= 2_000, "{valid_for_ms}");
+    human.wait_line(CONVERGE, "a renewal, for humans", |l| {
+        l.starts_with(&format!("claim job-1 renewed (token {token}, valid "))
+    });
+    // No quorum: n1 cannot renew, and its claim expires.
+    cluster.kill9(1);
+    cluster.kill9(2);
+    human.wait_line(CONVERGE, "the loss of job-1", |l| {
+        l == format!("claim job-1 lost (token {token}, expired)")
+    });
+}
