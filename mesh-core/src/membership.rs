@@ -17,7 +17,9 @@
 //! - **S2 no resurrection.** A member's identity only moves to a larger incarnation;
 //!   an event never reports an older incarnation of a name after a newer one.
 //! - **S3 events are ordered per member.** For one identity the event stream is a
-//!   path of the state machine `Up → (Suspect ↔ Alive)* → Down|Left`.
+//!   path of the state machine `Up → (Suspect ↔ Alive)* → Down|Left`, where a `Down`
+//!   may be followed by one `Left` when an operator force-leaves the dead member
+//!   ([`Membership::force_leave`]).
 //! - **S4 bad input changes nothing.** Malformed packets are rejected with a reason
 //!   before foca sees them or by foca's own checks; neither panics.
 //!
@@ -984,11 +986,21 @@ impl Membership {
             MemberState::Down => {}
         }
         let data = encode_broadcast(&Broadcast::Leaving(id.clone()));
-        // Marks it left here too (the handler sees our own broadcasts first).
+        // The handler sees our own broadcasts first: this marks it left here too.
         if let Err(e) = self.foca.add_broadcast(&data) {
-            tracing::debug!(error = %e, "could not queue a force-leave notice");
+            tracing::warn!(error = %e, member = %id, "could not gossip a force-leave notice: only this node reports it left; retry meshctl force-leave");
         }
         self.apply_fresh_left_marks(now);
+        // Already marked before (the notice had come, but not turned it left): say it
+        // here all the same.
+        if self
+            .members
+            .get(name)
+            .is_some_and(|m| m.state == MemberState::Down)
+        {
+            self.set_member(now, id.clone(), MemberState::Left);
+            self.emit(now, EventKind::Left, id.clone());
+        }
         Ok((id, was))
     }
 
