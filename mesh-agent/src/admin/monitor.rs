@@ -325,6 +325,51 @@ mod tests {
         }
     }
 
+    /// The stream's rule: the first line, then each source line in order, a heartbeat
+    /// when the source had nothing by the deadline, and nothing after a last line.
+    #[tokio::test]
+    async fn a_stream_writes_heartbeats_and_ends_after_its_last_line() {
+        use std::collections::VecDeque;
+        let script: VecDeque<Option<Next>> = VecDeque::from([
+            Some(Next::Line(MonitorLine::Overflowed)),
+            None,
+            Some(Next::Last(MonitorLine::Lagged { missed: 7 })),
+            Some(Next::Line(MonitorLine::Heartbeat)),
+        ]);
+        let response = ndjson(
+            "members",
+            Some(MonitorLine::Lagged { missed: 1 }),
+            script,
+            |mut q: VecDeque<Option<Next>>, _| async move {
+                let next = q.pop_front().unwrap_or(Some(Next::End));
+                (q, next)
+            },
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/x-ndjson")
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let lines: Vec<MonitorLine> = String::from_utf8_lossy(&body)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a MonitorLine"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                MonitorLine::Lagged { missed: 1 },
+                MonitorLine::Overflowed,
+                MonitorLine::Heartbeat,
+                MonitorLine::Lagged { missed: 7 },
+            ]
+        );
+    }
+
     #[test]
     fn every_group_reason_keeps_its_effect() {
         for r in [
