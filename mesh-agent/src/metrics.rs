@@ -49,6 +49,9 @@ const FSYNC_BUCKETS: &[f64] = &[
 /// its receiving node refused for a stale version.
 pub const TOKEN_REJECTION_KINDS: [&str; 3] = ["release", "name_version", "strong_send"];
 
+/// The `stream` label values of `mesh_admin_monitor_streams`.
+pub const MONITOR_STREAMS: [&str; 3] = ["members", "groups", "claims"];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and registers every series at
@@ -146,6 +149,13 @@ fn register() {
     counter!("mesh_membership_rejoins_total").increment(0);
     counter!("mesh_membership_probes_failed_total").increment(0);
     counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full").increment(0);
+    describe_gauge!(
+        "mesh_admin_monitor_streams",
+        "Open admin monitor streams (GET /v1/monitor/...), by stream."
+    );
+    for stream in MONITOR_STREAMS {
+        gauge!("mesh_admin_monitor_streams", "stream" => stream).set(0.0);
+    }
     gauge!("mesh_membership_joined").set(0.0);
     gauge!("mesh_membership_local_health").set(0.0);
     describe_counter!(

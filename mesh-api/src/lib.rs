@@ -28,6 +28,7 @@ mod groups;
 mod info;
 mod members;
 mod messaging;
+mod monitor;
 mod quorum;
 mod strong_names;
 mod tags;
@@ -40,9 +41,13 @@ pub use info::{
     BuildInfo, ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer,
     RttView,
 };
-pub use members::{MemberState, MemberView};
+pub use members::{ForceLeaveAnswer, ForceLeaveBody, MemberState, MemberView};
 pub use messaging::{
     Failed, GroupMode, ListenBody, ListenLine, SendAnswer, SendBody, SyncBody, SyncMode,
+};
+pub use monitor::{
+    GroupEventReason, LostReason, MemberEventKind, MonitorGroupsQuery, MonitorLine, SnapshotMember,
+    MONITOR_HEARTBEAT_MS,
 };
 pub use quorum::{QuorumStatus, QuorumView};
 pub use strong_names::{

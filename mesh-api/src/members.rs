@@ -56,3 +56,25 @@ impl MemberState {
         matches!(self, Self::Alive | Self::Suspect)
     }
 }
+
+/// `POST /v1/force-leave`: mark a dead member as left now, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceLeaveBody {
+    /// The member's name.
+    pub name: String,
+}
+
+/// The answer to `POST /v1/force-leave` (`200`): the member is `left` in the answering
+/// agent's view, and the news is gossiped to every other node. Refusals: `404` for a
+/// name the agent does not know, `409` for a member that is alive or suspect (not dead
+/// yet), `400` for the agent itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceLeaveAnswer {
+    /// The member's name.
+    pub name: String,
+    /// The incarnation that was marked left.
+    pub incarnation: u64,
+    /// Its state before (`down`, or `left` if it had already left: nothing changed).
+    pub was: MemberState,
+}

@@ -198,6 +198,31 @@ impl AdminClient {
         let response = request
             .send_json(body)
             .map_err(|e| self.transport_failure(&e))?;
+        self.stream_body(path, response)
+    }
+
+    /// `GET path` whose answer is a stream of lines (`/v1/monitor/...`): no overall
+    /// timeout, the reader ends when the agent closes the stream.
+    pub(crate) fn get_stream(&self, path: &str) -> Result<Box<dyn std::io::BufRead + Send>> {
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(None)
+            .build();
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = request.call().map_err(|e| self.transport_failure(&e))?;
+        self.stream_body(path, response)
+    }
+
+    /// The body of a streaming answer as a line reader, or the failure its status says.
+    fn stream_body(
+        &self,
+        path: &str,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Result<Box<dyn std::io::BufRead + Send>> {
         let status = response.status().as_u16();
         let mut body = response.into_body();
         if !(200..=299).contains(&status) {

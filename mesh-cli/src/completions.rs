@@ -57,7 +57,16 @@ mod tests {
             CompletionShell::Fish,
         ] {
             let text = script(shell);
-            for word in ["members", "info", "rtt", "leave", "completions", "--admin"] {
+            for word in [
+                "members",
+                "info",
+                "rtt",
+                "leave",
+                "force-leave",
+                "monitor",
+                "completions",
+                "--admin",
+            ] {
                 assert!(text.contains(word), "{shell:?} script lacks {word}");
             }
         }

@@ -1,10 +1,14 @@
-//! `meshctl info`, `meshctl rtt NAME`, `meshctl join ADDR...` and `meshctl leave`: what
-//! an agent is, its measured round trip to a member, asking it to join through other
-//! nodes, and asking it to leave the cluster and exit.
+//! `meshctl info`, `meshctl rtt NAME`, `meshctl join ADDR...`, `meshctl leave` and
+//! `meshctl force-leave NAME`: what an agent is, its measured round trip to a member,
+//! asking it to join through other nodes, asking it to leave the cluster and exit, and
+//! marking a dead member as left cluster-wide.
 
 use anyhow::Result;
 use clap::Args;
-use mesh_api::{InfoView, JoinAnswer, JoinBody, LeaveAnswer, MemberState, RttView};
+use mesh_api::{
+    ForceLeaveAnswer, ForceLeaveBody, InfoView, JoinAnswer, JoinBody, LeaveAnswer, MemberState,
+    RttView,
+};
 
 use crate::client::{AdminArgs, StatusHints};
 use crate::error::failure;
@@ -84,6 +88,65 @@ pub(crate) struct LeaveArgs {
     /// Print the API's JSON instead of a line.
     #[arg(long)]
     json: bool,
+}
+
+/// `meshctl force-leave` options.
+#[derive(Debug, Args)]
+pub(crate) struct ForceLeaveArgs {
+    /// The down member to mark as left.
+    name: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Print the API's JSON instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Hints of `POST /v1/force-leave`'s refusals.
+const FORCE_LEAVE_HINTS: StatusHints = &[
+    (
+        404,
+        "check the name with `meshctl members` (names are case-sensitive)",
+    ),
+    (
+        409,
+        "only a member declared down can be force-left: wait until `meshctl members` \
+         shows it down, or ask it to `meshctl leave` if it is running",
+    ),
+    (
+        400,
+        "ask the agent itself to `meshctl leave`, or another agent (--admin) to force it out",
+    ),
+];
+
+/// Runs `meshctl force-leave`.
+pub(crate) fn run_force_leave(args: ForceLeaveArgs) -> Result<()> {
+    if let Err(e) = mesh_core::identity::validate_name(&args.name) {
+        return Err(failure(
+            format!("{:?} is not a node name: {e}", args.name),
+            "pass a member's name as `meshctl members` shows it",
+        ));
+    }
+    let client = args.admin.client().with_hints(FORCE_LEAVE_HINTS);
+    let body = client.post(
+        "/v1/force-leave",
+        &ForceLeaveBody {
+            name: args.name.clone(),
+        },
+    )?;
+    let answer: ForceLeaveAnswer = client.parse(&body)?;
+    if args.json {
+        return print_stdout(&format!("{body}\n"));
+    }
+    let text = if answer.was == MemberState::Left {
+        format!("{} had already left\n", answer.name)
+    } else {
+        format!(
+            "{} (incarnation {}) marked left; the cluster hears it by gossip\n",
+            answer.name, answer.incarnation
+        )
+    };
+    print_stdout(&text)
 }
 
 /// Runs `meshctl info`.

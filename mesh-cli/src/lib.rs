@@ -5,8 +5,8 @@
 //! and node certificates, and `meshctl demo` starts a throw-away local cluster.
 //!
 //! One file per command (`agent.rs`, `members.rs`, `groups.rs`, `names.rs`,
-//! `send.rs`, `listen.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
-//! (info, rtt, join, leave), `completions.rs`, `cert.rs`,
+//! `send.rs`, `listen.rs`, `monitor.rs`, `claim.rs` (claim, claims, release), `quorum.rs`, `info.rs`
+//! (info, rtt, join, leave, force-leave), `completions.rs`, `cert.rs`,
 //! `demo.rs`), plus `client.rs` (the admin API
 //! client), `out.rs` (tables, stdout), `config_file.rs` (settings layers) and
 //! `error.rs` (how errors are reported: one `error:` line, one `hint:` line, exit
@@ -31,6 +31,7 @@ mod groups;
 mod info;
 mod listen;
 mod members;
+mod monitor;
 mod names;
 mod out;
 mod quorum;
@@ -99,6 +100,11 @@ enum Command {
     /// Which live members should own a key: rendezvous hashing over the members whose
     /// tags match --filter (the preferred owner, then the next choices).
     Place(tags::PlaceArgs),
+    /// Stream an agent's membership events, a group monitor (snapshot, then joins and
+    /// leaves with reasons) or its claims events until Ctrl-C.
+    Monitor(monitor::MonitorArgs),
+    /// Mark a dead (down) member as left now, cluster-wide; refused for a live member.
+    ForceLeave(info::ForceLeaveArgs),
     /// Make the cluster CA and node certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -138,6 +144,8 @@ pub fn main_entry() -> ExitCode {
         Command::Leave(args) => info::run_leave(args),
         Command::Tags(command) => tags::run(command),
         Command::Place(args) => tags::run_place(args),
+        Command::Monitor(args) => monitor::run(args),
+        Command::ForceLeave(args) => info::run_force_leave(args),
         Command::Cert(command) => cert::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::run(args),

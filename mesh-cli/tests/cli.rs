@@ -239,9 +239,18 @@ fn members_uses_the_token_and_prints_a_table_or_the_exact_json() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows[0], ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE", "TAGS"]);
-    assert_eq!(rows[1], ["n1*", "127.0.0.1:7000", "5", "alive", "1m15s", "-"]);
-    assert_eq!(rows[2], ["n2", "127.0.0.1:7001", "6", "suspect", "1m15s", "-"]);
+    assert_eq!(
+        rows[0],
+        ["NAME", "ADDRESS", "INCARNATION", "STATE", "AGE", "TAGS"]
+    );
+    assert_eq!(
+        rows[1],
+        ["n1*", "127.0.0.1:7000", "5", "alive", "1m15s", "-"]
+    );
+    assert_eq!(
+        rows[2],
+        ["n2", "127.0.0.1:7001", "6", "suspect", "1m15s", "-"]
+    );
 
     let out = meshctl(
         &["members", "--admin", &admin, "--token", "s3cret", "--json"],

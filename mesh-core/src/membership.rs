@@ -17,7 +17,9 @@
 //! - **S2 no resurrection.** A member's identity only moves to a larger incarnation;
 //!   an event never reports an older incarnation of a name after a newer one.
 //! - **S3 events are ordered per member.** For one identity the event stream is a
-//!   path of the state machine `Up → (Suspect ↔ Alive)* → Down|Left`.
+//!   path of the state machine `Up → (Suspect ↔ Alive)* → Down|Left`, where a `Down`
+//!   may be followed by one `Left` when an operator force-leaves the dead member
+//!   ([`Membership::force_leave`]).
 //! - **S4 bad input changes nothing.** Malformed packets are rejected with a reason
 //!   before foca sees them or by foca's own checks; neither panics.
 //!
@@ -337,6 +339,25 @@ pub enum Output {
     Event(MembershipEvent),
 }
 
+/// Why [`Membership::force_leave`] refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForceLeaveError {
+    /// This node knows no member of that name.
+    #[error("no member named {0:?} is known")]
+    Unknown(String),
+    /// The member is alive or suspect in this node's view: it is not dead (yet).
+    #[error("{name} is {} here; only a member declared down can be force-left", state.as_str())]
+    Live {
+        /// The member.
+        name: String,
+        /// Its state in this node's view.
+        state: MemberState,
+    },
+    /// The name is this node's own.
+    #[error("a node cannot force-leave itself (ask it to leave instead)")]
+    Myself,
+}
+
 /// Why an incoming datagram was dropped. Nothing about the state changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Rejected {
@@ -509,7 +530,12 @@ struct BadBroadcast;
 
 struct Broadcasts {
     left: LeftMarks,
+    /// Identities newly marked as left, for [`Membership::apply_fresh_left_marks`].
+    fresh: FreshLeftMarks,
 }
+
+/// Identities the handler newly marked as left and the state machine has not looked at.
+type FreshLeftMarks = Arc<Mutex<Vec<NodeId>>>;
 
 impl BroadcastHandler<NodeId> for Broadcasts {
     type Key = BroadcastKey;
@@ -530,6 +556,10 @@ impl BroadcastHandler<NodeId> for Broadcasts {
             Some(&inc) if inc >= id.incarnation => Ok(None),
             _ => {
                 left.insert(id.name.clone(), id.incarnation);
+                self.fresh
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(id.clone());
                 Ok(Some(BroadcastKey(id)))
             }
         }
@@ -561,6 +591,7 @@ pub struct Membership {
     foca: Foca<NodeId, SwimCodec, StdRng, Broadcasts>,
     config: MembershipConfig,
     left: LeftMarks,
+    fresh_left: FreshLeftMarks,
     members: BTreeMap<String, MemberInfo>,
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -619,6 +650,7 @@ impl Membership {
         config.seeds.retain(|s| *s != identity.addr);
         config.seeds.dedup();
         let left: LeftMarks = Arc::default();
+        let fresh_left: FreshLeftMarks = Arc::default();
         let initial = config.profile.foca_config(1, config.packet_size);
         let suspicion_timeout = initial.suspect_to_down_after;
         let foca = Foca::with_custom_broadcast(
@@ -626,13 +658,17 @@ impl Membership {
             initial,
             StdRng::seed_from_u64(rng_seed),
             SwimCodec,
-            Broadcasts { left: left.clone() },
+            Broadcasts {
+                left: left.clone(),
+                fresh: fresh_left.clone(),
+            },
         );
         Self {
             foca,
             seed_backoff: config.rejoin_backoff_min,
             config,
             left,
+            fresh_left,
             members: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -940,6 +976,81 @@ impl Membership {
         self.config.seeds.clear();
     }
 
+    /// Marks the down member `name` as left now (an operator's `force-leave`): this node
+    /// reports it `left` at once, with a [`EventKind::Left`] event, and gossips a leave
+    /// notice for its incarnation, so every node that holds it down (or declares it
+    /// down later) reports it left too. Returns its identity and its state before
+    /// (`Left` if it had already left: nothing changes).
+    ///
+    /// Refused, changing nothing, for this node itself, a name this node does not
+    /// know, and a member that is alive or suspect: only a member the cluster has
+    /// declared down can be force-left (a node that comes back does so as a newer
+    /// incarnation, which the notice does not cover).
+    pub fn force_leave(
+        &mut self,
+        now: Instant,
+        name: &str,
+    ) -> Result<(NodeId, MemberState), ForceLeaveError> {
+        if name == self.identity().name {
+            return Err(ForceLeaveError::Myself);
+        }
+        let info = self
+            .members
+            .get(name)
+            .ok_or_else(|| ForceLeaveError::Unknown(name.to_owned()))?;
+        let (id, was) = (info.id.clone(), info.state);
+        let live_in_foca = self.foca.iter_members().any(|m| m.id().name == name);
+        match was {
+            MemberState::Left => return Ok((id, was)),
+            MemberState::Alive | MemberState::Suspect => {
+                return Err(ForceLeaveError::Live {
+                    name: name.to_owned(),
+                    state: was,
+                })
+            }
+            MemberState::Down if live_in_foca => {
+                return Err(ForceLeaveError::Live {
+                    name: name.to_owned(),
+                    state: MemberState::Alive,
+                })
+            }
+            MemberState::Down => {}
+        }
+        let data = encode_broadcast(&Broadcast::Leaving(id.clone()));
+        // The handler sees our own broadcasts first: this marks it left here too.
+        if let Err(e) = self.foca.add_broadcast(&data) {
+            tracing::warn!(error = %e, member = %id, "could not gossip a force-leave notice: only this node reports it left; retry meshctl force-leave");
+        }
+        self.apply_fresh_left_marks(now);
+        // Already marked before (the notice had come, but not turned it left): say it
+        // here all the same.
+        if self
+            .members
+            .get(name)
+            .is_some_and(|m| m.state == MemberState::Down)
+        {
+            self.set_member(now, id.clone(), MemberState::Left);
+            self.emit(now, EventKind::Left, id.clone());
+        }
+        Ok((id, was))
+    }
+
+    /// Reports left every down member whose incarnation a leave notice just marked (a
+    /// force-leave, here or gossiped).
+    fn apply_fresh_left_marks(&mut self, now: Instant) {
+        let fresh = std::mem::take(&mut *self.fresh_left.lock().unwrap_or_else(|p| p.into_inner()));
+        for id in fresh {
+            let down = self
+                .members
+                .get(&id.name)
+                .is_some_and(|m| m.id == id && m.state == MemberState::Down);
+            if down {
+                self.set_member(now, id.clone(), MemberState::Left);
+                self.emit(now, EventKind::Left, id);
+            }
+        }
+    }
+
     /// Turns what foca asked for into outputs and events.
     fn absorb(&mut self, now: Instant, rt: Collect) {
         for (to, data) in rt.sends {
@@ -956,6 +1067,7 @@ impl Membership {
         for note in rt.notes {
             self.apply_notification(now, note);
         }
+        self.apply_fresh_left_marks(now);
         self.reconcile_suspects(now);
         self.follow_cluster_size();
         if std::mem::take(&mut self.rejoined) {

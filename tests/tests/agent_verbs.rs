@@ -1,5 +1,5 @@
-//! `meshctl info`, `rtt` and `leave` against real `meshctl agent` processes: what
-//! they print agrees with the agents, their refusals are one-line errors with a hint,
+//! `meshctl info`, `rtt`, `join`, `leave` and `force-leave` against real `meshctl agent`
+//! processes: what they print agrees with the agents, their refusals are one-line errors with a hint,
 //! and a left agent's process exits 0 while the others see it `left`. Every wait is a
 //! poll with a deadline.
 //!
@@ -157,7 +157,13 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
     cluster.agent_args(&["--admin-token", "s3cret"]);
     cluster.start("n1", &[]);
     let admin = cluster.agents[0].admin.to_string();
-    for path in ["/v1/info", "/v1/rtt/n1"] {
+    for path in [
+        "/v1/info",
+        "/v1/rtt/n1",
+        "/v1/monitor/members",
+        "/v1/monitor/groups",
+        "/v1/monitor/claims",
+    ] {
         let (status, _) = cluster.agents[0].get(path).expect("GET");
         assert_eq!(status, 401, "{path} without the token");
     }
@@ -165,6 +171,12 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
         .post_raw("/v1/leave", "application/json", "{}")
         .expect("POST");
     assert_eq!(status, 401, "leave without the token");
+    let (status, _) = cluster.agents[0]
+        .post_raw("/v1/force-leave", "application/json", r#"{"name":"n2"}"#)
+        .expect("POST");
+    assert_eq!(status, 401, "force-leave without the token");
+    let (_, hint) = failure(&run(&["monitor", "--admin", &admin]));
+    assert!(hint.contains("needs a token"), "{hint}");
     let (_, hint) = failure(&run(&["leave", "--admin", &admin]));
     assert!(hint.contains("needs a token"), "{hint}");
     // A fixed window, on purpose: it checks that nothing happens. An accepted leave
@@ -269,4 +281,86 @@ fn join_merges_two_lone_agents_and_a_dead_address_is_an_error() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn force_leave_marks_a_killed_agent_left_everywhere_and_refuses_a_live_one() {
+    use mesh_api::ForceLeaveAnswer;
+    let mut cluster = Cluster::new();
+    cluster.start_n(3);
+    let all = [0, 1, 2];
+    cluster.wait_until(CONVERGE, "three alive", || {
+        cluster.sees_alive(&all, &["n1", "n2", "n3"])
+    });
+    let n1 = cluster.agents[0].admin.to_string();
+
+    // Refusals: one line and a hint, and nothing changes.
+    let (error, hint) = failure(&run(&["force-leave", "n2", "--admin", &n1]));
+    assert!(
+        error.contains("n2 is alive") && error.contains("only a member declared down"),
+        "{error}"
+    );
+    assert!(hint.contains("meshctl leave"), "{hint}");
+    let (error, hint) = failure(&run(&["force-leave", "nope", "--admin", &n1]));
+    assert!(error.contains("no member named \"nope\""), "{error}");
+    assert!(hint.contains("meshctl members"), "{hint}");
+    let (error, hint) = failure(&run(&["force-leave", "n1", "--admin", &n1]));
+    assert!(error.contains("cannot force-leave itself"), "{error}");
+    assert!(hint.contains("another agent"), "{hint}");
+    let (error, _) = failure(&run(&["force-leave", "not a name!", "--admin", &n1]));
+    assert!(error.contains("is not a node name"), "{error}");
+    let port = mesh_tests::cluster::free_udp_port();
+    let (error, _) = failure(&run(&[
+        "force-leave",
+        "n3",
+        "--admin",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    assert!(error.contains("cannot reach the admin API"), "{error}");
+    let seen = cluster.agents[1].view().expect("view");
+    assert_eq!(
+        seen.get("n2").map(|(s, _)| *s),
+        Some(MemberState::Alive),
+        "{seen:?}"
+    );
+
+    // A killed agent, once down, is force-left on n1 and seen left by n2 too.
+    cluster.kill9(2);
+    cluster.wait_until(CONVERGE, "n1 and n2 see n3 down", || {
+        for agent in &cluster.agents[..2] {
+            let seen = agent.view().map_err(|e| format!("{e:#}"))?;
+            if seen.get("n3").map(|(s, _)| *s) != Some(MemberState::Down) {
+                return Err(format!("{} sees n3 as {:?}", agent.name, seen.get("n3")));
+            }
+        }
+        Ok(())
+    });
+    let out = run(&["force-leave", "n3", "--json", "--admin", &n1]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: ForceLeaveAnswer = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (answer.name.as_str(), answer.was),
+        ("n3", MemberState::Down)
+    );
+    cluster.wait_until(CONVERGE, "n1 and n2 see n3 left", || {
+        for agent in &cluster.agents[..2] {
+            let seen = agent.view().map_err(|e| format!("{e:#}"))?;
+            if seen.get("n3").map(|(s, _)| *s) != Some(MemberState::Left) {
+                return Err(format!("{} sees n3 as {:?}", agent.name, seen.get("n3")));
+            }
+        }
+        Ok(())
+    });
+    let n2 = cluster.agents[1].admin.to_string();
+    let out = run(&["force-leave", "n3", "--admin", &n2]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "n3 had already left\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

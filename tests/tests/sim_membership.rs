@@ -483,3 +483,115 @@ fn a_join_through_an_address_merges_two_lone_nodes_and_a_dead_address_times_out(
         },
     );
 }
+
+/// Force-leave: a crashed node, down everywhere, force-left on one node is seen as
+/// left on all (with a `Left` event on each), while a live node, an unknown name and
+/// the node itself are refused and nothing changes.
+#[test]
+fn a_crashed_node_force_left_on_one_node_is_left_on_all_and_a_live_one_is_refused() {
+    use mesh_core::membership::ForceLeaveError;
+    use mesh_core::node::{Command, Reply};
+    for_each_seed(
+        "a_crashed_node_force_left_on_one_node_is_left_on_all_and_a_live_one_is_refused",
+        40,
+        |seed| {
+            let mut sim = converge(5, seed, secs(15))?;
+            let victim = 1 + usize::try_from(seed % 4).unwrap_or(0);
+            let asker = if victim == 4 { 3 } else { 4 };
+            let live = (0..5).find(|&i| i != victim && i != asker).unwrap_or(0);
+            let victim_name = sim.nodes[victim].name.clone();
+            let live_name = sim.nodes[live].name.clone();
+
+            // A live member is refused, and nothing changes anywhere.
+            let before = sim.observed.len();
+            match sim.run_command(
+                asker,
+                Command::ForceLeave {
+                    name: live_name.clone(),
+                },
+                secs(1),
+            ) {
+                Some(Reply::ForceLeft(Err(ForceLeaveError::Live { name, .. })))
+                    if name == live_name => {}
+                other => return Err(format!("force-leave of a live member: {other:?}")),
+            }
+            for (name, want) in [
+                (
+                    "nobody".to_owned(),
+                    ForceLeaveError::Unknown("nobody".into()),
+                ),
+                (sim.nodes[asker].name.clone(), ForceLeaveError::Myself),
+            ] {
+                match sim.run_command(asker, Command::ForceLeave { name: name.clone() }, secs(1)) {
+                    Some(Reply::ForceLeft(Err(e))) if e == want => {}
+                    other => return Err(format!("force-leave of {name}: {other:?}")),
+                }
+            }
+            sim.run_for(secs(3));
+            let others = sim.live_nodes();
+            if !sim.all_see(&others, live, &[MemberState::Alive]) {
+                return Err(format!(
+                    "a refused force-leave changed something: {}",
+                    sim.describe()
+                ));
+            }
+            if let Some(o) = sim.observed[before..]
+                .iter()
+                .find(|o| o.event.kind == EventKind::Left)
+            {
+                return Err(format!("a refused force-leave gave a Left event: {o:?}"));
+            }
+
+            // A crashed member, once down everywhere, force-left on one node.
+            sim.kill(victim);
+            let others = sim.live_nodes();
+            if !sim.run_until(secs(10), |s| {
+                s.all_see(&others, victim, &[MemberState::Down])
+            }) {
+                return Err(format!("n{victim} not down everywhere: {}", sim.describe()));
+            }
+            // Let the down settle, so a later Left is the force-leave's doing.
+            sim.run_for(secs(2));
+            let before = sim.observed.len();
+            match sim.run_command(
+                asker,
+                Command::ForceLeave {
+                    name: victim_name.clone(),
+                },
+                secs(1),
+            ) {
+                Some(Reply::ForceLeft(Ok((id, MemberState::Down)))) if id.name == victim_name => {}
+                other => return Err(format!("force-leave of a down member: {other:?}")),
+            }
+            if !sim.all_see(&[asker], victim, &[MemberState::Left]) {
+                return Err("the asking node must see it left at once".into());
+            }
+            if !sim.run_until(secs(10), |s| {
+                s.all_see(&others, victim, &[MemberState::Left])
+            }) {
+                return Err(format!(
+                    "n{victim} force-left on n{asker} is not left everywhere: {}",
+                    sim.describe()
+                ));
+            }
+            for &o in &others {
+                let lefts = sim.observed[before..]
+                    .iter()
+                    .filter(|e| {
+                        e.observer == o
+                            && e.event.kind == EventKind::Left
+                            && e.event.member.name == victim_name
+                    })
+                    .count();
+                if lefts != 1 {
+                    return Err(format!("n{o} reported {lefts} Left events for n{victim}"));
+                }
+            }
+            // Again: already left, nothing changes, no second event.
+            match sim.run_command(asker, Command::ForceLeave { name: victim_name }, secs(1)) {
+                Some(Reply::ForceLeft(Ok((_, MemberState::Left)))) => Ok(()),
+                other => Err(format!("force-leave of a left member: {other:?}")),
+            }
+        },
+    );
+}

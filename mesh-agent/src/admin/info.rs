@@ -7,6 +7,7 @@
 //! | `GET /v1/rtt/{name}` | [`RttView`]; `404` for an unknown member, `503` before a round trip was measured, `400` for this node itself |
 //! | `POST /v1/join` | [`JoinBody`] → [`JoinAnswer`] (`200`) if at least one address was reached (a member advertising it is alive), else `504` naming each failure; `400` for no address or a bad timeout |
 //! | `POST /v1/leave` | `202` [`LeaveAnswer`], then the agent leaves gracefully and stops |
+//! | `POST /v1/force-leave` | [`ForceLeaveBody`] → [`ForceLeaveAnswer`] (`200`): a down member marked left, gossiped cluster-wide; `404` for an unknown name, `409` for a member alive or suspect, `400` for the agent itself |
 
 use std::time::Duration;
 
@@ -20,9 +21,10 @@ use super::common::{bad_request, stopped, ApiJson};
 use super::json_error;
 use crate::runtime::AgentHandle;
 use mesh_api::{
-    BuildInfo, ConfigSummary, InfoView, JoinAnswer, JoinBody, JoinFailed, Joined, LeaveAnswer,
-    RttView,
+    BuildInfo, ConfigSummary, ForceLeaveAnswer, ForceLeaveBody, InfoView, JoinAnswer, JoinBody,
+    JoinFailed, Joined, LeaveAnswer, RttView,
 };
+use mesh_core::membership::ForceLeaveError;
 use mesh_core::membership::Profile;
 
 /// The git commit the agent was built from (short hash), or `unknown`.
@@ -60,6 +62,7 @@ pub(crate) fn routes() -> Router<AgentHandle> {
         .route("/v1/rtt/{name}", get(rtt))
         .route("/v1/join", post(join))
         .route("/v1/leave", post(leave))
+        .route("/v1/force-leave", post(force_leave))
 }
 
 fn profile_name(p: Profile) -> &'static str {
@@ -223,6 +226,32 @@ async fn leave(State(agent): State<AgentHandle>) -> Response {
     // it lets this request finish.
     tokio::spawn(async move { agent.leave(LEAVE_GRACE).await });
     (StatusCode::ACCEPTED, Json(LeaveAnswer { leaving })).into_response()
+}
+
+async fn force_leave(
+    State(agent): State<AgentHandle>,
+    ApiJson(body): ApiJson<ForceLeaveBody>,
+) -> Response {
+    match agent.force_leave(&body.name).await {
+        Ok((id, was)) => {
+            tracing::info!(member = %id, was = was.as_str(), "force-left: asked by the admin API");
+            Json(ForceLeaveAnswer {
+                name: id.name,
+                incarnation: id.incarnation,
+                was: crate::views::member_state(was),
+            })
+            .into_response()
+        }
+        Err(crate::runtime::ApiError::Failed(e)) => {
+            let status = match e {
+                ForceLeaveError::Unknown(_) => StatusCode::NOT_FOUND,
+                ForceLeaveError::Live { .. } => StatusCode::CONFLICT,
+                ForceLeaveError::Myself => StatusCode::BAD_REQUEST,
+            };
+            json_error(status, e.to_string())
+        }
+        Err(e) => stopped(&e),
+    }
 }
 
 #[cfg(test)]

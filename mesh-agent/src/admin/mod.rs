@@ -13,6 +13,7 @@
 //! | `/v1/claims`, `/v1/names/strong`, `/v1/quorum`, ... | task claims, strong names, the quorum plane (see `quorum.rs`) | yes |
 //! | `GET /v1/info`, `GET /v1/rtt/{name}`, `POST /v1/leave` | the agent itself, round trips, a graceful leave (see `info.rs`) | yes |
 //! | `GET`/`POST /v1/tags`, `GET /v1/place` | this node's tags, placement by capability (see `tags.rs`) | yes |
+//! | `GET /v1/monitor/members`, `/v1/monitor/groups`, `/v1/monitor/claims` | NDJSON event streams (see `monitor.rs`) | yes |
 //!
 //! When a token is configured, every route except the two probes needs
 //! `Authorization: Bearer <token>`; the probes stay open because orchestrators call
@@ -44,6 +45,7 @@ mod common;
 mod groups;
 mod info;
 mod messaging;
+mod monitor;
 mod quorum;
 mod strong_names;
 mod tags;
@@ -111,9 +113,11 @@ pub fn agent_router(handle: AgentHandle, token: Option<String>) -> Router {
     let agent = info::routes()
         .merge(tags::routes())
         .with_state(handle.clone());
+    let monitors = monitor::routes().with_state(handle.clone());
     finish(
         base_routes(handle)
             .merge(agent)
+            .merge(monitors)
             .merge(groups)
             .merge(messaging)
             .merge(quorum),

@@ -50,7 +50,8 @@ use super::{AgentHandle, Shell, ShellCommand};
 use crate::views::quorum_status_of;
 use mesh_api::QuorumStatus;
 use mesh_core::claims::{CallOk, ClaimsError, HolderEvent, ShardTable, StrongName};
-use mesh_core::membership::MembershipEvent;
+use mesh_core::identity::NodeId;
+use mesh_core::membership::{ForceLeaveError, MemberState, MembershipEvent};
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{
     AnnounceError, Command, CommandId, Dest, GroupError, MonitorItem, NameError, Node,
@@ -556,6 +557,24 @@ impl AgentHandle {
             .collect()
     }
 
+    /// Marks the down member `name` as left now, cluster-wide ([`Command::ForceLeave`]):
+    /// its identity and its state before, or the refusal (which changed nothing).
+    pub async fn force_leave(
+        &self,
+        name: &str,
+    ) -> Result<(NodeId, MemberState), ApiError<ForceLeaveError>> {
+        match self
+            .command(Command::ForceLeave {
+                name: name.to_owned(),
+            })
+            .await
+            .map_err(ApiError::widen)?
+        {
+            Reply::ForceLeft(r) => r.map_err(ApiError::Failed),
+            other => mismatched("force_leave", &other),
+        }
+    }
+
     /// Waits until peers' digests cover this node's latest change to groups and names,
     /// removals included ([`Command::Sync`]).
     pub async fn sync(&self, mode: SyncMode, timeout: Duration) -> Result<(), ApiError<SyncError>> {
@@ -895,7 +914,16 @@ impl Drop for MonitorHandle {
         if self.ended {
             return;
         }
-        // A full queue or a stopped agent: the monitor ends with the node anyway.
-        let _ = self.agent.try_push(Command::Demonitor { id: self.id });
+        if !self.agent.try_push(Command::Demonitor { id: self.id }) {
+            // The queue is full (an abandoned admin stream must still free its
+            // monitor): end it from a task that waits for room. A stopped agent's
+            // monitors end with it.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (agent, id) = (self.agent.clone(), self.id);
+                rt.spawn(async move {
+                    let _ = agent.push(Command::Demonitor { id }).await;
+                });
+            }
+        }
     }
 }

@@ -29,8 +29,8 @@
 
 mod api;
 mod clock;
-mod election;
 mod dns;
+mod election;
 mod start;
 mod store;
 

@@ -248,6 +248,14 @@ pub enum Command {
         /// When to give up waiting for it.
         timeout: Duration,
     },
+    /// Mark the down member `name` as left now, cluster-wide (an operator's `meshctl
+    /// force-leave`; [`Membership::force_leave`](crate::membership::Membership::force_leave)).
+    /// Replies [`Reply::ForceLeft`] in the same step; a refusal (unknown name, a member
+    /// alive or suspect, this node itself) changes nothing (C2).
+    ForceLeave {
+        /// The member's name.
+        name: String,
+    },
 }
 
 /// Why a group operation ([`Command::Join`], [`Command::Leave`],
@@ -359,6 +367,13 @@ pub enum Reply {
     Announced(Result<String, AnnounceError>),
     /// A tags change: this node's whole tag set after it.
     Tags(Result<mesh_types::tags::Tags, mesh_types::tags::TagError>),
+    /// A force-leave: the member's identity and its state before.
+    ForceLeft(
+        Result<
+            (crate::identity::NodeId, crate::membership::MemberState),
+            crate::membership::ForceLeaveError,
+        >,
+    ),
 }
 
 /// A send whose frames the shell is carrying out (C4).
@@ -534,6 +549,11 @@ impl Node {
                 self.after_input(now);
                 self.commands.announces.push((id, addr, now, now + timeout));
                 None
+            }
+            Command::ForceLeave { name } => {
+                let result = self.membership.force_leave(now, &name);
+                self.after_input(now);
+                Some(Reply::ForceLeft(result))
             }
             Command::ReadShard { shard } => match self.read_shard(now, shard) {
                 Some(read) => {
