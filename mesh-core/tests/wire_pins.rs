@@ -615,6 +615,8 @@ fn slot() -> ShardSlot {
 fn root() -> RootRecord {
     RootRecord {
         epoch: 1,
+        quorums: None,
+        pending: None,
         voters: vec![
             ("n1".to_owned(), 77),
             ("n2".to_owned(), 78),

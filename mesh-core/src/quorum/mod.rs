@@ -116,6 +116,7 @@ pub mod acceptor;
 pub mod ballot;
 pub mod messages;
 pub mod proposer;
+pub mod reconfig;
 pub mod root;
 pub mod store;
 
@@ -128,6 +129,7 @@ pub use messages::{
 pub use proposer::{
     decide, Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
 };
+pub use reconfig::{Pending, QuorumRule, Quorums, ReconfigError, Step, VoterChange};
 pub use root::{
     proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,
     FormationStats, Hello, PersistedError, RootRecord, VoterNames, VotersError,

@@ -82,6 +82,7 @@
 //! (OS entropy): nonces of two lives of one node must not repeat.
 
 use super::ballot::NodeId;
+use super::reconfig::{Pending, Quorums};
 use crate::identity::{validate_name, NameError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -103,9 +104,26 @@ pub struct RootRecord {
     pub epoch: u64,
     /// `(node name, acceptor id)` of every voter, sorted by name.
     pub voters: Vec<(String, u64)>,
+    /// The quorum rules of this epoch; `None` (every epoch-1 root, and every store written
+    /// before voter changes) means majorities of `voters` ([`RootRecord::quorums`]).
+    /// Absent from the encoding when `None`, so epoch-1 roots keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorums: Option<Quorums>,
+    /// The voter change in progress, if any ([`reconfig`](super::reconfig)). Absent from
+    /// the encoding when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
 }
 
 impl RootRecord {
+    /// The quorum rules every proposer of this epoch uses: the explicit ones, or
+    /// majorities of the voters.
+    pub fn quorums(&self) -> Quorums {
+        self.quorums
+            .clone()
+            .unwrap_or_else(|| Quorums::majority(self.voters.iter().map(|(_, id)| *id)))
+    }
+
     /// The acceptor ids, for [`Proposer::new`](super::Proposer::new)'s `voters`.
     pub fn acceptor_ids(&self) -> Vec<NodeId> {
         self.voters.iter().map(|(_, id)| NodeId(*id)).collect()
@@ -719,6 +737,8 @@ impl Formation {
         voters.sort();
         let root = RootRecord {
             epoch: ROOT_EPOCH,
+            quorums: None,
+            pending: None,
             voters,
         };
         if root.check(&self.voters).is_err() {
