@@ -32,11 +32,12 @@ use mesh_core::quorum::{
     RootRecord, Slot, VoterChange,
 };
 use rand::rngs::StdRng;
+use rand::Rng;
 use rand::SeedableRng;
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 use stateright::util::HashableHashSet;
-use stateright::{Checker, HasDiscoveries, Model, Property, UniformChooser};
+use stateright::{Checker, Chooser, HasDiscoveries, Model, Property};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
@@ -87,7 +88,12 @@ struct Driver {
     rescanned: bool,
     /// Whether a rescan read is in flight.
     rescanning: bool,
+    /// Timeouts of the driver's proposer so far.
+    timeouts: usize,
 }
+
+/// How many timeouts the driver's proposer may take in a run.
+const DRIVER_TIMEOUTS: usize = 30;
 
 #[derive(Clone, Debug, PartialEq, Hash)]
 struct State {
@@ -132,6 +138,11 @@ struct ReconfigModel {
     max_timeouts: usize,
     lossy: bool,
     proposer_crashes: bool,
+    /// Whether a delivered packet leaves the network (no duplication). The random walks
+    /// use it: stateright ends a walk at its first repeated state, which re-delivering a
+    /// duplicate often makes, long before a whole change; the exhaustive runs keep
+    /// duplicates.
+    consume: bool,
     /// Negative control: the driver never rescans.
     skip_rescan: bool,
     /// Negative control: acceptors serve requests of any epoch.
@@ -217,6 +228,7 @@ impl ReconfigModel {
             max_timeouts: 1,
             lossy: false,
             proposer_crashes: true,
+            consume: false,
             skip_rescan: false,
             obey_old_epochs: false,
             init: None,
@@ -408,6 +420,7 @@ impl Model for ReconfigModel {
                 epoch: 1,
                 rescanned: false,
                 rescanning: false,
+                timeouts: 0,
             },
             network: HashableHashSet::default(),
             history: LinearizabilityTester::new(Register(0)),
@@ -425,9 +438,13 @@ impl Model for ReconfigModel {
             if i < d && p.pending.is_none() && !p.script.is_empty() {
                 actions.push(Action::Invoke(i));
             }
-            // The driver's retries are not counted: an interrupted change must be able to
-            // go on (liveness), and a retry is a fresh round, so it only adds histories.
-            let budget = i == d && self.max_timeouts > 0 || s.timeouts < self.max_timeouts;
+            // The driver has its own budget of retries: an interrupted change must be able
+            // to go on, whatever the clients' timeouts used up.
+            let budget = if i == d {
+                s.driver.timeouts < DRIVER_TIMEOUTS && self.max_timeouts > 0
+            } else {
+                s.timeouts < self.max_timeouts
+            };
             if budget && p.p.poll_timeout().is_some() {
                 actions.push(Action::Timeout(i));
             }
@@ -523,7 +540,9 @@ impl Model for ReconfigModel {
             }
             Action::Timeout(i) => {
                 let t = s.proposers[i].p.poll_timeout()?;
-                if i != d {
+                if i == d {
+                    s.driver.timeouts += 1;
+                } else {
                     s.timeouts += 1;
                 }
                 let now = s.proposers[i].now.max(t);
@@ -575,7 +594,12 @@ impl Model for ReconfigModel {
             Action::Drop(pkt) => {
                 s.network.remove(&pkt);
             }
-            Action::Deliver(pkt) => match pkt.msg {
+            Action::Deliver(pkt) => match {
+                if self.consume {
+                    s.network.remove(&pkt);
+                }
+                pkt.msg
+            } {
                 Msg::Req(mut req) => {
                     let a = (pkt.to.0 as usize).checked_sub(1)?;
                     if a >= self.acceptors {
@@ -831,6 +855,41 @@ fn random_walks_over_three_to_five_and_back_are_linearizable() {
     walks(plan(&[add(4), add(5), remove(1), remove(2)]), 2_000_000);
 }
 
+/// The driver's proposer id (after the two clients).
+const DRIVER: NodeId = NodeId(12);
+
+/// A random chooser that, one step in two, moves the change on (a root handed out or
+/// installed, the rescan started or its packets delivered, a commit) when it can: uniform choices alone rarely walk a whole
+/// change before the walk loops. Every other step is uniform over all actions.
+#[derive(Clone)]
+struct ChangeMinded;
+
+impl Chooser<ReconfigModel> for ChangeMinded {
+    type State = StdRng;
+
+    fn new_state(&self, seed: u64) -> StdRng {
+        StdRng::seed_from_u64(seed)
+    }
+
+    fn choose_initial_state(&self, _: &mut StdRng, _: &[State]) -> usize {
+        0
+    }
+
+    fn choose_action(&self, rng: &mut StdRng, _: &State, actions: &[Action]) -> usize {
+        let change: Vec<usize> = (0..actions.len())
+            .filter(|i| match &actions[*i] {
+                Action::Install(_) | Action::NextRoot | Action::Rescan | Action::Sync(_) => true,
+                Action::Deliver(p) => p.from == DRIVER || p.to == DRIVER,
+                _ => false,
+            })
+            .collect();
+        if !change.is_empty() && rng.next_u64() % 2 == 0 {
+            return change[(rng.next_u64() % change.len() as u64) as usize];
+        }
+        (rng.next_u64() % actions.len().max(1) as u64) as usize
+    }
+}
+
 fn walks(roots: Vec<RootRecord>, default_states: usize) {
     let started = Instant::now();
     let states: usize = std::env::var("MESH_MODEL_WALK_STATES")
@@ -839,6 +898,7 @@ fn walks(roots: Vec<RootRecord>, default_states: usize) {
         .unwrap_or(default_states);
     let mut model = ReconfigModel::new(roots);
     model.lossy = true;
+    model.consume = true;
     model.max_timeouts = 4;
     model.max_crashes = 2;
     let checker = model
@@ -846,7 +906,7 @@ fn walks(roots: Vec<RootRecord>, default_states: usize) {
         .threads(2)
         .target_max_depth(400)
         .target_state_count(states)
-        .spawn_simulation(11, UniformChooser)
+        .spawn_simulation(11, ChangeMinded)
         .join();
     println!(
         "reconfig model (random walks, {} roots): {} states, max depth {}, {:.1?}",
