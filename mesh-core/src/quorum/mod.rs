@@ -60,11 +60,16 @@
 //!
 //! # Voters
 //!
-//! The voter set V (3 or 5 ids) is **fixed** in this version and tagged with an epoch that
-//! every request carries; acceptors refuse other epochs. Changing V (one voter at a time,
-//! the paper's Flexible Paxos procedure) is future work. Any peer may propose; the
-//! [`preferred_proposer`] of a key (HRW over `V ∩ alive`) is only a preference for load
-//! and caching — safety never depends on it or on any SWIM view.
+//! The voter set V (3 or 5 ids at formation) is tagged with an epoch that every request
+//! carries; acceptors refuse other epochs ([`Reply::WrongEpoch`], which tells a proposer
+//! on an old root that a newer one exists: [`Proposer::newer_epoch`]). Each root names
+//! its quorum rules ([`Quorums`]: majorities for epoch-1 roots); changing V one voter at a
+//! time is the [`reconfig`] procedure (raise the accept rule, rescan, raise the prepare
+//! rule; the reverse to remove), of which this version has the core — the procedure's
+//! planner, the proposer's and acceptor's epoch handling, and the model check — but not
+//! yet the node, admin and CLI wiring. Any peer may propose; the [`preferred_proposer`]
+//! of a key (HRW over `V ∩ alive`) is only a preference for load and caching — safety
+//! never depends on it or on any SWIM view.
 //!
 //! # Driving it
 //!

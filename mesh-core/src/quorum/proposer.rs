@@ -229,7 +229,7 @@ where
     C: Change<V> + Clone,
 {
     /// A proposer `id` in its `incarnation` (which the shell must have bumped and fsynced
-    /// at this boot, before calling this), for the fixed voter set `voters` of `epoch`.
+    /// at this boot, before calling this), for the voter set `voters` of `epoch`.
     /// Quorums are majorities of `voters` (duplicates are ignored).
     pub fn new(
         id: NodeId,

@@ -120,7 +120,7 @@ impl QuorumRule {
     /// Whether every quorum of `self` shares an acceptor with every quorum of `other`.
     /// By counting: a quorum of each can avoid the other's set for the members outside
     /// it; what is left must overflow the common part.
-    pub fn always_meets(&self, other: &QuorumRule) -> bool {
+    pub fn always_meets(&self, other: &Self) -> bool {
         let common = self
             .among
             .iter()
@@ -179,7 +179,7 @@ impl Quorums {
 
     /// Whether two roots' rules may be in use at the same time: each one's prepare rule
     /// always meets both accept rules.
-    pub fn compatible(&self, other: &Quorums) -> bool {
+    pub fn compatible(&self, other: &Self) -> bool {
         self.is_safe()
             && other.is_safe()
             && self.prepare.always_meets(&other.accept)
@@ -277,10 +277,10 @@ pub enum ReconfigError {
         "the next root's quorums ({next}) are not compatible with the current ones ({current})"
     )]
     Incompatible {
-        /// The current rules.
-        current: Quorums,
-        /// The refused rules.
-        next: Quorums,
+        /// The current rules, as [`Quorums`] displays them.
+        current: String,
+        /// The refused rules, as [`Quorums`] displays them.
+        next: String,
     },
 }
 
@@ -309,15 +309,15 @@ fn next_root(
     let current = root.quorums();
     if !current.compatible(&quorums) {
         return Err(ReconfigError::Incompatible {
-            current,
-            next: quorums,
+            current: current.to_string(),
+            next: quorums.to_string(),
         });
     }
     Ok(RootRecord {
         epoch: root.epoch + 1,
         voters: sorted(voters),
-        quorums: Some(quorums),
-        pending,
+        quorums: Some(Box::new(quorums)),
+        pending: pending.map(Box::new),
     })
 }
 

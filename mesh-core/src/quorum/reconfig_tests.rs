@@ -190,10 +190,10 @@ fn unsafe_or_overlapping_changes_are_refused_with_a_named_error() {
     );
     // A wrongly built next root is refused, never handed out.
     let bad = RootRecord {
-        quorums: Some(Quorums {
+        quorums: Some(Box::new(Quorums {
             prepare: rule(&[3, 4], 1),
             accept: rule(&[1, 2], 1),
-        }),
+        })),
         ..r1.clone()
     };
     assert!(matches!(
@@ -239,7 +239,9 @@ fn old_roots_decode_and_keep_their_bytes_and_new_fields_round_trip() {
 
 type P = Proposer<&'static str, u32, RegisterChange<u32>>;
 
-fn sends(p: &mut P) -> Vec<(NodeId, Request<&'static str, Slot<u32, CasMismatch>>)> {
+type Req = Request<&'static str, Slot<u32, CasMismatch>>;
+
+fn sends(p: &mut P) -> Vec<(NodeId, Req)> {
     std::iter::from_fn(|| p.poll_output())
         .filter_map(|o| match o {
             ProposerOutput::Send(env) => Some((env.to, env.msg)),

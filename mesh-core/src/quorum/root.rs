@@ -7,11 +7,17 @@
 //! those ids (proposers' `voters`, the `to` of every [`Envelope`](super::Envelope)) and
 //! routes them to node names through the root.
 //!
-//! **V is fixed in this version**: the root is created once, at epoch 1, and never
-//! changes. A voter that was wiped after formation is *not* re-admitted: it comes back as
+//! **Formation creates the root once, at epoch 1**; [`Formation`] only ever forms or
+//! adopts that epoch-1 root. Later roots (voter changes, [`reconfig`](super::reconfig))
+//! carry their quorum rules and the pending change in the optional
+//! [`RootRecord::quorums`] and [`RootRecord::pending`] fields; handing them out through
+//! the node is not wired yet, so in a running cluster V is still the formed one.
+//!
+//! A voter that was wiped after formation is *not* re-admitted: it comes back as
 //! [`FormationState::NotAVoter`] (it still proposes as a client). Re-admitting it, or
-//! replacing it, needs a voter change (one voter at a time, epoch-fenced), which is a later
-//! issue; until then the cluster runs on the remaining voters' majority.
+//! replacing it, needs a voter change (one voter at a time, epoch-fenced: the procedure is
+//! in [`reconfig`](super::reconfig), its wiring a later step); until then the cluster runs
+//! on the remaining voters' majority.
 //!
 //! # Properties
 //!
@@ -91,7 +97,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// The only epoch of this version (V is fixed).
+/// The epoch of a formed root (the only one [`Formation`] creates or adopts).
 pub const ROOT_EPOCH: u64 = 1;
 
 /// How often a node repeats an unanswered ask, by default.
@@ -108,11 +114,11 @@ pub struct RootRecord {
     /// before voter changes) means majorities of `voters` ([`RootRecord::quorums`]).
     /// Absent from the encoding when `None`, so epoch-1 roots keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quorums: Option<Quorums>,
+    pub quorums: Option<Box<Quorums>>,
     /// The voter change in progress, if any ([`reconfig`](super::reconfig)). Absent from
     /// the encoding when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<Pending>,
+    pub pending: Option<Box<Pending>>,
 }
 
 impl RootRecord {
@@ -120,7 +126,8 @@ impl RootRecord {
     /// majorities of the voters.
     pub fn quorums(&self) -> Quorums {
         self.quorums
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| Quorums::majority(self.voters.iter().map(|(_, id)| *id)))
     }
 
