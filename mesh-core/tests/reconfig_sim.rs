@@ -2,7 +2,9 @@
 //! acceptors, proposers and planner over a simulated network with loss, duplication and
 //! reordering, partitions and acceptor crashes (one at a time), three clients issuing
 //! increments and reads on one key all along, while a driver replaces voter 1 by voter 4
-//! (3 → 4 → 3) and, in the longer run, grows 3 → 5 and shrinks back.
+//! (3 → 4 → 3), grows 3 → 5 and shrinks back, or rolls an add back before redoing it.
+//! On half the seeds the driver dies once mid-way (its acks and its rescan in flight
+//! lost) and the change resumes from the root.
 //!
 //! The driver hands each root to the acceptors of that root and the one before over the
 //! same lossy network (an acceptor persists it, then acks), follows R1 (the next root
@@ -82,13 +84,20 @@ enum Msg {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver { from: NodeId, to: NodeId, msg: Msg },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Msg,
+    },
     Sync(usize),
     Crash(usize),
     Restart(usize),
     ProposerTimer(usize),
     ClientIssue(usize),
     DriverTick,
+    /// The operator's agent dies and another node resumes the change from the root: the
+    /// acks it had and its rescan in flight are lost.
+    DriverCrash,
 }
 
 struct AccNode {
@@ -137,6 +146,8 @@ struct Driver {
 struct Sim {
     seed: u64,
     driver: Driver,
+    /// Lives of the driver's proposer (its incarnation).
+    driver_lives: u64,
     rng: StdRng,
     base: Instant,
     now: Instant,
@@ -175,6 +186,8 @@ struct SimStats {
     roots_under_load: usize,
     /// Rescans run (retries included).
     rescans: usize,
+    /// Driver deaths (the change resumed from the root).
+    driver_crashes: usize,
 }
 
 impl SimStats {
@@ -193,6 +206,7 @@ impl SimStats {
         self.max_latency = self.max_latency.max(o.max_latency);
         self.roots_under_load += o.roots_under_load;
         self.rescans += o.rescans;
+        self.driver_crashes += o.driver_crashes;
     }
 }
 
@@ -237,6 +251,7 @@ impl Sim {
             events: BinaryHeap::new(),
             payloads: BTreeMap::new(),
             next_payload: 0,
+            driver_lives: 1,
             driver: Driver {
                 roots,
                 epoch: 1,
@@ -288,6 +303,10 @@ impl Sim {
         sim.schedule(first_crash, Event::Crash(a));
         let start = Duration::from_millis(sim.rng.random_range(50..500));
         sim.schedule(start, Event::DriverTick);
+        if sim.rng.random_bool(0.5) {
+            let at = Duration::from_millis(sim.rng.random_range(50..1500));
+            sim.schedule(at, Event::DriverCrash);
+        }
         sim
     }
 
@@ -561,6 +580,23 @@ impl Sim {
             }
             Event::ClientIssue(c) => self.issue(c),
             Event::DriverTick => self.drive(),
+            Event::DriverCrash => {
+                self.stats.driver_crashes += 1;
+                self.driver.acked.clear();
+                self.driver.rescanning = false;
+                let epoch = self.clients[DRIVER].proposer.epoch();
+                let quorums = self.root(epoch).quorums();
+                let incarnation = self.driver_lives + 1;
+                self.driver_lives = incarnation;
+                self.clients[DRIVER].proposer = P::with_quorums(
+                    NodeId(10 + DRIVER as u64),
+                    incarnation,
+                    epoch,
+                    quorums,
+                    config(),
+                );
+                self.clients[DRIVER].timer_at = None;
+            }
         }
         true
     }
@@ -574,8 +610,12 @@ impl Sim {
         let cur = self.driver.epoch;
         let last = self.driver.roots.len() as u64;
         let prev_retired = cur == 1 || retired(&self.root(cur - 1).quorums(), &self.driver.acked);
-        let rescan_due =
-            needs_rescan(self.root(cur)) && !self.driver.skip_rescan && !self.driver.rescanned;
+        // A rollback (the next root restores the voters of before) needs no rescan.
+        let rolling_back = cur < last && self.root(cur + 1).voters != self.root(cur).voters;
+        let rescan_due = needs_rescan(self.root(cur))
+            && !rolling_back
+            && !self.driver.skip_rescan
+            && !self.driver.rescanned;
         let listed_all = self
             .root(cur)
             .acceptor_ids()
@@ -807,6 +847,29 @@ fn plan(changes: &[(bool, u64)]) -> Vec<RootRecord> {
     roots
 }
 
+/// Add voter 4, roll the add back (an interrupted change undone), add it again, then
+/// remove voter 1.
+fn replace_after_a_rollback() -> Vec<RootRecord> {
+    let r0 = root3();
+    let add = || VoterChange::Add {
+        name: "n4".into(),
+        acceptor: 4,
+    };
+    let widened = reconfig::begin(&r0, add()).expect("begins");
+    let back = reconfig::roll_back(&widened).expect("rolls back");
+    let again = reconfig::begin(&back, add()).expect("begins again");
+    let mut roots = vec![r0, widened, back, again.clone()];
+    let done = reconfig::advance(&again).expect("ends");
+    let remove = VoterChange::Remove {
+        name: "n1".into(),
+        acceptor: 1,
+    };
+    let narrowed = reconfig::begin(&done, remove).expect("begins");
+    let removed = reconfig::advance(&narrowed).expect("ends");
+    roots.extend([done, narrowed, removed]);
+    roots
+}
+
 /// Replace voter 1 by voter 4.
 fn replace() -> Vec<RootRecord> {
     plan(&[(true, 4), (false, 1)])
@@ -854,6 +917,10 @@ fn seed_loop(name: mesh_sim_seeds::SimTest<'_>, roots: fn() -> Vec<RootRecord>) 
         "roots were handed out while client ops ran"
     );
     assert!(total.rescans >= runs.len(), "every run rescanned");
+    assert!(
+        total.driver_crashes > 0,
+        "some changes resumed after the driver died"
+    );
 }
 
 #[test]
@@ -869,6 +936,14 @@ fn growing_to_five_and_back_under_load_keeps_the_history_linearizable() {
     seed_loop(
         sim_test!("growing_to_five_and_back_under_load_keeps_the_history_linearizable"),
         grow_and_shrink,
+    );
+}
+
+#[test]
+fn a_rolled_back_add_then_a_replace_under_load_keeps_the_history_linearizable() {
+    seed_loop(
+        sim_test!("a_rolled_back_add_then_a_replace_under_load_keeps_the_history_linearizable"),
+        replace_after_a_rollback,
     );
 }
 
