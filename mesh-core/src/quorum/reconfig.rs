@@ -73,7 +73,17 @@
 //!
 //! The model (`tests/reconfig_model.rs`) checks this with the real proposer and acceptor
 //! and catches each broken variant: skipping the rescan, raising the prepare rule before
-//! the accept rule, and an acceptor obeying an old epoch.
+//! the accept rule, and an acceptor obeying an old epoch. The seed loop
+//! (`tests/reconfig_sim.rs`) runs whole changes (a replace, 3 → 5 → 3, a rollback) under
+//! load with loss, partitions, acceptor and driver crashes, and catches a skipped rescan
+//! as lost increments.
+//!
+//! # Not yet here
+//!
+//! The node and agent do not drive a change yet (no `Command`, admin route or `meshctl`
+//! verb), and [`Formation`](super::Formation) still only takes epoch-1 roots: a root of a
+//! later epoch must be checked ([`Quorums::is_safe`], distinct ids) before any node
+//! adopts one from a peer.
 //!
 //! **Liveness.** With every voter of the change's roots reachable by a majority of each
 //! rule, and the driver alive (or any node resuming from `pending`), each step completes:
@@ -90,7 +100,8 @@ use std::fmt;
 /// "`need` acceptors among `among`": one of a root's two quorum rules.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct QuorumRule {
-    /// The acceptor ids whose answers count, sorted and distinct.
+    /// The acceptor ids whose answers count, sorted and distinct (as [`QuorumRule::majority`]
+    /// makes them; a rule decoded from a peer is not trusted to be: lookups are linear).
     pub among: Vec<u64>,
     /// How many of them make a quorum.
     pub need: usize,
@@ -112,7 +123,7 @@ impl QuorumRule {
     pub fn met_by<'a>(&self, ids: impl IntoIterator<Item = &'a NodeId>) -> bool {
         let n = ids
             .into_iter()
-            .filter(|id| self.among.binary_search(&id.0).is_ok())
+            .filter(|id| self.among.contains(&id.0))
             .count();
         n >= self.need
     }
@@ -124,7 +135,7 @@ impl QuorumRule {
         let common = self
             .among
             .iter()
-            .filter(|id| other.among.binary_search(id).is_ok())
+            .filter(|id| other.among.contains(id))
             .count();
         let mine_in_common = self.need.saturating_sub(self.among.len() - common);
         let theirs_in_common = other.need.saturating_sub(other.among.len() - common);
