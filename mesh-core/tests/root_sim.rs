@@ -684,6 +684,8 @@ fn the_checker_reports_two_roots_held_at_once() {
     let (a, b) = (sim.voter_names[0].clone(), sim.voter_names[1].clone());
     let root = |id: u64| RootRecord {
         epoch: ROOT_EPOCH,
+        quorums: None,
+        pending: None,
         voters: sim
             .voter_names
             .iter()

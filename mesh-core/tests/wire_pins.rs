@@ -57,10 +57,11 @@ use mesh_core::node::{
     NAMES,
 };
 use mesh_core::pid::Pid;
+use mesh_core::quorum::reconfig;
 use mesh_core::quorum::store::{decode_root, decode_state, encode_key, encode_state};
 use mesh_core::quorum::{
     AcceptorState, Ballot, Hello, NodeId as AcceptorId, Outcome, Record, Reply, Request, RequestId,
-    RootRecord, Slot,
+    RootRecord, Slot, Step, VoterChange,
 };
 use mesh_core::registry::{ConflictPolicy, GroupEntry, NameClaim};
 use mesh_crdt::{Delta, Digest, Orswot, Replica};
@@ -167,6 +168,9 @@ const PINS: &[(&str, &str)] = &[
     ("store/state/fresh", "0183a870726f6d6973656483a5726f756e6403a46e6f6465cd0abcab696e6361726e6174696f6e02a86163636570746564c0a565706f636801"),
     ("store/state/accepted", "0183a870726f6d6973656483a5726f756e6404a46e6f6465cd0abcab696e6361726e6174696f6e02a861636365707465649283a5726f756e6403a46e6f6465cd0abcab696e6361726e6174696f6e0283a576616c756584a1740aa173919283a16ea26e31a16907a1730382a174cd2710a17208a16381a67461736b2d3182a17383a16ea26e31a16907a17303a16b05a16e82a764757261626c6582a16f83a16ea26e32a16909a16c01a17604a373766383a16f83a16ea26e31a169cf0000019383058f80a16c2aa17606a17383a16ea26e31a16907a17303a76170706c69656482cd111183a17104a17281a24f6b05a16102cd222283a17101a17281a345727281aa496e76616c696454746c81a674746c5f6d7305a16101a76465636964656402a565706f636801"),
     ("store/root", "0182a565706f636801a6766f746572739392a26e314d92a26e324e92a26e334f"),
+    ("store/root/add", "0184a565706f636802a6766f746572739492a26e314d92a26e324e92a26e334f92a26e3450a771756f72756d7382a77072657061726582a5616d6f6e67934d4e4fa46e65656402a661636365707482a5616d6f6e67944d4e4f50a46e65656403a770656e64696e6784a66368616e676581a341646482a46e616d65a26e34a86163636570746f7250a473746570a7576964656e6564ad6265666f72655f766f746572739392a26e314d92a26e324e92a26e334fae6265666f72655f71756f72756d7382a77072657061726582a5616d6f6e67934d4e4fa46e65656402a661636365707482a5616d6f6e67934d4e4fa46e65656402"),
+    ("store/root/quorums", "0183a565706f636803a6766f746572739492a26e314d92a26e324e92a26e334f92a26e3450a771756f72756d7382a77072657061726582a5616d6f6e67944d4e4f50a46e65656403a661636365707482a5616d6f6e67944d4e4f50a46e65656403"),
+    ("store/root/remove", "0184a565706f636804a6766f746572739492a26e314d92a26e324e92a26e334f92a26e3450a771756f72756d7382a77072657061726582a5616d6f6e67934e4f50a46e65656402a661636365707482a5616d6f6e67944d4e4f50a46e65656403a770656e64696e6784a66368616e676581a652656d6f766582a46e616d65a26e31a86163636570746f724da473746570a84e6172726f776564ad6265666f72655f766f746572739492a26e314d92a26e324e92a26e334f92a26e3450ae6265666f72655f71756f72756d7382a77072657061726582a5616d6f6e67944d4e4f50a46e65656403a661636365707482a5616d6f6e67944d4e4f50a46e65656403"),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -384,6 +388,45 @@ fn undeliverable_variant(v: &Undeliverable) -> &'static str {
     }
 }
 const UNDELIVERABLE_VARIANTS: &[&str] = &["no_process", "mailbox_full", "stale_version"];
+
+/// Roots of a voter change (`quorum::reconfig`): an add's first root, a removal's first
+/// root, and a root with explicit quorums and nothing pending.
+fn changing_roots() -> Vec<RootRecord> {
+    let widened = reconfig::begin(
+        &root(),
+        VoterChange::Add {
+            name: "n4".to_owned(),
+            acceptor: 80,
+        },
+    )
+    .expect("an add begins");
+    let done = reconfig::advance(&widened).expect("the add ends");
+    let narrowed = reconfig::begin(
+        &done,
+        VoterChange::Remove {
+            name: "n1".to_owned(),
+            acceptor: 77,
+        },
+    )
+    .expect("a removal begins");
+    vec![widened, done, narrowed]
+}
+
+fn voter_change_variant(v: &VoterChange) -> &'static str {
+    match v {
+        VoterChange::Add { .. } => "add",
+        VoterChange::Remove { .. } => "remove",
+    }
+}
+const VOTER_CHANGE_VARIANTS: &[&str] = &["add", "remove"];
+
+fn step_variant(v: &Step) -> &'static str {
+    match v {
+        Step::Widened => "widened",
+        Step::Narrowed => "narrowed",
+    }
+}
+const STEP_VARIANTS: &[&str] = &["widened", "narrowed"];
 
 fn control_frame_variant(v: &ControlFrame) -> &'static str {
     match v {
@@ -619,6 +662,8 @@ fn slot() -> ShardSlot {
 fn root() -> RootRecord {
     RootRecord {
         epoch: 1,
+        quorums: None,
+        pending: None,
         voters: vec![
             ("n1".to_owned(), 77),
             ("n2".to_owned(), 78),
@@ -1320,6 +1365,13 @@ fn cases() -> Vec<Case> {
         |bytes| decode_state(b"k", bytes),
     ));
     cases.push(case("store/root", root(), encode_state, decode_root));
+    for r in changing_roots() {
+        let name = match &r.pending {
+            Some(p) => format!("store/root/{}", voter_change_variant(&p.change)),
+            None => "store/root/quorums".to_owned(),
+        };
+        cases.push(case(name, r, encode_state, decode_root));
+    }
 
     cases
 }
@@ -1412,6 +1464,19 @@ fn every_variant_of_every_wire_enum_is_pinned() {
         QUORUM_MSG_VARIANTS,
     );
     assert_covers("Request", &requests(), request_variant, REQUEST_VARIANTS);
+    let pendings: Vec<_> = changing_roots()
+        .into_iter()
+        .filter_map(|r| r.pending)
+        .collect();
+    let changes: Vec<VoterChange> = pendings.iter().map(|p| p.change.clone()).collect();
+    let steps: Vec<Step> = pendings.iter().map(|p| p.step).collect();
+    assert_covers(
+        "VoterChange",
+        &changes,
+        voter_change_variant,
+        VOTER_CHANGE_VARIANTS,
+    );
+    assert_covers("Step", &steps, step_variant, STEP_VARIANTS);
     assert_covers("Reply", &seconds(replies()), reply_variant, REPLY_VARIANTS);
     assert_covers(
         "Outcome",

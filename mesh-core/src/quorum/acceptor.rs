@@ -132,6 +132,24 @@ impl<K: Ord + Clone, S: Clone> Acceptor<K, S> {
         self.keys.get(key)
     }
 
+    /// The voter-set epoch this acceptor serves (requests of any other are refused).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Move to the root of `epoch`, once the shell has made that root durable in this
+    /// acceptor's store (never before: a restart must come back in it). Epochs only grow:
+    /// a lower or equal one is ignored. Every key's state is kept as it is: promises and
+    /// accepted values carry across epochs (the voter-change argument relies on it).
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// The keys this acceptor holds a state for (a rescan's work list).
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.keys.keys()
+    }
+
     /// The counters.
     pub fn stats(&self) -> &AcceptorStats {
         &self.stats

@@ -60,11 +60,16 @@
 //!
 //! # Voters
 //!
-//! The voter set V (3 or 5 ids) is **fixed** in this version and tagged with an epoch that
-//! every request carries; acceptors refuse other epochs. Changing V (one voter at a time,
-//! the paper's Flexible Paxos procedure) is future work. Any peer may propose; the
-//! [`preferred_proposer`] of a key (HRW over `V ∩ alive`) is only a preference for load
-//! and caching — safety never depends on it or on any SWIM view.
+//! The voter set V (3 or 5 ids at formation) is tagged with an epoch that every request
+//! carries; acceptors refuse other epochs ([`Reply::WrongEpoch`], which tells a proposer
+//! on an old root that a newer one exists: [`Proposer::newer_epoch`]). Each root names
+//! its quorum rules ([`Quorums`]: majorities for epoch-1 roots); changing V one voter at a
+//! time is the [`reconfig`] procedure (raise the accept rule, rescan, raise the prepare
+//! rule; the reverse to remove), of which this version has the core — the procedure's
+//! planner, the proposer's and acceptor's epoch handling, and the model check — but not
+//! yet the node, admin and CLI wiring. Any peer may propose; the [`preferred_proposer`]
+//! of a key (HRW over `V ∩ alive`) is only a preference for load and caching — safety
+//! never depends on it or on any SWIM view.
 //!
 //! # Driving it
 //!
@@ -116,6 +121,7 @@ pub mod acceptor;
 pub mod ballot;
 pub mod messages;
 pub mod proposer;
+pub mod reconfig;
 pub mod root;
 pub mod store;
 
@@ -128,6 +134,7 @@ pub use messages::{
 pub use proposer::{
     decide, Completion, OpId, ProposeError, Proposer, ProposerConfig, ProposerOutput, ProposerStats,
 };
+pub use reconfig::{Pending, QuorumRule, Quorums, ReconfigError, Step, VoterChange};
 pub use root::{
     proposer_id, Formation, FormationConfig, FormationError, FormationOutput, FormationState,
     FormationStats, Hello, PersistedError, RootRecord, VoterNames, VotersError,

@@ -15,6 +15,7 @@ use super::ballot::{Ballot, NodeId};
 use super::messages::{
     Change, Envelope, Outcome, Record, Reply, Request, RequestId, Slot, RECENT_RECORDS,
 };
+use super::reconfig::Quorums;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -97,6 +98,8 @@ pub struct ProposerStats {
     pub timeouts: u64,
     /// Replies ignored (stale ballot, unknown key, not a voter, other epoch).
     pub ignored_replies: u64,
+    /// [`Reply::WrongEpoch`] replies: an acceptor in another epoch refused a request.
+    pub wrong_epoch: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -159,7 +162,8 @@ impl<V, C: Change<V>> KeyState<V, C> {
     }
 }
 
-/// A CASPaxos proposer over the fixed voter set.
+/// A CASPaxos proposer over the voters and quorum rules of one root epoch (which
+/// [`Proposer::set_root`] moves on).
 ///
 /// Equality and hashing ignore the [`ProposerStats`] counters (two proposers that would
 /// behave the same are equal; a model checker relies on that).
@@ -167,8 +171,11 @@ impl<V, C: Change<V>> KeyState<V, C> {
 pub struct Proposer<K: Ord, V, C: Change<V>> {
     id: NodeId,
     epoch: u64,
+    /// Every acceptor either rule names: whom requests go to.
     voters: Vec<NodeId>,
-    quorum: usize,
+    quorums: Quorums,
+    /// The highest epoch above ours an acceptor refused us with.
+    newer_epoch: Option<u64>,
     config: ProposerConfig,
     /// The last ballot minted (any key): rounds only grow within an incarnation.
     minted: Ballot,
@@ -180,8 +187,14 @@ pub struct Proposer<K: Ord, V, C: Change<V>> {
 
 impl<K: Ord + PartialEq, V: PartialEq, C: Change<V> + PartialEq> PartialEq for Proposer<K, V, C> {
     fn eq(&self, o: &Self) -> bool {
-        (self.id, self.epoch, self.quorum, self.minted, self.next_op)
-            == (o.id, o.epoch, o.quorum, o.minted, o.next_op)
+        (
+            self.id,
+            self.epoch,
+            self.minted,
+            self.next_op,
+            self.newer_epoch,
+        ) == (o.id, o.epoch, o.minted, o.next_op, o.newer_epoch)
+            && self.quorums == o.quorums
             && self.voters == o.voters
             && self.config == o.config
             && self.keys == o.keys
@@ -193,7 +206,15 @@ impl<K: Ord + Eq, V: Eq, C: Change<V> + Eq> Eq for Proposer<K, V, C> {}
 
 impl<K: Ord + Hash, V: Hash, C: Change<V> + Hash> Hash for Proposer<K, V, C> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        (self.id, self.epoch, self.quorum, self.minted, self.next_op).hash(state);
+        (
+            self.id,
+            self.epoch,
+            self.minted,
+            self.next_op,
+            self.newer_epoch,
+        )
+            .hash(state);
+        self.quorums.hash(state);
         self.voters.hash(state);
         self.config.hash(state);
         self.keys.hash(state);
@@ -208,7 +229,7 @@ where
     C: Change<V> + Clone,
 {
     /// A proposer `id` in its `incarnation` (which the shell must have bumped and fsynced
-    /// at this boot, before calling this), for the fixed voter set `voters` of `epoch`.
+    /// at this boot, before calling this), for the voter set `voters` of `epoch`.
     /// Quorums are majorities of `voters` (duplicates are ignored).
     pub fn new(
         id: NodeId,
@@ -217,17 +238,25 @@ where
         voters: impl IntoIterator<Item = NodeId>,
         config: ProposerConfig,
     ) -> Self {
-        let voters: Vec<NodeId> = voters
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let quorum = voters.len() / 2 + 1;
+        let quorums = Quorums::majority(voters.into_iter().map(|v| v.0));
+        Self::with_quorums(id, incarnation, epoch, quorums, config)
+    }
+
+    /// Like [`Proposer::new`], with explicit quorum rules (a root's
+    /// [`RootRecord::quorums`](super::RootRecord::quorums)).
+    pub fn with_quorums(
+        id: NodeId,
+        incarnation: u64,
+        epoch: u64,
+        quorums: Quorums,
+        config: ProposerConfig,
+    ) -> Self {
         Self {
             id,
             epoch,
-            voters,
-            quorum,
+            voters: quorums.acceptors(),
+            quorums,
+            newer_epoch: None,
             config,
             minted: Ballot {
                 round: 0,
@@ -246,9 +275,53 @@ where
         self.id
     }
 
-    /// The voters, sorted.
+    /// The voters (every acceptor either rule names), sorted.
     pub fn voters(&self) -> &[NodeId] {
         &self.voters
+    }
+
+    /// The epoch this proposer's requests carry.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The quorum rules in use.
+    pub fn quorums(&self) -> &Quorums {
+        &self.quorums
+    }
+
+    /// The highest epoch above ours that an acceptor refused a request with, if any: this
+    /// proposer is on an old root. The shell fetches the newer root (from a voter) and
+    /// calls [`Proposer::set_root`]; meanwhile the refused rounds time out and retry.
+    pub fn newer_epoch(&self) -> Option<u64> {
+        self.newer_epoch
+    }
+
+    /// Move to the root of `epoch` with `quorums` (ignored unless `epoch` is above ours):
+    /// every cached promise is dropped and every round in flight restarts from phase 1
+    /// under the new rules (its promises and accepts were counted under the old ones).
+    /// Queued and active changes keep their deadlines; none is completed here.
+    pub fn set_root(&mut self, now: Instant, epoch: u64, quorums: Quorums) {
+        if epoch <= self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        self.voters = quorums.acceptors();
+        self.quorums = quorums;
+        if self.newer_epoch.is_some_and(|e| e <= epoch) {
+            self.newer_epoch = None;
+        }
+        let mut restart = Vec::new();
+        self.keys.retain(|key, state| {
+            state.cache = None;
+            if state.active.is_some() {
+                restart.push(key.clone());
+            }
+            state.active.is_some() || !state.queue.is_empty()
+        });
+        for key in restart {
+            self.start_prepare(now, &key);
+        }
     }
 
     /// The counters.
@@ -294,8 +367,15 @@ where
             self.stats.ignored_replies += 1;
             return;
         }
+        if let Reply::WrongEpoch { epoch, .. } = &reply {
+            self.stats.wrong_epoch += 1;
+            if *epoch > self.epoch {
+                self.newer_epoch = Some(self.newer_epoch.map_or(*epoch, |e| e.max(*epoch)));
+            }
+            return;
+        }
         let key = reply.key().clone();
-        let quorum = self.quorum;
+        let quorums = &self.quorums;
         let Some(state) = self.keys.get_mut(&key) else {
             self.stats.ignored_replies += 1;
             return;
@@ -316,7 +396,7 @@ where
                 },
             ) if ballot == *mine => {
                 promises.insert(from, accepted);
-                if promises.len() >= quorum {
+                if quorums.prepare.met_by(promises.keys()) {
                     // The latest accepted value among a quorum is the register's value.
                     let current = promises
                         .values()
@@ -348,8 +428,13 @@ where
                 if promised {
                     next_promised.insert(from);
                 }
-                if accepted.len() >= quorum {
-                    state.cache = (next_promised.len() >= quorum).then(|| (*next, value.clone()));
+                if quorums.accept.met_by(accepted.iter()) {
+                    // The piggybacked promises are a phase 1 for `next`: they must make a
+                    // prepare quorum for the cache to skip it.
+                    state.cache = quorums
+                        .prepare
+                        .met_by(next_promised.iter())
+                        .then(|| (*next, value.clone()));
                     let outcome = outcome.clone();
                     let op = active.op.id;
                     state.active = None;
@@ -505,7 +590,7 @@ where
             promises: BTreeMap::new(),
         };
         self.stats.prepares += 1;
-        for &to in &self.voters {
+        for to in self.quorums.prepare.ids() {
             self.outputs.push_back(ProposerOutput::Send(Envelope {
                 to,
                 msg: Request::Prepare {

@@ -7,11 +7,17 @@
 //! those ids (proposers' `voters`, the `to` of every [`Envelope`](super::Envelope)) and
 //! routes them to node names through the root.
 //!
-//! **V is fixed in this version**: the root is created once, at epoch 1, and never
-//! changes. A voter that was wiped after formation is *not* re-admitted: it comes back as
+//! **Formation creates the root once, at epoch 1**; [`Formation`] only ever forms or
+//! adopts that epoch-1 root. Later roots (voter changes, [`reconfig`](super::reconfig))
+//! carry their quorum rules and the pending change in the optional
+//! [`RootRecord::quorums`] and [`RootRecord::pending`] fields; handing them out through
+//! the node is not wired yet, so in a running cluster V is still the formed one.
+//!
+//! A voter that was wiped after formation is *not* re-admitted: it comes back as
 //! [`FormationState::NotAVoter`] (it still proposes as a client). Re-admitting it, or
-//! replacing it, needs a voter change (one voter at a time, epoch-fenced), which is a later
-//! issue; until then the cluster runs on the remaining voters' majority.
+//! replacing it, needs a voter change (one voter at a time, epoch-fenced: the procedure is
+//! in [`reconfig`](super::reconfig), its wiring a later step); until then the cluster runs
+//! on the remaining voters' majority.
 //!
 //! # Properties
 //!
@@ -82,6 +88,7 @@
 //! (OS entropy): nonces of two lives of one node must not repeat.
 
 use super::ballot::NodeId;
+use super::reconfig::{Pending, Quorums};
 use crate::identity::{validate_name, NameError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -90,7 +97,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// The only epoch of this version (V is fixed).
+/// The epoch of a formed root (the only one [`Formation`] creates or adopts).
 pub const ROOT_EPOCH: u64 = 1;
 
 /// How often a node repeats an unanswered ask, by default.
@@ -103,9 +110,27 @@ pub struct RootRecord {
     pub epoch: u64,
     /// `(node name, acceptor id)` of every voter, sorted by name.
     pub voters: Vec<(String, u64)>,
+    /// The quorum rules of this epoch; `None` (every epoch-1 root, and every store written
+    /// before voter changes) means majorities of `voters` ([`RootRecord::quorums`]).
+    /// Absent from the encoding when `None`, so epoch-1 roots keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorums: Option<Box<Quorums>>,
+    /// The voter change in progress, if any ([`reconfig`](super::reconfig)). Absent from
+    /// the encoding when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Box<Pending>>,
 }
 
 impl RootRecord {
+    /// The quorum rules every proposer of this epoch uses: the explicit ones, or
+    /// majorities of the voters.
+    pub fn quorums(&self) -> Quorums {
+        self.quorums
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| Quorums::majority(self.voters.iter().map(|(_, id)| *id)))
+    }
+
     /// The acceptor ids, for [`Proposer::new`](super::Proposer::new)'s `voters`.
     pub fn acceptor_ids(&self) -> Vec<NodeId> {
         self.voters.iter().map(|(_, id)| NodeId(*id)).collect()
@@ -719,6 +744,8 @@ impl Formation {
         voters.sort();
         let root = RootRecord {
             epoch: ROOT_EPOCH,
+            quorums: None,
+            pending: None,
             voters,
         };
         if root.check(&self.voters).is_err() {

@@ -32,6 +32,8 @@ fn voter(now: Instant, name: &str, id: u64) -> Formation {
 fn root(ids: [u64; 3]) -> RootRecord {
     RootRecord {
         epoch: ROOT_EPOCH,
+        quorums: None,
+        pending: None,
         voters: vec![
             ("n1".into(), ids[0]),
             ("n2".into(), ids[1]),
@@ -262,6 +264,8 @@ fn three_voters_and_a_client_form_one_root_listing_every_acceptor_id() {
         .collect();
     let expected = RootRecord {
         epoch: ROOT_EPOCH,
+        quorums: None,
+        pending: None,
         voters: ids,
     };
     for (name, f) in &c.nodes {
@@ -609,6 +613,8 @@ fn a_stored_root_of_another_voter_set_is_refused_at_boot() {
     let now = Instant::now();
     let foreign = RootRecord {
         epoch: ROOT_EPOCH,
+        quorums: None,
+        pending: None,
         voters: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
     };
     let mut n1 = Formation::new(config("n1", Some(11), Some(foreign)), now).expect("starts");
@@ -644,12 +650,16 @@ fn hellos_with_bad_names_roles_or_roots_are_dropped_and_counted() {
     let bad_roots = [
         RootRecord {
             epoch: 2,
+            quorums: None,
+            pending: None,
             ..root([11, 12, 13])
         },
         root([11, 11, 13]),
         root([11, 0, 13]),
         RootRecord {
             epoch: 1,
+            quorums: None,
+            pending: None,
             voters: vec![("n1".into(), 11), ("n2".into(), 12)],
         },
     ];
@@ -770,6 +780,8 @@ mod properties {
         let names = prop::sample::select(vec!["n1,n2,n3", "n1,n2,n4", "n1,n2"]);
         let odd = (0u64..3, ids, names).prop_map(|(epoch, ids, names)| RootRecord {
             epoch,
+            quorums: None,
+            pending: None,
             voters: names
                 .split(',')
                 .zip(ids)

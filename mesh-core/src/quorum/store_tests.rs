@@ -29,6 +29,8 @@ fn entry(key: &str, value: u32) -> Entry {
 fn root() -> RootRecord {
     RootRecord {
         epoch: 1,
+        quorums: None,
+        pending: None,
         voters: vec![("n1".into(), 11), ("n2".into(), 12), ("n3".into(), 13)],
     }
 }
