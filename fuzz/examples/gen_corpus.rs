@@ -377,7 +377,10 @@ fn quorum(c: &mut Corpus) {
             while let Some(out) = acceptor.poll_output() {
                 let then = match out {
                     AcceptorOutput::Persist { state, then, .. } => {
-                        c.add("quorum_input", &with(2, &encode_state(&state).expect("encodes")));
+                        c.add(
+                            "quorum_input",
+                            &with(2, &encode_state(&state).expect("encodes")),
+                        );
                         then
                     }
                     AcceptorOutput::Send(then) => then,
@@ -399,8 +402,13 @@ fn quorum(c: &mut Corpus) {
     let root = RootRecord {
         epoch: 1,
         voters: vec![("n1".into(), 11), ("n2".into(), 12), ("n3".into(), 13)],
+        quorums: None,
+        pending: None,
     };
-    c.add("quorum_input", &with(1, &encode_state(&root).expect("encodes")));
+    c.add(
+        "quorum_input",
+        &with(1, &encode_state(&root).expect("encodes")),
+    );
 }
 
 /// Admin API bodies as clients send them, and tag lists and selectors.

@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match mesh_cli::fuzzing::config_file(text) {
         Ok(printed) => match mesh_cli::fuzzing::config_file(&printed) {
-            Ok(again) => assert_eq!(again, printed, "--check-config output reads back differently"),
+            Ok(again) => assert_eq!(
+                again, printed,
+                "--check-config output reads back differently"
+            ),
             Err(e) => panic!("--check-config output is not a valid config file: {e:?}\n{printed}"),
         },
         Err(mesh_cli::fuzzing::ConfigFileError::Parse { line, message }) => {
@@ -23,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
                 "line {line} of a {}-line file",
                 text.lines().count()
             );
-            assert!(!message.contains('\n'), "a multi-line parse error: {message:?}");
+            assert!(
+                !message.contains('\n'),
+                "a multi-line parse error: {message:?}"
+            );
         }
         Err(mesh_cli::fuzzing::ConfigFileError::Invalid(message)) => {
             assert!(!message.contains('\n'), "a multi-line error: {message:?}");

@@ -58,7 +58,11 @@ fn acceptor_run(data: &[u8]) {
         if let Some(s) = acc.state(&key) {
             let accepted = s.accepted.as_ref().map(|(b, _)| *b);
             if let Some(a) = accepted {
-                assert!(s.promised >= a, "accepted {a:?} above the promise {:?}", s.promised);
+                assert!(
+                    s.promised >= a,
+                    "accepted {a:?} above the promise {:?}",
+                    s.promised
+                );
             }
             if let Some((promised, was)) = seen.get(&key) {
                 assert!(s.promised >= *promised, "a promise went down");

@@ -2,7 +2,8 @@
 //!
 //! - 0..=6: the MessagePack enums and structs of `mesh_core::node` (`StateFrame`,
 //!   `UserFrame`, `ControlFrame` (the envelope only: the quorum messages inside are
-//!   not fuzzed here), `AeRequest`, `AeResponse`, `GroupsItem`, a names delta), decoded
+//!   not fuzzed here), `AeRequest`, `AeResponse`, `GroupsItem`, a names delta, a tags
+//!   item (merged into a tag table: an invalid set is refused, changing nothing)), decoded
 //!   as `Node` decodes them (`rmp_serde::from_slice`, which is all the crate-private
 //!   `wire::decode` does). What decodes re-encodes to itself; deltas inside satisfy the
 //!   `mesh-crdt` invariants.
@@ -20,9 +21,10 @@ use mesh_core::codec::{peek_header, SwimCodec};
 use mesh_core::dissemination::{decode_batch, encode_batch, Dissemination, DATAGRAM_HEADER};
 use mesh_core::identity::NodeId;
 use mesh_core::node::{
-    AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, UserFrame, GROUPS, NAMES,
+    AeRequest, AeResponse, ControlFrame, GroupsItem, StateFrame, UserFrame, GROUPS, NAMES, TAGS,
 };
 use mesh_core::registry::{GroupEntry, NameClaim};
+use mesh_core::tags::{Merged, TagTable, TagsItem};
 use mesh_crdt::Delta;
 use mesh_fuzz::{check_reencode, check_state};
 use serde::de::DeserializeOwned;
@@ -46,6 +48,27 @@ fn item(channel: mesh_core::dissemination::ChannelId, bytes: &[u8]) {
         if let Some(d) = roundtrip::<Delta<String, NameClaim>>(bytes) {
             check_state(&d);
         }
+    } else if channel == TAGS {
+        if let Some(t) = roundtrip::<TagsItem>(bytes) {
+            check_tags_item(&t);
+        }
+    }
+}
+
+/// A tags item (channel 2, anti-entropy): merging it into a table never breaks the tag
+/// limits — an invalid set is refused and leaves the table as it was.
+fn check_tags_item(item: &TagsItem) {
+    let mut table = TagTable::new("fuzz-me".into(), 1, Default::default()).expect("empty is valid");
+    let before = table.digest();
+    match table.merge(item, Some(item.incarnation)) {
+        Merged::Invalid(_) => {
+            assert_eq!(table.digest(), before, "a refused item changed the table")
+        }
+        Merged::Newer { .. } => {
+            let held = table.get(&item.name).expect("a merged item is held");
+            mesh_types::tags::validate(held).expect("an invalid tag set was merged");
+        }
+        Merged::Stale | Merged::UnknownMember => {}
     }
 }
 
@@ -99,9 +122,14 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            Some(StateFrame::Push { groups, names }) => {
+            Some(StateFrame::Push {
+                groups,
+                names,
+                tags,
+            }) => {
                 check_state(&groups);
                 check_state(&names);
+                tags.iter().for_each(check_tags_item);
             }
             None => {}
         },
@@ -118,6 +146,7 @@ fuzz_target!(|data: &[u8]| {
             if let Some(r) = roundtrip::<AeResponse>(data) {
                 check_state(&r.groups);
                 check_state(&r.names);
+                r.tags.iter().for_each(check_tags_item);
             }
         }
         5 => {
