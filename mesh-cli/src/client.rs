@@ -361,7 +361,7 @@ fn error_text(body: &str) -> String {
 
 fn members_path(filter: Option<&str>) -> String {
     match filter {
-        Some(f) => format!("/v1/members?filter={}", crate::tags::encode(f)),
+        Some(f) => format!("/v1/members?filter={}", crate::groups::escape(f)),
         None => "/v1/members".to_owned(),
     }
 }

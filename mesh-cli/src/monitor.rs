@@ -15,6 +15,7 @@ use mesh_api::{MonitorLine, MONITOR_HEARTBEAT_MS};
 use crate::client::AdminArgs;
 use crate::config_file::io_reason;
 use crate::error::failure;
+use crate::groups::escape;
 
 /// `SCOPE` or `SCOPE/GROUP`, as `--groups` takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,26 +46,13 @@ impl std::str::FromStr for GroupsTarget {
 impl GroupsTarget {
     /// The route with its query.
     fn path(&self) -> String {
-        let mut path = format!("/v1/monitor/groups?scope={}", encode(&self.scope));
+        let mut path = format!("/v1/monitor/groups?scope={}", escape(&self.scope));
         if let Some(g) = &self.group {
             path.push_str("&group=");
-            path.push_str(&encode(g));
+            path.push_str(&escape(g));
         }
         path
     }
-}
-
-/// Percent-encodes everything but unreserved characters, for a query value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `meshctl monitor` options.

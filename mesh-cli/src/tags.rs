@@ -9,6 +9,7 @@ use mesh_api::{PlaceAnswer, TagsAnswer, TagsBody};
 
 use crate::client::AdminArgs;
 use crate::error::failure;
+use crate::groups::escape;
 use crate::out::print_stdout;
 
 /// `meshctl tags` subcommands.
@@ -135,9 +136,9 @@ pub(crate) fn run_place(args: PlaceArgs) -> Result<()> {
         400,
         "selectors are comma-separated KEY=VALUE, KEY!=VALUE, KEY or !KEY terms",
     )]);
-    let mut path = format!("/v1/place?key={}&n={}", encode(&args.key), args.n);
+    let mut path = format!("/v1/place?key={}&n={}", escape(&args.key), args.n);
     if let Some(f) = &args.filter {
-        path.push_str(&format!("&filter={}", encode(f)));
+        path.push_str(&format!("&filter={}", escape(f)));
     }
     let text = client.get(&path)?;
     let answer: PlaceAnswer = client.parse(&text)?;
@@ -157,32 +158,4 @@ pub(crate) fn run_place(args: PlaceArgs) -> Result<()> {
             .map(|o| format!("{o}\n"))
             .collect::<String>(),
     )
-}
-
-/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(
-            encode("region=eu,role!=edge"),
-            "region%3Deu%2Crole%21%3Dedge"
-        );
-        assert_eq!(encode("job-7.a_b~"), "job-7.a_b~");
-        assert_eq!(encode("a b/é"), "a%20b%2F%C3%A9");
-    }
 }
