@@ -176,7 +176,12 @@ impl TagTable {
             version: item.version,
             tags: item.tags.clone(),
         };
-        let tags_changed = self.peers.get(&item.name).map(|e| &e.tags) != Some(&entry.tags);
+        // A member whose tags were never held has none: learning that it has none is
+        // not a change to report.
+        let tags_changed = self
+            .peers
+            .get(&item.name)
+            .map_or(!entry.tags.is_empty(), |e| e.tags != entry.tags);
         self.peers.insert(item.name.clone(), entry);
         Merged::Newer { tags_changed }
     }
