@@ -186,6 +186,16 @@ impl AdminClient {
         path: &str,
         body: &impl Serialize,
     ) -> Result<Box<dyn std::io::BufRead + Send>> {
+        let response = self.post_streaming(path, body)?;
+        self.stream_body(path, response)
+    }
+
+    /// Sends `POST path` with no overall timeout, for an answer read as a stream.
+    fn post_streaming(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let mut request = self
             .agent
             .post(format!("{}{path}", self.base))
@@ -195,10 +205,9 @@ impl AdminClient {
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
-        let response = request
+        request
             .send_json(body)
-            .map_err(|e| self.transport_failure(&e))?;
-        self.stream_body(path, response)
+            .map_err(|e| self.transport_failure(&e))
     }
 
     /// `GET path` whose answer is a stream of lines (`/v1/monitor/...`): no overall
@@ -242,18 +251,7 @@ impl AdminClient {
         body: &impl Serialize,
         statuses: &[u16],
     ) -> Result<Result<Box<dyn std::io::BufRead + Send>, (u16, String)>> {
-        let mut request = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .config()
-            .timeout_global(None)
-            .build();
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let response = request
-            .send_json(body)
-            .map_err(|e| self.transport_failure(&e))?;
+        let response = self.post_streaming(path, body)?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
         if !(200..=299).contains(&status) {
