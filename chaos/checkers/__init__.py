@@ -26,6 +26,7 @@ MODULES = [
     "sends",
     "claims",
     "strong_names",
+    "leader",
 ]
 
 

@@ -40,6 +40,11 @@ Steps that need a workload (the run fails with a harness error without it):
   ("thaw_holder", node)                   claims: let it write, late (after resuming node)
   ("unfence",)                            negative controls only: the fenced resource
                                           skips its check, under an unknown event kind
+  ("leader_fault", "pause"|"kill")        leader: wait for a node to lead, pause or kill
+                                          its agent, record leader_fault {node, token}
+  ("leader_recover",)                     leader: resume or restart that agent
+  ("leak_leader",)                        negative controls only (leader): the leading
+                                          command forks a writer meshctl cannot stop
   ("stale_read", node_a, node_b)          negative controls only (strong-names): register
                                           a fresh name through node_a, read node_b's cache
                                           and record it as a linearizable read
@@ -313,6 +318,24 @@ class Steps:
 
     def step_unfence(self) -> None:
         self._workload("claims", "unfence").unfence()
+
+    def step_leader_fault(self, kind: str) -> None:
+        if kind not in ("pause", "kill"):
+            raise HarnessError(f"leader_fault: {kind!r} is not pause or kill")
+        node, token = self._workload("leader", "leader_fault").current_leader()
+        (self.f.pause if kind == "pause" else self.f.kill)([node])
+        self.rec.event("leader_fault", node=node, token=token, fault=kind)
+        self._leader_faulted = (node, kind)
+
+    def step_leader_recover(self) -> None:
+        node, kind = getattr(self, "_leader_faulted", (None, None))
+        if node is None:
+            raise HarnessError("leader_recover: no leader_fault step before it")
+        (self.f.resume if kind == "pause" else self.f.restart)([node])
+        self._leader_faulted = (None, None)
+
+    def step_leak_leader(self) -> None:
+        self._workload("leader", "leak_leader").leak()
 
     def step_stale_read(self, a, b) -> None:
         self._workload("strong-names", "stale_read").stale_read(self.nodes(a)[0],

@@ -68,6 +68,9 @@ class NegativeControls(unittest.TestCase):
     def test_a_holder_clock_far_beyond_rho_makes_validity_windows_overlap(self):
         self._assert_fails_as_declared("control-skew-beyond-rho")
 
+    def test_a_leaders_writer_that_outlives_its_term_is_an_effect_outside_the_term(self):
+        self._assert_fails_as_declared("control-leaked-leader")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -22,6 +22,7 @@ MODULES = [
     "names",
     "claims",
     "strong_names",
+    "leader",
 ]
 
 
