@@ -78,7 +78,7 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
     running_wl = []
     status, error = "completed", None
     try:
-        quorum = {"claims", "strong-names"} & set(scn.workloads)
+        quorum = {"claims", "strong-names", "leader"} & set(scn.workloads)
         cluster = Cluster.create(nodes, run_dir, opts.meshctl, opts.subnet, opts.profile,
                                  skews=scn.skew, t0=rec.t0,
                                  voters=3 if quorum and nodes >= 3 else 0)

@@ -22,7 +22,7 @@ after the command is stopped, recorded under a kind the checkers do not know
 (`hidden_leak`).
 
 Events: `leader_config` {ttl_s, election}; `elect_start` {node, mpid}; `elect_event`;
-`elect_exit` {node, mpid, code}; `fence_write` (task `elect/demo`); `leader_fault`.
+`elect_exit` {node, mpid, code, stderr (its last 2 000 characters)}; `fence_write` (task `elect/demo`); `leader_fault`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class Workload(PerNodeClients):
                 sys.executable, str(CMD), self.addr, node]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         env["CHAOS_LEAK_FILE"] = str(self.leak_file)
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        err = tempfile.TemporaryFile(mode="w+")
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
                              stdin=subprocess.DEVNULL, env=env, text=True)
         with self._lock:
             self._procs[node] = p
@@ -163,7 +164,10 @@ class Workload(PerNodeClients):
         with self._lock:
             self.leading.pop(node, None)
             self._procs.pop(node, None)
-        self.rec.op("elect_exit", node=node, mpid=p.pid, code=code)
+        err.seek(0)
+        stderr = err.read()[-2000:]
+        err.close()
+        self.rec.op("elect_exit", node=node, mpid=p.pid, code=code, stderr=stderr)
 
     # -- scenario steps
     def current_leader(self, within: float = FIND_S) -> tuple[str, int]:
