@@ -216,14 +216,47 @@ impl AgentConfig {
     }
 
     /// Checks the admin API settings: an `admin` address other hosts can reach needs
-    /// a non-empty `admin_token`. The error names the key.
+    /// an `admin_token`, and a token, wherever it is set, must be one a guess cannot
+    /// find: at least [`MIN_ADMIN_TOKEN_LEN`] characters, none of them whitespace or a
+    /// control character. A blank token (`MESH_ADMIN_TOKEN=' '`) is refused here, never
+    /// taken as "no token". The error names the key, never the token.
     pub fn validate_admin(&self) -> Result<(), ConfigError> {
-        let token_set = self.admin_token.as_deref().is_some_and(|t| !t.is_empty());
-        if !self.admin.ip().is_loopback() && !token_set {
-            return Err(ConfigError::AdminNeedsToken(self.admin));
+        match self.admin_token.as_deref() {
+            Some(token) => check_admin_token(token)?,
+            None if !self.admin.ip().is_loopback() => {
+                return Err(ConfigError::AdminNeedsToken(self.admin))
+            }
+            None => {}
         }
         Ok(())
     }
+}
+
+/// The shortest admin token accepted: 16 characters, as `openssl rand -hex 8` prints.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Refuses a token that is short, or holds whitespace or control characters (which
+/// an `Authorization: Bearer` header cannot carry intact, and which a blank or padded
+/// value from a shell or a Secret usually means).
+fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    if let Some(bad) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::AdminTokenWeak(format!(
+            "contains {}, which a bearer token cannot hold (a blank or padded value?)",
+            if bad.is_whitespace() {
+                "whitespace"
+            } else {
+                "a control character"
+            }
+        )));
+    }
+    let len = token.chars().count();
+    if len < MIN_ADMIN_TOKEN_LEN {
+        return Err(ConfigError::AdminTokenWeak(format!(
+            "is {len} characters; at least {MIN_ADMIN_TOKEN_LEN} are required \
+             (for example `openssl rand -hex 24`)"
+        )));
+    }
+    Ok(())
 }
 
 /// A configuration value that cannot work. Nothing has been started.
@@ -244,6 +277,10 @@ pub enum ConfigError {
     /// `admin` is reachable from other hosts but no token protects it.
     #[error("admin_token: the admin API on {0} is not loopback, so a bearer token is required")]
     AdminNeedsToken(SocketAddr),
+    /// `admin_token` is set but too weak to protect anything (blank, short, or holding
+    /// whitespace).
+    #[error("admin_token: the token {0}")]
+    AdminTokenWeak(String),
     /// A seed is not dialable.
     #[error("seeds: {0} is not an address peers can dial")]
     BadSeed(SocketAddr),
@@ -305,10 +342,41 @@ mod tests {
         let mut c = base();
         c.admin = "0.0.0.0:7947".parse().expect("addr");
         assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
-        c.admin_token = Some(String::new());
-        assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
-        c.admin_token = Some("s3cret".into());
+        c.admin_token = Some("0123456789abcdef".into());
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn blank_short_or_padded_tokens_are_refused_wherever_the_admin_api_listens() {
+        for admin in ["0.0.0.0:7947", "127.0.0.1:7947"] {
+            let mut c = base();
+            c.admin = admin.parse().expect("addr");
+            for weak in [
+                "",
+                " ",
+                "                ",
+                "s3cret",
+                "0123456789abcde",
+                "0123456789abcdef\n",
+                " 0123456789abcdef",
+                "0123456789\tabcdef",
+            ] {
+                c.admin_token = Some(weak.into());
+                let err = c.validate().expect_err(weak);
+                assert!(
+                    matches!(err, ConfigError::AdminTokenWeak(_)),
+                    "{weak:?}: {err}"
+                );
+                let text = err.to_string();
+                assert!(text.starts_with("admin_token:"), "{text}");
+                assert!(
+                    weak.trim().is_empty() || !text.contains(weak.trim()),
+                    "the error shows the token: {text}"
+                );
+            }
+            c.admin_token = Some("0123456789abcdef".into());
+            assert_eq!(c.validate(), Ok(()), "{admin}");
+        }
     }
 
     #[test]

@@ -279,6 +279,9 @@ impl Layer {
                 ConfigError::ClaimsTtl(_) => {
                     "use a TTL from 200ms to 1 day, e.g. --claims-ttl 10s (renews go every TTL/3)"
                 }
+                ConfigError::AdminTokenWeak(_) | ConfigError::AdminNeedsToken(_) => {
+                    "set MESH_ADMIN_TOKEN to a random value, e.g. $(openssl rand -hex 24)"
+                }
                 ConfigError::Tags(_) => {
                     "tags are KEY=VALUE, e.g. --tag region=eu; at most 64 tags and 512 bytes in all"
                 }

@@ -118,7 +118,7 @@ fn settings_come_from_flag_then_env_then_file_then_default() {
             ("MESH_BIND", "127.0.0.1:2001"),
             ("MESH_ADMIN", "127.0.0.1:2002"),
             ("MESH_SEEDS", "127.0.0.1:2003,127.0.0.1:2004"),
-            ("MESH_ADMIN_TOKEN", "hunter2"),
+            ("MESH_ADMIN_TOKEN", "hunter2-hunter2-hunter2"),
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
@@ -139,7 +139,7 @@ fn settings_come_from_flag_then_env_then_file_then_default() {
         "derived default"
     );
     assert!(
-        !stdout_of(&out).contains("hunter2"),
+        !stdout_of(&out).contains("hunter2-hunter2-hunter2"),
         "the token is redacted"
     );
 }
@@ -591,6 +591,39 @@ fn voters_shards_and_claims_ttl_are_agent_settings_with_named_errors() {
         Some(2),
         "a malformed name is a usage error"
     );
+}
+
+/// A blank, short or padded admin token is refused before anything starts, whether
+/// the admin API is public or loopback, and the error never echoes the token.
+#[test]
+fn a_blank_or_short_admin_token_is_refused_with_a_named_error() {
+    for admin in ["0.0.0.0:7947", "127.0.0.1:7947"] {
+        for token in [" ", "", "short-token", "  padded-token-value-long  "] {
+            let out = meshctl(
+                &[
+                    "agent",
+                    "--check-config",
+                    "--name",
+                    "n1",
+                    "--data-dir",
+                    "/srv/mesh",
+                    "--admin",
+                    admin,
+                ],
+                &[("MESH_ADMIN_TOKEN", token)],
+            );
+            let (error, hint) = assert_failure(&out);
+            assert!(
+                error.starts_with("error: admin_token:"),
+                "{admin} {token:?}: {error}"
+            );
+            assert!(hint.contains("openssl rand"), "{hint}");
+            assert!(
+                token.trim().is_empty() || !error.contains(token.trim()),
+                "the token is echoed: {error}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -154,7 +154,7 @@ fn info_rtt_and_leave_against_real_agents() {
 #[test]
 fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
     let mut cluster = Cluster::new();
-    cluster.agent_args(&["--admin-token", "s3cret"]);
+    cluster.agent_args(&["--admin-token", "s3cret-s3cret-s3cret"]);
     cluster.start("n1", &[]);
     let admin = cluster.agents[0].admin.to_string();
     for path in [
@@ -189,13 +189,26 @@ fn the_new_routes_need_the_token_and_a_refused_leave_stops_nothing() {
     );
     let (status, body) = cluster.agents[0].get("/readyz").expect("readyz");
     assert_eq!((status, body.as_str()), (200, "ok"), "and not leaving");
-    let out = run(&["info", "--json", "--admin", &admin, "--token", "s3cret"]);
+    let out = run(&[
+        "info",
+        "--json",
+        "--admin",
+        &admin,
+        "--token",
+        "s3cret-s3cret-s3cret",
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run(&["leave", "--admin", &admin, "--token", "s3cret"]);
+    let out = run(&[
+        "leave",
+        "--admin",
+        &admin,
+        "--token",
+        "s3cret-s3cret-s3cret",
+    ]);
     assert!(
         out.status.success(),
         "{}",
