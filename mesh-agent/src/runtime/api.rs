@@ -247,17 +247,35 @@ impl AgentHandle {
             .is_ok()
     }
 
-    /// Queues `cmd` with nobody waiting for its reply, without waiting for room (for
-    /// `Drop`s, which cannot wait); `false` if the queue is full or the agent stopped.
-    fn try_push(&self, cmd: Command) -> bool {
+    /// Queues `cmd` from a `Drop`, which cannot wait: at once when the queue has room,
+    /// else from a task that waits for room (an abandoned process, monitor or hold must
+    /// still be undone under load). A stopped agent needs nothing: its processes,
+    /// monitors and holds ended with it. Lost, counted and logged, only when no tokio
+    /// runtime is left to wait on.
+    fn push_from_drop(&self, cmd: Command) {
+        use tokio::sync::mpsc::error::TrySendError;
         let id = self.next_id();
-        self.commands
-            .try_send(ShellCommand::Node {
-                id,
-                cmd,
-                reply: None,
-            })
-            .is_ok()
+        let queued = ShellCommand::Node {
+            id,
+            cmd,
+            reply: None,
+        };
+        let Err(TrySendError::Full(queued)) = self.commands.try_send(queued) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let commands = self.commands.clone();
+            rt.spawn(async move {
+                let _ = commands.send(queued).await;
+            });
+        } else {
+            counter!("mesh_runtime_input_dropped_total", "reason" => "drop_command_lost")
+                .increment(1);
+            tracing::warn!(
+                "a dropped handle's undo (exit, demonitor or end-hold) was lost: the \
+                 command queue is full and no runtime is left to wait for room"
+            );
+        }
     }
 
     /// Starts a process on this node. It exits when the handle is dropped (or
@@ -801,19 +819,10 @@ impl Drop for Hold {
         let Some(agent) = self.agent.take() else {
             return;
         };
-        let cmd = Command::EndHold {
+        agent.push_from_drop(Command::EndHold {
             task: self.task.clone(),
             hold: self.id,
-        };
-        if !agent.try_push(cmd) {
-            // The queue is full: end it from a task that waits for room.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let (task, hold) = (self.task.clone(), self.id);
-                rt.spawn(async move {
-                    let _ = agent.push(Command::EndHold { task, hold }).await;
-                });
-            }
-        }
+        });
     }
 }
 
@@ -863,19 +872,9 @@ impl Drop for ProcessHandle {
         if self.exited {
             return;
         }
-        let cmd = Command::Exit {
+        self.agent.push_from_drop(Command::Exit {
             pid: self.pid.clone(),
-        };
-        if !self.agent.try_push(cmd) {
-            counter!("mesh_runtime_input_dropped_total", "reason" => "exit_on_drop_lost")
-                .increment(1);
-            tracing::warn!(
-                pid = %self.pid,
-                "could not queue the exit of a dropped process (the agent's command queue is \
-                 full): it stays in its groups until the agent restarts; lower the rate of \
-                 commands (see mesh_runtime_input_dropped_total)"
-            );
-        }
+        });
     }
 }
 
@@ -911,19 +910,8 @@ impl MonitorHandle {
 
 impl Drop for MonitorHandle {
     fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        if !self.agent.try_push(Command::Demonitor { id: self.id }) {
-            // The queue is full (an abandoned admin stream must still free its
-            // monitor): end it from a task that waits for room. A stopped agent's
-            // monitors end with it.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let (agent, id) = (self.agent.clone(), self.id);
-                rt.spawn(async move {
-                    let _ = agent.push(Command::Demonitor { id }).await;
-                });
-            }
+        if !self.ended {
+            self.agent.push_from_drop(Command::Demonitor { id: self.id });
         }
     }
 }
