@@ -131,6 +131,11 @@ fn register() {
         "mesh_runtime_input_dropped_total",
         "Inputs the membership loop could not take, by reason."
     );
+    describe_counter!(
+        "mesh_runtime_unclaimed_replies_total",
+        "Replies whose caller had gone (a closed HTTP request, a cancelled call) and \
+         whose process or monitor the agent therefore ended at once."
+    );
     for state in [
         MemberState::Alive,
         MemberState::Suspect,
@@ -149,6 +154,7 @@ fn register() {
     counter!("mesh_membership_rejoins_total").increment(0);
     counter!("mesh_membership_probes_failed_total").increment(0);
     counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full").increment(0);
+    counter!("mesh_runtime_unclaimed_replies_total").increment(0);
     describe_gauge!(
         "mesh_admin_monitor_streams",
         "Open admin monitor streams (GET /v1/monitor/...), by stream."

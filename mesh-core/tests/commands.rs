@@ -253,3 +253,60 @@ impl ExitReply for Reply {
         }
     }
 }
+
+/// A reply that hands over a process or a monitor names the command that undoes it,
+/// and running that command frees it: an unclaimed spawn leaves no process and no
+/// group member behind, an unclaimed monitor is gone. Replies that hand over nothing
+/// name no undo.
+#[test]
+fn an_unclaimed_spawn_or_monitor_reply_names_its_undo_and_the_undo_frees_it() {
+    let mut one = One::new();
+    let spawned = one.reply(Command::Spawn { capacity: None });
+    let Reply::Spawned { pid, .. } = &spawned else {
+        panic!("spawn: {spawned:?}");
+    };
+    let pid = pid.clone();
+    assert_eq!(one.join(std::slice::from_ref(&pid)), Ok(()));
+    assert_eq!(one.node.process_count(), 1);
+    let undo = spawned
+        .undo_if_unclaimed()
+        .expect("a spawn hands over a process");
+    assert!(
+        matches!(&undo, Command::Exit { pid: p } if *p == pid),
+        "{undo:?}"
+    );
+    assert!(matches!(one.reply(undo), Reply::Exited(Ok(()))));
+    assert_eq!(one.node.process_count(), 0, "the process is gone");
+    assert!(!one.node.is_local_alive(&pid));
+    assert!(
+        one.join(std::slice::from_ref(&pid)).is_err(),
+        "an exited pid joins nothing"
+    );
+
+    let monitoring = one.reply(Command::Monitor {
+        owner: None,
+        scope: "s".into(),
+        group: None,
+    });
+    let Reply::Monitoring(Ok((id, _, _))) = &monitoring else {
+        panic!("monitor: {monitoring:?}");
+    };
+    let id = *id;
+    let undo = monitoring
+        .undo_if_unclaimed()
+        .expect("a monitor hands over a monitor");
+    assert!(matches!(undo, Command::Demonitor { id: i } if i == id));
+    assert!(matches!(one.reply(undo), Reply::Demonitored(true)));
+    assert!(
+        matches!(
+            one.reply(Command::Demonitor { id }),
+            Reply::Demonitored(false)
+        ),
+        "the monitor is gone"
+    );
+
+    // A reply that hands over nothing has nothing to undo.
+    assert!(Reply::Exited(Ok(())).undo_if_unclaimed().is_none());
+    assert!(Reply::Groups(Ok(())).undo_if_unclaimed().is_none());
+    assert!(Reply::Demonitored(true).undo_if_unclaimed().is_none());
+}

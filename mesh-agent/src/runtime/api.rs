@@ -207,11 +207,7 @@ impl AgentHandle {
 
     /// A fresh command id.
     fn next_id(&self) -> CommandId {
-        CommandId(
-            self.shared
-                .next_command
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        )
+        self.shared.fresh_command_id()
     }
 
     /// Runs `cmd` on the node and waits for its reply.
@@ -911,7 +907,8 @@ impl MonitorHandle {
 impl Drop for MonitorHandle {
     fn drop(&mut self) {
         if !self.ended {
-            self.agent.push_from_drop(Command::Demonitor { id: self.id });
+            self.agent
+                .push_from_drop(Command::Demonitor { id: self.id });
         }
     }
 }

@@ -162,6 +162,13 @@ struct Shared {
     dns_server: Option<SocketAddr>,
 }
 
+impl Shared {
+    /// A command id no other command has: the handles' and the shell's own.
+    fn fresh_command_id(&self) -> CommandId {
+        CommandId(self.next_command.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// Starts agents.
 #[derive(Debug)]
 pub struct Agent;
@@ -485,9 +492,17 @@ impl Shell {
                 }
                 Output::Membership(ev) => self.on_event(ev),
                 Output::Completed { id, result } => {
-                    // No waiter: the caller gave up, or asked for no reply.
-                    if let Some(tx) = self.waiters.remove(&id) {
-                        let _ = tx.send(result);
+                    // No waiter: the caller gave up, or asked for no reply. Whatever
+                    // the reply hands over (a process, a monitor) is then undone.
+                    let unclaimed = match self.waiters.remove(&id) {
+                        Some(tx) => tx.send(result).err(),
+                        None => Some(result),
+                    };
+                    if let Some(undo) = unclaimed.as_ref().and_then(Reply::undo_if_unclaimed) {
+                        counter!("mesh_runtime_unclaimed_replies_total").increment(1);
+                        let now = self.now();
+                        let undo_id = self.shared.fresh_command_id();
+                        self.node.handle_command(now, undo_id, undo);
                     }
                 }
                 Output::Carried(mark) => {

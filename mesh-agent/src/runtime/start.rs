@@ -560,6 +560,55 @@ mod tests {
         assert!(err.to_string().starts_with("dns_server:"), "{err}");
     }
 
+    /// A caller that gives up on `spawn` after its command is queued but before the
+    /// reply (a cancelled future: an HTTP client that closed its `listen` request)
+    /// must not leave the process behind: the shell ends what an unclaimed reply hands
+    /// over. Without that, the 200 processes below stay for good.
+    #[tokio::test]
+    async fn a_spawn_abandoned_before_its_reply_leaves_no_process() {
+        use futures_util::FutureExt as _;
+        let agent = Agent::builder("n1", Tls::Identity(identity("n1")))
+            .bind(free_port())
+            .no_admin()
+            .start()
+            .await
+            .expect("starts");
+        let h = &agent;
+        for _ in 0..200 {
+            // One poll queues the command; the node task cannot answer before it ends
+            // (this runtime has one thread), so the future is dropped unanswered.
+            assert!(
+                h.spawn(None).now_or_never().is_none(),
+                "answered in one poll"
+            );
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let count = h.call(|node, _| node.process_count()).await.expect("node");
+            if count == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} abandoned processes are still alive"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A spawn that is waited for still works, and its handle still ends it.
+        let p = h.spawn(None).await.expect("spawn");
+        assert_eq!(h.call(|n, _| n.process_count()).await.expect("node"), 1);
+        drop(p);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while h.call(|n, _| n.process_count()).await.expect("node") != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a dropped handle's process stays"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        agent.leave(Duration::from_secs(2)).await;
+    }
+
     #[test]
     fn debug_never_shows_the_key() {
         let tls = Tls::Pem {

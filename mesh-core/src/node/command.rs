@@ -376,6 +376,24 @@ pub enum Reply {
     ),
 }
 
+impl Reply {
+    /// The command that undoes what this reply hands over, for a reply nobody takes.
+    ///
+    /// A [`Reply::Spawned`] hands over a process and a [`Reply::Monitoring`] a monitor;
+    /// both live until their handle ends them. When the caller has gone before the reply
+    /// came (an HTTP client that closes its `listen` request before the answer, a
+    /// cancelled future), nobody holds a handle, so the shell must run this command at
+    /// once or the process stays in its groups for good. Every other reply hands over
+    /// nothing (`None`): holds end by their own handle or by TTL, and claims expire.
+    pub fn undo_if_unclaimed(&self) -> Option<Command> {
+        match self {
+            Self::Spawned { pid, .. } => Some(Command::Exit { pid: pid.clone() }),
+            Self::Monitoring(Ok((id, _, _))) => Some(Command::Demonitor { id: *id }),
+            _ => None,
+        }
+    }
+}
+
 /// A send whose frames the shell is carrying out (C4).
 #[derive(Debug)]
 struct OpenSend {
