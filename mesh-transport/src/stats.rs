@@ -106,6 +106,11 @@ label_enum! {
         Reset => "reset",
         /// Anything else (local errors, version mismatch).
         Other => "other",
+        /// The peer's name is bound to a live connection from another address: two
+        /// agents hold a certificate for one name (see `state::is_name_conflict`).
+        /// Counted by the side that refuses the newcomer and by the refused dialer,
+        /// which backs off as after a reset.
+        NameConflict => "name_conflict",
     }
 }
 
@@ -231,11 +236,11 @@ impl From<&crate::frame::FrameError> for FrameDrop {
     }
 }
 
-const HANDSHAKE_KINDS: usize = 4;
-const DATAGRAM_REASONS: usize = 10;
-const FRAME_REASONS: usize = 11;
-const REQUEST_RESULTS: usize = 9;
-const SERVED_RESULTS: usize = 11;
+const HANDSHAKE_KINDS: usize = HandshakeFailure::ALL.len();
+const DATAGRAM_REASONS: usize = DatagramDrop::ALL.len();
+const FRAME_REASONS: usize = FrameDrop::ALL.len();
+const REQUEST_RESULTS: usize = RequestResult::ALL.len();
+const SERVED_RESULTS: usize = ServedResult::ALL.len();
 
 /// A snapshot of the transport's counters (the same numbers the metrics carry, for
 /// this transport alone).

@@ -54,6 +54,8 @@ mod code {
     pub(super) const SELF_CONNECTION: VarInt = VarInt::from_u32(5);
     /// Stream stop code for an oversized frame.
     pub(super) const OVERSIZED: VarInt = VarInt::from_u32(6);
+    /// The name is bound to a live connection from another address.
+    pub(super) const NAME_CONFLICT: VarInt = VarInt::from_u32(7);
 }
 
 /// Limits copied out of the config.
@@ -716,6 +718,11 @@ impl Inner {
             since: now,
         };
         let (primary, loser) = match st.peers.get(name) {
+            Some(old) if super::state::is_name_conflict(old.meta(), new.meta()) => {
+                let keep = old.conn.clone();
+                self.refuse_name_conflict(&new.conn, name, keep.remote_address());
+                return keep;
+            }
             None => {
                 self.emit(Inbound::Connected {
                     name: name.to_owned(),
@@ -743,6 +750,28 @@ impl Inner {
             }
         }
         primary
+    }
+
+    /// Refuses `conn`, a second live connection for `name` from another address than
+    /// `bound` (see [`super::state::is_name_conflict`]): closed at once, counted,
+    /// logged (rate-limited) with both addresses.
+    fn refuse_name_conflict(&self, conn: &quinn::Connection, name: &str, bound: SocketAddr) {
+        conn.close(
+            code::NAME_CONFLICT,
+            b"this name is in use by a live connection from another address",
+        );
+        self.counters
+            .handshake_failure(HandshakeFailure::NameConflict);
+        self.warn_limited(
+            "name_conflict",
+            format_args!(
+                "refused a connection from {} presenting the name {name:?}: that name is in \
+                 use by a live connection from {bound}. Two agents hold a certificate for \
+                 one name (a copied config?); the first stays, the other is refused until \
+                 the first's connection closes",
+                conn.remote_address()
+            ),
+        );
     }
 
     /// Closes a duplicate connection after a grace period during which it is still
@@ -814,7 +843,30 @@ impl Inner {
             }
         }
         let reason = conn.closed().await;
-        if is_crypto_close(&reason) {
+        let refused_as_duplicate_name = conn.side() == quinn::Side::Client
+            && matches!(&reason, ConnectionError::ApplicationClosed(c)
+                if c.error_code == code::NAME_CONFLICT);
+        if refused_as_duplicate_name {
+            // The peer keeps our name bound to another live agent: wait before dialing
+            // it again, and say so (this is the log the second agent's operator reads).
+            let addr = conn.remote_address();
+            self.lock().backoff.failed(
+                addr,
+                DialFailure::Handshake(HandshakeFailure::NameConflict),
+                Instant::now(),
+            );
+            self.counters
+                .handshake_failure(HandshakeFailure::NameConflict);
+            self.warn_limited(
+                "name_conflict",
+                format_args!(
+                    "{addr} refused this node: another live agent is connected to it under \
+                     this node's name {:?}. Two agents must not share a name (or a \
+                     certificate); stop one of them",
+                    self.local_name
+                ),
+            );
+        } else if is_crypto_close(&reason) {
             // With TLS 1.3 the server checks the client certificate after the
             // client has finished its side: a rejection arrives as a close.
             let side = match conn.side() {

@@ -29,6 +29,12 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// itself soon.
 pub(crate) const BACKOFF_AUTH: Duration = Duration::from_secs(60);
 
+/// Delay after a peer refused our connection because our name is bound there to a
+/// live connection from another address: long enough that a second agent with a
+/// copied name costs each peer one handshake per 2 s, short enough that an agent that
+/// restarted at a new address is let in soon after the peer's old connection closes.
+pub(crate) const BACKOFF_NAME_CONFLICT: Duration = Duration::from_secs(2);
+
 /// Backoff entries older than this are forgotten when the table grows large.
 const BACKOFF_FORGET: Duration = Duration::from_secs(600);
 const BACKOFF_PRUNE_AT: usize = 1024;
@@ -42,6 +48,8 @@ pub(crate) struct ConnMeta<'a> {
     pub(crate) since: Instant,
     /// Whether it is already closed.
     pub(crate) closed: bool,
+    /// The peer's address as this side sees it.
+    pub(crate) remote: SocketAddr,
 }
 
 /// The rule that keeps one connection per peer pair. Given the connection in use
@@ -59,9 +67,32 @@ pub(crate) struct ConnMeta<'a> {
 /// smaller name, in whatever order the handshakes finished. The loser is closed after a
 /// short grace and is read until then.
 pub(crate) fn new_replaces_old(old: ConnMeta<'_>, new: ConnMeta<'_>, now: Instant) -> bool {
+    debug_assert!(!is_name_conflict(old, new), "checked first");
     old.closed
         || now.saturating_duration_since(old.since) >= REPLACE_AFTER
         || new.dialer <= old.dialer
+}
+
+/// Whether `new` must be refused because `old`, the open connection in use for the
+/// same name, comes from another address: a name is bound to its first live
+/// connection. Checked before [`new_replaces_old`].
+///
+/// One agent's connections all use its one QUIC socket, so a crossing dial or a
+/// reconnect comes from the address already in use and is never a conflict; a restart
+/// at the same address replaces the old connection as before. Two open connections for
+/// one name from two addresses mean two processes hold a certificate for it (a copied
+/// config, a second agent started with a live one's name). Before this rule the
+/// newcomer always won (rule 3 or 4 of [`new_replaces_old`]): traffic for the real node
+/// went to the newcomer and the real node was pushed out. Now the newcomer is refused
+/// (counted as [`HandshakeFailure::NameConflict`] on both sides) until the old
+/// connection closes.
+///
+/// The cost, said in the README: an agent that restarts at a *new* address is refused
+/// by a peer until that peer's connection to its old life closes (the QUIC idle
+/// timeout, 10 s by default), and a peer whose dials leave from an address other than
+/// the one it is dialed at keeps only the connection dialed to it.
+pub(crate) fn is_name_conflict(old: ConnMeta<'_>, new: ConnMeta<'_>) -> bool {
+    !old.closed && old.remote != new.remote
 }
 
 /// Why a dial gave no usable connection.
@@ -103,6 +134,9 @@ impl Backoffs {
         entry.last = why;
         let delay = match why {
             DialFailure::Handshake(HandshakeFailure::Auth) | DialFailure::Myself => BACKOFF_AUTH,
+            // Fixed, not doubling: the dial itself succeeds (and clears the count)
+            // before the peer refuses it.
+            DialFailure::Handshake(HandshakeFailure::NameConflict) => BACKOFF_NAME_CONFLICT,
             DialFailure::Handshake(
                 HandshakeFailure::Timeout | HandshakeFailure::Reset | HandshakeFailure::Other,
             ) => {
@@ -213,6 +247,7 @@ impl Peer {
             dialer: &self.dialer,
             since: self.since,
             closed: self.conn.close_reason().is_some(),
+            remote: self.conn.remote_address(),
         }
     }
 
@@ -309,7 +344,40 @@ mod tests {
             dialer,
             since,
             closed: false,
+            remote: "10.0.0.2:7946".parse().expect("addr"),
         }
+    }
+
+    #[test]
+    fn a_live_connection_keeps_its_name_against_one_from_another_address() {
+        let t = Instant::now();
+        let real = meta("n2", t);
+        let impostor = ConnMeta {
+            remote: "10.0.0.9:7946".parse().expect("addr"),
+            ..meta("n2", t + Duration::from_secs(30))
+        };
+        // Whoever dialed, however old the live one is: the newcomer is refused.
+        assert!(is_name_conflict(real, impostor));
+        assert!(is_name_conflict(
+            ConnMeta {
+                dialer: "n1",
+                ..real
+            },
+            impostor
+        ));
+        // Once the old connection is closed, the name is free again.
+        assert!(!is_name_conflict(
+            ConnMeta {
+                closed: true,
+                ..real
+            },
+            impostor
+        ));
+        // The same address (a crossing dial, a reconnect, a restart in place) is never
+        // a conflict, and the old rules choose.
+        let again = meta("n1", t + Duration::from_secs(30));
+        assert!(!is_name_conflict(real, again));
+        assert!(new_replaces_old(real, again, t + Duration::from_secs(30)));
     }
 
     #[test]

@@ -527,3 +527,92 @@ fn refusals_say_why_in_their_messages() {
         "the peer refused the request: too many requests in flight"
     );
 }
+
+/// Issue 14: a second agent with a valid certificate for a live node's name pushed the
+/// real one out (its connection replaced the real one's, so traffic for the name went
+/// to it). Now the name stays bound to the first live connection: the newcomer is
+/// refused and counted on both sides, traffic for the name still reaches the real
+/// node, and once the real node is gone the newcomer gets in.
+#[tokio::test]
+async fn a_second_agent_with_a_live_nodes_name_is_refused_until_the_first_is_gone() {
+    let ca = generate_ca("t").expect("ca");
+    let (n1, mut n1_rx) = bind(&ca, "n1").await;
+    let (real, mut real_rx) = bind(&ca, "n2").await;
+    let (impostor, _impostor_rx) = bind(&ca, "n2").await;
+    connected(&real, &n1, &mut n1_rx).await;
+
+    // The impostor dials n1: refused, on both sides.
+    impostor.send_datagram(&peer(&n1), Bytes::from_static(b"impostor"));
+    eventually("n1 refuses the second n2", || {
+        n1.stats().handshake_failures(HandshakeFailure::NameConflict) >= 1
+    })
+    .await;
+    eventually("the impostor learns it was refused", || {
+        impostor
+            .stats()
+            .handshake_failures(HandshakeFailure::NameConflict)
+            >= 1
+    })
+    .await;
+    // n1 still talks to the real n2 on the real one's connection.
+    n1.send_datagram(
+        &PeerRef {
+            name: Some("n2".into()),
+            addr: real.local_addr(),
+        },
+        Bytes::from_static(b"to the real n2"),
+    );
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match real_rx.recv().await {
+                Some(Inbound::Datagram { data, .. }) => break data,
+                Some(_) => {}
+                None => panic!("the real n2's transport closed"),
+            }
+        }
+    })
+    .await
+    .expect("the real n2 still gets n1's traffic");
+    assert_eq!(&got[..], b"to the real n2");
+    {
+        let st = n1.inner.lock();
+        let in_use = &st.peers.get("n2").expect("n2 is connected").conn;
+        assert_eq!(in_use.remote_address(), real.local_addr(), "bound to the real n2");
+    }
+    // Nothing from the impostor was delivered.
+    while let Ok(item) = n1_rx.try_recv() {
+        if let Inbound::Datagram { data, .. } = item {
+            assert_ne!(&data[..], b"impostor", "the impostor's datagram got through");
+        }
+    }
+
+    // The real n2 goes away: the name is free, and the impostor (after its backoff)
+    // gets in.
+    real.shutdown().await;
+    eventually("n1 drops the real n2's connection", || {
+        n1.inner
+            .lock()
+            .peers
+            .get("n2")
+            .is_none_or(|p| !p.is_open())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        impostor.send_datagram(&peer(&n1), Bytes::from_static(b"second life"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut through = false;
+        while let Ok(item) = n1_rx.try_recv() {
+            if let Inbound::Datagram { data, .. } = item {
+                through |= &data[..] == b"second life";
+            }
+        }
+        if through {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second n2 never got in after the first left"
+        );
+    }
+}
