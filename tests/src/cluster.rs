@@ -427,7 +427,19 @@ impl Cluster {
 
     /// Starts agent `name` with a certificate from `ca` and trusting only `ca`.
     pub fn start_with_ca(&mut self, name: &str, seeds: &[SocketAddr], ca: &Ca) -> usize {
-        let data_dir = self.dir.path().join(name);
+        self.start_labelled(name, name, seeds, ca)
+    }
+
+    /// Starts a second agent under the name of one already started, with its own valid
+    /// certificate for that name, its own directory and log (`NAME-dup`): what an
+    /// operator who copies a config makes.
+    pub fn start_duplicate(&mut self, name: &str, seeds: &[SocketAddr]) -> usize {
+        let ca = self.ca.clone();
+        self.start_labelled(&format!("{name}-dup"), name, seeds, &ca)
+    }
+
+    fn start_labelled(&mut self, label: &str, name: &str, seeds: &[SocketAddr], ca: &Ca) -> usize {
+        let data_dir = self.dir.path().join(label);
         let pair = issue_node_cert(&ca.pair, name).expect("node certificate");
         write_pair(&data_dir, name, &pair).expect("write node certificate");
         let http = ureq::Agent::config_builder()
@@ -440,7 +452,7 @@ impl Cluster {
             name: name.to_owned(),
             quic: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log: self.dir.path().join(format!("{name}.log")),
+            log: self.dir.path().join(format!("{label}.log")),
             data_dir,
             ca_file: ca.cert_file.clone(),
             seeds: seeds.to_vec(),

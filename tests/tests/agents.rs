@@ -159,6 +159,73 @@ fn an_agent_with_a_foreign_certificate_never_becomes_a_member() {
         .unwrap_or_else(|e| panic!("members unaffected: {e}"));
 }
 
+/// Issue 14, as the hostile operator found it: a second agent started with a valid
+/// certificate for a live member's name (`n2`) ran for 9 s, and the seed replaced the
+/// real n2's address and incarnation, the real n2 saw others down, and the real one
+/// stayed out for minutes after the impostor died. Now, for a 9 s window with the
+/// impostor re-announcing the whole time: every real member keeps seeing the real n2
+/// (its address and incarnation) alive, the real n2 keeps seeing everyone alive, and
+/// the seed counts the refusals; after the impostor is killed nothing changes.
+#[test]
+fn a_second_agent_with_a_live_members_name_never_displaces_it() {
+    let mut cluster = Cluster::new();
+    let seed = cluster.start_n(3);
+    let members = [0, 1, 2];
+    cluster.wait_until(CONVERGE, "n1..n3 see each other", || {
+        cluster.sees_alive(&members, &["n1", "n2", "n3"])
+    });
+    let real = (
+        cluster.agents[1].quic,
+        cluster.agents[0].view().expect("view")["n2"].1,
+    );
+    let impostor = cluster.start_duplicate("n2", &[seed]);
+    let series = r#"mesh_transport_handshake_failures_total{kind="name_conflict"}"#;
+    cluster.wait_until(CONVERGE, "the seed refuses the second n2", || {
+        let text = cluster.agents[0].metrics().map_err(|e| format!("{e:#}"))?;
+        match metric_value(&text, series) {
+            Some(v) if v > 0.0 => Ok(()),
+            v => Err(format!("{series} = {v:?}")),
+        }
+    });
+    let check = |cluster: &Cluster, when: &str| {
+        for &i in &members {
+            let seen = cluster.agents[i].members().expect("members");
+            for m in &seen {
+                let displaced = m.name == "n2" && (m.addr, m.incarnation) != real;
+                assert!(
+                    m.state == MemberState::Alive && !displaced,
+                    "{when}: {} sees {} as {:?} at {}#{} (the real n2 is {}#{})\n{}",
+                    cluster.agents[i].name,
+                    m.name,
+                    m.state,
+                    m.addr,
+                    m.incarnation,
+                    real.0,
+                    real.1,
+                    cluster.log_tails()
+                );
+            }
+        }
+    };
+    // A bounded observation window is the point, as for the foreign certificate: the
+    // tester's impostor ran 9 s.
+    let window = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < window {
+        check(&cluster, "while the impostor runs");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        cluster.agents[impostor].is_running(),
+        "the impostor is still up"
+    );
+    cluster.kill9(impostor);
+    let window = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < window {
+        check(&cluster, "after the impostor died");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn random_datagrams_on_the_quic_port_crash_nothing() {
     let mut cluster = Cluster::new();

@@ -538,9 +538,18 @@ impl Inner {
                         self.register(&mut st, conn.clone(), &name, self.local_name.clone());
                     (primary, pending)
                 };
-                self.runtime.spawn(self.clone().drive(conn, name));
-                for wire in pending {
-                    self.send_on(&primary, wire);
+                if refused_here(&conn) {
+                    // Refused (a name conflict): what was queued for this address was
+                    // for the agent that answered here, which is not let in.
+                    if !pending.is_empty() {
+                        self.counters
+                            .datagram_dropped(DatagramDrop::DialFailed, pending.len() as u64);
+                    }
+                } else {
+                    self.runtime.spawn(self.clone().drive(conn, name));
+                    for wire in pending {
+                        self.send_on(&primary, wire);
+                    }
                 }
             }
             Err(failure) => {
@@ -635,7 +644,11 @@ impl Inner {
             let mut st = self.lock();
             self.register(&mut st, conn.clone(), &name, name.clone());
         }
-        self.runtime.spawn(self.clone().drive(conn, name));
+        // A refused connection (a name conflict) is closed already and never read:
+        // quinn would still hand out datagrams it buffered before the close.
+        if !refused_here(&conn) {
+            self.runtime.spawn(self.clone().drive(conn, name));
+        }
         self.changed.notify_waiters();
     }
 
@@ -1019,6 +1032,12 @@ pub(super) fn is_crypto_close(e: &ConnectionError) -> bool {
         _ => return false,
     };
     (0x100..=0x1ff).contains(&u64::from(code))
+}
+
+/// Whether `register` refused `conn` (closed it locally at once, a name
+/// conflict); a connection the peer closed is still driven, so its close is handled.
+fn refused_here(conn: &quinn::Connection) -> bool {
+    matches!(conn.close_reason(), Some(ConnectionError::LocallyClosed))
 }
 
 /// Sorts a handshake error into a failure kind.

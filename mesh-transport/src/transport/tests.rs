@@ -544,7 +544,9 @@ async fn a_second_agent_with_a_live_nodes_name_is_refused_until_the_first_is_gon
     // The impostor dials n1: refused, on both sides.
     impostor.send_datagram(&peer(&n1), Bytes::from_static(b"impostor"));
     eventually("n1 refuses the second n2", || {
-        n1.stats().handshake_failures(HandshakeFailure::NameConflict) >= 1
+        n1.stats()
+            .handshake_failures(HandshakeFailure::NameConflict)
+            >= 1
     })
     .await;
     eventually("the impostor learns it was refused", || {
@@ -577,12 +579,20 @@ async fn a_second_agent_with_a_live_nodes_name_is_refused_until_the_first_is_gon
     {
         let st = n1.inner.lock();
         let in_use = &st.peers.get("n2").expect("n2 is connected").conn;
-        assert_eq!(in_use.remote_address(), real.local_addr(), "bound to the real n2");
+        assert_eq!(
+            in_use.remote_address(),
+            real.local_addr(),
+            "bound to the real n2"
+        );
     }
     // Nothing from the impostor was delivered.
     while let Ok(item) = n1_rx.try_recv() {
         if let Inbound::Datagram { data, .. } = item {
-            assert_ne!(&data[..], b"impostor", "the impostor's datagram got through");
+            assert_ne!(
+                &data[..],
+                b"impostor",
+                "the impostor's datagram got through"
+            );
         }
     }
 
@@ -590,11 +600,7 @@ async fn a_second_agent_with_a_live_nodes_name_is_refused_until_the_first_is_gon
     // gets in.
     real.shutdown().await;
     eventually("n1 drops the real n2's connection", || {
-        n1.inner
-            .lock()
-            .peers
-            .get("n2")
-            .is_none_or(|p| !p.is_open())
+        n1.inner.lock().peers.get("n2").is_none_or(|p| !p.is_open())
     })
     .await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
