@@ -20,6 +20,8 @@
 //! | `mesh_transport_duplicate_closes_delayed_total` | |
 //! | `mesh_transport_requests_total` | `class`, `result` = [`RequestResult::as_str`] |
 //! | `mesh_transport_requests_served_total` | `class` (or `unknown`), `result` = [`ServedResult::as_str`] |
+//! | `mesh_transport_udp_datagrams_received_total` | |
+//! | `mesh_transport_udp_dropped_total` | `reason` = `not_quic`, `kernel_receive_buffer` |
 //!
 //! Every request is counted exactly once on each side when it ends: in
 //! `requests_total` by the node that asked, in `requests_served_total` by the node
@@ -36,6 +38,8 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use crate::frame::Class;
 
 const CONNECTIONS: &str = "mesh_transport_connections";
+pub(crate) const UDP_RECEIVED: &str = "mesh_transport_udp_datagrams_received_total";
+pub(crate) const UDP_DROPPED: &str = "mesh_transport_udp_dropped_total";
 const DATAGRAMS: &str = "mesh_transport_datagrams_total";
 const DATAGRAMS_DROPPED: &str = "mesh_transport_datagrams_dropped_total";
 const FRAMES: &str = "mesh_transport_frames_total";
@@ -266,6 +270,10 @@ pub struct TransportStats {
     pub frames_in: u64,
     /// Frames written to a stream.
     pub frames_out: u64,
+    /// UDP datagrams the endpoint's socket received, QUIC or not.
+    pub udp_received: u64,
+    /// Of those, datagrams that are not QUIC (no fixed bit), which quinn drops unparsed.
+    pub udp_not_quic: u64,
 }
 
 impl TransportStats {
@@ -411,6 +419,9 @@ impl Counters {
             datagrams_out: load(&self.datagrams_out),
             frames_in: load(&self.frames_in),
             frames_out: load(&self.frames_out),
+            // The socket's counts live with the socket; `Transport::stats` fills them.
+            udp_received: 0,
+            udp_not_quic: 0,
         }
     }
 }
@@ -418,6 +429,21 @@ impl Counters {
 /// Describes every transport metric and sets each bounded label combination to zero.
 /// Call once after installing the recorder.
 pub fn register_metrics() {
+    describe_counter!(
+        UDP_RECEIVED,
+        Unit::Count,
+        "UDP datagrams the QUIC socket received, QUIC or not (garbage included)."
+    );
+    describe_counter!(
+        UDP_DROPPED,
+        Unit::Count,
+        "UDP datagrams dropped before any connection: not QUIC (no fixed bit), or by the \
+         kernel because the socket's receive buffer was full."
+    );
+    counter!(UDP_RECEIVED).absolute(0);
+    for reason in ["not_quic", "kernel_receive_buffer"] {
+        counter!(UDP_DROPPED, "reason" => reason).absolute(0);
+    }
     describe_gauge!(
         CONNECTIONS,
         Unit::Count,

@@ -276,6 +276,35 @@ fn random_datagrams_on_the_quic_port_crash_nothing() {
     cluster.wait_until(CONVERGE, "three still alive after the garbage", || {
         cluster.sees_alive(&all, &three)
     });
+    // The garbage shows in the metrics (issue 14: it was counted nowhere): every agent
+    // counts what its socket received, and those without the QUIC fixed bit as dropped.
+    // Agent k gets the packets n ≡ k (mod 3), so only the third gets first bytes left
+    // random (`garbage`), about half of them without the bit.
+    let series = r#"mesh_transport_udp_dropped_total{reason="not_quic"}"#;
+    let mut not_quic = 0.0;
+    for agent in &cluster.agents {
+        let text = agent.metrics().expect("metrics");
+        let received = metric_value(&text, "mesh_transport_udp_datagrams_received_total");
+        assert!(
+            received.is_some_and(|v| v >= 100.0),
+            "{}: received = {received:?} (seed {seed})",
+            agent.name
+        );
+        not_quic += metric_value(&text, series).unwrap_or(0.0);
+        assert!(
+            metric_value(
+                &text,
+                r#"mesh_transport_udp_dropped_total{reason="kernel_receive_buffer"}"#
+            )
+            .is_some(),
+            "{}: the kernel's drops are published",
+            agent.name
+        );
+    }
+    assert!(
+        not_quic >= 100.0,
+        "{series} summed = {not_quic} (seed {seed})"
+    );
 }
 
 /// A datagram that is random, or random behind a QUIC-looking header.

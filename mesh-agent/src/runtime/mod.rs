@@ -665,6 +665,8 @@ impl Shell {
         if now >= self.next_publish {
             self.next_publish = now + PUBLISH_EVERY;
             crate::metrics::publish_node(&mut self.node);
+            // Publishes what the kernel dropped at the QUIC socket (a full buffer).
+            let _ = self.transport.kernel_udp_drops();
         }
         let mut snap = self
             .shared

@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) local_name: String,
     pub(crate) local_addr: SocketAddr,
     pub(crate) counters: Counters,
+    /// What the endpoint's UDP socket received (see `udp.rs`).
+    pub(super) udp: Arc<super::udp::UdpCounts>,
     pub(super) limits: Limits,
     pub(super) inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
@@ -163,7 +165,8 @@ impl Inner {
         client.transport_config(transport);
 
         let addr = cfg.bind;
-        let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|source| {
+        let udp = Arc::new(super::udp::UdpCounts::default());
+        let mut endpoint = bind_counted(server, addr, udp.clone()).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 TransportError::AddrInUse { addr }
             } else {
@@ -181,6 +184,7 @@ impl Inner {
             local_name: cfg.tls.name().to_owned(),
             local_addr,
             counters: Counters::default(),
+            udp,
             limits: Limits {
                 max_frame: cfg.max_frame_bytes,
                 max_request: cfg.max_request_bytes,
@@ -1038,6 +1042,24 @@ pub(super) fn is_crypto_close(e: &ConnectionError) -> bool {
 /// conflict); a connection the peer closed is still driven, so its close is handled.
 fn refused_here(conn: &quinn::Connection) -> bool {
     matches!(conn.close_reason(), Some(ConnectionError::LocallyClosed))
+}
+
+/// `quinn::Endpoint::server`, with the socket wrapped in a [`super::udp::CountingSocket`].
+fn bind_counted(
+    server: quinn::ServerConfig,
+    addr: SocketAddr,
+    counts: Arc<super::udp::UdpCounts>,
+) -> std::io::Result<quinn::Endpoint> {
+    use quinn::Runtime as _;
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = runtime.wrap_udp_socket(socket)?;
+    let counted = Arc::new(super::udp::CountingSocket::new(socket, counts));
+    // No fixed-bit greasing (RFC 9287): peers then always set the bit toward us, so a
+    // datagram without it is garbage (quinn drops it unparsed) and is counted as such.
+    let mut config = quinn::EndpointConfig::default();
+    config.grease_quic_bit(false);
+    quinn::Endpoint::new_with_abstract_socket(config, Some(server), counted, runtime)
 }
 
 /// Sorts a handshake error into a failure kind.

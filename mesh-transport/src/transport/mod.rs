@@ -4,6 +4,7 @@
 mod inner;
 mod request;
 mod state;
+mod udp;
 
 use std::future::Future;
 use std::io;
@@ -444,7 +445,22 @@ impl Transport {
 
     /// A snapshot of this transport's counters.
     pub fn stats(&self) -> TransportStats {
-        self.inner.counters.snapshot()
+        use std::sync::atomic::Ordering;
+        let mut stats = self.inner.counters.snapshot();
+        stats.udp_received = self.inner.udp.received.load(Ordering::Relaxed);
+        stats.udp_not_quic = self.inner.udp.not_quic.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Datagrams the kernel dropped at this transport's UDP socket because its receive
+    /// buffer was full (Linux: `/proc/self/net/udp`; `None` elsewhere), published as
+    /// `mesh_transport_udp_dropped_total{reason="kernel_receive_buffer"}` by each call.
+    /// The host calls it periodically (the agent: with its other metrics).
+    pub fn kernel_udp_drops(&self) -> Option<u64> {
+        let drops = udp::kernel_drops(self.inner.local_addr)?;
+        metrics::counter!(crate::stats::UDP_DROPPED, "reason" => "kernel_receive_buffer")
+            .absolute(drops);
+        Some(drops)
     }
 
     /// Closes every connection and the endpoint, then waits (at most one second) for

@@ -622,3 +622,41 @@ async fn a_second_agent_with_a_live_nodes_name_is_refused_until_the_first_is_gon
         );
     }
 }
+
+/// Issue 14: garbage at the QUIC port was counted nowhere. Every datagram the socket
+/// receives is counted, and those that are not QUIC (no fixed bit) are counted as
+/// dropped; a real peer's traffic is received and never counted as garbage.
+#[tokio::test]
+async fn garbage_at_the_quic_port_is_counted_and_quic_is_not_called_garbage() {
+    let ca = generate_ca("t").expect("ca");
+    let (a, mut a_rx) = bind(&ca, "a").await;
+    let (b, _b_rx) = bind(&ca, "b").await;
+    connected(&b, &a, &mut a_rx).await;
+    let clean = a.stats();
+    assert!(clean.udp_received > 0, "the handshake came in: {clean:?}");
+    assert_eq!(clean.udp_not_quic, 0, "QUIC is not garbage: {clean:?}");
+
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for i in 0..200u8 {
+        // 100 without the fixed bit, 100 with it (quinn drops those itself).
+        let first = if i % 2 == 0 { 0x00 } else { 0x40 };
+        sender
+            .send_to(&[first, i, 0xAB, 0xCD], a.local_addr())
+            .expect("send");
+    }
+    eventually("the 200 garbage datagrams are counted", || {
+        let s = a.stats();
+        s.udp_received >= clean.udp_received + 200 && s.udp_not_quic >= 100
+    })
+    .await;
+    let s = a.stats();
+    assert_eq!(
+        s.udp_not_quic, 100,
+        "exactly the ones without the fixed bit: {s:?}"
+    );
+    assert_eq!(
+        a.kernel_udp_drops(),
+        Some(0),
+        "loopback at this rate drops nothing"
+    );
+}
