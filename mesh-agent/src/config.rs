@@ -62,6 +62,14 @@ pub struct AgentConfig {
     pub permdown: Duration,
     /// Capacity of a process mailbox, in messages.
     pub mailbox_capacity: usize,
+    /// Most live processes this agent holds (`listen` streams, library spawns); one
+    /// more is refused with a clear error (HTTP 507).
+    #[serde(default = "default_max_processes")]
+    pub max_processes: usize,
+    /// Most open group monitors (`monitor` streams, library monitors); one more is
+    /// refused the same way.
+    #[serde(default = "default_max_monitors")]
+    pub max_monitors: usize,
     /// The voters of the quorum plane (3 or 5 node names, the same on every node);
     /// empty: claims and strong names are off.
     #[serde(default)]
@@ -142,6 +150,8 @@ impl AgentConfig {
             packet_size: DEFAULT_PACKET_SIZE,
             permdown: DEFAULT_PERMDOWN,
             mailbox_capacity: mesh_core::process::DEFAULT_MAILBOX_CAPACITY,
+            max_processes: default_max_processes(),
+            max_monitors: default_max_monitors(),
             voters: Vec::new(),
             shards: DEFAULT_SHARDS,
             claims_ttl: DEFAULT_CLAIMS_TTL,
@@ -187,6 +197,12 @@ impl AgentConfig {
         if !(1..=MAX_MAILBOX_CAPACITY).contains(&self.mailbox_capacity) {
             return Err(ConfigError::MailboxCapacity(self.mailbox_capacity));
         }
+        if !(1..=MAX_LIMIT).contains(&self.max_processes) {
+            return Err(ConfigError::Limit("max_processes", self.max_processes));
+        }
+        if !(1..=MAX_LIMIT).contains(&self.max_monitors) {
+            return Err(ConfigError::Limit("max_monitors", self.max_monitors));
+        }
         if !self.voters.is_empty() {
             mesh_core::quorum::VoterNames::new(self.voters.iter().cloned())
                 .map_err(|e| ConfigError::Voters(e.to_string()))?;
@@ -230,6 +246,17 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// The largest `max_processes` or `max_monitors` accepted.
+pub const MAX_LIMIT: usize = 10_000_000;
+
+fn default_max_processes() -> usize {
+    mesh_core::node::DEFAULT_MAX_PROCESSES
+}
+
+fn default_max_monitors() -> usize {
+    mesh_core::node::DEFAULT_MAX_MONITORS
 }
 
 /// The shortest admin token accepted: 16 characters, as `openssl rand -hex 8` prints.
@@ -304,6 +331,9 @@ pub enum ConfigError {
     /// `shards` is out of range.
     #[error("shards: {0} is outside 1..={MAX_SHARDS}")]
     Shards(u32),
+    /// `max_processes` or `max_monitors` (named) is out of range.
+    #[error("{0}: {1} is outside 1..={MAX_LIMIT}")]
+    Limit(&'static str, usize),
     /// `mailbox_capacity` is out of range.
     #[error("mailbox_capacity: {0} is outside 1..={MAX_MAILBOX_CAPACITY} messages")]
     MailboxCapacity(usize),
@@ -343,6 +373,25 @@ mod tests {
         c.admin = "0.0.0.0:7947".parse().expect("addr");
         assert!(matches!(c.validate(), Err(ConfigError::AdminNeedsToken(_))));
         c.admin_token = Some("0123456789abcdef".into());
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn resource_limits_are_bounded_and_named() {
+        for key in ["max_processes", "max_monitors"] {
+            for bad in [0, MAX_LIMIT + 1] {
+                let mut c = base();
+                match key {
+                    "max_processes" => c.max_processes = bad,
+                    _ => c.max_monitors = bad,
+                }
+                let err = c.validate().expect_err("out of range");
+                assert!(err.to_string().starts_with(&format!("{key}:")), "{err}");
+            }
+        }
+        let mut c = base();
+        c.max_processes = 1;
+        c.max_monitors = MAX_LIMIT;
         assert_eq!(c.validate(), Ok(()));
     }
 

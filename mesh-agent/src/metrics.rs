@@ -255,6 +255,15 @@ fn register_node() {
         "Delta bytes waiting to be sent, by channel."
     );
     describe_gauge!("mesh_processes", "Live processes on this node.");
+    describe_gauge!("mesh_monitors", "Open group monitors on this node.");
+    describe_counter!(
+        "mesh_limit_refusals_total",
+        "Spawns and monitors refused because the node held its max_processes or \
+         max_monitors, by resource."
+    );
+    for resource in mesh_core::node::Resource::ALL {
+        counter!("mesh_limit_refusals_total", "resource" => resource.as_str()).absolute(0);
+    }
     describe_counter!(
         "mesh_process_delivered_total",
         "Messages put into local mailboxes."
@@ -806,6 +815,10 @@ pub fn publish_node(node: &mut Node) {
     counter!("mesh_crdt_anti_entropy_bytes_total", "direction" => "in").absolute(n.ae_bytes_in);
     counter!("mesh_crdt_anti_entropy_bytes_total", "direction" => "out").absolute(n.ae_bytes_out);
     gauge!("mesh_processes").set(node.process_count() as f64);
+    gauge!("mesh_monitors").set(node.monitor_count() as f64);
+    for (resource, refused) in &n.over_limit {
+        counter!("mesh_limit_refusals_total", "resource" => *resource).absolute(*refused);
+    }
     counter!("mesh_process_delivered_total").absolute(n.delivered);
     counter!("mesh_groups_monitors_overflowed_total").absolute(n.monitors_overflowed);
     for (reason, v) in &n.send_errors {

@@ -83,6 +83,14 @@ pub(crate) struct AgentArgs {
     /// Capacity of a process mailbox in messages [default: 1024].
     #[arg(long, env = "MESH_MAILBOX_CAPACITY", value_name = "N")]
     mailbox_capacity: Option<usize>,
+    /// Most live processes (`listen` streams, library spawns); one more is refused
+    /// [default: 250000].
+    #[arg(long, env = "MESH_MAX_PROCESSES", value_name = "N")]
+    max_processes: Option<usize>,
+    /// Most open group monitors (`monitor` streams); one more is refused
+    /// [default: 10000].
+    #[arg(long, env = "MESH_MAX_MONITORS", value_name = "N")]
+    max_monitors: Option<usize>,
     /// The voters of the quorum plane (task claims, strong names): 3 or 5 node names,
     /// the same on every agent, e.g. n1,n2,n3 [default: none, claims are off].
     #[arg(
@@ -194,6 +202,8 @@ impl AgentArgs {
             packet_size: self.packet_size,
             permdown: self.permdown,
             mailbox_capacity: self.mailbox_capacity,
+            max_processes: self.max_processes,
+            max_monitors: self.max_monitors,
             voters: Some(self.voters.iter().flatten().cloned().collect::<Vec<_>>())
                 .filter(|voters| !voters.is_empty()),
             shards: self.shards,
@@ -307,7 +317,8 @@ fn start_failure(err: &StartError) -> anyhow::Error {
         "cert" => "issue a certificate for this node name with `meshctl cert issue --name NAME`",
         "data_dir" => "check that --data-dir exists and is writable by this user",
         "name" | "advertise" | "packet_size" | "admin_token" | "seeds" | "permdown"
-        | "mailbox_capacity" | "voters" | "shards" | "claims_ttl" | "tags" => {
+        | "mailbox_capacity" | "max_processes" | "max_monitors" | "voters" | "shards"
+        | "claims_ttl" | "tags" => {
             "fix that setting: a flag, a MESH_* variable or a key in the config file"
         }
         "dns_server" => {

@@ -22,7 +22,8 @@ use crate::error::{failure, one_line};
 /// Keys a config file may hold, for error messages.
 pub(crate) const KEYS: &str = "name, bind, advertise, seeds, dns_server, data_dir, admin, \
                                admin_token, ca, cert, key, profile, packet_size, permdown, \
-                               mailbox_capacity, voters, shards, claims_ttl, claims_reassign, tags";
+                               mailbox_capacity, max_processes, max_monitors, voters, shards, \
+                               claims_ttl, claims_reassign, tags";
 
 /// One `seeds` item: an address, or a DNS seed (`dns://NAME:PORT`,
 /// `dns+srv://_mesh._udp.NAME`) looked up while the agent is alone.
@@ -86,6 +87,8 @@ pub(crate) struct Layer {
     #[serde(default, deserialize_with = "duration_opt")]
     pub(crate) permdown: Option<Duration>,
     pub(crate) mailbox_capacity: Option<usize>,
+    pub(crate) max_processes: Option<usize>,
+    pub(crate) max_monitors: Option<usize>,
     /// Voter names (3 or 5), the same on every agent.
     pub(crate) voters: Option<Vec<String>>,
     pub(crate) shards: Option<u32>,
@@ -195,6 +198,8 @@ impl Layer {
             packet_size: self.packet_size.or(lower.packet_size),
             permdown: self.permdown.or(lower.permdown),
             mailbox_capacity: self.mailbox_capacity.or(lower.mailbox_capacity),
+            max_processes: self.max_processes.or(lower.max_processes),
+            max_monitors: self.max_monitors.or(lower.max_monitors),
             voters: self.voters.or(lower.voters),
             shards: self.shards.or(lower.shards),
             claims_ttl: self.claims_ttl.or(lower.claims_ttl),
@@ -262,6 +267,12 @@ impl Layer {
         }
         if let Some(capacity) = self.mailbox_capacity {
             config.mailbox_capacity = capacity;
+        }
+        if let Some(max) = self.max_processes {
+            config.max_processes = max;
+        }
+        if let Some(max) = self.max_monitors {
+            config.max_monitors = max;
         }
         config.voters = self.voters.unwrap_or_default();
         if let Some(shards) = self.shards {

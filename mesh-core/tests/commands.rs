@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mesh_core::identity::NodeId;
 use mesh_core::node::{
     Command, CommandId, Dest, GroupError, NameError, Node, NodeConfig, Output, ProcessError,
-    ReadError, Reply, SendError,
+    ReadError, Reply, Resource, SendError,
 };
 use mesh_core::pid::Pid;
 use mesh_core::registry::ConflictPolicy;
@@ -309,4 +309,66 @@ fn an_unclaimed_spawn_or_monitor_reply_names_its_undo_and_the_undo_frees_it() {
     assert!(Reply::Exited(Ok(())).undo_if_unclaimed().is_none());
     assert!(Reply::Groups(Ok(())).undo_if_unclaimed().is_none());
     assert!(Reply::Demonitored(true).undo_if_unclaimed().is_none());
+}
+
+/// Resource limits (issue 14): at `max_processes` a spawn is refused with the limit
+/// and its setting, counted, and changes nothing (C2); an exit makes room again. The
+/// same for monitors at `max_monitors`.
+#[test]
+fn spawns_and_monitors_past_their_limits_are_refused_counted_and_change_nothing() {
+    let now = Instant::now();
+    let id = NodeId::new("n0", "127.0.0.1:7000".parse().expect("addr"), 1);
+    let config = NodeConfig {
+        max_processes: 3,
+        max_monitors: 2,
+        ..NodeConfig::default()
+    };
+    let node = Node::new(id, config, 7, now, 1_700_000_000_000).expect("node");
+    let mut one = One { node, now, next: 0 };
+    let pids: Vec<Pid> = (0..3).map(|_| one.spawn()).collect();
+    match one.reply(Command::Spawn { capacity: None }) {
+        Reply::OverLimit(e) => {
+            assert_eq!((e.resource, e.max), (Resource::Processes, 3));
+            let text = e.to_string();
+            assert!(
+                text.contains("max_processes") && text.contains('3'),
+                "{text}"
+            );
+        }
+        other => panic!("a fourth spawn: {other:?}"),
+    }
+    assert_eq!(one.node.process_count(), 3, "the refusal made nothing");
+    assert_eq!(one.node.stats().over_limit.get("processes"), Some(&1));
+    assert!(matches!(
+        one.reply(Command::Exit {
+            pid: pids[0].clone()
+        }),
+        Reply::Exited(Ok(()))
+    ));
+    one.spawn();
+    assert_eq!(one.node.process_count(), 3, "an exit made room for one");
+
+    let monitor = |one: &mut One| {
+        one.reply(Command::Monitor {
+            owner: None,
+            scope: "s".into(),
+            group: None,
+        })
+    };
+    let first = match monitor(&mut one) {
+        Reply::Monitoring(Ok((id, _, _))) => id,
+        other => panic!("monitor: {other:?}"),
+    };
+    assert!(matches!(monitor(&mut one), Reply::Monitoring(Ok(_))));
+    assert!(matches!(
+        monitor(&mut one),
+        Reply::OverLimit(e) if e.resource == Resource::Monitors && e.max == 2
+    ));
+    assert_eq!(one.node.monitor_count(), 2);
+    assert_eq!(one.node.stats().over_limit.get("monitors"), Some(&1));
+    assert!(matches!(
+        one.reply(Command::Demonitor { id: first }),
+        Reply::Demonitored(true)
+    ));
+    assert!(matches!(monitor(&mut one), Reply::Monitoring(Ok(_))));
 }

@@ -448,3 +448,37 @@ fn a_thousand_abandoned_listen_streams_leave_no_process_behind() {
         Duration::from_secs(5),
     );
 }
+
+/// Bounded resources (issue 14): with `--max-processes 3`, three `listen` streams hold
+/// three processes and a fourth request is refused with 507 naming the limit, counted
+/// in `mesh_limit_refusals_total`; closing one stream makes room for the next.
+#[test]
+fn a_listen_past_max_processes_is_refused_with_507_and_room_comes_back() {
+    let mut cluster = Cluster::new();
+    cluster.agent_args(&["--max-processes", "3"]);
+    cluster.start("n1", &[]);
+    let admin = cluster.agents[0].admin;
+    let held: Vec<Listener> = (0..3)
+        .map(|i| Listener::start(admin, &["--group", "g"]).unwrap_or_else(|e| panic!("{i}: {e}")))
+        .collect();
+    let (status, body) = cluster.agents[0]
+        .post_raw("/v1/listen", "application/json", r#"{"groups":["g"]}"#)
+        .expect("POST");
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("max_processes"), "{body}");
+    // Published with the node's metrics, at most a second late.
+    cluster.wait_until(Duration::from_secs(5), "the refusal is counted", || {
+        let text = cluster.agents[0].metrics().map_err(|e| e.to_string())?;
+        match mesh_tests::cluster::metric_value(
+            &text,
+            r#"mesh_limit_refusals_total{resource="processes"}"#,
+        ) {
+            Some(v) if v >= 1.0 => Ok(()),
+            v => Err(format!("refusals = {v:?}")),
+        }
+    });
+    drop(held);
+    cluster.wait_until(Duration::from_secs(10), "a listen fits again", || {
+        Listener::start(admin, &["--group", "g"]).map(drop)
+    });
+}

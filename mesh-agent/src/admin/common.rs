@@ -30,6 +30,12 @@ pub(crate) fn stopped<E: std::fmt::Display>(e: &ApiError<E>) -> Response {
     json_error(status, e.to_string())
 }
 
+/// `507`: the node holds the most it may of a resource (processes, monitors); the
+/// error names the limit and its setting. Like the TTL table's limit.
+pub(crate) fn over_limit(e: &mesh_core::node::LimitError) -> Response {
+    json_error(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+}
+
 /// `400` with `msg` as the error.
 pub(crate) fn bad_request(msg: impl Into<String>) -> Response {
     json_error(StatusCode::BAD_REQUEST, msg)

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::common::{bad_request, json_rejection, stopped, ApiJson, HEARTBEAT};
+use super::common::{bad_request, json_rejection, over_limit, stopped, ApiJson, HEARTBEAT};
 use super::json_error;
 use crate::runtime::ApiError;
 use crate::runtime::{AgentHandle, ProcessHandle};
@@ -227,6 +227,7 @@ async fn listen(State(h): State<AgentHandle>, ApiJson(body): ApiJson<ListenBody>
     // handle is dropped on every early return.
     let process = match h.spawn(body.mailbox).await {
         Ok(p) => p,
+        Err(ApiError::Failed(e)) => return over_limit(&e),
         Err(e) => return stopped(&e),
     };
     if !body.groups.is_empty() {

@@ -27,8 +27,8 @@ use bytes::Bytes;
 use metrics::gauge;
 use tokio::time::Instant;
 
-use super::common::{bad_request, stopped};
-use crate::runtime::{AgentHandle, ApiError, Events, EventsError, MonitorHandle};
+use super::common::{bad_request, over_limit, stopped};
+use crate::runtime::{AgentHandle, ApiError, Events, EventsError, MonitorError, MonitorHandle};
 use mesh_api::{
     GroupEventReason, LostReason, MemberEventKind, MonitorGroupsQuery, MonitorLine, SnapshotMember,
     DEFAULT_SCOPE, MONITOR_HEARTBEAT_MS,
@@ -193,6 +193,7 @@ async fn groups(
     }
     let (snapshot, monitor) = match h.monitor(None, &scope, q.group.as_deref()).await {
         Ok(v) => v,
+        Err(ApiError::Failed(MonitorError::OverLimit(e))) => return over_limit(&e),
         Err(ApiError::Failed(e)) => return bad_request(e.to_string()),
         Err(ApiError::Stopped) => return stopped(&ApiError::<std::convert::Infallible>::Stopped),
         Err(ApiError::Busy) => return stopped(&ApiError::<std::convert::Infallible>::Busy),

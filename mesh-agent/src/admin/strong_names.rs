@@ -12,8 +12,9 @@ use metrics::counter;
 use serde::Deserialize;
 
 use super::calls::{name_subject, settle, unavailable, unexpected, CallFailure, QuorumApi};
-use super::common::{bad_request, stopped, ApiJson};
+use super::common::{bad_request, over_limit, stopped, ApiJson};
 use super::json_error;
+use crate::runtime::ApiError;
 use mesh_core::claims::{
     CallOk, ClaimReject, ClaimsError, KeptVerdict, ShardId, StrongName, Unavailable,
 };
@@ -131,6 +132,7 @@ pub(super) async fn register(
         }
         None => match api.agent.spawn(None).await {
             Ok(p) => (p.pid().clone(), Some(p)),
+            Err(ApiError::Failed(e)) => return over_limit(&e),
             Err(e) => return stopped(&e),
         },
     };

@@ -54,7 +54,7 @@ use mesh_core::identity::NodeId;
 use mesh_core::membership::{ForceLeaveError, MemberState, MembershipEvent};
 use mesh_core::node::claims_plane::CallError;
 use mesh_core::node::{
-    AnnounceError, Command, CommandId, Dest, GroupError, MonitorItem, NameError, Node,
+    AnnounceError, Command, CommandId, Dest, GroupError, LimitError, MonitorItem, NameError, Node,
     ProcessError, ReadError, Reply, SendError, SendOutcome, SendReceipt, SyncError, SyncMode,
 };
 use mesh_core::pid::Pid;
@@ -113,6 +113,17 @@ impl<E> ApiError<E> {
 /// dispatch (C1 in `mesh_core::node::command`), never caused by input.
 fn mismatched(what: &str, reply: &Reply) -> ! {
     unreachable!("{what} got the reply {reply:?}")
+}
+
+/// Why a monitor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MonitorError {
+    /// Its owner is not a live local process.
+    #[error(transparent)]
+    Owner(ProcessError),
+    /// The node already holds its `max_monitors`.
+    #[error(transparent)]
+    OverLimit(LimitError),
 }
 
 /// A stream of events (membership, claims) from the moment it was made.
@@ -277,14 +288,23 @@ impl AgentHandle {
     /// Starts a process on this node. It exits when the handle is dropped (or
     /// [`ProcessHandle::exit`] is called): its mailbox closes and it leaves every
     /// group and name in one delta.
-    pub async fn spawn(&self, mailbox_capacity: Option<usize>) -> Result<ProcessHandle, ApiError> {
+    ///
+    /// Refused ([`ApiError::Failed`]) when the node already holds its
+    /// `max_processes`.
+    pub async fn spawn(
+        &self,
+        mailbox_capacity: Option<usize>,
+    ) -> Result<ProcessHandle, ApiError<LimitError>> {
         let reply = self
             .command(Command::Spawn {
                 capacity: mailbox_capacity,
             })
-            .await?;
-        let Reply::Spawned { pid, mailbox } = reply else {
-            mismatched("spawn", &reply)
+            .await
+            .map_err(ApiError::widen)?;
+        let (pid, mailbox) = match reply {
+            Reply::Spawned { pid, mailbox } => (pid, mailbox),
+            Reply::OverLimit(e) => return Err(ApiError::Failed(e)),
+            other => mismatched("spawn", &other),
         };
         Ok(ProcessHandle {
             pid,
@@ -493,15 +513,17 @@ impl AgentHandle {
         owner: Option<Pid>,
         scope: &str,
         group: Option<&str>,
-    ) -> Result<(Snapshot, MonitorHandle), ApiError<ProcessError>> {
+    ) -> Result<(Snapshot, MonitorHandle), ApiError<MonitorError>> {
         let cmd = Command::Monitor {
             owner,
             scope: scope.to_owned(),
             group: group.map(str::to_owned),
         };
         match self.command(cmd).await.map_err(ApiError::widen)? {
+            Reply::OverLimit(e) => Err(ApiError::Failed(MonitorError::OverLimit(e))),
             Reply::Monitoring(r) => {
-                let (id, snapshot, inbox) = r.map_err(ApiError::Failed)?;
+                let (id, snapshot, inbox) =
+                    r.map_err(|e| ApiError::Failed(MonitorError::Owner(e)))?;
                 Ok((
                     snapshot,
                     MonitorHandle {

@@ -34,7 +34,7 @@ mod election;
 mod start;
 mod store;
 
-pub use api::{ApiError, Events, EventsError, Hold, MonitorHandle, ProcessHandle};
+pub use api::{ApiError, Events, EventsError, Hold, MonitorError, MonitorHandle, ProcessHandle};
 pub use clock::Clock;
 pub use election::{LeaderOptions, LeaderState, Leadership};
 pub use mesh_api::{MemberView, QuorumStatus};

@@ -334,6 +334,8 @@ impl AgentBuilder {
                 permdown: config.permdown,
             },
             mailbox_capacity: config.mailbox_capacity,
+            max_processes: config.max_processes,
+            max_monitors: config.max_monitors,
             quorum,
             tags: config.tags.clone(),
             discovery: DiscoveryConfig {

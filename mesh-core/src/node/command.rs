@@ -55,7 +55,7 @@ pub struct CommandId(pub u64);
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Start a process with a mailbox of `capacity` messages (the configured default
-    /// if `None`). Replies [`Reply::Spawned`].
+    /// if `None`). Replies [`Reply::Spawned`], or [`Reply::OverLimit`] at [`super::NodeConfig::max_processes`].
     Spawn {
         /// Mailbox capacity.
         capacity: Option<usize>,
@@ -117,7 +117,7 @@ pub enum Command {
         name: String,
     },
     /// Subscribe to a group (or a whole scope with `group = None`): the snapshot and
-    /// the inbox of later events, in one step. Replies [`Reply::Monitoring`].
+    /// the inbox of later events, in one step. Replies [`Reply::Monitoring`], or [`Reply::OverLimit`] at [`super::NodeConfig::max_monitors`].
     Monitor {
         /// A local process whose exit ends the monitor.
         owner: Option<Pid>,
@@ -339,6 +339,8 @@ pub enum Reply {
         /// Its mailbox.
         mailbox: Mailbox,
     },
+    /// A spawn or a monitor refused by a resource limit: nothing was made.
+    OverLimit(super::LimitError),
     /// A process ended, or was not a live local process.
     Exited(Result<(), ProcessError>),
     /// A join, leave or set-meta.
@@ -450,10 +452,10 @@ impl Node {
         cmd: Command,
     ) -> Option<Reply> {
         match cmd {
-            Command::Spawn { capacity } => {
-                let (pid, mailbox) = self.spawn(capacity);
-                Some(Reply::Spawned { pid, mailbox })
-            }
+            Command::Spawn { capacity } => Some(match self.try_spawn(capacity) {
+                Ok((pid, mailbox)) => Reply::Spawned { pid, mailbox },
+                Err(e) => Reply::OverLimit(e),
+            }),
             Command::Exit { pid } => Some(Reply::Exited(self.exit(now, &pid))),
             Command::Join {
                 scope,
@@ -489,11 +491,12 @@ impl Node {
                 owner,
                 scope,
                 group,
-            } => Some(Reply::Monitoring(self.monitor(
-                owner,
-                &scope,
-                group.as_deref(),
-            ))),
+            } => Some(
+                match self.within(super::Resource::Monitors, self.monitor_count()) {
+                    Ok(()) => Reply::Monitoring(self.monitor(owner, &scope, group.as_deref())),
+                    Err(e) => Reply::OverLimit(e),
+                },
+            ),
             Command::Demonitor { id } => Some(Reply::Demonitored(self.demonitor(id))),
             Command::Send {
                 from,

@@ -88,7 +88,10 @@ use crate::tags::TagTable;
 pub use anti_entropy::{AE_PUSH_CHUNK, AE_RESPONSE_BUDGET, DELTA_PIECE};
 pub use barrier::{SyncError, SyncId, SyncMode};
 pub use command::{AnnounceError, Command, CommandId, GroupError, NameError, ReadError, Reply};
-pub use processes::{MonitorItem, ProcessError, MONITOR_CAPACITY};
+pub use processes::{
+    LimitError, MonitorItem, ProcessError, Resource, DEFAULT_MAX_MONITORS, DEFAULT_MAX_PROCESSES,
+    MONITOR_CAPACITY,
+};
 pub use send::{
     AckId, Dest, GroupMode, SendError, SendOutcome, SendReceipt, ACK_TIMEOUT, MAX_PAYLOAD,
 };
@@ -126,6 +129,11 @@ pub struct NodeConfig {
     pub dissemination: DisseminationConfig,
     /// Default mailbox capacity for [`Node::spawn`].
     pub mailbox_capacity: usize,
+    /// Most live local processes a [`Command::Spawn`] may make; one more is refused
+    /// ([`Reply::OverLimit`]).
+    pub max_processes: usize,
+    /// Most open monitors a [`Command::Monitor`] may make; one more is refused.
+    pub max_monitors: usize,
     /// The quorum plane (claims, strong names); `None` when no voters are configured.
     pub quorum: Option<QuorumBoot>,
     /// This node's tags at boot (checked against [`mesh_types::tags`]'s limits).
@@ -151,6 +159,8 @@ impl Default for NodeConfig {
                 ..DisseminationConfig::default()
             },
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            max_monitors: DEFAULT_MAX_MONITORS,
             quorum: None,
             tags: mesh_types::tags::Tags::new(),
             discovery: DiscoveryConfig::default(),
@@ -329,6 +339,8 @@ pub enum Output {
 /// Counters the shell publishes as metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeStats {
+    /// Commands refused by a resource limit ([`Reply::OverLimit`]), by resource.
+    pub over_limit: BTreeMap<&'static str, u64>,
     /// Inputs dropped before any state machine saw them, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Send errors returned to local senders, by reason.

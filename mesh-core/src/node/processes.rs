@@ -106,6 +106,54 @@ impl From<UnregisterError> for NameError {
     }
 }
 
+/// Default [`super::NodeConfig::max_processes`]: room for the 100 000-process flood of
+/// the hardening issue with headroom; each process costs a mailbox and its entries.
+pub const DEFAULT_MAX_PROCESSES: usize = 250_000;
+/// Default [`super::NodeConfig::max_monitors`]: each admin `monitor` stream and each
+/// library monitor holds one, with an inbox of [`MONITOR_CAPACITY`] events.
+pub const DEFAULT_MAX_MONITORS: usize = 10_000;
+
+/// A resource a node bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// Live local processes ([`super::NodeConfig::max_processes`]).
+    Processes,
+    /// Open monitors ([`super::NodeConfig::max_monitors`]).
+    Monitors,
+}
+
+impl Resource {
+    /// Every resource, for registering metrics at zero.
+    pub const ALL: [Self; 2] = [Self::Processes, Self::Monitors];
+
+    /// Metric label and the word in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processes => "processes",
+            Self::Monitors => "monitors",
+        }
+    }
+
+    /// The setting that bounds it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::Processes => "max_processes",
+            Self::Monitors => "max_monitors",
+        }
+    }
+}
+
+/// A command refused because the node holds the most it may of a resource. Nothing
+/// changed (C2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this node already holds its maximum of {max} {} ({}); end some, or raise {}", .resource.as_str(), .resource.setting(), .resource.setting())]
+pub struct LimitError {
+    /// What ran out.
+    pub resource: Resource,
+    /// The limit.
+    pub max: usize,
+}
+
 #[derive(Debug)]
 pub(super) struct ProcEntry {
     pub(super) mailbox: Mailbox,
@@ -134,6 +182,32 @@ impl Node {
             Pid::new(self.name.clone(), self.boot_incarnation, local_id),
             mailbox,
         )
+    }
+
+    /// [`Node::spawn`] within [`super::NodeConfig::max_processes`]: what
+    /// [`super::Command::Spawn`] runs. At the limit it refuses, counted, and changes
+    /// nothing.
+    pub fn try_spawn(&mut self, capacity: Option<usize>) -> Result<(Pid, Mailbox), LimitError> {
+        self.within(Resource::Processes, self.processes.len())?;
+        Ok(self.spawn(capacity))
+    }
+
+    /// `Ok` while `held` is below the limit of `resource`; else the refusal, counted.
+    pub(super) fn within(&mut self, resource: Resource, held: usize) -> Result<(), LimitError> {
+        let max = match resource {
+            Resource::Processes => self.config.max_processes,
+            Resource::Monitors => self.config.max_monitors,
+        };
+        if held < max {
+            return Ok(());
+        }
+        *self.stats.over_limit.entry(resource.as_str()).or_default() += 1;
+        Err(LimitError { resource, max })
+    }
+
+    /// Number of open monitors.
+    pub fn monitor_count(&self) -> usize {
+        self.monitors.len()
     }
 
     /// True if `pid` is a live process of this node.
