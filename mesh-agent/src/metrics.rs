@@ -155,6 +155,16 @@ fn register() {
     counter!("mesh_membership_probes_failed_total").increment(0);
     counter!("mesh_runtime_input_dropped_total", "reason" => "command_queue_full").increment(0);
     counter!("mesh_runtime_unclaimed_replies_total").increment(0);
+    describe_gauge!("mesh_admin_connections", "Open admin API connections.");
+    describe_counter!(
+        "mesh_admin_connections_refused_total",
+        "Admin connections closed by their bounds: over the connection limit (limit), or \
+         sent nothing for the idle limit (idle_timeout)."
+    );
+    gauge!("mesh_admin_connections").increment(0.0);
+    for reason in ["limit", "idle_timeout"] {
+        counter!("mesh_admin_connections_refused_total", "reason" => reason).increment(0);
+    }
     describe_gauge!(
         "mesh_admin_monitor_streams",
         "Open admin monitor streams (GET /v1/monitor/...), by stream."

@@ -359,6 +359,10 @@ fn malformed_requests_get_a_4xx_json_error_and_change_nothing() {
             "{path} {body}: {error:?} should mention {says:?}"
         );
     }
+    // A body over the limit (axum's 2 MiB) is refused with 413 before it is parsed.
+    let huge = format!(r#"{{"group":"g","payload":"{}"}}"#, "x".repeat(3 << 20));
+    let (status, text) = agent.post_raw("/v1/send", json, &huge).expect("answer");
+    assert_eq!(status, 413, "{}", &text[..text.len().min(200)]);
     // Nothing changed: the listener got nothing, the group is as it was.
     assert_eq!(
         group_pids(&cluster, 0, "g").expect("groups"),

@@ -38,10 +38,12 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::runtime::AgentHandle;
+pub use conn::ConnLimits;
 
 mod calls;
 mod claims;
 mod common;
+mod conn;
 mod groups;
 mod info;
 mod messaging;
@@ -152,7 +154,18 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    serve_with(listener, router, shutdown, ConnLimits::default()).await
+}
+
+/// [`serve`] with other connection bounds than the defaults (1 024 connections, 90 s
+/// without a write: see [`ConnLimits`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnLimits,
+) -> std::io::Result<()> {
+    axum::serve(conn::GuardedListener::new(listener, limits), router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -453,6 +466,89 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON error body");
         v["error"].as_str().expect("error field").to_owned()
+    }
+
+    /// Issue 14: admin connections are bounded in number and in idleness. With 2
+    /// slots and a 300 ms idle limit: a connection that never sends a request
+    /// (slowloris) is closed, a third connection while two are held is closed at once,
+    /// and once the slots are free a request is served.
+    #[tokio::test]
+    async fn idle_connections_are_cut_and_the_count_is_bounded() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let limits = ConnLimits {
+            max_connections: 2,
+            idle: Duration::from_millis(300),
+        };
+        let app = router(FakeView::default(), None);
+        let task = tokio::spawn(serve_with(
+            listener,
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+
+        // Closed by the server: a read ends (EOF or reset) well within the deadline.
+        async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+            let mut buf = [0u8; 256];
+            matches!(
+                tokio::time::timeout(within, async {
+                    loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await,
+                Ok(())
+            )
+        }
+
+        // A slowloris: half a request line, then nothing.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /livez HT").await.expect("write");
+        let mut quiet = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Both slots are held: a third connection is closed at once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        third
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(250),
+            third.read_to_string(&mut answer),
+        )
+        .await;
+        assert!(answer.is_empty(), "a third connection was served: {answer}");
+        // The idle two are cut after the idle limit.
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(3)).await,
+            "the slowloris stays"
+        );
+        assert!(
+            closed_within(&mut quiet, Duration::from_secs(3)).await,
+            "the quiet one stays"
+        );
+        // The slots are free again: a whole request is served.
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(3), conn.read_to_string(&mut answer))
+            .await
+            .expect("answered")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 "), "served: {answer}");
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
 
     #[tokio::test]
