@@ -115,6 +115,34 @@ fn mismatched(what: &str, reply: &Reply) -> ! {
     unreachable!("{what} got the reply {reply:?}")
 }
 
+/// The receiving end of one command's reply; see [`AgentHandle::command`].
+struct ReplyWaiter<'a> {
+    rx: oneshot::Receiver<Reply>,
+    agent: &'a AgentHandle,
+    taken: bool,
+}
+
+impl Drop for ReplyWaiter<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        // From here on the node task's send fails (and it undoes the reply itself);
+        // a reply that made it into the channel before is undone here.
+        self.rx.close();
+        if let Some(undo) = self
+            .rx
+            .try_recv()
+            .ok()
+            .as_ref()
+            .and_then(Reply::undo_if_unclaimed)
+        {
+            counter!("mesh_runtime_unclaimed_replies_total").increment(1);
+            self.agent.push_from_drop(undo);
+        }
+    }
+}
+
 /// Why a monitor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MonitorError {
@@ -222,9 +250,21 @@ impl AgentHandle {
     }
 
     /// Runs `cmd` on the node and waits for its reply.
+    ///
+    /// If this future is dropped before the reply is taken, whatever the reply hands
+    /// over (a spawned process, a monitor) is undone ([`Reply::undo_if_unclaimed`]):
+    /// the waiter closes its channel, so a reply not sent yet is undone by the node
+    /// task, and one already in the channel is undone here.
     pub async fn command(&self, cmd: Command) -> Result<Reply, ApiError> {
         let (_, rx) = self.start(cmd)?;
-        rx.await.map_err(|_| ApiError::Stopped)
+        let mut waiter = ReplyWaiter {
+            rx,
+            agent: self,
+            taken: false,
+        };
+        let reply = (&mut waiter.rx).await.map_err(|_| ApiError::Stopped);
+        waiter.taken = true;
+        reply
     }
 
     /// Queues `cmd` under a fresh id, with a waiter for its reply.
