@@ -321,3 +321,55 @@ fn a_crash_at_any_step_of_a_commit_leaves_the_old_or_the_new_state() {
         ops.len()
     );
 }
+
+/// A store truncated anywhere (a copy cut short, a full disk during a restore) opens
+/// with exactly what it held, or refuses with an error naming the file; it never
+/// panics, and never opens with part of the data or as a fresh store (which would
+/// vote as a new acceptor with nothing).
+#[test]
+fn a_truncated_store_opens_whole_or_refuses_with_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(STORE_FILE);
+    let (id, state) = {
+        let (mut store, _) = RedbStore::open(dir.path(), &mut rng(1)).expect("open");
+        let batch: Vec<Entry> = (0..100).map(|i| entry(&format!("k{i:03}"), i)).collect();
+        store.commit(&batch).expect("commit");
+        store.set_root(&root()).expect("set_root");
+        (store.acceptor_id(), store.load().expect("load"))
+    };
+    let whole = std::fs::read(&path).expect("read");
+    let mut cuts: Vec<usize> = (0..whole.len()).step_by(whole.len() / 61 + 1).collect();
+    cuts.extend([1, 4095, 4096, 4097, whole.len() - 1]);
+    let (mut opened, mut refused) = (0, 0);
+    for cut in cuts {
+        let trial = tempfile::tempdir().expect("tempdir");
+        std::fs::write(trial.path().join(STORE_FILE), &whole[..cut]).expect("write");
+        match RedbStore::open(trial.path(), &mut rng(2)) {
+            Ok((store, how)) => {
+                // An empty file is a new store (nothing was there to lose); anything
+                // else that opens must be the whole store.
+                if cut == 0 {
+                    assert_eq!(how, Opened::Created);
+                    continue;
+                }
+                assert_eq!(how, Opened::Existing, "cut at {cut}: opened as a new store");
+                assert_eq!(store.acceptor_id(), id, "cut at {cut}");
+                assert_eq!(store.load().expect("load"), state, "cut at {cut}: partial");
+                opened += 1;
+            }
+            Err(StoreError::Open { path, reason }) => {
+                assert!(
+                    path.ends_with(STORE_FILE) && !reason.is_empty(),
+                    "cut at {cut}"
+                );
+                refused += 1;
+            }
+            Err(other) => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "no cut was refused: the check is not exercised"
+    );
+    eprintln!("truncations: {opened} opened whole, {refused} refused");
+}
