@@ -27,6 +27,7 @@ MODULES = [
     "claims",
     "strong_names",
     "leader",
+    "identity",
 ]
 
 

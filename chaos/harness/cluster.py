@@ -96,6 +96,8 @@ class Cluster:
         # Network faults now in force (for `chaos/fault status` and heal), by kind.
         self.active_faults: dict = {}
         self.binary: dict = {}  # which meshctl this cluster runs (path, sha256, mtime)
+        # Second agents under a live agent's name (start_impostor), by that name.
+        self.impostors: dict[str, Agent] = {}
         # Oracle time zero of this cluster's events (CLOCK_MONOTONIC is system-wide, so
         # `chaos/fault` in another process records on the same timeline).
         self.t0 = clock()
@@ -106,11 +108,13 @@ class Cluster:
                meshctl: Path | str | None = None, subnet: str = "10.77.0",
                profile: str = "lan", skews: dict[str, float] | None = None,
                tag: str | None = None, t0: float | None = None,
-               voters: int = 0) -> Cluster:
+               voters: int = 0, spares: int = 0) -> Cluster:
         """Build the network, certificates and data dirs; agents are not started yet.
 
         voters: with 3 or 5, every agent runs with `--voters` naming the first that many
-        nodes (claims and strong names need them); 0: no quorum plane."""
+        nodes (claims and strong names need them); 0: no quorum plane.
+        spares: namespaces past the agents' (n{nodes+1}...), where start_impostor runs a
+        second agent under a live agent's name."""
         from .util import REPORTS_DIR, default_meshctl
 
         tag = tag or str(os.getpid())
@@ -133,7 +137,7 @@ class Cluster:
             raise HarnessError(f"voters: {voters} of {nodes} nodes (3 or 5, at most the "
                                "cluster size)")
         voter_list = ",".join(f"n{i}" for i in range(1, voters + 1)) or None
-        net = Net(tag, nodes, subnet)
+        net = Net(tag, nodes + spares, subnet)
         agents = {}
         for i in range(1, nodes + 1):
             name = f"n{i}"
@@ -205,6 +209,38 @@ class Cluster:
         a = self.agents[name]
         if a.status in (RUNNING, PAUSED) and pid_alive(a.pid):
             raise HarnessError(f"{name} is already running (pid {a.pid})")
+        self._spawn(a)
+        self.save_state()
+        return a
+
+    @_locked
+    def start_impostor(self, of: str) -> Agent:
+        """A second agent under `of`'s name, with its own valid certificate for that name
+        (what an operator who copies a config makes), in the first free spare namespace.
+        Not in `agents`: the observer, workloads and checkers do not poll it."""
+        real = self.agents[of]
+        taken = {a.idx for a in self.agents.values()} | {a.idx for a in self.impostors.values()}
+        free = [i for i in range(1, self.net.n + 1) if i not in taken]
+        if not free:
+            raise HarnessError("no spare namespace for an impostor (set SPARES in the scenario)")
+        i = free[0]
+        a = Agent(name=of, idx=i, ip=self.net.ip(i), ns=self.net.ns(i),
+                  data_dir=str(self.run_dir / "nodes" / f"{of}-dup"),
+                  log=str(self.run_dir / "logs" / f"{of}-dup.log"), voters=real.voters)
+        run([str(self.meshctl), "cert", "issue", "--ca-dir", str(self.run_dir / "ca"),
+             "--name", of, "--out", a.data_dir, "--force"])
+        self._spawn(a)
+        self.impostors[of] = a
+        return a
+
+    @_locked
+    def kill_impostor(self, of: str) -> None:
+        a = self.impostors.pop(of)
+        self._signal(a, signal.SIGKILL)
+        self._reap(a, 5)
+        a.status = KILLED
+
+    def _spawn(self, a: Agent) -> None:
         argv, env = self.command(a)
         with open(a.log, "ab") as log:
             log.write(f"=== chaos: start #{a.starts + 1} skew={a.skew} at "
@@ -216,8 +252,6 @@ class Cluster:
         a.pid = a.popen.pid
         a.status = RUNNING
         a.starts += 1
-        self.save_state()
-        return a
 
     @_locked
     def kill(self, name: str) -> None:
@@ -354,7 +388,7 @@ class Cluster:
     # -- teardown ----------------------------------------------------------------------------
     def destroy(self) -> list[str]:
         """Kill every agent, then remove namespaces, bridge, veths and the nft table."""
-        for a in self.agents.values():
+        for a in [*self.agents.values(), *self.impostors.values()]:
             if a.status in (RUNNING, PAUSED) or pid_alive(a.pid):
                 self._signal(a, signal.SIGKILL)
                 self._reap(a, 5)

@@ -64,6 +64,7 @@ class Scenario:
     checkers: list[str]
     control: dict | None
     path: Path
+    spares: int = 0  # extra namespaces, for impostors (SPARES)
     pending: str | None = field(default=None)
 
     @property
@@ -107,6 +108,7 @@ def load(path: Path) -> Scenario:
         bounds={**DEFAULT_BOUNDS, **getattr(mod, "BOUNDS", {})},
         skew=dict(getattr(mod, "SKEW", {})), workloads=wl, checkers=ck,
         control=getattr(mod, "CONTROL", None), path=path,
+        spares=int(getattr(mod, "SPARES", 0)),
         pending="needs " + "; ".join(pending) if pending else None)
 
 

@@ -20,6 +20,10 @@ bounds are not):
   ("kill", sel)  ("restart", sel)  ("stop", sel)  ("pause", sel)  ("resume", sel)
   ("skew", node, rate)                    restart node under faketime at rate x
   ("hidden_pause", sel) ("hidden_resume", sel)   negative controls only (faults.py)
+  ("impostor_start", node) ("impostor_kill", node)   a second agent under node's name,
+                                          with a valid certificate, in a spare namespace
+                                          (the scenario sets SPARES = 1)
+  ("hidden_kill", sel)                    negative controls only: kill -9, unrecorded
   ("await_down", node, {"within": s})     every other live agent reports node down
   ("expect_new_incarnation", node)        checked after the run: node's incarnation
                                           after this point > before its last disruption
@@ -250,6 +254,25 @@ class Steps:
         for n in nodes:
             self.c.resume(n)
         self.rec.event("hidden_resume", nodes=nodes)
+
+    def step_impostor_start(self, node) -> None:
+        """A second agent under `node`'s name, with a valid certificate for it, in a
+        spare namespace (the scenario sets SPARES); the identity checker judges it."""
+        for n in self.nodes(node):
+            a = self.c.start_impostor(n)
+            self.rec.event("impostor_start", node=n, ip=a.ip, pid=a.pid)
+
+    def step_impostor_kill(self, node) -> None:
+        for n in self.nodes(node):
+            self.c.kill_impostor(n)
+            self.rec.event("impostor_kill", node=n)
+
+    def step_hidden_kill(self, sel) -> None:
+        """Negative controls only: kill -9 under a kind the checkers do not know."""
+        nodes = self.nodes(sel)
+        for n in nodes:
+            self.c.kill(n)
+        self.rec.event("hidden_kill", nodes=nodes)
 
     def step_skew(self, node, rate) -> None:
         for n in self.nodes(node):

@@ -44,6 +44,9 @@ class NegativeControls(unittest.TestCase):
         # The planted fault is the only thing wrong: no other checker complains.
         self.assertEqual({c for c, _ in found}, {scn.control["checker"]}, found)
 
+    def test_an_impostor_that_took_a_dead_nodes_name_is_displacement(self):
+        self._assert_fails_as_declared("control-displaced-name")
+
     def test_an_unhealed_partition_fails_membership_convergence(self):
         self._assert_fails_as_declared("control-unhealed-partition")
 
