@@ -81,7 +81,7 @@ def run_scenario(scn: Scenario, opts: Options) -> tuple[int, dict | None]:
         quorum = {"claims", "strong-names", "leader"} & set(scn.workloads)
         cluster = Cluster.create(nodes, run_dir, opts.meshctl, opts.subnet, opts.profile,
                                  skews=scn.skew, t0=rec.t0,
-                                 voters=3 if quorum and nodes >= 3 else 0,
+                                 voters=scn.voters if quorum and nodes >= scn.voters else 0,
                                  spares=scn.spares)
         cluster.keep = opts.keep
         observer = Observer(cluster, rec)

@@ -12,6 +12,9 @@ A scenario file sets:
   SKEW       optional {node: rate}: agents started under libfaketime at that clock rate
   WORKLOADS  workloads it needs (default ["membership"]); see chaos/workloads/
   CHECKERS   checkers that must pass (default: every landed checker); see chaos/checkers/
+  VOTERS     3 (default) or 5: the voters n1..nV when a claims, strong-names or leader
+             workload runs
+  SPARES     namespaces past the agents', for impostors (the impostor_start step)
   CONTROL    for negative controls only: {"checker": NAME, "violation": KIND}; the run
              must FAIL with that violation (chaos/selftest asserts it)
 
@@ -65,6 +68,7 @@ class Scenario:
     control: dict | None
     path: Path
     spares: int = 0  # extra namespaces, for impostors (SPARES)
+    voters: int = 3  # voters n1..nV when a quorum workload runs (VOTERS: 3 or 5)
     pending: str | None = field(default=None)
 
     @property
@@ -109,6 +113,7 @@ def load(path: Path) -> Scenario:
         skew=dict(getattr(mod, "SKEW", {})), workloads=wl, checkers=ck,
         control=getattr(mod, "CONTROL", None), path=path,
         spares=int(getattr(mod, "SPARES", 0)),
+        voters=int(getattr(mod, "VOTERS", 3)),
         pending="needs " + "; ".join(pending) if pending else None)
 
 
