@@ -18,7 +18,7 @@ import math
 
 from harness.views import first_converged
 
-NET_HOLD = {"partition", "isolate", "ring", "flap"}
+NET_HOLD = {"partition", "isolate", "ring", "oneway", "flap"}
 PROC_HOLD = {"kill", "stop", "pause", "agent_exited"}
 PROC_LIFT = {"restart", "resume", "start", "skew"}
 

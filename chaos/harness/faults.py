@@ -31,7 +31,7 @@ NETEM_UNAVAILABLE = "netem unavailable: skipping delay/jitter"
 
 # Event kinds that change the cluster's conditions; a converge step measures from the
 # latest of them.
-FAULT_KINDS = ("start", "partition", "isolate", "ring", "flap", "loss", "bandwidth",
+FAULT_KINDS = ("start", "partition", "isolate", "ring", "oneway", "flap", "loss", "bandwidth",
                "delay", "heal", "kill", "stop", "restart", "pause", "resume", "skew",
                "hidden_pause", "hidden_resume", "skipped")
 
@@ -75,6 +75,15 @@ class Faults:
         self.active.setdefault("cuts", []).append([list(a), list(c)])
         return self._record("ring", groups=[list(a), list(b), list(c)],
                             disrupts=sorted(set(a) | set(c)))
+
+    def oneway(self, a: list[str], b: list[str], excuse: bool) -> dict:
+        """Packets from a to b are dropped; b to a pass (a hears b, b does not hear a).
+        excuse=False records it disrupting nobody: between single nodes with relays
+        around, SWIM's indirect probes must keep both alive (false-downs judges)."""
+        self.c.net.block(self._idx(a), self._idx(b), "oneway", oneway=True)
+        self.active.setdefault("cuts", []).append([list(a), list(b)])
+        return self._record("oneway", sides=[list(a), list(b)],
+                            disrupts=sorted(set(a) | set(b)) if excuse else [])
 
     def loss(self, percent: int, nodes: list[str] | None = None) -> dict:
         self.c.net.loss(int(percent), self._idx(nodes) if nodes else None)

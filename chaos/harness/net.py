@@ -97,18 +97,20 @@ table bridge {self.table} {{
         return destroy_by_tag(self.tag)
 
     # -- partitions ----------------------------------------------------------------------
-    def block(self, a: list[int], b: list[int], kind: str) -> None:
-        """Drop every packet between side a and side b, both directions."""
+    def block(self, a: list[int], b: list[int], kind: str, oneway: bool = False) -> None:
+        """Drop every packet between side a and side b, both directions (oneway: only
+        those from a to b, so a still hears b but b does not hear a)."""
         if not a or not b:
             raise HarnessError("a partition needs two non-empty sides")
         if set(a) & set(b):
             raise HarnessError(f"sides overlap: {sorted(set(a) & set(b))}")
         va, vb = self._ifset(a), self._ifset(b)
-        self._nft(
-            f'add rule bridge {self.table} partition iifname {va} oifname {vb} '
-            f'counter drop comment "{kind}"\n'
-            f'add rule bridge {self.table} partition iifname {vb} oifname {va} '
-            f'counter drop comment "{kind}"')
+        rules = [f'add rule bridge {self.table} partition iifname {va} oifname {vb} '
+                 f'counter drop comment "{kind}"']
+        if not oneway:
+            rules.append(f'add rule bridge {self.table} partition iifname {vb} oifname {va} '
+                         f'counter drop comment "{kind}"')
+        self._nft("\n".join(rules))
 
     def clear_partitions(self) -> None:
         self._harvest("partition")

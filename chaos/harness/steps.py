@@ -14,6 +14,8 @@ bounds are not):
                                           members, all alive, starting within the bound
                                           (converge_s) and holding for stable_s
   ("partition", sel_a, sel_b)             ("isolate", node)    ("ring", a, b, c)
+  ("oneway", sel_a, sel_b, {"excuse": False})   a's packets to b dropped, b's to a pass;
+                                          excuse=True counts a and b as disrupted
   ("loss", percent[, sel])                ("bandwidth", sel, rate | None)
   ("delay", sel, delay[, jitter[, reorder]])   tc netem     ("heal",)
   ("flap", sel_a, sel_b, {"period": 2, "duration": 60})   partition on/off, ends on a heal
@@ -201,6 +203,9 @@ class Steps:
 
     def step_ring(self, a, b, c) -> None:
         self.f.ring(self.nodes(a), self.nodes(b), self.nodes(c))
+
+    def step_oneway(self, a, b, excuse: bool = False) -> None:
+        self.f.oneway(self.nodes(a), self.nodes(b), bool(excuse))
 
     def step_loss(self, percent, sel=None) -> None:
         self.f.loss(int(percent), self.nodes(sel) if sel else None)
