@@ -92,7 +92,14 @@ pub(crate) fn new_replaces_old(old: ConnMeta<'_>, new: ConnMeta<'_>, now: Instan
 /// timeout, 10 s by default), and a peer whose dials leave from an address other than
 /// the one it is dialed at keeps only the connection dialed to it.
 pub(crate) fn is_name_conflict(old: ConnMeta<'_>, new: ConnMeta<'_>) -> bool {
+    // `remote` is canonical (see `Peer::meta`): on a dual-stack socket one peer can show
+    // as 10.0.0.1 and as ::ffff:10.0.0.1.
     !old.closed && old.remote != new.remote
+}
+
+/// `addr` with an IPv4-mapped IPv6 address written as the IPv4 address.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Why a dial gave no usable connection.
@@ -247,7 +254,7 @@ impl Peer {
             dialer: &self.dialer,
             since: self.since,
             closed: self.conn.close_reason().is_some(),
-            remote: self.conn.remote_address(),
+            remote: canonical(self.conn.remote_address()),
         }
     }
 
@@ -373,6 +380,9 @@ mod tests {
             },
             impostor
         ));
+        // An IPv4-mapped address is the IPv4 address.
+        let mapped: SocketAddr = "[::ffff:10.0.0.2]:7946".parse().expect("addr");
+        assert_eq!(canonical(mapped), real.remote);
         // The same address (a crossing dial, a reconnect, a restart in place) is never
         // a conflict, and the old rules choose.
         let again = meta("n1", t + Duration::from_secs(30));
