@@ -379,9 +379,9 @@ fn malformed_requests_get_a_4xx_json_error_and_change_nothing() {
 
 /// Issue 14: `POST /v1/listen` requests whose client closes before reading the reply
 /// left processes behind for good (0 → 38 → 74 → 190 over rounds of 500-1 000). 1 000
-/// requests are abandoned here at once, half reset right after the request is written
+/// requests (750 listens, 250 group monitors) are abandoned here at once, half reset right after the request is written
 /// and half closed after the first reply byte; afterwards the agent must hold no
-/// process and the group no member, and still serve a listener. On a debug build on
+/// process and no monitor, the group no member, and it must still serve a listener. On a debug build on
 /// loopback this burst did not reproduce the leak even without the fixes (the window,
 /// a client gone between the spawn command and its reply, is narrow here); the
 /// deterministic control is `a_spawn_abandoned_before_its_reply_leaves_no_process` in
@@ -398,14 +398,17 @@ fn a_thousand_abandoned_listen_streams_leave_no_process_behind() {
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    // Every fourth stream is a group monitor instead (it holds a monitor, not a
+    // process).
+    let monitor = format!("GET /v1/monitor/groups?scope=default HTTP/1.1\r\nHost: {admin}\r\n\r\n");
     // All at once, as a hostile client would: 1 000 connections each write a request,
     // then every one closes, half of them after the first reply byte (so the agent
     // has many spawns in flight when the closes arrive).
     let mut conns: Vec<(usize, std::net::TcpStream)> = Vec::new();
     for i in 0..1000 {
         let mut conn = std::net::TcpStream::connect(admin).expect("connect to the admin API");
-        conn.write_all(request.as_bytes())
-            .expect("write the request");
+        let ask = if i % 4 == 3 { &monitor } else { &request };
+        conn.write_all(ask.as_bytes()).expect("write the request");
         conns.push((i, conn));
     }
     for (i, mut conn) in conns {
@@ -424,21 +427,20 @@ fn a_thousand_abandoned_listen_streams_leave_no_process_behind() {
         }
         drop(conn);
     }
-    let processes = || -> Result<f64, String> {
+    let held = || -> Result<(f64, f64), String> {
         let text = cluster.agents[0].metrics().map_err(|e| e.to_string())?;
-        mesh_tests::cluster::metric_value(&text, "mesh_processes")
-            .ok_or_else(|| "no mesh_processes in /metrics".to_owned())
+        let get = |series: &str| {
+            mesh_tests::cluster::metric_value(&text, series)
+                .ok_or_else(|| format!("no {series} in /metrics"))
+        };
+        Ok((get("mesh_processes")?, get("mesh_monitors")?))
     };
     cluster.wait_until(
         Duration::from_secs(20),
-        "every abandoned listen's process has exited",
-        || {
-            let n = processes()?;
-            if n < 0.5 {
-                Ok(())
-            } else {
-                Err(format!("mesh_processes = {n}"))
-            }
+        "every abandoned stream's process and monitor has ended",
+        || match held()? {
+            (p, m) if p < 0.5 && m < 0.5 => Ok(()),
+            (p, m) => Err(format!("mesh_processes = {p}, mesh_monitors = {m}")),
         },
     );
     wait_group(&cluster, &[0], "abandoned", &[], Duration::from_secs(5));
