@@ -241,6 +241,21 @@ impl AgentBuilder {
         self
     }
 
+    /// Most live processes (`max_processes`, default 250 000); one more spawn is
+    /// refused.
+    #[must_use]
+    pub fn max_processes(mut self, max: usize) -> Self {
+        self.config.max_processes = max;
+        self
+    }
+
+    /// Most open monitors (`max_monitors`, default 10 000); one more is refused.
+    #[must_use]
+    pub fn max_monitors(mut self, max: usize) -> Self {
+        self.config.max_monitors = max;
+        self
+    }
+
     /// Default capacity of a process mailbox, in messages.
     #[must_use]
     pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
