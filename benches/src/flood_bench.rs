@@ -140,21 +140,9 @@ async fn main() -> Result<()> {
                 let h = agent.clone();
                 let group = format!("g{}", k % groups);
                 tokio::spawn(async move {
-                    // A full command queue is backpressure (`Busy`): wait and retry, as
-                    // a client would.
-                    let p = loop {
-                        match h.spawn(None).await {
-                            Err(ApiError::Busy) => tokio::time::sleep(BUSY_WAIT).await,
-                            other => break other?,
-                        }
-                    };
+                    let p = unless_busy(|| h.spawn(None)).await?;
                     let groups = [group];
-                    loop {
-                        match h.join("default", &groups, p.pid(), None).await {
-                            Err(ApiError::Busy) => tokio::time::sleep(BUSY_WAIT).await,
-                            other => break other?,
-                        }
-                    }
+                    unless_busy(|| h.join("default", &groups, p.pid(), None)).await?;
                     anyhow::Ok(p)
                 })
             })
@@ -237,10 +225,20 @@ async fn main() -> Result<()> {
 /// The node's live processes, waiting out a full command queue (the exits of 100 000
 /// dropped handles fill it).
 async fn processes(agent: &mesh_agent::runtime::AgentHandle) -> Result<usize> {
+    Ok(unless_busy(|| agent.call(|n, _| n.process_count())).await?)
+}
+
+/// Runs `call` until the agent does not answer `Busy` (a full command queue is
+/// backpressure: wait and retry, as a client would).
+async fn unless_busy<T, E, F, Fut>(mut call: F) -> Result<T, ApiError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError<E>>>,
+{
     loop {
-        match agent.call(|n, _| n.process_count()).await {
+        match call().await {
             Err(ApiError::Busy) => tokio::time::sleep(BUSY_WAIT).await,
-            other => return Ok(other?),
+            other => return other,
         }
     }
 }

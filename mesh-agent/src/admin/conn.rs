@@ -131,12 +131,22 @@ impl GuardedIo {
 }
 
 impl GuardedIo {
-    /// Bytes went out: the connection is not idle; the deadline moves.
-    fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
-        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+    /// One write through `write`, refused once the deadline passed; bytes that went out
+    /// move the deadline.
+    fn write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let written = write(Pin::new(&mut self.stream), cx);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             let next = Instant::now() + self.idle;
             self.deadline.as_mut().reset(next);
         }
+        written
     }
 }
 
@@ -166,13 +176,8 @@ impl AsyncWrite for GuardedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.wrote(&written);
-        written
+        self.get_mut()
+            .write_with(cx, |stream, cx| stream.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -188,13 +193,8 @@ impl AsyncWrite for GuardedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.wrote(&written);
-        written
+        self.get_mut()
+            .write_with(cx, |stream, cx| stream.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

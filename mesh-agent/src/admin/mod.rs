@@ -513,8 +513,8 @@ mod tests {
         let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
         slow.write_all(b"GET /livez HT").await.expect("write");
         let mut quiet = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        // Both slots are held: a third connection is closed at once.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Both slots are held (the listener accepts in arrival order, so these two took
+        // them): a third connection is closed at once.
         let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
         third
             .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

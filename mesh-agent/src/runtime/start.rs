@@ -607,7 +607,9 @@ mod tests {
                 spawn.as_mut().now_or_never().is_none(),
                 "answered in one poll"
             );
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // A barrier, not a sleep: this call is queued behind the spawn, so when it
+            // returns the node has handled the spawn and its reply is in the channel.
+            h.call(|_, _| ()).await.expect("node");
             drop(spawn);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

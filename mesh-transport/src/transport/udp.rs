@@ -35,12 +35,12 @@ pub(crate) struct UdpCounts {
 }
 
 impl UdpCounts {
-    /// Counts the datagrams in `buf`: `len` bytes cut into `stride`-byte segments.
-    fn count(&self, buf: &[u8], len: usize, stride: usize) {
+    /// The datagrams in `buf` (`len` bytes cut into `stride`-byte segments): how many,
+    /// and how many of them are not QUIC.
+    fn segments(buf: &[u8], len: usize, stride: usize) -> (u64, u64) {
         let len = len.min(buf.len());
         let stride = stride.max(1);
-        let mut received = 0;
-        let mut not_quic = 0;
+        let (mut received, mut not_quic) = (0, 0);
         let mut at = 0;
         while at < len {
             received += 1;
@@ -49,6 +49,15 @@ impl UdpCounts {
             }
             at += stride;
         }
+        (received, not_quic)
+    }
+
+    /// Adds one receive batch's counts, to the atomics and to the metrics: one metric
+    /// update per batch, not per datagram.
+    fn add(&self, received: u64, not_quic: u64) {
+        if received == 0 {
+            return;
+        }
         self.received.fetch_add(received, Ordering::Relaxed);
         metrics::counter!(crate::stats::UDP_RECEIVED).increment(received);
         if not_quic > 0 {
@@ -56,6 +65,12 @@ impl UdpCounts {
             metrics::counter!(crate::stats::UDP_DROPPED, "reason" => "not_quic")
                 .increment(not_quic);
         }
+    }
+
+    #[cfg(test)]
+    fn count(&self, buf: &[u8], len: usize, stride: usize) {
+        let (received, not_quic) = Self::segments(buf, len, stride);
+        self.add(received, not_quic);
     }
 }
 
@@ -96,9 +111,13 @@ impl AsyncUdpSocket for CountingSocket {
     ) -> Poll<io::Result<usize>> {
         let result = self.inner.poll_recv(cx, bufs, meta);
         if let Poll::Ready(Ok(n)) = &result {
-            for (buf, m) in bufs.iter().zip(meta.iter()).take(*n) {
-                self.counts.count(buf, m.len, m.stride);
-            }
+            let (received, not_quic) = bufs
+                .iter()
+                .zip(meta.iter())
+                .take(*n)
+                .map(|(buf, m)| UdpCounts::segments(buf, m.len, m.stride))
+                .fold((0, 0), |(r, q), (dr, dq)| (r + dr, q + dq));
+            self.counts.add(received, not_quic);
         }
         result
     }
